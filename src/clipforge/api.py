@@ -1,0 +1,138 @@
+"""The public entry points: create, load and save CLIP models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from .checkpoints import (
+    apply_state,
+    download_weights,
+    get_pretrained,
+    infer_config,
+    read_checkpoint,
+    select_towers,
+)
+from .checkpoints.errors import CheckpointError
+from .checkpoints.directory import hf_preprocess_from_native
+from .checkpoints.formats import hf, native, open_clip, openai
+from .configs import ClipConfig, get_config
+from .models import CLIP
+from .models.clip import Towers
+from .preprocess import PreprocessConfig
+
+SaveFormat = Literal["clipforge", "hf", "open_clip"]
+
+
+def create_model(
+    architecture: str | ClipConfig,
+    towers: Towers = "both",
+    activation: str | None = None,
+    preprocess: PreprocessConfig | None = None,
+) -> CLIP:
+    """A randomly initialised model of a named architecture (or an explicit config)."""
+    cfg = get_config(architecture) if isinstance(architecture, str) else architecture
+    if activation is not None:
+        cfg = cfg.replace(activation=activation)
+    return CLIP(cfg, towers=towers, preprocess_config=preprocess)
+
+
+def load(
+    name_or_path: str | Path | ClipConfig,
+    weights: str | Path | None = None,
+    pretrained: str | None = None,
+    towers: Towers = "both",
+    activation: str | None = None,
+    device: str | torch.device | None = None,
+    cache_dir: str | Path | None = None,
+    trust_pickle: bool = False,
+) -> CLIP:
+    """Load a model from a checkpoint in any supported format.
+
+    - ``load("ViT-B-32", weights="file.pt")``: a named architecture with local weights
+      (OpenAI TorchScript or state dict, open_clip ``.pt``/``.bin``/``.safetensors``, ...).
+    - ``load("path/to/dir")`` or ``load("file.safetensors")``: architecture read from the
+      directory's config or inferred from the weights' shapes.
+    - ``load(ClipConfig(...), weights="file.pt")``: a custom architecture.
+    - ``load("ViT-B-32", pretrained="openai")``: a registered checkpoint from the hub (cached).
+
+    ``activation`` overrides GELU/QuickGELU (weights do not record it); the model is
+    returned in eval mode, fp32.
+    """
+    name = name_or_path if isinstance(name_or_path, ClipConfig) else str(name_or_path)
+    preprocess = None
+    if pretrained is not None:
+        if not isinstance(name, str):
+            raise ValueError("pretrained=... needs an architecture name")
+        entry = get_pretrained(name, pretrained)
+        weights = download_weights(entry, cache_dir)
+        activation = activation or entry.activation
+        base = get_config(name)
+        pp_fields = {"image_size": base.vision.image_size, **entry.preprocess}
+        preprocess = PreprocessConfig.from_dict(
+            {k: tuple(v) if isinstance(v, list) else v for k, v in pp_fields.items()}
+        )
+    if weights is not None:
+        cfg = get_config(name) if isinstance(name, str) else name
+        ckpt = read_checkpoint(weights, trust_pickle)
+        preprocess = preprocess or ckpt.preprocess
+        activation = activation or _activation_hint(weights)
+    elif isinstance(name_or_path, ClipConfig):
+        raise ValueError("load(config) needs weights=...; use create_model(config) for random init")
+    else:
+        ckpt = read_checkpoint(name_or_path, trust_pickle)
+        cfg = ckpt.config or infer_config(ckpt.state)
+        preprocess = preprocess or ckpt.preprocess
+        activation = activation or _activation_hint(name_or_path)
+    model = create_model(cfg, towers=towers, activation=activation, preprocess=preprocess)
+    apply_state(model, select_towers(ckpt.state, towers), ckpt.source)
+    return model.to(device).eval() if device is not None else model.eval()
+
+
+def _activation_hint(path: str | Path) -> str | None:
+    """OpenAI's TorchScript releases were all trained with QuickGELU."""
+    from .checkpoints.torchscript import is_torchscript_archive
+
+    path = Path(path)
+    return "quick_gelu" if path.is_file() and is_torchscript_archive(path) else None
+
+
+def _tensors_for_saving(model: CLIP) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save(model: CLIP, directory: str | Path, format: SaveFormat = "clipforge") -> Path:
+    """Write a hub-layout directory loadable by clipforge and by the target library."""
+    from safetensors.torch import save_file
+
+    if model.towers != "both":
+        raise CheckpointError("only a model with both towers can be saved")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = _tensors_for_saving(model)
+    cfg, pp = model.config, model.preprocess_config
+    if format == "clipforge":
+        meta = {"model": cfg.to_dict(), "preprocess": pp.to_dict()}
+        files = {native.CONFIG_FILE: meta}
+        weights_name, tensors = native.WEIGHTS_FILE, state
+    elif format == "open_clip":
+        meta = {"model_cfg": open_clip.config_from_native(cfg),
+                "preprocess_cfg": open_clip.preprocess_from_native(pp)}
+        files = {open_clip.CONFIG_FILE: meta}
+        weights_name, tensors = open_clip.WEIGHTS_FILES[0], openai.from_native(state)
+    elif format == "hf":
+        files = {hf.CONFIG_FILE: hf.config_from_native(cfg),
+                 "preprocessor_config.json": hf_preprocess_from_native(pp)}
+        weights_name, tensors = hf.WEIGHTS_FILES[0], hf.from_native(state)
+    else:
+        raise ValueError(f"unknown format {format!r}; use 'clipforge', 'hf' or 'open_clip'")
+    for filename, content in files.items():
+        (directory / filename).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    save_file(tensors, str(directory / weights_name), metadata={"format": "pt"})
+    return directory
+
+
+__all__ = ["create_model", "load", "save"]

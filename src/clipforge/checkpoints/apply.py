@@ -1,0 +1,34 @@
+"""Put translated weights into a model, with one clear error for any mismatch."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import CheckpointMismatchError
+
+_TOWER_PREFIXES = {"image": ("visual.",), "text": ("text.",)}
+_OPTIONAL_SUFFIXES = ("num_batches_tracked",)
+
+
+def select_towers(state: dict[str, torch.Tensor], towers: str) -> dict[str, torch.Tensor]:
+    """Drop the weights of the tower that is not loaded."""
+    if towers == "both":
+        return state
+    keep = _TOWER_PREFIXES[towers]
+    return {k: v for k, v in state.items() if k.startswith(keep) or "." not in k}
+
+
+def apply_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``state`` into ``model``; raise :class:`CheckpointMismatchError` listing all problems."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith(_OPTIONAL_SUFFIXES)]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        (k, tuple(v.shape), tuple(expected[k].shape))
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatchError(source, missing, unexpected, mismatched)
+    model.load_state_dict(state, strict=False)

@@ -1,0 +1,181 @@
+"""Hugging Face transformers ``CLIPModel`` checkpoints: key and config translation.
+
+HF splits the fused attention projection into ``q/k/v_proj`` and stores projections as
+``nn.Linear`` weights (transposed w.r.t. OpenAI's matrices); everything else is renaming.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from ...configs import ClipConfig, ConfigError, TextConfig, ViTConfig
+
+NAME = "hf"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
+_ACTS = {"quick_gelu": "quick_gelu", "gelu": "gelu"}
+
+# (hf name, native name) for per-layer and top-level parameters; {t} is the tower prefix.
+_BLOCK_RENAMES = (
+    ("self_attn.out_proj", "attn.out_proj"),
+    ("layer_norm1", "ln_1"),
+    ("layer_norm2", "ln_2"),
+    ("mlp.fc1", "mlp.c_fc"),
+    ("mlp.fc2", "mlp.c_proj"),
+)
+_TOP_RENAMES = (
+    ("text_model.embeddings.token_embedding.weight", "text.token_embedding.weight"),
+    ("text_model.embeddings.position_embedding.weight", "text.positional_embedding"),
+    ("text_model.final_layer_norm.", "text.ln_final."),
+    ("vision_model.embeddings.class_embedding", "visual.class_embedding"),
+    ("vision_model.embeddings.patch_embedding.weight", "visual.conv1.weight"),
+    ("vision_model.embeddings.position_embedding.weight", "visual.positional_embedding"),
+    ("vision_model.pre_layrnorm.", "visual.ln_pre."),
+    ("vision_model.post_layernorm.", "visual.ln_post."),
+    ("logit_scale", "logit_scale"),
+)
+_TRANSPOSED = (("text_projection.weight", "text.text_projection"),
+               ("visual_projection.weight", "visual.proj"))
+_TOWERS = (("text_model.encoder.layers.", "text.transformer.resblocks."),
+           ("vision_model.encoder.layers.", "visual.transformer.resblocks."))
+_LAYER = re.compile(r"^(\d+)\.(.+)$")
+
+
+def matches(state: dict[str, torch.Tensor]) -> bool:
+    return any(k.startswith(("text_model.", "vision_model.")) for k in state)
+
+
+def to_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HF keys → clipforge keys (q/k/v fused, projections transposed)."""
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        if key.endswith("position_ids"):
+            continue
+        new = _rename_top(key, value, out)
+        if new:
+            continue
+        for hf_prefix, prefix in _TOWERS:
+            if key.startswith(hf_prefix):
+                layer, rest = _LAYER.match(key[len(hf_prefix):]).groups()
+                m = re.match(r"self_attn\.([qkv])_proj\.(weight|bias)", rest)
+                if m:
+                    qkv.setdefault(f"{prefix}{layer}.attn.in_proj_{m[2]}", {})[m[1]] = value
+                else:
+                    out[f"{prefix}{layer}.{_rename_block(rest)}"] = value
+                break
+        else:
+            out[key] = value  # unknown: reported as unexpected by the loader
+    for key, parts in qkv.items():
+        if set(parts) != {"q", "k", "v"}:
+            raise ConfigError(f"incomplete q/k/v projections for {key}")
+        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+    return out
+
+
+def _rename_top(key: str, value: torch.Tensor, out: dict[str, torch.Tensor]) -> bool:
+    for hf, native in _TRANSPOSED:
+        if key == hf:
+            out[native] = value.t().contiguous()
+            return True
+    for hf, native in _TOP_RENAMES:
+        if key == hf or (hf.endswith(".") and key.startswith(hf)):
+            out[native + key[len(hf):]] = value
+            return True
+    return False
+
+
+def _rename_block(rest: str, reverse: bool = False) -> str:
+    for hf, native in _BLOCK_RENAMES:
+        src, dst = (native, hf) if reverse else (hf, native)
+        if rest.startswith(src + "."):
+            return dst + rest[len(src):]
+    return rest
+
+
+def from_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """clipforge keys → HF keys."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if any(key == native for _, native in _TRANSPOSED):
+            hf = next(h for h, n in _TRANSPOSED if n == key)
+            out[hf] = value.t().contiguous()
+            continue
+        top = next(((h, n) for h, n in _TOP_RENAMES
+                    if key == n or (n.endswith(".") and key.startswith(n))), None)
+        if top:
+            out[top[0] + key[len(top[1]):]] = value
+            continue
+        hf_prefix, prefix = next((h, p) for h, p in _TOWERS if key.startswith(p))
+        layer, rest = _LAYER.match(key[len(prefix):]).groups()
+        if rest.startswith("attn.in_proj_"):
+            kind = rest.removeprefix("attn.in_proj_")
+            for name, chunk in zip("qkv", value.chunk(3, dim=0), strict=True):
+                out[f"{hf_prefix}{layer}.self_attn.{name}_proj.{kind}"] = chunk.contiguous()
+        else:
+            out[f"{hf_prefix}{layer}.{_rename_block(rest, reverse=True)}"] = value
+    return out
+
+
+def config_to_native(hf: dict[str, Any]) -> ClipConfig:
+    """A transformers ``CLIPConfig`` dict → :class:`ClipConfig`."""
+    vision, text = hf.get("vision_config") or {}, hf.get("text_config") or {}
+    acts = {vision.get("hidden_act", "quick_gelu"), text.get("hidden_act", "quick_gelu")}
+    if len(acts) != 1 or not acts <= set(_ACTS):
+        raise ConfigError(f"unsupported activations {sorted(acts)} (need one of {sorted(_ACTS)})")
+    eps = {vision.get("layer_norm_eps", 1e-5), text.get("layer_norm_eps", 1e-5)}
+    if len(eps) != 1:
+        raise ConfigError(f"different layer-norm eps per tower are not supported: {eps}")
+    v_width, t_width = vision.get("hidden_size", 768), text.get("hidden_size", 512)
+    return ClipConfig(
+        embed_dim=hf.get("projection_dim", 512),
+        activation=_ACTS[acts.pop()],
+        norm_eps=eps.pop(),
+        init_logit_scale=hf.get("logit_scale_init_value", 2.6592),
+        vision=ViTConfig(
+            image_size=vision.get("image_size", 224),
+            patch_size=vision.get("patch_size", 32),
+            width=v_width,
+            layers=vision.get("num_hidden_layers", 12),
+            heads=vision.get("num_attention_heads", 12),
+            mlp_ratio=vision.get("intermediate_size", 3072) / v_width,
+        ),
+        text=TextConfig(
+            context_length=text.get("max_position_embeddings", 77),
+            vocab_size=text.get("vocab_size", 49408),
+            width=t_width,
+            heads=text.get("num_attention_heads", 8),
+            layers=text.get("num_hidden_layers", 12),
+            mlp_ratio=text.get("intermediate_size", 2048) / t_width,
+        ),
+    )
+
+
+def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
+    """:class:`ClipConfig` → a transformers ``CLIPConfig`` dict (ViT image towers only)."""
+    if not isinstance(cfg.vision, ViTConfig):
+        raise ConfigError("transformers' CLIPModel has no ResNet image tower; save as "
+                          "'open_clip' or 'clipforge' instead")
+    common = {"hidden_act": cfg.activation, "layer_norm_eps": cfg.norm_eps}
+    v, t = cfg.vision, cfg.text
+    return {
+        "architectures": ["CLIPModel"],
+        "model_type": "clip",
+        "projection_dim": cfg.embed_dim,
+        "logit_scale_init_value": cfg.init_logit_scale,
+        "vision_config": {**common, "hidden_size": v.width, "intermediate_size": v.mlp_width,
+                          "num_hidden_layers": v.layers, "num_attention_heads": v.heads,
+                          "image_size": v.image_size, "patch_size": v.patch_size,
+                          "projection_dim": cfg.embed_dim, "model_type": "clip_vision_model"},
+        "text_config": {**common, "hidden_size": t.width, "intermediate_size": t.mlp_width,
+                        "num_hidden_layers": t.layers, "num_attention_heads": t.heads,
+                        "max_position_embeddings": t.context_length, "vocab_size": t.vocab_size,
+                        "projection_dim": cfg.embed_dim,
+                        # EOT is the largest id: HF then pools where OpenAI's argmax does.
+                        "bos_token_id": t.vocab_size - 2, "eos_token_id": t.vocab_size - 1,
+                        "pad_token_id": 1,
+                        "model_type": "clip_text_model"},
+    }

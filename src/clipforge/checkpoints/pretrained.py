@@ -1,0 +1,71 @@
+"""Registry of named pretrained weights (``pretrained.json``) and their download.
+
+Downloads go through ``huggingface_hub`` (cached; ``HF_HUB_OFFLINE=1`` uses the cache only).
+Every entry is an open_clip-layout hub repository.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+from .formats import open_clip
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """Where a named checkpoint lives and how it must be used."""
+
+    architecture: str
+    tag: str
+    hub_id: str
+    activation: str | None = None
+    preprocess: dict[str, Any] = field(default_factory=dict)
+
+
+@cache
+def _registry() -> dict[str, dict[str, dict[str, Any]]]:
+    text = resources.files("clipforge.checkpoints").joinpath("pretrained.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def list_pretrained(architecture: str | None = None) -> list[tuple[str, str]]:
+    """(architecture, tag) pairs of the registry, optionally for one architecture."""
+    return [(arch, tag) for arch, tags in sorted(_registry().items())
+            if architecture in (None, arch) for tag in tags]
+
+
+def get_pretrained(architecture: str, tag: str) -> PretrainedWeights:
+    """The registry entry for ``architecture`` + ``tag``, with a helpful error if unknown."""
+    tags = _registry().get(architecture)
+    if not tags:
+        raise CheckpointError(f"no pretrained weights registered for {architecture!r}")
+    if tag not in tags:
+        raise CheckpointError(
+            f"unknown pretrained tag {tag!r} for {architecture}; available: {', '.join(tags)}"
+        )
+    return PretrainedWeights(architecture=architecture, tag=tag, **tags[tag])
+
+
+def download_weights(entry: PretrainedWeights, cache_dir: str | Path | None = None) -> Path:
+    """Local path of the entry's weights file, downloaded on first use (safetensors first)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    errors = []
+    for filename in open_clip.WEIGHTS_FILES:
+        try:
+            return Path(hf_hub_download(entry.hub_id, filename, cache_dir=cache_dir))
+        except (EntryNotFoundError, LocalEntryNotFoundError) as err:
+            errors.append(f"{filename}: {type(err).__name__}")
+        except OSError as err:  # network failure without a cached copy
+            errors.append(f"{filename}: {err}")
+    raise CheckpointError(
+        f"could not get weights for {entry.architecture}/{entry.tag} from the hub repo "
+        f"{entry.hub_id} ({'; '.join(errors)}). Offline? Set HF_HUB_OFFLINE=1 with a "
+        "populated cache, or pass weights='path/to/file'."
+    )

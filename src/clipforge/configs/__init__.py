@@ -1,0 +1,15 @@
+"""Model configurations and the registry of named architectures."""
+
+from .config import ClipConfig, ConfigError, ResNetConfig, TextConfig, ViTConfig, VisionConfig
+from .registry import get_config, list_architectures
+
+__all__ = [
+    "ClipConfig",
+    "ConfigError",
+    "ResNetConfig",
+    "TextConfig",
+    "ViTConfig",
+    "VisionConfig",
+    "get_config",
+    "list_architectures",
+]

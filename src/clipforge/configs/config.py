@@ -1,0 +1,165 @@
+"""Typed, validated model configurations.
+
+An architecture is data: one JSON file in ``architectures/`` per name. The JSON holds an
+``embed_dim``, an activation, a ``vision`` block whose ``type`` selects the tower
+(``"vit"`` or ``"resnet"``) and a ``text`` block. New architectures need a new file, not code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+ActivationName = Literal["gelu", "quick_gelu"]
+ACTIVATIONS: tuple[str, ...] = ("gelu", "quick_gelu")
+
+
+class ConfigError(ValueError):
+    """A model configuration is malformed."""
+
+
+def _require_positive(owner: str, **values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise ConfigError(f"{owner}.{name} must be positive, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Vision transformer image tower (class token, pre-LN, ``ln_pre``/``ln_post``)."""
+
+    type: ClassVar[str] = "vit"
+    image_size: int = 224
+    patch_size: int = 32
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+
+    def __post_init__(self) -> None:
+        _require_positive("vision", image_size=self.image_size, patch_size=self.patch_size,
+                          width=self.width, layers=self.layers, heads=self.heads,
+                          mlp_ratio=self.mlp_ratio)
+        if self.width % self.heads:
+            raise ConfigError(f"vision.width {self.width} is not divisible by heads {self.heads}")
+        if self.image_size % self.patch_size:
+            raise ConfigError(
+                f"vision.image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def mlp_width(self) -> int:
+        return int(self.width * self.mlp_ratio)
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    """OpenAI ModifiedResNet image tower (3-conv stem, anti-aliased strides, attention pool)."""
+
+    type: ClassVar[str] = "resnet"
+    image_size: int = 224
+    layers: tuple[int, int, int, int] = (3, 4, 6, 3)
+    width: int = 64
+    heads: int = 32
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(int(n) for n in self.layers))
+        if len(self.layers) != 4:
+            raise ConfigError(f"resnet layers must list 4 stage depths, got {self.layers}")
+        _require_positive("vision", image_size=self.image_size, width=self.width, heads=self.heads)
+        if self.image_size % 32:
+            raise ConfigError(f"resnet image_size must be a multiple of 32, got {self.image_size}")
+        if (self.width * 32) % self.heads:
+            raise ConfigError("resnet attention-pool width (width*32) is not divisible by heads")
+
+
+VisionConfig = ViTConfig | ResNetConfig
+VISION_CONFIGS: dict[str, type[ViTConfig] | type[ResNetConfig]] = {
+    ViTConfig.type: ViTConfig,
+    ResNetConfig.type: ResNetConfig,
+}
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Causal text transformer with EOT pooling (argmax of token ids, as OpenAI)."""
+
+    context_length: int = 77
+    vocab_size: int = 49408
+    width: int = 512
+    heads: int = 8
+    layers: int = 12
+    mlp_ratio: float = 4.0
+
+    def __post_init__(self) -> None:
+        _require_positive("text", context_length=self.context_length, vocab_size=self.vocab_size,
+                          width=self.width, heads=self.heads, layers=self.layers,
+                          mlp_ratio=self.mlp_ratio)
+        if self.width % self.heads:
+            raise ConfigError(f"text.width {self.width} is not divisible by heads {self.heads}")
+
+    @property
+    def mlp_width(self) -> int:
+        return int(self.width * self.mlp_ratio)
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """A whole CLIP model: two towers projected into a shared ``embed_dim`` space."""
+
+    embed_dim: int
+    vision: VisionConfig
+    text: TextConfig = field(default_factory=TextConfig)
+    activation: ActivationName = "gelu"
+    norm_eps: float = 1e-5
+    init_logit_scale: float = 2.6592600345611572  # ln(1 / 0.07)
+
+    def __post_init__(self) -> None:
+        _require_positive("model", embed_dim=self.embed_dim, norm_eps=self.norm_eps)
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+
+    def replace(self, **changes: Any) -> ClipConfig:
+        """A copy with some top-level fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        vision = {"type": self.vision.type, **dataclasses.asdict(self.vision)}
+        if isinstance(self.vision, ResNetConfig):
+            vision["layers"] = list(self.vision.layers)
+        return {
+            "embed_dim": self.embed_dim,
+            "activation": self.activation,
+            "norm_eps": self.norm_eps,
+            "init_logit_scale": self.init_logit_scale,
+            "vision": vision,
+            "text": dataclasses.asdict(self.text),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClipConfig:
+        """Build and validate a config from its JSON form; unknown keys are an error."""
+        data = dict(data)
+        vision = dict(data.pop("vision", None) or {})
+        kind = vision.pop("type", None)
+        if kind not in VISION_CONFIGS:
+            raise ConfigError(f"vision.type must be one of {sorted(VISION_CONFIGS)}, got {kind!r}")
+        text = dict(data.pop("text", None) or {})
+        _check_keys("model", data, {f.name for f in dataclasses.fields(cls)} - {"vision", "text"})
+        vision_cls = VISION_CONFIGS[kind]
+        _check_keys("vision", vision, {f.name for f in dataclasses.fields(vision_cls)})
+        _check_keys("text", text, {f.name for f in dataclasses.fields(TextConfig)})
+        if "embed_dim" not in data:
+            raise ConfigError("model config needs 'embed_dim'")
+        return cls(vision=vision_cls(**vision), text=TextConfig(**text), **data)
+
+
+def _check_keys(owner: str, given: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown {owner} config keys {unknown}; allowed: {sorted(allowed)}")

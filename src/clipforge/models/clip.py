@@ -1,0 +1,112 @@
+"""The CLIP model: an image tower and a text tower projected into one space."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..configs import ClipConfig, ResNetConfig, ViTConfig
+from ..preprocess import PreprocessConfig, build_preprocess
+from .resnet import ModifiedResNet
+from .text import TextTransformer
+from .vit import VisionTransformer
+
+Towers = Literal["both", "image", "text"]
+VISION_TOWERS: dict[type, type[nn.Module]] = {
+    ViTConfig: VisionTransformer,
+    ResNetConfig: ModifiedResNet,
+}
+
+
+class CLIP(nn.Module):
+    """Two towers plus a learnable temperature (``logit_scale``).
+
+    ``towers="image"`` or ``"text"`` builds only that tower: the other is never allocated.
+    """
+
+    def __init__(
+        self,
+        config: ClipConfig,
+        towers: Towers = "both",
+        preprocess_config: PreprocessConfig | None = None,
+    ) -> None:
+        super().__init__()
+        if towers not in ("both", "image", "text"):
+            raise ValueError(f"towers must be 'both', 'image' or 'text', got {towers!r}")
+        self.config = config
+        self.towers = towers
+        args = (config.embed_dim, config.activation, config.norm_eps)
+        self.visual = (
+            VISION_TOWERS[type(config.vision)](config.vision, *args) if towers != "text" else None
+        )
+        self.text = TextTransformer(config.text, *args) if towers != "image" else None
+        self.logit_scale = nn.Parameter(torch.tensor(config.init_logit_scale))
+        self.preprocess_config = preprocess_config or PreprocessConfig(
+            image_size=config.vision.image_size
+        )
+        self._preprocess = build_preprocess(self.preprocess_config)
+        self._tokenizer = None
+
+    def _tower(self, name: str) -> nn.Module:
+        tower = self.visual if name == "image" else self.text
+        if tower is None:
+            raise RuntimeError(f"this model was loaded with towers={self.towers!r}: no {name} tower")
+        return tower
+
+    def encode_image(self, pixels: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """(N, 3, H, W) float pixels → (N, embed_dim) features."""
+        features = self._tower("image")(pixels)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """(N, context) int token ids → (N, embed_dim) features."""
+        features = self._tower("text")(tokens)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def forward(
+        self, pixels: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalised image and text features and ``exp(logit_scale)``."""
+        return (
+            self.encode_image(pixels, normalize=True),
+            self.encode_text(tokens, normalize=True),
+            self.logit_scale.exp(),
+        )
+
+    def preprocess(self, image) -> torch.Tensor:
+        """A PIL image (or path) → (3, H, W) tensor, with this checkpoint's preprocessing."""
+        return self._preprocess(image)
+
+    @property
+    def image_transform(self):
+        """The picklable preprocessing callable (for DataLoader workers)."""
+        return self._preprocess
+
+    def tokenize(self, texts: str | Sequence[str], truncate: bool = True) -> torch.Tensor:
+        """Texts → (N, context_length) int64 token ids."""
+        if self._tokenizer is None:
+            from ..tokenizer import get_tokenizer
+
+            self._tokenizer = get_tokenizer()
+        return self._tokenizer(texts, context_length=self.config.text.context_length, truncate=truncate)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Trade compute for memory in both towers."""
+        for tower in (self.visual, self.text):
+            if tower is None:
+                continue
+            target = getattr(tower, "transformer", tower)
+            target.grad_checkpointing = enable
+
+    def num_parameters(self) -> dict[str, int]:
+        """Parameter counts: image tower, text tower (incl. projections) and total."""
+        count = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else 0  # noqa: E731
+        return {
+            "image": count(self.visual),
+            "text": count(self.text),
+            "total": sum(p.numel() for p in self.parameters()),
+        }

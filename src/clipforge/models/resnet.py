@@ -1,0 +1,133 @@
+"""OpenAI's ModifiedResNet image tower.
+
+Differences from torchvision's ResNet: a 3-convolution stem with average pooling,
+anti-aliased strided convolutions (average pool before the stride-1 convolution), and
+a QKV attention pool instead of global average pooling.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..configs import ResNetConfig
+
+
+class Bottleneck(nn.Module):
+    """ResNet bottleneck block with anti-aliased striding."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.avgpool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.downsample: nn.Module | None = None
+        if stride > 1 or inplanes != planes * self.expansion:
+            self.downsample = nn.Sequential(
+                OrderedDict(
+                    [
+                        ("-1", nn.AvgPool2d(stride)),
+                        ("0", nn.Conv2d(inplanes, planes * self.expansion, 1, bias=False)),
+                        ("1", nn.BatchNorm2d(planes * self.expansion)),
+                    ]
+                )
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(self.avgpool(out)))
+        return F.relu(out + identity)
+
+
+class AttentionPool2d(nn.Module):
+    """Attention pooling: the mean feature queries all spatial features (plus itself)."""
+
+    def __init__(self, spatial: int, width: int, heads: int, output_dim: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.positional_embedding = nn.Parameter(torch.randn(spatial**2 + 1, width) / width**0.5)
+        self.k_proj = nn.Linear(width, width)
+        self.q_proj = nn.Linear(width, width)
+        self.v_proj = nn.Linear(width, width)
+        self.c_proj = nn.Linear(width, output_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(2).transpose(1, 2)  # (N, HW, C)
+        x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)
+        x = x + self.positional_embedding.to(x.dtype)
+        batch, length, width = x.shape
+        head_dim = width // self.heads
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(batch, -1, self.heads, head_dim).transpose(1, 2)
+
+        q = heads(self.q_proj(x[:, :1]))
+        out = F.scaled_dot_product_attention(q, heads(self.k_proj(x)), heads(self.v_proj(x)))
+        return self.c_proj(out.transpose(1, 2).reshape(batch, width))
+
+
+class ModifiedResNet(nn.Module):
+    """ResNet image tower of OpenAI's RN50/RN101/RN50x* models."""
+
+    def __init__(self, cfg: ResNetConfig, embed_dim: int, activation: str, eps: float) -> None:
+        super().__init__()
+        del activation, eps  # the ResNet uses ReLU and BatchNorm throughout
+        width = cfg.width
+        self.image_size = cfg.image_size
+        self.output_dim = embed_dim
+        self.conv1 = nn.Conv2d(3, width // 2, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width // 2)
+        self.conv2 = nn.Conv2d(width // 2, width // 2, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width // 2)
+        self.conv3 = nn.Conv2d(width // 2, width, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.avgpool = nn.AvgPool2d(2)
+        self._inplanes = width
+        self.layer1 = self._make_layer(width, cfg.layers[0])
+        self.layer2 = self._make_layer(width * 2, cfg.layers[1], stride=2)
+        self.layer3 = self._make_layer(width * 4, cfg.layers[2], stride=2)
+        self.layer4 = self._make_layer(width * 8, cfg.layers[3], stride=2)
+        self.attnpool = AttentionPool2d(cfg.image_size // 32, width * 32, cfg.heads, embed_dim)
+        self.grad_checkpointing = False
+        self.init_weights()
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        layers = [Bottleneck(self._inplanes, planes, stride)]
+        self._inplanes = planes * Bottleneck.expansion
+        layers += [Bottleneck(self._inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def init_weights(self) -> None:
+        std = self.attnpool.c_proj.in_features**-0.5
+        for proj in (self.attnpool.q_proj, self.attnpool.k_proj, self.attnpool.v_proj):
+            nn.init.normal_(proj.weight, std=std)
+        nn.init.normal_(self.attnpool.c_proj.weight, std=std)
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in stage:
+                nn.init.zeros_(block.bn3.weight)  # each residual branch starts as identity
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        x = F.relu(self.bn3(self.conv3(x)))
+        return self.avgpool(x)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.stem(pixels.to(self.conv1.weight.dtype))
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint_sequential(stage, len(stage), x, use_reentrant=False)
+            else:
+                x = stage(x)
+        return self.attnpool(x)

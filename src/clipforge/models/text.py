@@ -1,0 +1,57 @@
+"""Causal text transformer tower with EOT pooling (OpenAI CLIP layout)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..configs import TextConfig
+from .layers import Transformer, init_scaled_normal_
+
+
+class TextTransformer(nn.Module):
+    """Token + positional embeddings, causal transformer, ``ln_final``, EOT pooling, projection.
+
+    The pooled feature is taken at the end-of-text token, found as the argmax of the token
+    ids (EOT has the largest id in the CLIP vocabulary), exactly as OpenAI's CLIP.
+    Because attention is causal and only the EOT position is read, positions after the
+    longest EOT of the batch cannot influence the result; ``forward`` skips them
+    (``trim_padding=True``), which is exact and much faster for short prompts.
+    """
+
+    def __init__(self, cfg: TextConfig, embed_dim: int, activation: str, eps: float) -> None:
+        super().__init__()
+        self.context_length = cfg.context_length
+        self.vocab_size = cfg.vocab_size
+        self.output_dim = embed_dim
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
+        self.transformer = Transformer(
+            cfg.width, cfg.layers, cfg.heads, cfg.mlp_width, activation, eps, causal=True
+        )
+        self.ln_final = nn.LayerNorm(cfg.width, eps=eps)
+        self.text_projection = nn.Parameter(torch.empty(cfg.width, embed_dim))
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        self.transformer.init_weights()
+        init_scaled_normal_(self.text_projection, self.text_projection.shape[0])
+
+    def forward(self, tokens: torch.Tensor, trim_padding: bool = True) -> torch.Tensor:
+        if tokens.ndim != 2:
+            raise ValueError(f"tokens must be (batch, length), got shape {tuple(tokens.shape)}")
+        if tokens.shape[1] > self.context_length:
+            raise ValueError(
+                f"token sequences of length {tokens.shape[1]} exceed the model's "
+                f"context length {self.context_length}"
+            )
+        eot = tokens.argmax(dim=-1)
+        if trim_padding and tokens.shape[0] > 0:
+            tokens = tokens[:, : int(eot.max()) + 1]
+        x = self.token_embedding(tokens)
+        x = x + self.positional_embedding[: tokens.shape[1]].to(x.dtype)
+        x = self.ln_final(self.transformer(x))
+        pooled = x[torch.arange(x.shape[0], device=x.device), eot]
+        return pooled @ self.text_projection

@@ -1,0 +1,52 @@
+"""Vision transformer image tower (OpenAI CLIP layout)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..configs import ViTConfig
+from .layers import Transformer, init_scaled_normal_
+
+
+class VisionTransformer(nn.Module):
+    """Patchify, prepend a class token, pre-LN transformer, project the class token."""
+
+    def __init__(self, cfg: ViTConfig, embed_dim: int, activation: str, eps: float) -> None:
+        super().__init__()
+        self.image_size = cfg.image_size
+        self.output_dim = embed_dim
+        self.patch_dropout = 0.0
+        self.conv1 = nn.Conv2d(3, cfg.width, cfg.patch_size, stride=cfg.patch_size, bias=False)
+        self.class_embedding = nn.Parameter(torch.empty(cfg.width))
+        self.positional_embedding = nn.Parameter(torch.empty(cfg.grid_size**2 + 1, cfg.width))
+        self.ln_pre = nn.LayerNorm(cfg.width, eps=eps)
+        self.transformer = Transformer(
+            cfg.width, cfg.layers, cfg.heads, cfg.mlp_width, activation, eps
+        )
+        self.ln_post = nn.LayerNorm(cfg.width, eps=eps)
+        self.proj = nn.Parameter(torch.empty(cfg.width, embed_dim))
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        width = self.class_embedding.shape[0]
+        for param in (self.class_embedding, self.positional_embedding, self.proj):
+            init_scaled_normal_(param, width)
+        self.transformer.init_weights()
+
+    def _drop_patches(self, x: torch.Tensor) -> torch.Tensor:
+        """Training-time patch dropout (FLIP): keep a random subset of patch tokens."""
+        keep = max(1, int((x.shape[1] - 1) * (1.0 - self.patch_dropout)))
+        scores = torch.rand(x.shape[0], x.shape[1] - 1, device=x.device)
+        idx = scores.topk(keep, dim=-1).indices + 1
+        patches = x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        return torch.cat([x[:, :1], patches], dim=1)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(pixels).flatten(2).transpose(1, 2)  # (N, grid², width)
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        if self.training and self.patch_dropout > 0:
+            x = self._drop_patches(x)
+        x = self.transformer(self.ln_pre(x))
+        return self.ln_post(x[:, 0]) @ self.proj

@@ -1,0 +1,57 @@
+"""Shared fixtures: paths to ../shared, deterministic weight perturbation, sample inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared; fail loudly (never skip) if the data is missing."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"required test data is missing: {path} (CI provides ../shared beside the repo)")
+    return path
+
+
+def perturb_(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Randomise every parameter and BatchNorm statistic so that no branch is a no-op.
+
+    Default inits zero biases and the last BatchNorm gain of each ResNet block; a parity
+    test on such weights would not exercise those paths.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=gen) * 0.02)
+        for name, buf in model.named_buffers():
+            if name.endswith("running_var"):
+                buf.copy_(torch.rand(buf.shape, generator=gen) + 0.5)
+            elif name.endswith("running_mean"):
+                buf.copy_(torch.randn(buf.shape, generator=gen) * 0.1)
+    return model
+
+
+def sample_tokens(context_length: int = 77, vocab_size: int = 49408) -> torch.Tensor:
+    """Token ids shaped like CLIP's: SOT, words, EOT (the largest id), zero padding."""
+    gen = torch.Generator().manual_seed(7)
+    lengths = [1, 5, min(17, context_length - 3), context_length - 2]
+    tokens = torch.zeros(len(lengths), context_length, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        tokens[row, 0] = vocab_size - 2
+        tokens[row, 1 : n + 1] = torch.randint(1, vocab_size - 2, (n,), generator=gen)
+        tokens[row, n + 1] = vocab_size - 1
+    return tokens
+
+
+def sample_images(size: int, n: int = 2) -> torch.Tensor:
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(3))
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
