@@ -110,27 +110,25 @@ def save(model: CLIP, directory: str | Path, format: SaveFormat = "clipforge") -
 
     if model.towers != "both":
         raise CheckpointError("only a model with both towers can be saved")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = _tensors_for_saving(model)
     cfg, pp = model.config, model.preprocess_config
     if format == "clipforge":
-        meta = {"model": cfg.to_dict(), "preprocess": pp.to_dict()}
-        files = {native.CONFIG_FILE: meta}
-        weights_name, tensors = native.WEIGHTS_FILE, state
+        files = {native.CONFIG_FILE: {"model": cfg.to_dict(), "preprocess": pp.to_dict()}}
+        weights_name, to_format = native.WEIGHTS_FILE, native.from_native
     elif format == "open_clip":
-        meta = {"model_cfg": open_clip.config_from_native(cfg),
-                "preprocess_cfg": open_clip.preprocess_from_native(pp)}
-        files = {open_clip.CONFIG_FILE: meta}
-        weights_name, tensors = open_clip.WEIGHTS_FILES[0], openai.from_native(state)
+        files = {open_clip.CONFIG_FILE: {"model_cfg": open_clip.config_from_native(cfg),
+                                         "preprocess_cfg": open_clip.preprocess_from_native(pp)}}
+        weights_name, to_format = open_clip.WEIGHTS_FILES[0], openai.from_native
     elif format == "hf":
         files = {hf.CONFIG_FILE: hf.config_from_native(cfg),
                  "preprocessor_config.json": hf_preprocess_from_native(pp)}
-        weights_name, tensors = hf.WEIGHTS_FILES[0], hf.from_native(state)
+        weights_name, to_format = hf.WEIGHTS_FILES[0], hf.from_native
     else:
         raise ValueError(f"unknown format {format!r}; use 'clipforge', 'hf' or 'open_clip'")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     for filename, content in files.items():
         (directory / filename).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    tensors = to_format(_tensors_for_saving(model))
     save_file(tensors, str(directory / weights_name), metadata={"format": "pt"})
     return directory
 

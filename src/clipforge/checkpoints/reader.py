@@ -24,13 +24,15 @@ def _load_pickle(path: Path, trust_pickle: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as err:
+        if "global" not in str(err).lower():
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {err}") from err
         raise UnsafeCheckpointError(
             f"{path}: refused to unpickle: the file asks to run code or build objects that are "
             f"not plain tensors ({str(err).splitlines()[0][:200]}). Loading it could execute "
             "arbitrary code. Convert it to safetensors, or pass trust_pickle=True only if you "
             "fully trust its origin."
         ) from err
-    except (RuntimeError, EOFError, OSError) as err:
+    except (RuntimeError, EOFError, OSError, KeyError, IndexError, ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {err}") from err
 
 

@@ -87,7 +87,11 @@ VISION_CONFIGS: dict[str, type[ViTConfig] | type[ResNetConfig]] = {
 
 @dataclass(frozen=True)
 class TextConfig:
-    """Causal text transformer with EOT pooling (argmax of token ids, as OpenAI)."""
+    """Causal text transformer with EOT pooling.
+
+    ``eot_token_id=None`` pools at the argmax of the token ids (OpenAI; EOT is the largest
+    id); an integer pools at the first occurrence of that id (transformers' rule).
+    """
 
     context_length: int = 77
     vocab_size: int = 49408
@@ -95,6 +99,7 @@ class TextConfig:
     heads: int = 8
     layers: int = 12
     mlp_ratio: float = 4.0
+    eot_token_id: int | None = None
 
     def __post_init__(self) -> None:
         _require_positive("text", context_length=self.context_length, vocab_size=self.vocab_size,

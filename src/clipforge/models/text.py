@@ -13,7 +13,8 @@ class TextTransformer(nn.Module):
     """Token + positional embeddings, causal transformer, ``ln_final``, EOT pooling, projection.
 
     The pooled feature is taken at the end-of-text token, found as the argmax of the token
-    ids (EOT has the largest id in the CLIP vocabulary), exactly as OpenAI's CLIP.
+    ids (EOT has the largest id in the CLIP vocabulary), exactly as OpenAI's CLIP, or as the
+    first occurrence of ``cfg.eot_token_id`` when set (transformers' rule).
     Because attention is causal and only the EOT position is read, positions after the
     longest EOT of the batch cannot influence the result; ``forward`` skips them
     (``trim_padding=True``), which is exact and much faster for short prompts.
@@ -24,6 +25,7 @@ class TextTransformer(nn.Module):
         self.context_length = cfg.context_length
         self.vocab_size = cfg.vocab_size
         self.output_dim = embed_dim
+        self.eot_token_id = cfg.eot_token_id
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
         self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
         self.transformer = Transformer(
@@ -39,6 +41,12 @@ class TextTransformer(nn.Module):
         self.transformer.init_weights()
         init_scaled_normal_(self.text_projection, self.text_projection.shape[0])
 
+    def eot_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Index of the pooled (end-of-text) token in each row."""
+        if self.eot_token_id is None:
+            return tokens.argmax(dim=-1)
+        return (tokens == self.eot_token_id).int().argmax(dim=-1)
+
     def forward(self, tokens: torch.Tensor, trim_padding: bool = True) -> torch.Tensor:
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be (batch, length), got shape {tuple(tokens.shape)}")
@@ -47,7 +55,7 @@ class TextTransformer(nn.Module):
                 f"token sequences of length {tokens.shape[1]} exceed the model's "
                 f"context length {self.context_length}"
             )
-        eot = tokens.argmax(dim=-1)
+        eot = self.eot_positions(tokens)
         if trim_padding and tokens.shape[0] > 0:
             tokens = tokens[:, : int(eot.max()) + 1]
         x = self.token_embedding(tokens)

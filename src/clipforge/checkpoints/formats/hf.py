@@ -150,8 +150,17 @@ def config_to_native(hf: dict[str, Any]) -> ClipConfig:
             heads=text.get("num_attention_heads", 8),
             layers=text.get("num_hidden_layers", 12),
             mlp_ratio=text.get("intermediate_size", 2048) / t_width,
+            eot_token_id=_hf_eot_rule(text),
         ),
     )
+
+
+def _hf_eot_rule(text: dict[str, Any]) -> int | None:
+    """transformers pools at argmax when ``eos_token_id == 2`` (legacy configs), else at the
+    first ``eos_token_id``; that equals argmax when EOT is the largest id."""
+    eos = text.get("eos_token_id", 49407)
+    vocab = text.get("vocab_size", 49408)
+    return None if eos in (2, vocab - 1) else eos
 
 
 def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
@@ -174,8 +183,10 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
                         "num_hidden_layers": t.layers, "num_attention_heads": t.heads,
                         "max_position_embeddings": t.context_length, "vocab_size": t.vocab_size,
                         "projection_dim": cfg.embed_dim,
-                        # EOT is the largest id: HF then pools where OpenAI's argmax does.
-                        "bos_token_id": t.vocab_size - 2, "eos_token_id": t.vocab_size - 1,
+                        # EOT is the largest id unless the config names it.
+                        "bos_token_id": t.vocab_size - 2,
+                        "eos_token_id": t.vocab_size - 1 if t.eot_token_id is None
+                        else t.eot_token_id,
                         "pad_token_id": 1,
                         "model_type": "clip_text_model"},
     }

@@ -58,6 +58,8 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
     v, t = cfg.vision, cfg.text
     if cfg.norm_eps != 1e-5:
         raise ConfigError("open_clip models use LayerNorm eps 1e-5")
+    if t.eot_token_id is not None:
+        raise ConfigError("open_clip pools text at argmax(tokens); eot_token_id is not expressible")
     if isinstance(v, ResNetConfig):
         vision = {"image_size": v.image_size, "layers": list(v.layers), "width": v.width,
                   "head_width": v.width * 32 // v.heads, "patch_size": None}
