@@ -15,7 +15,9 @@ def shared_path(*parts: str) -> Path:
     """A path under ../shared; fail loudly (never skip) if the data is missing."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.fail(f"required test data is missing: {path} (CI provides ../shared beside the repo)")
+        pytest.fail(
+            f"required test data is missing: {path} (CI provides ../shared beside the repo)"
+        )
     return path
 
 

@@ -146,8 +146,9 @@ def test_pretrained_download_uses_hub_cache_offline(tmp_path):
     model = _small("ViT-S-32")
     entry = get_pretrained("ViT-B-32", "openai")
     big = perturb_(clipforge.create_model("ViT-B-32")).eval()
-    _fake_hub_cache(tmp_path, entry.hub_id, "open_clip_pytorch_model.bin",
-                    openai.from_native(big.state_dict()))
+    _fake_hub_cache(
+        tmp_path, entry.hub_id, "open_clip_pytorch_model.bin", openai.from_native(big.state_dict())
+    )
     del model
     script = (
         "import clipforge, torch, sys\n"
@@ -158,8 +159,14 @@ def test_pretrained_download_uses_hub_cache_offline(tmp_path):
     )
     torch.save(big.state_dict(), tmp_path / "ref.pt")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True, cwd=REPO, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["quick_gelu", "bicubic", "True"]
 
@@ -167,7 +174,13 @@ def test_pretrained_download_uses_hub_cache_offline(tmp_path):
 def test_pretrained_offline_without_cache_gives_clear_error(tmp_path):
     script = f"import clipforge; clipforge.load('RN50', pretrained='openai', cache_dir={str(tmp_path)!r})"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True, cwd=REPO, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert out.returncode != 0
     assert "CheckpointError" in out.stderr and "timm/resnet50_clip.openai" in out.stderr

@@ -8,8 +8,21 @@ from clipforge.configs import ClipConfig, ConfigError
 
 from .conftest import shared_path
 
-REQUIRED = ["RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B-32", "ViT-B-32-quickgelu",
-            "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14", "ViT-S-32", "ViT-M-32"]
+REQUIRED = [
+    "RN50",
+    "RN101",
+    "RN50x4",
+    "RN50x16",
+    "RN50x64",
+    "ViT-B-32",
+    "ViT-B-32-quickgelu",
+    "ViT-B-16",
+    "ViT-L-14",
+    "ViT-L-14-336",
+    "ViT-H-14",
+    "ViT-S-32",
+    "ViT-M-32",
+]
 
 
 def _profile() -> dict[str, dict[str, str]]:

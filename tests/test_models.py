@@ -37,8 +37,9 @@ def test_trimming_text_padding_is_exact(model):
     """
     tokens = model.tokenize(["a", "a photo of a big red dog on the grass", "x " * 100])
     text64 = clipforge.create_model("ViT-S-32", towers="text").double().eval()
-    text64.load_state_dict({k: v for k, v in model.state_dict().items()
-                            if not k.startswith("visual.")})
+    text64.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if not k.startswith("visual.")}
+    )
     with torch.no_grad():
         for batch in (tokens, tokens[:2], tokens[:1]):
             trimmed = text64.text(batch, trim_padding=True)

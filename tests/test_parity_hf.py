@@ -15,12 +15,25 @@ from .conftest import max_diff, perturb_, sample_images, sample_tokens
 
 TOL = 1e-5
 SMALL = {
-    "text_config": {"hidden_size": 64, "intermediate_size": 100, "num_hidden_layers": 2,
-                    "num_attention_heads": 4, "max_position_embeddings": 20, "vocab_size": 1000,
-                    "eos_token_id": 999, "bos_token_id": 998},
-    "vision_config": {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2,
-                      "num_attention_heads": 3, "image_size": 32, "patch_size": 8,
-                      "hidden_act": "quick_gelu"},
+    "text_config": {
+        "hidden_size": 64,
+        "intermediate_size": 100,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 20,
+        "vocab_size": 1000,
+        "eos_token_id": 999,
+        "bos_token_id": 998,
+    },
+    "vision_config": {
+        "hidden_size": 48,
+        "intermediate_size": 96,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 3,
+        "image_size": 32,
+        "patch_size": 8,
+        "hidden_act": "quick_gelu",
+    },
     "projection_dim": 24,
 }
 SMALL_GELU_FIRST_EOS = {  # GELU, and an EOS id that is not the largest: first-occurrence pooling
@@ -88,8 +101,10 @@ def test_save_hf_round_trip_loads_in_transformers(hf_checkpoint, tmp_path):
     assert max_diff(got_image, want_image) <= TOL
     assert max_diff(got_text, want_text) <= TOL
     pp = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
-    assert pp["crop_size"] == {"height": ref.config.vision_config.image_size,
-                               "width": ref.config.vision_config.image_size}
+    assert pp["crop_size"] == {
+        "height": ref.config.vision_config.image_size,
+        "width": ref.config.vision_config.image_size,
+    }
 
 
 @pytest.mark.parametrize("architecture", ["ViT-B-32-quickgelu", "RN50"])

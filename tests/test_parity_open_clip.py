@@ -20,16 +20,33 @@ SMALL_CONFIGS = {
     "tiny-vit": {
         "embed_dim": 48,
         "quick_gelu": True,
-        "vision_cfg": {"image_size": 64, "layers": 2, "width": 96, "patch_size": 16,
-                       "head_width": 32, "mlp_ratio": 2.5},
-        "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 4,
-                     "layers": 2},
+        "vision_cfg": {
+            "image_size": 64,
+            "layers": 2,
+            "width": 96,
+            "patch_size": 16,
+            "head_width": 32,
+            "mlp_ratio": 2.5,
+        },
+        "text_cfg": {
+            "context_length": 24,
+            "vocab_size": 49408,
+            "width": 64,
+            "heads": 4,
+            "layers": 2,
+        },
     },
     "tiny-resnet": {
         "embed_dim": 40,
         "vision_cfg": {"image_size": 64, "layers": [1, 2, 1, 1], "width": 16, "head_width": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 32, "heads": 2,
-                     "layers": 3, "mlp_ratio": 3.0},
+        "text_cfg": {
+            "context_length": 16,
+            "vocab_size": 1000,
+            "width": 32,
+            "heads": 2,
+            "layers": 3,
+            "mlp_ratio": 3.0,
+        },
     },
 }
 
@@ -37,8 +54,12 @@ SMALL_CONFIGS = {
 def _reference(name: str) -> tuple[torch.nn.Module, dict]:
     if name in SMALL_CONFIGS:
         cfg = SMALL_CONFIGS[name]
-        model = open_clip.model.CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"],
-                                     quick_gelu=cfg.get("quick_gelu", False))
+        model = open_clip.model.CLIP(
+            cfg["embed_dim"],
+            cfg["vision_cfg"],
+            cfg["text_cfg"],
+            quick_gelu=cfg.get("quick_gelu", False),
+        )
     else:
         model = open_clip.create_model(name)
         cfg = open_clip.get_model_config(name)
@@ -51,8 +72,12 @@ def _expected(ref, cfg) -> dict[str, torch.Tensor]:
     text = cfg["text_cfg"]
     tokens = sample_tokens(text["context_length"], text.get("vocab_size", 49408))
     with torch.no_grad():
-        return {"images": sample_images(size), "tokens": tokens,
-                "image": ref.encode_image(sample_images(size)), "text": ref.encode_text(tokens)}
+        return {
+            "images": sample_images(size),
+            "tokens": tokens,
+            "image": ref.encode_image(sample_images(size)),
+            "text": ref.encode_text(tokens),
+        }
 
 
 def _check(model: clipforge.CLIP, expected: dict[str, torch.Tensor]) -> None:
@@ -103,11 +128,19 @@ def test_hub_layout_directory(reference):
     name, ref, cfg, expected, out = reference
     hub = out / "hub"
     hub.mkdir()
-    (hub / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": cfg,
-        "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
-                           "interpolation": "bicubic", "resize_mode": "squash"},
-    }))
+    (hub / "open_clip_config.json").write_text(
+        json.dumps(
+            {
+                "model_cfg": cfg,
+                "preprocess_cfg": {
+                    "mean": [0.5, 0.5, 0.5],
+                    "std": [0.5, 0.5, 0.5],
+                    "interpolation": "bicubic",
+                    "resize_mode": "squash",
+                },
+            }
+        )
+    )
     torch.save(ref.state_dict(), hub / "open_clip_pytorch_model.bin")
     model = clipforge.load(hub)
     assert model.config.activation == ("quick_gelu" if cfg.get("quick_gelu") else "gelu")

@@ -16,8 +16,8 @@ from .checkpoints import (
     read_checkpoint,
     select_towers,
 )
-from .checkpoints.errors import CheckpointError
 from .checkpoints.directory import hf_preprocess_from_native
+from .checkpoints.errors import CheckpointError
 from .checkpoints.formats import hf, native, open_clip, openai
 from .configs import ClipConfig, get_config
 from .models import CLIP
@@ -115,12 +115,18 @@ def save(model: CLIP, directory: str | Path, format: SaveFormat = "clipforge") -
         files = {native.CONFIG_FILE: {"model": cfg.to_dict(), "preprocess": pp.to_dict()}}
         weights_name, to_format = native.WEIGHTS_FILE, native.from_native
     elif format == "open_clip":
-        files = {open_clip.CONFIG_FILE: {"model_cfg": open_clip.config_from_native(cfg),
-                                         "preprocess_cfg": open_clip.preprocess_from_native(pp)}}
+        files = {
+            open_clip.CONFIG_FILE: {
+                "model_cfg": open_clip.config_from_native(cfg),
+                "preprocess_cfg": open_clip.preprocess_from_native(pp),
+            }
+        }
         weights_name, to_format = open_clip.WEIGHTS_FILES[0], openai.from_native
     elif format == "hf":
-        files = {hf.CONFIG_FILE: hf.config_from_native(cfg),
-                 "preprocessor_config.json": hf_preprocess_from_native(pp)}
+        files = {
+            hf.CONFIG_FILE: hf.config_from_native(cfg),
+            "preprocessor_config.json": hf_preprocess_from_native(pp),
+        }
         weights_name, to_format = hf.WEIGHTS_FILES[0], hf.from_native
     else:
         raise ValueError(f"unknown format {format!r}; use 'clipforge', 'hf' or 'open_clip'")

@@ -41,7 +41,9 @@ def _weights_in(directory: Path, candidates: tuple[str, ...]) -> Path:
     for name in candidates:
         if (directory / name).is_file():
             return directory / name
-    raise CheckpointError(f"{directory}: no weights file found (looked for {', '.join(candidates)})")
+    raise CheckpointError(
+        f"{directory}: no weights file found (looked for {', '.join(candidates)})"
+    )
 
 
 def _read_native(directory: Path, trust_pickle: bool) -> LoadedCheckpoint:
@@ -57,7 +59,9 @@ def _read_open_clip(directory: Path, trust_pickle: bool) -> LoadedCheckpoint:
     if "model_cfg" not in meta:
         raise CheckpointError(f"{directory / open_clip.CONFIG_FILE}: missing 'model_cfg'")
     cfg = open_clip.config_to_native(meta["model_cfg"])
-    preprocess = open_clip.preprocess_to_native(meta.get("preprocess_cfg", {}), cfg.vision.image_size)
+    preprocess = open_clip.preprocess_to_native(
+        meta.get("preprocess_cfg", {}), cfg.vision.image_size
+    )
     weights = _weights_in(directory, open_clip.WEIGHTS_FILES)
     state = read_state_dict(weights, trust_pickle)
     return LoadedCheckpoint(to_native_state(state, str(weights)), cfg, preprocess, str(weights))
@@ -83,7 +87,9 @@ def hf_preprocess_to_native(pp: dict[str, Any]) -> PreprocessConfig:
     size = pp.get("size", crop)
     shortest = size.get("shortest_edge", crop) if isinstance(size, dict) else size
     if shortest != crop:
-        raise CheckpointError(f"HF preprocessing with resize {shortest} != crop {crop} is not supported")
+        raise CheckpointError(
+            f"HF preprocessing with resize {shortest} != crop {crop} is not supported"
+        )
     fields: dict[str, Any] = {"image_size": crop, "pipeline": "hf"}
     for field, key in (("mean", "image_mean"), ("std", "image_std")):
         if key in pp:
@@ -96,11 +102,17 @@ def hf_preprocess_to_native(pp: dict[str, Any]) -> PreprocessConfig:
 def hf_preprocess_from_native(pp: PreprocessConfig) -> dict[str, Any]:
     return {
         "image_processor_type": "CLIPImageProcessor",
-        "do_resize": True, "size": {"shortest_edge": pp.image_size},
+        "do_resize": True,
+        "size": {"shortest_edge": pp.image_size},
         "resample": {"bicubic": 3, "bilinear": 2, "nearest": 0}[pp.interpolation],
-        "do_center_crop": True, "crop_size": {"height": pp.image_size, "width": pp.image_size},
-        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-        "image_mean": list(pp.mean), "image_std": list(pp.std), "do_convert_rgb": True,
+        "do_center_crop": True,
+        "crop_size": {"height": pp.image_size, "width": pp.image_size},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(pp.mean),
+        "image_std": list(pp.std),
+        "do_convert_rgb": True,
     }
 
 

@@ -30,8 +30,10 @@ class CheckpointMismatchError(CheckpointError):
         if mismatched:
             shapes = [f"{k}: checkpoint {list(a)} vs model {list(b)}" for k, a, b in mismatched]
             lines.append(f"  mismatched shapes ({len(mismatched)}): {_preview(shapes)}")
-        lines.append("  (is it the checkpoint of another architecture? try clipforge.load(path) "
-                     "without a name to infer the architecture from the weights)")
+        lines.append(
+            "  (is it the checkpoint of another architecture? try clipforge.load(path) "
+            "without a name to infer the architecture from the weights)"
+        )
         super().__init__("\n".join(lines))
 
 

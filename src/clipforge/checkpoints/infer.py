@@ -11,7 +11,14 @@ import re
 
 import torch
 
-from ..configs import ClipConfig, ResNetConfig, TextConfig, ViTConfig, get_config, list_architectures
+from ..configs import (
+    ClipConfig,
+    ResNetConfig,
+    TextConfig,
+    ViTConfig,
+    get_config,
+    list_architectures,
+)
 from .errors import CheckpointError
 
 
@@ -34,8 +41,14 @@ def _infer_vit(state: dict[str, torch.Tensor]) -> ViTConfig:
     layers = _count_blocks(state, "visual.transformer.resblocks.")
     mlp = state["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0]
     grid = _grid(state["visual.positional_embedding"].shape[0])
-    return ViTConfig(image_size=grid * patch, patch_size=patch, width=width, layers=layers,
-                     heads=max(1, width // 64), mlp_ratio=mlp / width)
+    return ViTConfig(
+        image_size=grid * patch,
+        patch_size=patch,
+        width=width,
+        layers=layers,
+        heads=max(1, width // 64),
+        mlp_ratio=mlp / width,
+    )
 
 
 def _infer_resnet(state: dict[str, torch.Tensor]) -> ResNetConfig:
@@ -60,8 +73,12 @@ def _infer_text(state: dict[str, torch.Tensor]) -> TextConfig:
 def _shape_key(cfg: ClipConfig) -> tuple:
     vision = {k: v for k, v in cfg.vision.__dict__.items() if k != "heads"}
     text = {k: v for k, v in cfg.text.__dict__.items() if k != "heads"}
-    return (type(cfg.vision), tuple(sorted(vision.items())), tuple(sorted(text.items())),
-            cfg.embed_dim)
+    return (
+        type(cfg.vision),
+        tuple(sorted(vision.items())),
+        tuple(sorted(text.items())),
+        cfg.embed_dim,
+    )
 
 
 def match_architecture(cfg: ClipConfig) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any
 from .errors import CheckpointError
 from .formats import open_clip
 
+
 @dataclass(frozen=True)
 class PretrainedWeights:
     """Where a named checkpoint lives and how it must be used."""
@@ -35,8 +36,12 @@ def _registry() -> dict[str, dict[str, dict[str, Any]]]:
 
 def list_pretrained(architecture: str | None = None) -> list[tuple[str, str]]:
     """(architecture, tag) pairs of the registry, optionally for one architecture."""
-    return [(arch, tag) for arch, tags in sorted(_registry().items())
-            if architecture in (None, arch) for tag in tags]
+    return [
+        (arch, tag)
+        for arch, tags in sorted(_registry().items())
+        if architecture in (None, arch)
+        for tag in tags
+    ]
 
 
 def get_pretrained(architecture: str, tag: str) -> PretrainedWeights:

@@ -51,7 +51,7 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """Remove ``prefix`` from every key if all keys carry it (e.g. DDP's ``module.``)."""
     if state and all(k.startswith(prefix) for k in state):
-        return {k[len(prefix):]: v for k, v in state.items()}
+        return {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 

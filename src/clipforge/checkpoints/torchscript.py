@@ -74,7 +74,9 @@ class _SafeUnpickler(pickle.Unpickler):
         if key not in self._storages:
             raw = bytearray(self._archive.read(f"{self._prefix}data/{key}"))
             dtype = _STORAGE_DTYPES[storage_type]
-            self._storages[key] = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+            self._storages[key] = (
+                torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+            )
         return self._storages[key]
 
 

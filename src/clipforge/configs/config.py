@@ -38,9 +38,15 @@ class ViTConfig:
     mlp_ratio: float = 4.0
 
     def __post_init__(self) -> None:
-        _require_positive("vision", image_size=self.image_size, patch_size=self.patch_size,
-                          width=self.width, layers=self.layers, heads=self.heads,
-                          mlp_ratio=self.mlp_ratio)
+        _require_positive(
+            "vision",
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            width=self.width,
+            layers=self.layers,
+            heads=self.heads,
+            mlp_ratio=self.mlp_ratio,
+        )
         if self.width % self.heads:
             raise ConfigError(f"vision.width {self.width} is not divisible by heads {self.heads}")
         if self.image_size % self.patch_size:
@@ -102,9 +108,15 @@ class TextConfig:
     eot_token_id: int | None = None
 
     def __post_init__(self) -> None:
-        _require_positive("text", context_length=self.context_length, vocab_size=self.vocab_size,
-                          width=self.width, heads=self.heads, layers=self.layers,
-                          mlp_ratio=self.mlp_ratio)
+        _require_positive(
+            "text",
+            context_length=self.context_length,
+            vocab_size=self.vocab_size,
+            width=self.width,
+            heads=self.heads,
+            layers=self.layers,
+            mlp_ratio=self.mlp_ratio,
+        )
         if self.width % self.heads:
             raise ConfigError(f"text.width {self.width} is not divisible by heads {self.heads}")
 

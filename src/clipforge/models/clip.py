@@ -54,7 +54,9 @@ class CLIP(nn.Module):
     def _tower(self, name: str) -> nn.Module:
         tower = self.visual if name == "image" else self.text
         if tower is None:
-            raise RuntimeError(f"this model was loaded with towers={self.towers!r}: no {name} tower")
+            raise RuntimeError(
+                f"this model was loaded with towers={self.towers!r}: no {name} tower"
+            )
         return tower
 
     def encode_image(self, pixels: torch.Tensor, normalize: bool = False) -> torch.Tensor:
@@ -92,7 +94,9 @@ class CLIP(nn.Module):
             from ..tokenizer import get_tokenizer
 
             self._tokenizer = get_tokenizer()
-        return self._tokenizer(texts, context_length=self.config.text.context_length, truncate=truncate)
+        return self._tokenizer(
+            texts, context_length=self.config.text.context_length, truncate=truncate
+        )
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Trade compute for memory in both towers."""

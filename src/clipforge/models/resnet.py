@@ -127,7 +127,9 @@ class ModifiedResNet(nn.Module):
         x = self.stem(pixels.to(self.conv1.weight.dtype))
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint_sequential(stage, len(stage), x, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint_sequential(
+                    stage, len(stage), x, use_reentrant=False
+                )
             else:
                 x = stage(x)
         return self.attnpool(x)

@@ -37,10 +37,14 @@ _TOP_RENAMES = (
     ("vision_model.post_layernorm.", "visual.ln_post."),
     ("logit_scale", "logit_scale"),
 )
-_TRANSPOSED = (("text_projection.weight", "text.text_projection"),
-               ("visual_projection.weight", "visual.proj"))
-_TOWERS = (("text_model.encoder.layers.", "text.transformer.resblocks."),
-           ("vision_model.encoder.layers.", "visual.transformer.resblocks."))
+_TRANSPOSED = (
+    ("text_projection.weight", "text.text_projection"),
+    ("visual_projection.weight", "visual.proj"),
+)
+_TOWERS = (
+    ("text_model.encoder.layers.", "text.transformer.resblocks."),
+    ("vision_model.encoder.layers.", "visual.transformer.resblocks."),
+)
 _LAYER = re.compile(r"^(\d+)\.(.+)$")
 
 
@@ -60,7 +64,7 @@ def to_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             continue
         for hf_prefix, prefix in _TOWERS:
             if key.startswith(hf_prefix):
-                layer, rest = _LAYER.match(key[len(hf_prefix):]).groups()
+                layer, rest = _LAYER.match(key[len(hf_prefix) :]).groups()
                 m = re.match(r"self_attn\.([qkv])_proj\.(weight|bias)", rest)
                 if m:
                     qkv.setdefault(f"{prefix}{layer}.attn.in_proj_{m[2]}", {})[m[1]] = value
@@ -83,7 +87,7 @@ def _rename_top(key: str, value: torch.Tensor, out: dict[str, torch.Tensor]) -> 
             return True
     for hf, native in _TOP_RENAMES:
         if key == hf or (hf.endswith(".") and key.startswith(hf)):
-            out[native + key[len(hf):]] = value
+            out[native + key[len(hf) :]] = value
             return True
     return False
 
@@ -92,7 +96,7 @@ def _rename_block(rest: str, reverse: bool = False) -> str:
     for hf, native in _BLOCK_RENAMES:
         src, dst = (native, hf) if reverse else (hf, native)
         if rest.startswith(src + "."):
-            return dst + rest[len(src):]
+            return dst + rest[len(src) :]
     return rest
 
 
@@ -104,13 +108,19 @@ def from_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             hf = next(h for h, n in _TRANSPOSED if n == key)
             out[hf] = value.t().contiguous()
             continue
-        top = next(((h, n) for h, n in _TOP_RENAMES
-                    if key == n or (n.endswith(".") and key.startswith(n))), None)
+        top = next(
+            (
+                (h, n)
+                for h, n in _TOP_RENAMES
+                if key == n or (n.endswith(".") and key.startswith(n))
+            ),
+            None,
+        )
         if top:
-            out[top[0] + key[len(top[1]):]] = value
+            out[top[0] + key[len(top[1]) :]] = value
             continue
         hf_prefix, prefix = next((h, p) for h, p in _TOWERS if key.startswith(p))
-        layer, rest = _LAYER.match(key[len(prefix):]).groups()
+        layer, rest = _LAYER.match(key[len(prefix) :]).groups()
         if rest.startswith("attn.in_proj_"):
             kind = rest.removeprefix("attn.in_proj_")
             for name, chunk in zip("qkv", value.chunk(3, dim=0), strict=True):
@@ -166,8 +176,10 @@ def _hf_eot_rule(text: dict[str, Any]) -> int | None:
 def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
     """:class:`ClipConfig` → a transformers ``CLIPConfig`` dict (ViT image towers only)."""
     if not isinstance(cfg.vision, ViTConfig):
-        raise ConfigError("transformers' CLIPModel has no ResNet image tower; save as "
-                          "'open_clip' or 'clipforge' instead")
+        raise ConfigError(
+            "transformers' CLIPModel has no ResNet image tower; save as "
+            "'open_clip' or 'clipforge' instead"
+        )
     common = {"hidden_act": cfg.activation, "layer_norm_eps": cfg.norm_eps}
     v, t = cfg.vision, cfg.text
     return {
@@ -175,18 +187,30 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
         "model_type": "clip",
         "projection_dim": cfg.embed_dim,
         "logit_scale_init_value": cfg.init_logit_scale,
-        "vision_config": {**common, "hidden_size": v.width, "intermediate_size": v.mlp_width,
-                          "num_hidden_layers": v.layers, "num_attention_heads": v.heads,
-                          "image_size": v.image_size, "patch_size": v.patch_size,
-                          "projection_dim": cfg.embed_dim, "model_type": "clip_vision_model"},
-        "text_config": {**common, "hidden_size": t.width, "intermediate_size": t.mlp_width,
-                        "num_hidden_layers": t.layers, "num_attention_heads": t.heads,
-                        "max_position_embeddings": t.context_length, "vocab_size": t.vocab_size,
-                        "projection_dim": cfg.embed_dim,
-                        # EOT is the largest id unless the config names it.
-                        "bos_token_id": t.vocab_size - 2,
-                        "eos_token_id": t.vocab_size - 1 if t.eot_token_id is None
-                        else t.eot_token_id,
-                        "pad_token_id": 1,
-                        "model_type": "clip_text_model"},
+        "vision_config": {
+            **common,
+            "hidden_size": v.width,
+            "intermediate_size": v.mlp_width,
+            "num_hidden_layers": v.layers,
+            "num_attention_heads": v.heads,
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "projection_dim": cfg.embed_dim,
+            "model_type": "clip_vision_model",
+        },
+        "text_config": {
+            **common,
+            "hidden_size": t.width,
+            "intermediate_size": t.mlp_width,
+            "num_hidden_layers": t.layers,
+            "num_attention_heads": t.heads,
+            "max_position_embeddings": t.context_length,
+            "vocab_size": t.vocab_size,
+            "projection_dim": cfg.embed_dim,
+            # EOT is the largest id unless the config names it.
+            "bos_token_id": t.vocab_size - 2,
+            "eos_token_id": t.vocab_size - 1 if t.eot_token_id is None else t.eot_token_id,
+            "pad_token_id": 1,
+            "model_type": "clip_text_model",
+        },
     }

@@ -10,10 +10,25 @@ from ...preprocess import PreprocessConfig
 NAME = "open_clip"
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-_UNSUPPORTED_VISION = ("timm_model_name", "attentional_pool", "ls_init_value", "no_ln_pre",
-                       "qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn", "scale_fc")
-_UNSUPPORTED_TEXT = ("hf_model_name", "ls_init_value", "no_causal_mask", "pad_id",
-                     "embed_cls", "proj_bias")
+_UNSUPPORTED_VISION = (
+    "timm_model_name",
+    "attentional_pool",
+    "ls_init_value",
+    "no_ln_pre",
+    "qk_norm",
+    "scaled_cosine_attn",
+    "scale_heads",
+    "scale_attn",
+    "scale_fc",
+)
+_UNSUPPORTED_TEXT = (
+    "hf_model_name",
+    "ls_init_value",
+    "no_causal_mask",
+    "pad_id",
+    "embed_cls",
+    "proj_bias",
+)
 
 
 def _reject_unsupported(section: str, cfg: dict[str, Any], keys: tuple[str, ...]) -> None:
@@ -32,13 +47,18 @@ def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
     layers = vision.get("layers", 12)
     if isinstance(layers, list | tuple):
         vision_cfg: ViTConfig | ResNetConfig = ResNetConfig(
-            image_size=vision.get("image_size", 224), layers=tuple(layers), width=width,
+            image_size=vision.get("image_size", 224),
+            layers=tuple(layers),
+            width=width,
             heads=width * 32 // head_width,
         )
     else:
         vision_cfg = ViTConfig(
-            image_size=vision.get("image_size", 224), patch_size=vision.get("patch_size", 16),
-            width=width, layers=layers, heads=width // head_width,
+            image_size=vision.get("image_size", 224),
+            patch_size=vision.get("patch_size", 16),
+            width=width,
+            layers=layers,
+            heads=width // head_width,
             mlp_ratio=vision.get("mlp_ratio", 4.0),
         )
     return ClipConfig(
@@ -46,8 +66,11 @@ def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
         activation="quick_gelu" if model_cfg.get("quick_gelu") else "gelu",
         vision=vision_cfg,
         text=TextConfig(
-            context_length=text.get("context_length", 77), vocab_size=text.get("vocab_size", 49408),
-            width=text.get("width", 512), heads=text.get("heads", 8), layers=text.get("layers", 12),
+            context_length=text.get("context_length", 77),
+            vocab_size=text.get("vocab_size", 49408),
+            width=text.get("width", 512),
+            heads=text.get("heads", 8),
+            layers=text.get("layers", 12),
             mlp_ratio=text.get("mlp_ratio", 4.0),
         ),
     )
@@ -61,19 +84,34 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
     if t.eot_token_id is not None:
         raise ConfigError("open_clip pools text at argmax(tokens); eot_token_id is not expressible")
     if isinstance(v, ResNetConfig):
-        vision = {"image_size": v.image_size, "layers": list(v.layers), "width": v.width,
-                  "head_width": v.width * 32 // v.heads, "patch_size": None}
+        vision = {
+            "image_size": v.image_size,
+            "layers": list(v.layers),
+            "width": v.width,
+            "head_width": v.width * 32 // v.heads,
+            "patch_size": None,
+        }
     else:
-        vision = {"image_size": v.image_size, "layers": v.layers, "width": v.width,
-                  "head_width": v.width // v.heads, "mlp_ratio": v.mlp_ratio,
-                  "patch_size": v.patch_size}
+        vision = {
+            "image_size": v.image_size,
+            "layers": v.layers,
+            "width": v.width,
+            "head_width": v.width // v.heads,
+            "mlp_ratio": v.mlp_ratio,
+            "patch_size": v.patch_size,
+        }
     return {
         "embed_dim": cfg.embed_dim,
         "quick_gelu": cfg.activation == "quick_gelu",
         "vision_cfg": vision,
-        "text_cfg": {"context_length": t.context_length, "vocab_size": t.vocab_size,
-                     "width": t.width, "heads": t.heads, "layers": t.layers,
-                     "mlp_ratio": t.mlp_ratio},
+        "text_cfg": {
+            "context_length": t.context_length,
+            "vocab_size": t.vocab_size,
+            "width": t.width,
+            "heads": t.heads,
+            "layers": t.layers,
+            "mlp_ratio": t.mlp_ratio,
+        },
     }
 
 
@@ -87,6 +125,11 @@ def preprocess_to_native(pp: dict[str, Any], image_size: int) -> PreprocessConfi
 
 
 def preprocess_from_native(pp: PreprocessConfig) -> dict[str, Any]:
-    return {"size": pp.image_size, "mean": list(pp.mean), "std": list(pp.std),
-            "interpolation": pp.interpolation, "resize_mode": pp.resize_mode,
-            "fill_color": pp.fill_color}
+    return {
+        "size": pp.image_size,
+        "mean": list(pp.mean),
+        "std": list(pp.std),
+        "interpolation": pp.interpolation,
+        "resize_mode": pp.resize_mode,
+        "fill_color": pp.fill_color,
+    }

@@ -8,7 +8,13 @@ from __future__ import annotations
 import torch
 
 NAME = "openai"
-_TEXT_KEYS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
+_TEXT_KEYS = (
+    "token_embedding.",
+    "positional_embedding",
+    "transformer.",
+    "ln_final.",
+    "text_projection",
+)
 # Metadata and non-persistent buffers found in OpenAI's TorchScript archives / old open_clip.
 _IGNORED = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 
@@ -16,7 +22,8 @@ _IGNORED = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 def matches(state: dict[str, torch.Tensor]) -> bool:
     """True for OpenAI/open_clip layout (top-level text keys or a ``visual.`` tower only)."""
     return "token_embedding.weight" in state or (
-        any(k.startswith("visual.") for k in state) and not any(k.startswith("text.") for k in state)
+        any(k.startswith("visual.") for k in state)
+        and not any(k.startswith("text.") for k in state)
     )
 
 

@@ -1,0 +1,23 @@
+"""The ``clipforge`` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import typer
+
+from .zoo import register as _register_zoo
+
+app = typer.Typer(
+    name="clipforge",
+    help="CLIP models, checkpoints and tools. Every command has --help.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+_register_zoo(app)
+
+
+def main() -> None:
+    """Entry point of the ``clipforge`` script."""
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,126 @@
+"""Model-zoo commands: ``clipforge models`` and ``clipforge selfcheck``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(width=None if sys.stdout.isatty() else 140)
+
+
+def models(
+    pretrained: bool = typer.Option(False, "--pretrained", help="List pretrained tags too."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List architectures with their parameter counts (and pretrained tags)."""
+    import torch
+
+    import clipforge
+
+    rows = []
+    for name in clipforge.list_architectures():
+        with torch.device("meta"):
+            counts = clipforge.create_model(name).num_parameters()
+        cfg = clipforge.get_config(name)
+        row = {
+            "name": name,
+            "image_size": cfg.vision.image_size,
+            "embed_dim": cfg.embed_dim,
+            **{f"{k}_params": v for k, v in counts.items()},
+        }
+        if pretrained:
+            row["pretrained"] = [tag for _, tag in clipforge.list_pretrained(name)]
+        rows.append(row)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="clipforge architectures")
+    for column in ("name", "image", "embed", "image M", "text M", "total M"):
+        table.add_column(column, justify="left" if column == "name" else "right")
+    if pretrained:
+        table.add_column("pretrained tags")
+    for row in rows:
+        cells = [
+            row["name"],
+            str(row["image_size"]),
+            str(row["embed_dim"]),
+            *(f"{row[k] / 1e6:.2f}" for k in ("image_params", "text_params", "total_params")),
+        ]
+        if pretrained:
+            cells.append(", ".join(row["pretrained"]) or "-")
+        table.add_row(*cells)
+    console.print(table)
+
+
+def selfcheck(
+    architectures: list[str] = typer.Argument(None, help="Architectures to check (default: all)."),
+) -> None:
+    """Build every architecture with random weights, run one image and one caption through it,
+    and print parameter counts, embedding sizes and timings."""
+    import torch
+
+    import clipforge
+
+    names = architectures or clipforge.list_architectures()
+    table = Table(title="clipforge model-zoo self-check (random weights, CPU, fp32)")
+    for column in (
+        "architecture",
+        "image M",
+        "text M",
+        "total M",
+        "embed",
+        "cos(img,txt)",
+        "build s",
+        "image ms",
+        "text ms",
+    ):
+        table.add_column(column, justify="left" if column == "architecture" else "right")
+    failures = 0
+    with console.status("building models...") as status:
+        for name in names:
+            status.update(f"checking {name}...")
+            try:
+                table.add_row(name, *_check(clipforge, torch, name))
+            except Exception as err:  # report and continue: a self-check lists every failure
+                failures += 1
+                table.add_row(name, f"[red]FAILED: {err}[/red]")
+    console.print(table)
+    if failures:
+        raise typer.Exit(code=1)
+    console.print(f"[green]all {len(names)} architectures built and ran[/green]")
+
+
+def _check(clipforge, torch, name: str) -> list[str]:
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    model = clipforge.create_model(name).eval()
+    built = time.perf_counter() - start
+    size = model.config.vision.image_size
+    with torch.inference_mode():
+        start = time.perf_counter()
+        image = model.encode_image(torch.rand(1, 3, size, size), normalize=True)
+        image_ms = (time.perf_counter() - start) * 1e3
+        start = time.perf_counter()
+        text = model.encode_text(model.tokenize(["a photo of a cat"]), normalize=True)
+        text_ms = (time.perf_counter() - start) * 1e3
+    if not (torch.isfinite(image).all() and torch.isfinite(text).all()):
+        raise RuntimeError("non-finite embeddings")
+    counts = model.num_parameters()
+    return [
+        *(f"{counts[k] / 1e6:.2f}" for k in ("image", "text", "total")),
+        str(image.shape[-1]),
+        f"{(image @ text.T).item():+.3f}",
+        f"{built:.1f}",
+        f"{image_ms:.0f}",
+        f"{text_ms:.0f}",
+    ]
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(models)
+    app.command()(selfcheck)
