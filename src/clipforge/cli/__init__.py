@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from .inference import register as _register_inference
 from .zoo import register as _register_zoo
 
 app = typer.Typer(
@@ -13,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 _register_zoo(app)
+_register_inference(app)
 
 
 def main() -> None:

@@ -1,0 +1,324 @@
+"""Inference speed: clipforge vs open_clip vs Hugging Face transformers, in one process.
+
+Same random weights (open_clip's model is built first; clipforge and transformers load
+its weights), same threads, same dtype. Prints each figure and the ratio to the faster
+reference, plus the machine's measured matmul peak and our fraction of it.
+
+Usage: python benchmarks/inference.py [--reps N] [--skip-e2e]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import clipforge
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+# ViT-B-32 image tower GFLOPs per image: open_clip's published profile
+# (../shared/reference/model_profile.csv); FLOPs counted as 2 x multiply-adds.
+VIT_B32_IMAGE_GFLOP = 8.82
+CIFAR100 = [
+    "apple",
+    "aquarium_fish",
+    "baby",
+    "bear",
+    "beaver",
+    "bed",
+    "bee",
+    "beetle",
+    "bicycle",
+    "bottle",
+    "bowl",
+    "boy",
+    "bridge",
+    "bus",
+    "butterfly",
+    "camel",
+    "can",
+    "castle",
+    "caterpillar",
+    "cattle",
+    "chair",
+    "chimpanzee",
+    "clock",
+    "cloud",
+    "cockroach",
+    "couch",
+    "crab",
+    "crocodile",
+    "cup",
+    "dinosaur",
+    "dolphin",
+    "elephant",
+    "flatfish",
+    "forest",
+    "fox",
+    "girl",
+    "hamster",
+    "house",
+    "kangaroo",
+    "keyboard",
+    "lamp",
+    "lawn_mower",
+    "leopard",
+    "lion",
+    "lizard",
+    "lobster",
+    "man",
+    "maple_tree",
+    "motorcycle",
+    "mountain",
+    "mouse",
+    "mushroom",
+    "oak_tree",
+    "orange",
+    "orchid",
+    "otter",
+    "palm_tree",
+    "pear",
+    "pickup_truck",
+    "pine_tree",
+    "plain",
+    "plate",
+    "poppy",
+    "porcupine",
+    "possum",
+    "rabbit",
+    "raccoon",
+    "ray",
+    "road",
+    "rocket",
+    "rose",
+    "sea",
+    "seal",
+    "shark",
+    "shrew",
+    "skunk",
+    "skyscraper",
+    "snail",
+    "snake",
+    "spider",
+    "squirrel",
+    "streetcar",
+    "sunflower",
+    "sweet_pepper",
+    "table",
+    "tank",
+    "telephone",
+    "television",
+    "tiger",
+    "tractor",
+    "train",
+    "trout",
+    "tulip",
+    "turtle",
+    "wardrobe",
+    "whale",
+    "willow_tree",
+    "wolf",
+    "woman",
+    "worm",
+]
+
+
+def best_time(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` over ``reps`` runs after warm-up."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """Measured GFLOP/s of a square matmul (the machine's practical ceiling)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    seconds = best_time(lambda: a @ b, reps, warmup=2)
+    return 2 * n**3 / seconds / 1e9
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str, str]] = []
+
+    def add(
+        self, task: str, unit: str, ours: float, refs: dict[str, float], note: str = ""
+    ) -> None:
+        best_ref = max(refs.values()) if refs else float("nan")
+        ref_text = "  ".join(f"{k} {v:,.1f}" for k, v in refs.items())
+        self.rows.append((task, f"{ours:,.1f} {unit}", ref_text, f"{ours / best_ref:.2f}x", note))
+        print(
+            f"{task:<44} clipforge {ours:,.1f} {unit:<10} {ref_text:<40} "
+            f"ratio {ours / best_ref:.2f}x {note}",
+            flush=True,
+        )
+
+
+def build_models(name: str):
+    """open_clip model with random weights; clipforge and HF copies of the same weights."""
+    import open_clip
+    from transformers import CLIPModel
+
+    torch.manual_seed(0)
+    ref = open_clip.create_model(name).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(ref.state_dict(), Path(tmp) / "w.pt")
+        ours = clipforge.load(name, weights=Path(tmp) / "w.pt")
+        hf = None
+        if isinstance(ours.config.vision, clipforge.configs.ViTConfig):
+            clipforge.save(ours, Path(tmp) / "hf", format="hf")
+            hf = CLIPModel.from_pretrained(Path(tmp) / "hf").eval()
+    return ours, ref, hf
+
+
+def hf_image(hf):
+    def run(x):
+        out = hf.get_image_features(pixel_values=x)
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    return run
+
+
+def hf_text(hf):
+    def run(t):
+        out = hf.get_text_features(input_ids=t)
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    return run
+
+
+def image_encode(
+    table: Table, name: str, models, batch: int, reps: int, bf16: bool, peak: float | None
+) -> None:
+    ours, ref, hf = models
+    size = ours.config.vision.image_size
+    x = torch.randn(batch, 3, size, size)
+    fns = {"clipforge": ours.encode_image, "open_clip": ref.encode_image}
+    if hf is not None:
+        fns["hf"] = hf_image(hf)
+    rates = {}
+    for label, fn in fns.items():
+
+        def call(fn=fn):
+            with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                fn(x)
+
+        rates[label] = batch / best_time(call, reps)
+    ours_rate = rates.pop("clipforge")
+    note = ""
+    if peak and name == "ViT-B-32":
+        note = f"{ours_rate * VIT_B32_IMAGE_GFLOP / peak:.0%} of matmul peak"
+    dtype = "bf16" if bf16 else "fp32"
+    table.add(f"image {name} b{batch} {dtype}", "img/s", ours_rate, rates, note)
+
+
+def bf16_cosine(models) -> float:
+    ours = models[0]
+    x = torch.randn(8, 3, 224, 224)
+    with torch.inference_mode():
+        fp32 = ours.encode_image(x, normalize=True)
+        with torch.autocast("cpu", torch.bfloat16):
+            bf = ours.encode_image(x, normalize=True).float()
+    return torch.nn.functional.cosine_similarity(fp32, bf).min().item()
+
+
+def text_encode(table: Table, models, reps: int) -> None:
+    ours, ref, hf = models
+    prompts = [f"a photo of a {c.replace('_', ' ')}." for c in CIFAR100]
+    prompts = (prompts * 3)[:256]
+    tokens = ours.tokenize(prompts)
+    fns = {"clipforge": ours.encode_text, "open_clip": ref.encode_text, "hf": hf_text(hf)}
+    rates = {}
+    for label, fn in fns.items():
+
+        def call(fn=fn):
+            with torch.inference_mode():
+                fn(tokens)
+
+        rates[label] = len(prompts) / best_time(call, reps)
+    table.add("text ViT-B-32 256 prompts fp32", "texts/s", rates.pop("clipforge"), rates)
+
+
+def tokenizer_speed(table: Table) -> None:
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from clipforge.tokenizer import ClipTokenizer
+    from tokenizer_speed import build_corpus, read_captions
+
+    texts = build_corpus(read_captions(SHARED / "data" / "flickr8k-1k.tar.gz"))
+    ours = best_time(lambda: ClipTokenizer()(texts), 3, warmup=0)
+    ref = best_time(lambda: SimpleTokenizer()(texts), 3, warmup=0)
+    table.add(
+        "tokenizer 10k captions (fresh instance)",
+        "texts/s",
+        len(texts) / ours,
+        {"open_clip": len(texts) / ref},
+    )
+
+
+def preprocessing_speed(table: Table) -> None:
+    import open_clip
+    from PIL import Image
+
+    from clipforge.preprocess import PreprocessConfig, build_preprocess
+
+    photos = sorted((SHARED / "data" / "photos").iterdir())
+    images = [Image.open(p).copy() for p in photos] * 4
+    ours = build_preprocess(PreprocessConfig())
+    ref = open_clip.image_transform(224, is_train=False)
+    t_ours = best_time(lambda: [ours(im) for im in images], 3)
+    t_ref = best_time(lambda: [ref(im) for im in images], 3)
+    worst = max((ours(im) - ref(im)).abs().max().item() for im in images[: len(photos)])
+    table.add(
+        "preprocess 8 real photos (decoded)",
+        "img/s",
+        len(images) / t_ours,
+        {"open_clip": len(images) / t_ref},
+        f"max diff {worst:.1e}",
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, CPU", flush=True)
+    peak32 = matmul_peak(torch.float32)
+    peak16 = matmul_peak(torch.bfloat16, n=512, reps=2)
+    print(f"matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.1f} GFLOP/s", flush=True)
+    # CPUs without native bf16 (no AVX512-BF16/AMX) emulate it ~100x slower than fp32;
+    # measure bf16 at a small batch there so the run stays within minutes.
+    bf16_batch = 32 if peak16 > peak32 / 2 else 2
+    if bf16_batch != 32:
+        print("this CPU has no fast bf16 matmul: bf16 measured at batch 2", flush=True)
+    table = Table()
+    tokenizer_speed(table)
+    preprocessing_speed(table)
+    vit_b32 = build_models("ViT-B-32")
+    for batch in (1, 32):
+        image_encode(table, "ViT-B-32", vit_b32, batch, args.reps, bf16=False, peak=peak32)
+    image_encode(table, "ViT-B-32", vit_b32, bf16_batch, 1, bf16=True, peak=peak16)
+    print(f"bf16 vs fp32 embeddings: min cosine {bf16_cosine(vit_b32):.5f}", flush=True)
+    text_encode(table, vit_b32, args.reps)
+    del vit_b32
+    for name in ("RN50", "ViT-B-16"):
+        image_encode(
+            table, name, build_models(name), 32, max(1, args.reps - 1), bf16=False, peak=None
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""Zero-shot image classification with prompt-template ensembles (Radford et al., 2021).
+
+Each class is embedded as the mean of its L2-normalised prompt embeddings (one prompt per
+template), normalised again; an image's logits are ``scale * cos(image, class)``.
+
+The bundled template sets (``zeroshot_templates.json``: OpenAI's 80 ImageNet prompts and
+the CIFAR-10/100 sets) come from CLIP_benchmark (https://github.com/LAION-AI/CLIP_benchmark),
+MIT License.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .embedding import (
+    Images,
+    check_images,
+    describe_input,
+    encode_texts,
+    stream_image_embeddings,
+)
+
+PLACEHOLDER = "{c}"
+
+
+def _load_template_sets() -> Mapping[str, tuple[str, ...]]:
+    text = resources.files(__package__).joinpath("zeroshot_templates.json").read_text("utf-8")
+    raw = json.loads(text)
+    return MappingProxyType({k: tuple(v) for k, v in raw.items() if not k.startswith("_")})
+
+
+TEMPLATE_SETS: Mapping[str, tuple[str, ...]] = _load_template_sets()
+"""Named template sets: ``"openai_imagenet"`` (80), ``"simple"`` (1), ``"cifar10"``, ``"cifar100"``."""
+
+
+def _validate(templates: Sequence[str], source: str) -> list[str]:
+    out = list(templates)
+    if not out:
+        raise ValueError(f"no templates in {source}")
+    for t in out:
+        if not isinstance(t, str) or PLACEHOLDER not in t:
+            raise ValueError(
+                f"template {t!r} in {source} lacks the class placeholder {PLACEHOLDER}"
+            )
+    return out
+
+
+def _read_template_file(path: Path) -> list[str]:
+    text = path.read_text("utf-8")
+    if path.suffix.lower() == ".json":
+        data = json.loads(text)
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a JSON list of template strings")
+        return _validate(data, str(path))
+    lines = [line.strip() for line in text.splitlines()]
+    return _validate([line for line in lines if line and not line.startswith("#")], str(path))
+
+
+def get_templates(templates: str | os.PathLike | Sequence[str]) -> list[str]:
+    """Resolve templates: a name in :data:`TEMPLATE_SETS`, a file, one template or a list.
+
+    Files are a JSON list of strings (``.json``) or text with one template per line (blank
+    lines and ``#`` comments ignored). Every template must contain ``{c}``, which is
+    replaced by the class name.
+    """
+    if isinstance(templates, os.PathLike):
+        return _read_template_file(Path(templates))
+    if isinstance(templates, str):
+        if templates in TEMPLATE_SETS:
+            return list(TEMPLATE_SETS[templates])
+        if PLACEHOLDER in templates:
+            return [templates]
+        if Path(templates).is_file():
+            return _read_template_file(Path(templates))
+        raise ValueError(
+            f"unknown template set {templates!r}: not one of {sorted(TEMPLATE_SETS)}, "
+            f"not a file, and no {PLACEHOLDER} placeholder"
+        )
+    return _validate(templates, "the template list")
+
+
+@dataclass
+class ZeroShotResult:
+    """Zero-shot predictions for the inputs that could be read.
+
+    Attributes:
+        probs: float32 ``(N_ok, C)`` softmax probabilities, one row per readable input.
+        top_k_indices: int64 ``(N_ok, k)`` class indices, most probable first.
+        top_k_scores: float32 ``(N_ok, k)`` their probabilities.
+        top_k_labels: the class names of ``top_k_indices``.
+        classnames: the ``C`` class names.
+        indices: int64 ``(N_ok,)`` positions of the rows' inputs in the input sequence.
+        paths: each row's input path (``None`` for PIL images / tensors).
+        failures: ``(path, reason)`` for every input that could not be read.
+    """
+
+    probs: np.ndarray
+    top_k_indices: np.ndarray
+    top_k_scores: np.ndarray
+    top_k_labels: list[list[str]]
+    classnames: list[str]
+    indices: np.ndarray
+    paths: list[str | None]
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """int64 ``(N_ok,)`` top-1 class index per row."""
+        return self.probs.argmax(axis=1) if len(self.probs) else np.zeros(0, dtype=np.int64)
+
+    @property
+    def labels(self) -> list[str]:
+        """Top-1 class name per row."""
+        return [self.classnames[i] for i in self.predictions]
+
+
+class ZeroShotClassifier:
+    """Classify images into ``classnames`` with a CLIP model and a prompt-template ensemble.
+
+    Args:
+        model: a :class:`clipforge.CLIP` (both towers).
+        classnames: the class names, substituted for ``{c}`` in every template.
+        templates: anything :func:`get_templates` accepts (default: OpenAI's 80 prompts).
+        batch_size: prompts per text-encoder batch when building the class embeddings.
+        logit_scale: multiplier of the cosine similarities (100, as in CLIP's evaluation).
+            ``None`` means the model's own ``exp(logit_scale)``.
+        use_model_scale: use the model's ``exp(logit_scale)`` instead of ``logit_scale``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        classnames: Sequence[str],
+        templates: str | os.PathLike | Sequence[str] = "openai_imagenet",
+        batch_size: int = 256,
+        logit_scale: float | None = 100.0,
+        use_model_scale: bool = False,
+    ) -> None:
+        if isinstance(classnames, str):
+            raise TypeError("classnames must be a sequence of strings, not one string")
+        self.classnames = list(classnames)
+        if not self.classnames or not all(isinstance(c, str) for c in self.classnames):
+            raise ValueError("classnames must be a non-empty sequence of strings")
+        self.model = model
+        self.templates = get_templates(templates)
+        self.batch_size = batch_size
+        self.use_model_scale = use_model_scale or logit_scale is None
+        self._fixed_scale = None if logit_scale is None else float(logit_scale)
+        self._class_embeddings: torch.Tensor | None = None
+
+    @property
+    def scale(self) -> float:
+        """The multiplier applied to cosine similarities to get logits."""
+        if self.use_model_scale:
+            return float(self.model.logit_scale.detach().float().exp())
+        return self._fixed_scale  # type: ignore[return-value]
+
+    def prompts(self, classname: str) -> list[str]:
+        """The prompts for one class (each template with ``{c}`` replaced)."""
+        return [t.replace(PLACEHOLDER, classname) for t in self.templates]
+
+    @property
+    def class_embeddings(self) -> torch.Tensor:
+        """float32 ``(C, D)`` unit-norm class embeddings on the model's device (cached).
+
+        Per class: mean of the L2-normalised prompt embeddings, L2-normalised again. Built
+        once, in batches of ``batch_size`` prompts; call :meth:`reset` after changing the
+        model's weights.
+        """
+        if self._class_embeddings is None:
+            prompts = [p for c in self.classnames for p in self.prompts(c)]
+            with torch.inference_mode():
+                emb = encode_texts(self.model, prompts, self.batch_size, normalize=True)
+                emb = emb.view(len(self.classnames), len(self.templates), -1).mean(dim=1)
+                emb = F.normalize(emb, dim=-1)
+            self._class_embeddings = emb.clone()  # a normal (not inference-mode) tensor
+        return self._class_embeddings
+
+    def reset(self) -> None:
+        """Forget the cached class embeddings (they are rebuilt on next use)."""
+        self._class_embeddings = None
+
+    def logits(self, image_embeddings: torch.Tensor) -> torch.Tensor:
+        """``(N, D)`` image embeddings (normalised here) → ``(N, C)`` logits."""
+        classes = self.class_embeddings
+        image = F.normalize(image_embeddings.to(classes.device, torch.float32), dim=-1)
+        return self.scale * image @ classes.T
+
+    def predict(
+        self,
+        images: Images,
+        top_k: int = 5,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        progress: bool | None = None,
+    ) -> ZeroShotResult:
+        """Classify images: paths, PIL images, ``(3, H, W)`` tensors or an ``(N, 3, H, W)`` batch.
+
+        Unreadable paths are reported in ``result.failures`` and the others still
+        classified; ``result.indices`` / ``result.paths`` map rows back to inputs.
+        ``progress``: tqdm bar (``None``: only on a terminal and with more than one batch).
+        """
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        k = min(top_k, len(self.classnames))
+        items = check_images(images)
+        _ = self.class_embeddings  # build before the image loop
+        probs: list[torch.Tensor] = []
+        kept: list[int] = []
+
+        def classify(indices: list[int], features: torch.Tensor) -> None:
+            kept.extend(indices)
+            probs.append(self.logits(features).softmax(dim=-1).cpu())
+
+        failed = stream_image_embeddings(
+            self.model,
+            items,
+            classify,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            normalize=True,
+            progress=progress,
+        )
+        all_probs = torch.cat(probs) if probs else torch.zeros((0, len(self.classnames)))
+        scores, top = all_probs.topk(k, dim=-1)
+        return ZeroShotResult(
+            probs=all_probs.numpy(),
+            top_k_indices=top.numpy().astype(np.int64),
+            top_k_scores=scores.numpy(),
+            top_k_labels=[[self.classnames[j] for j in row] for row in top.tolist()],
+            classnames=list(self.classnames),
+            indices=np.asarray(kept, dtype=np.int64),
+            paths=[
+                os.fspath(items[i]) if isinstance(items[i], str | os.PathLike) else None
+                for i in kept
+            ],
+            failures=[(describe_input(items[i], i), reason) for i, reason in failed],
+        )
