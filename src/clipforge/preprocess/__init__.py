@@ -1,0 +1,28 @@
+"""Bit-exact CLIP image preprocessing (OpenAI/open_clip and Hugging Face pipelines)."""
+
+from .config import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+    OPENAI_MEAN,
+    OPENAI_STD,
+    PreprocessConfig,
+)
+from .image_io import ImageDecodeError, load_image, to_8bit
+from .transforms import Preprocess, build_preprocess
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "INCEPTION_MEAN",
+    "INCEPTION_STD",
+    "OPENAI_MEAN",
+    "OPENAI_STD",
+    "ImageDecodeError",
+    "Preprocess",
+    "PreprocessConfig",
+    "build_preprocess",
+    "load_image",
+    "to_8bit",
+]

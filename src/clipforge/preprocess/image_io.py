@@ -1,0 +1,119 @@
+"""Strict image decoding: every failure becomes an :class:`ImageDecodeError` naming the file."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+PathLike = str | os.PathLike
+
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+_TRUNCATION_LOCK = threading.Lock()
+
+
+class ImageDecodeError(ValueError):
+    """An image file could not be read or fully decoded.
+
+    Attributes:
+        path: the file that failed.
+        reason: a short human-readable cause.
+    """
+
+    def __init__(self, path: PathLike, reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"cannot decode image {self.path!r}: {reason}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.path, self.reason))
+
+
+@contextmanager
+def _strict_truncation() -> Iterator[None]:
+    """Decode with ``ImageFile.LOAD_TRUNCATED_IMAGES`` False, even if someone set it True."""
+    if not ImageFile.LOAD_TRUNCATED_IMAGES:
+        yield
+        return
+    with _TRUNCATION_LOCK:
+        saved = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            yield
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _open_and_decode(path: Path, min_size: int | None) -> Image.Image:
+    with warnings.catch_warnings():
+        # PIL warns above MAX_IMAGE_PIXELS and raises above twice that: make both errors.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    with image:
+        if min_size is not None and image.format == "JPEG":
+            image.draft(None, (min_size, min_size))
+        with _strict_truncation():
+            image.load()
+    return image
+
+
+def load_image(path: PathLike, *, min_size: int | None = None) -> Image.Image:
+    """Open and fully decode an image file (pixels loaded, file closed).
+
+    Truncated, corrupt, empty, missing and non-image files, and images above PIL's
+    decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``), raise :class:`ImageDecodeError`;
+    truncated data is never silently accepted, whatever ``ImageFile.LOAD_TRUNCATED_IMAGES``
+    says. ``min_size`` (opt-in, lossy): decode JPEGs with DCT scaling (``Image.draft``) to
+    the smallest size whose sides stay >= ``min_size``.
+    """
+    p = Path(os.fspath(path))
+    try:
+        info = p.stat()
+    except OSError as exc:
+        reason = "no such file" if isinstance(exc, FileNotFoundError) else f"cannot stat: {exc}"
+        raise ImageDecodeError(p, reason) from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageDecodeError(p, "not a regular file")
+    if info.st_size == 0:
+        raise ImageDecodeError(p, "file is empty (0 bytes)")
+    try:
+        return _open_and_decode(p, min_size)
+    except Image.UnidentifiedImageError as exc:
+        raise ImageDecodeError(p, "not a recognised image format") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(p, f"decompression bomb guard: {exc}") from exc
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, EOFError, ...
+        raise ImageDecodeError(p, f"{type(exc).__name__}: {exc}") from exc
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """Scale 16/32-bit integer greyscale images to an 8-bit ``"L"`` image; others unchanged.
+
+    PIL's ``convert("RGB")`` clips such images to 255 (a 16-bit photo becomes almost all
+    white), so the reference pipelines are wrong for them. We deliberately deviate:
+    ``I;16*`` modes keep the high byte (``value >> 8``); mode ``"I"`` is kept as is when its
+    values fit in [0, 255], shifted by 8 bits when they fit in [0, 65535], and otherwise
+    rescaled linearly from its [min, max] range to [0, 255].
+    """
+    if image.mode not in SIXTEEN_BIT_MODES:
+        return image
+    values = np.asarray(image)
+    if image.mode != "I":
+        scaled = values.astype(np.uint16) >> 8
+    else:
+        lo, hi = int(values.min()), int(values.max())
+        if lo >= 0 and hi <= 255:
+            scaled = values
+        elif lo >= 0 and hi <= 65535:
+            scaled = values >> 8
+        else:
+            scaled = (values.astype(np.int64) - lo) * 255 // (hi - lo)
+    return Image.fromarray(np.ascontiguousarray(scaled, dtype=np.uint8), mode="L")
