@@ -4,47 +4,55 @@
 >>> model = clipforge.create_model("ViT-B-32")
 >>> model.encode_text(model.tokenize(["a photo of a cat"]), normalize=True).shape
 torch.Size([1, 512])
+
+Public names are imported lazily, so ``import clipforge.onnx`` (ONNX Runtime inference)
+works without torch installed.
 """
 
-from .api import create_model, load, save
-from .checkpoints import (
-    CheckpointError,
-    CheckpointMismatchError,
-    UnsafeCheckpointError,
-    list_pretrained,
-)
-from .configs import ClipConfig, get_config, list_architectures
-from .embedding import EmbeddingResult, embed_images, embed_texts
-from .models import CLIP
-from .preprocess import PreprocessConfig
-from .scoring import clip_score, mean_clip_score, plot_similarity, similarity_matrix
-from .tokenizer import tokenize
-from .zeroshot import ZeroShotClassifier, ZeroShotResult, get_templates
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CLIP",
-    "CheckpointError",
-    "CheckpointMismatchError",
-    "ClipConfig",
-    "EmbeddingResult",
-    "PreprocessConfig",
-    "UnsafeCheckpointError",
-    "ZeroShotClassifier",
-    "ZeroShotResult",
-    "clip_score",
-    "create_model",
-    "embed_images",
-    "embed_texts",
-    "get_config",
-    "get_templates",
-    "list_architectures",
-    "list_pretrained",
-    "load",
-    "mean_clip_score",
-    "plot_similarity",
-    "save",
-    "similarity_matrix",
-    "tokenize",
-]
+_EXPORTS: dict[str, str] = {
+    "create_model": "api",
+    "load": "api",
+    "save": "api",
+    "CheckpointError": "checkpoints",
+    "CheckpointMismatchError": "checkpoints",
+    "UnsafeCheckpointError": "checkpoints",
+    "list_pretrained": "checkpoints",
+    "ClipConfig": "configs",
+    "get_config": "configs",
+    "list_architectures": "configs",
+    "EmbeddingResult": "embedding",
+    "embed_images": "embedding",
+    "embed_texts": "embedding",
+    "CLIP": "models",
+    "PreprocessConfig": "preprocess",
+    "clip_score": "scoring",
+    "mean_clip_score": "scoring",
+    "plot_similarity": "scoring",
+    "similarity_matrix": "scoring",
+    "tokenize": "tokenizer",
+    "ZeroShotClassifier": "zeroshot",
+    "ZeroShotResult": "zeroshot",
+    "get_templates": "zeroshot",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'clipforge' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

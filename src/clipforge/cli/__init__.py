@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from .export import register as _register_export
 from .inference import register as _register_inference
 from .zoo import register as _register_zoo
 
@@ -15,6 +16,7 @@ app = typer.Typer(
 )
 _register_zoo(app)
 _register_inference(app)
+_register_export(app)
 
 
 def main() -> None:

@@ -24,9 +24,12 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 from PIL import Image, ImageOps
 
 from .config import PreprocessConfig
@@ -237,9 +240,10 @@ def _reference_table(mean: np.ndarray, std: np.ndarray, pipeline: str) -> np.nda
     if pipeline == "hf":  # rescale in float64, cast to float32, normalise in float32
         x = (levels.astype(np.float64) * (1 / 255)).astype(np.float32)
         return (x[None, :] - mean.reshape(3, 1)) / std.reshape(3, 1)
-    x = torch.from_numpy(levels).to(torch.float32).div(255)  # ToTensor
-    t_mean, t_std = torch.from_numpy(mean).view(3, 1), torch.from_numpy(std).view(3, 1)
-    return x.view(1, 256).sub(t_mean).div(t_std).numpy()  # Normalize
+    # ToTensor then Normalize, in float32: IEEE division/subtraction are correctly rounded,
+    # so numpy reproduces torch's results exactly (checked against open_clip in the tests).
+    x = levels.astype(np.float32) / np.float32(255)
+    return (x.reshape(1, 256) - mean.reshape(3, 1)) / std.reshape(3, 1)
 
 
 class _Normalizer:
@@ -314,7 +318,13 @@ class Preprocess:
         self._normalize = _Normalizer(cfg.mean, cfg.std, cfg.pipeline)
 
     def __call__(self, image: Image.Image | PathLike) -> torch.Tensor:
-        """Preprocess one image (or the image file at a path)."""
+        """Preprocess one image (or the image file at a path) to a torch tensor."""
+        import torch
+
+        return torch.from_numpy(self.to_array(image))
+
+    def to_array(self, image: Image.Image | PathLike) -> np.ndarray:
+        """Preprocess one image (or the image file at a path) to a float32 numpy array."""
         cfg = self.cfg
         if isinstance(image, str | os.PathLike):
             image = load_image(image, min_size=cfg.image_size if cfg.draft else None)
@@ -324,7 +334,7 @@ class Preprocess:
         if cfg.draft:
             image = draft_reduce(image, cfg.image_size)
         image = self._geometry(image, cfg, self._resample)
-        return torch.from_numpy(self._normalize(image))
+        return self._normalize(image)
 
     def __getstate__(self) -> dict[str, PreprocessConfig]:
         return {"cfg": self.cfg}

@@ -26,11 +26,14 @@ from functools import lru_cache
 from importlib import resources
 from itertools import chain
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ftfy
 import numpy as np
 import regex
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["DEFAULT_CONTEXT_LENGTH", "ClipTokenizer", "get_tokenizer", "tokenize"]
 
@@ -271,7 +274,7 @@ class ClipTokenizer:
 
     def decode(self, ids: Iterable[int] | torch.Tensor | np.ndarray) -> str:
         """Decode ids to text; word ends become spaces (like the reference)."""
-        if isinstance(ids, (torch.Tensor, np.ndarray)):
+        if hasattr(ids, "tolist"):  # torch.Tensor / np.ndarray
             ids = ids.tolist()
         text = "".join(self.decoder[int(i)] for i in ids)
         data = bytearray(self.byte_decoder[c] for c in text)
@@ -284,7 +287,18 @@ class ClipTokenizer:
         context_length: int | None = None,
         truncate: bool = True,
     ) -> torch.LongTensor:
-        """Tokenize to a zero-padded ``(N, context_length)`` LongTensor.
+        """Tokenize to a zero-padded ``(N, context_length)`` LongTensor (see :meth:`to_array`)."""
+        import torch
+
+        return torch.from_numpy(self.to_array(texts, context_length, truncate))  # type: ignore[return-value]
+
+    def to_array(
+        self,
+        texts: str | Sequence[str],
+        context_length: int | None = None,
+        truncate: bool = True,
+    ) -> np.ndarray:
+        """Tokenize to a zero-padded ``(N, context_length)`` int64 array.
 
         Each row is SOT + tokens + EOT. Rows that are too long are cut to
         ``context_length`` with EOT forced last (``truncate=True``, as
@@ -298,7 +312,7 @@ class ClipTokenizer:
         flat, lengths = self._encode_flat(texts)
         if not truncate:
             self._check_fits(texts, lengths, length)
-        return torch.from_numpy(self._pack(flat, lengths, length))  # type: ignore[return-value]
+        return self._pack(flat, lengths, length)
 
     @staticmethod
     def _check_fits(texts: Sequence[str], lengths: np.ndarray, length: int) -> None:

@@ -1,0 +1,31 @@
+"""``clipforge export onnx``: write ONNX encoders for torch-free inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import MODEL, PRETRAINED, WEIGHTS, err_console, load_model
+
+export_app = typer.Typer(help="Export models to other runtimes.", no_args_is_help=True)
+
+
+@export_app.command("onnx")
+def onnx(
+    output: Path = typer.Option(..., "--output", "-o", help="Directory to write."),
+    model: str = MODEL,
+    weights: Path = WEIGHTS,
+    pretrained: str = PRETRAINED,
+    opset: int = typer.Option(17, help="ONNX opset."),
+) -> None:
+    """Export the image and text encoders (dynamic batch) plus preprocessing metadata."""
+    from clipforge.onnx.export import export_onnx
+
+    export_onnx(load_model(model, weights, pretrained), output, opset=opset)
+    err_console.print(f"wrote {output}/image_encoder.onnx, text_encoder.onnx, clipforge_onnx.json")
+    err_console.print("use it without torch: clipforge.onnx.OnnxClip(directory)")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(export_app, name="export")
