@@ -6,6 +6,7 @@ import typer
 
 from .export import register as _register_export
 from .inference import register as _register_inference
+from .train import register as _register_train
 from .zoo import register as _register_zoo
 
 app = typer.Typer(
@@ -17,6 +18,7 @@ app = typer.Typer(
 _register_zoo(app)
 _register_inference(app)
 _register_export(app)
+_register_train(app)
 
 
 def main() -> None:

@@ -1,0 +1,38 @@
+"""Training: typed configs, the loop, GradCache, optimizer and crash-safe checkpoints.
+
+>>> from clipforge.train import load_config, train
+>>> result = train(load_config("examples/train_procedural_tiny.yaml", ["steps=30"]))  # doctest: +SKIP
+"""
+
+from ..data.procedural_source import evaluate_zero_shot
+from .checkpoint import Checkpoint, load_checkpoint, load_latest, save_checkpoint
+from .config import (
+    ConfigError,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+    config_from_dict,
+    load_config,
+)
+from .loop import NonFiniteLossError, TrainResult, train
+
+__all__ = [
+    "Checkpoint",
+    "ConfigError",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "NonFiniteLossError",
+    "OptimConfig",
+    "TrainConfig",
+    "TrainResult",
+    "config_from_dict",
+    "evaluate_zero_shot",
+    "load_checkpoint",
+    "load_config",
+    "load_latest",
+    "save_checkpoint",
+    "train",
+]
