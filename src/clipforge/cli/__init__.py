@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from .demo import register as _register_demo
 from .export import register as _register_export
 from .inference import register as _register_inference
 from .train import register as _register_train
@@ -15,6 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+_register_demo(app)
 _register_zoo(app)
 _register_inference(app)
 _register_export(app)
