@@ -55,5 +55,19 @@ def sample_images(size: int, n: int = 2) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(3))
 
 
+def tiny_model():
+    """A seeded, tiny random ViT CLIP (32-px images, 2+2 layers) for fast API tests."""
+    import clipforge
+    from clipforge.configs import ClipConfig, TextConfig, ViTConfig
+
+    torch.manual_seed(0)
+    cfg = ClipConfig(
+        embed_dim=32,
+        vision=ViTConfig(image_size=32, patch_size=8, width=64, layers=2, heads=2),
+        text=TextConfig(width=64, heads=2, layers=2),
+    )
+    return clipforge.create_model(cfg).eval()
+
+
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()

@@ -12,21 +12,16 @@ import torch
 from PIL import Image
 
 import clipforge
-from clipforge.configs import ClipConfig, TextConfig, ViTConfig
 from clipforge.embedding import EmbeddingResult, embed_images, embed_texts
+
+from .conftest import tiny_model
 
 ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def model() -> clipforge.CLIP:
-    torch.manual_seed(0)
-    cfg = ClipConfig(
-        embed_dim=32,
-        vision=ViTConfig(image_size=32, patch_size=8, width=64, layers=2, heads=2),
-        text=TextConfig(width=64, heads=2, layers=2),
-    )
-    return clipforge.create_model(cfg).eval()
+    return tiny_model()
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -8,9 +8,10 @@ import torch
 from PIL import Image
 
 import clipforge
-from clipforge.configs import ClipConfig, TextConfig, ViTConfig
 from clipforge.preprocess import ImageDecodeError
 from clipforge.scoring import clip_score, mean_clip_score, plot_similarity, similarity_matrix
+
+from .conftest import tiny_model
 
 TEXTS = ["a photo of a cat", "a red car", "two dogs playing", "a diagram", "the sea at night"]
 ATOL = 1e-5
@@ -18,13 +19,7 @@ ATOL = 1e-5
 
 @pytest.fixture(scope="module")
 def model() -> clipforge.CLIP:
-    torch.manual_seed(0)
-    cfg = ClipConfig(
-        embed_dim=32,
-        vision=ViTConfig(image_size=32, patch_size=8, width=64, layers=2, heads=2),
-        text=TextConfig(width=64, heads=2, layers=2),
-    )
-    return clipforge.create_model(cfg).eval()
+    return tiny_model()
 
 
 @pytest.fixture(scope="module")

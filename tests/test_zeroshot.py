@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 
 import clipforge
-from clipforge.configs import ClipConfig, TextConfig, ViTConfig
 from clipforge.zeroshot import TEMPLATE_SETS, ZeroShotClassifier, ZeroShotResult, get_templates
+
+from .conftest import tiny_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CIFAR_TEST = SHARED / "data" / "cifar10-test.tar.gz"
@@ -31,13 +32,7 @@ def require(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def model() -> clipforge.CLIP:
-    torch.manual_seed(0)
-    cfg = ClipConfig(
-        embed_dim=32,
-        vision=ViTConfig(image_size=32, patch_size=8, width=64, layers=2, heads=2),
-        text=TextConfig(width=64, heads=2, layers=2),
-    )
-    return clipforge.create_model(cfg).eval()
+    return tiny_model()
 
 
 def random_images(n: int, seed: int = 0) -> list[Image.Image]:

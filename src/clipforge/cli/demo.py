@@ -12,7 +12,7 @@ console = Console()
 
 
 def demo(
-    steps: int = typer.Option(240, help="Training steps (about 1 s each on 2 CPU cores)."),
+    steps: int = typer.Option(200, help="Training steps (about 1 s each on 2 CPU cores)."),
     batch_size: int = typer.Option(128, help="Image–caption pairs per step."),
     output: Path = typer.Option(Path("runs/demo"), "--output", "-o", help="Run directory."),
     seed: int = typer.Option(0, help="Random seed."),
