@@ -151,7 +151,7 @@ def _write_html(report: DemoReport, plots: list[str]) -> Path:
 
 def run_demo(
     output_dir: str | Path = "runs/demo",
-    steps: int = 300,
+    steps: int = 200,
     batch_size: int = 128,
     seed: int = 0,
     progress: bool = True,
