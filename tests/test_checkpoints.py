@@ -141,15 +141,26 @@ def _fake_hub_cache(cache: Path, repo_id: str, filename: str, state: dict) -> No
     torch.save(state, snapshot / filename)
 
 
+def _run_offline(script: str) -> subprocess.CompletedProcess:
+    """Run ``script`` in a fresh interpreter with HF_HUB_OFFLINE=1 (read at import time)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+
+
 def test_pretrained_download_uses_hub_cache_offline(tmp_path):
     """HF_HUB_OFFLINE=1: the download code resolves a hub-layout cache without network."""
-    model = _small("ViT-S-32")
     entry = get_pretrained("ViT-B-32", "openai")
     big = perturb_(clipforge.create_model("ViT-B-32")).eval()
     _fake_hub_cache(
         tmp_path, entry.hub_id, "open_clip_pytorch_model.bin", openai.from_native(big.state_dict())
     )
-    del model
     script = (
         "import clipforge, torch, sys\n"
         f"m = clipforge.load('ViT-B-32', pretrained='openai', cache_dir={str(tmp_path)!r})\n"
@@ -158,29 +169,13 @@ def test_pretrained_download_uses_hub_cache_offline(tmp_path):
         "print(m.config.activation, m.preprocess_config.interpolation, ok)\n"
     )
     torch.save(big.state_dict(), tmp_path / "ref.pt")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
+    out = _run_offline(script)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["quick_gelu", "bicubic", "True"]
 
 
 def test_pretrained_offline_without_cache_gives_clear_error(tmp_path):
     script = f"import clipforge; clipforge.load('RN50', pretrained='openai', cache_dir={str(tmp_path)!r})"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
+    out = _run_offline(script)
     assert out.returncode != 0
     assert "CheckpointError" in out.stderr and "timm/resnet50_clip.openai" in out.stderr
