@@ -6,13 +6,12 @@ import random
 from importlib import resources
 
 import numpy as np
+import open_clip.tokenizer as open_clip_tokenizer  # noqa: E402  (the reference; never skipped)
 import pytest
 import torch
 
 from clipforge.tokenizer import ClipTokenizer, get_tokenizer, tokenize
 from clipforge.tokenizer import bpe as bpe_module
-
-open_clip_tokenizer = pytest.importorskip("open_clip.tokenizer")
 
 SOT, EOT = 49406, 49407
 
