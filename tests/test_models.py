@@ -68,3 +68,42 @@ def test_quick_gelu_changes_the_function():
 def test_too_long_tokens_are_rejected(model):
     with pytest.raises(ValueError, match="exceed the model's context length"):
         model.encode_text(torch.zeros(1, 78, dtype=torch.long))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_pooled_last_block_equals_full_forward(causal, checkpointing):
+    """Computing only the pooled row in the last block gives that row of the full output,
+    with the same gradients (causal rows attend only up to their own position)."""
+    from clipforge.models.layers import Transformer
+
+    torch.manual_seed(0)
+    net = Transformer(width=32, layers=3, heads=4, mlp_width=64, activation="gelu", causal=causal)
+    net.init_weights()
+    perturb_(net)
+    net.grad_checkpointing = checkpointing
+    x = torch.randn(5, 9, 32, requires_grad=True)
+    index = torch.tensor([0, 8, 3, 5, 0])
+    rows = torch.arange(5)
+    full = net(x)[rows, index]
+    full_grads = torch.autograd.grad(full.square().sum(), [x, *net.parameters()])
+    pooled = net(x, pool_index=index)
+    pooled_grads = torch.autograd.grad(pooled.square().sum(), [x, *net.parameters()])
+    assert pooled.shape == (5, 32)
+    assert (pooled - full).abs().max() < 1e-5
+    for a, b in zip(pooled_grads, full_grads, strict=True):
+        assert (a - b).abs().max() < 1e-4
+    if causal:  # positions after the pooled one cannot matter
+        x2 = x.detach().clone()
+        x2[1:4, -1] += 5.0  # row 1 pools at 8 (changes), rows 2/3 pool earlier (unchanged)
+        moved = net(x2, pool_index=index)
+        assert (moved[2:4] - pooled[2:4]).abs().max() < 1e-6
+        assert (moved[1] - pooled[1]).abs().max() > 1e-3
+
+
+def test_pooling_with_no_blocks_reads_the_token():
+    from clipforge.models.layers import Transformer
+
+    net = Transformer(width=8, layers=0, heads=2, mlp_width=16, activation="gelu")
+    x = torch.randn(3, 4, 8)
+    assert torch.equal(net(x, pool_index=torch.tensor([1, 0, 3])), x[torch.arange(3), [1, 0, 3]])

@@ -331,6 +331,20 @@ def test_dataloader_worker(photos):
     assert torch.equal(batches[1][3], transform(photos["rocket.jpg"]))
 
 
+def test_batch_threads_equal_single_calls(photos, tmp_path):
+    transform = build_preprocess(PreprocessConfig(image_size=64))
+    files = sorted(PHOTOS.iterdir())
+    inputs = [*files, *photos.values()]
+    expected = torch.stack([transform(x) for x in inputs])
+    for threads in (None, 1, 3):
+        assert torch.equal(transform.batch(inputs, num_threads=threads), expected)
+    assert transform.batch([]).shape == (0, 3, 64, 64)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(ImageDecodeError, match="broken.jpg"):
+        transform.batch([files[0], broken, files[1]], num_threads=2)
+
+
 def test_draft_is_close(photos):
     """Deviation bounds measured and documented in ``Preprocess``'s docstring."""
     exact, draft = (

@@ -264,7 +264,7 @@ def test_weight_decay_groups_and_schedule():
 def test_loss_goes_down_on_procedural_data(tmp_path):
     overrides = ["optim.lr=5e-4", "optim.warmup_steps=10", "optim.schedule=constant"]
     cfg = make_cfg(tmp_path / "learn", *overrides, steps=40, batch_size=32, eval_every=40,
-                   checkpoint_every=40)  # fmt: skip
+                   checkpoint_every=40, tensorboard=True)  # fmt: skip
     result = train(cfg)
     losses = [result.losses[s] for s in range(1, 41)]
     assert all(math.isfinite(x) for x in losses)
@@ -274,6 +274,14 @@ def test_loss_goes_down_on_procedural_data(tmp_path):
     records = _jsonl(tmp_path / "learn" / "metrics.jsonl")
     assert {"loss", "lr", "logit_scale", "samples_per_s", "skipped"} <= records[0].keys()
     assert records[-1]["event"] == "eval" and "zeroshot_val_acc" in records[-1]
+    # TensorBoard got the same scalars as metrics.jsonl
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "learn" / "tensorboard")).Reload()
+    assert {"train/loss", "train/lr", "eval/zeroshot_val_acc"} <= set(events.Tags()["scalars"])
+    logged = {e.step: e.value for e in events.Scalars("train/loss")}
+    assert logged.keys() == set(range(1, 41))
+    assert abs(logged[40] - result.losses[40]) < 1e-4
 
 
 # ----------------------------------------------------------------------------- config

@@ -60,6 +60,5 @@ class TextTransformer(nn.Module):
             tokens = tokens[:, : int(eot.max()) + 1]
         x = self.token_embedding(tokens)
         x = x + self.positional_embedding[: tokens.shape[1]].to(x.dtype)
-        x = self.ln_final(self.transformer(x))
-        pooled = x[torch.arange(x.shape[0], device=x.device), eot]
-        return pooled @ self.text_projection
+        pooled = self.transformer(x, pool_index=eot)  # LayerNorm is per token: pool first
+        return self.ln_final(pooled) @ self.text_projection

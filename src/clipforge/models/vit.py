@@ -48,5 +48,6 @@ class VisionTransformer(nn.Module):
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
         if self.training and self.patch_dropout > 0:
             x = self._drop_patches(x)
-        x = self.transformer(self.ln_pre(x))
-        return self.ln_post(x[:, 0]) @ self.proj
+        cls_index = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        pooled = self.transformer(self.ln_pre(x), pool_index=cls_index)
+        return self.ln_post(pooled) @ self.proj
