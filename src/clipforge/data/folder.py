@@ -34,7 +34,7 @@ DEFAULT_TEMPLATES = "openai_imagenet"
 _MASK64 = (1 << 64) - 1
 
 
-def _mix(seed: int, index: int) -> int:
+def stable_hash(seed: int, index: int) -> int:
     """A stable 64-bit hash of ``(seed, index)`` (splitmix64 finaliser)."""
     x = ((seed & _MASK64) * 0x9E3779B97F4A7C15 + (index & _MASK64) + 0x632BE59BD9B4E019) & _MASK64
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
@@ -44,7 +44,7 @@ def _mix(seed: int, index: int) -> int:
 
 def template_index(seed: int, index: int, n_templates: int) -> int:
     """The template chosen for sample ``index`` under ``seed`` (in ``[0, n_templates)``)."""
-    return _mix(seed, index) % n_templates
+    return stable_hash(seed, index) % n_templates
 
 
 def scan_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[str, int]]]:

@@ -46,8 +46,8 @@ from typing import Any
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..preprocess import ImageDecodeError
-from ..preprocess.image_io import _open_and_decode  # the strict decoder behind load_image
-from .folder import _mix
+from ..preprocess.image_io import decode_image
+from .folder import stable_hash
 from .tabular import BadSampleLog, Sample, Tokenize, Transform, caption_problem, to_tokens
 
 DEFAULT_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
@@ -67,16 +67,9 @@ def expand_shards(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list
 
 def decode_image_bytes(data: bytes, sample_id: str, min_size: int | None = None) -> Any:
     """Fully decode an encoded image, or raise :class:`ImageDecodeError` naming the sample."""
-    from PIL import Image
-
     if not data:
         raise ImageDecodeError(sample_id, "empty image data")
-    try:
-        return _open_and_decode(io.BytesIO(data), min_size)  # type: ignore[arg-type]
-    except Image.UnidentifiedImageError as exc:
-        raise ImageDecodeError(sample_id, "not a recognised image format") from exc
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, EOFError, ...
-        raise ImageDecodeError(sample_id, f"{type(exc).__name__}: {exc}") from exc
+    return decode_image(io.BytesIO(data), sample_id, min_size=min_size)
 
 
 class WebDatasetSource(IterableDataset):
@@ -136,7 +129,7 @@ class WebDatasetSource(IterableDataset):
         self.epoch = epoch
 
     def _epoch_seed(self) -> int:
-        return _mix(_mix(self.seed, self.epoch), self._passes)
+        return stable_hash(stable_hash(self.seed, self.epoch), self._passes)
 
     def rank_shards(self) -> list[str]:
         """This rank's shards for the current epoch and pass (not resampled)."""
@@ -184,7 +177,7 @@ class WebDatasetSource(IterableDataset):
         if self.resampled:
             shards = wds.ResampledShards(
                 self.urls,
-                seed=_mix(epoch_seed, self.rank),
+                seed=stable_hash(epoch_seed, self.rank),
                 worker_seed=lambda: worker,
                 deterministic=True,
             )
@@ -204,7 +197,7 @@ class WebDatasetSource(IterableDataset):
             if keep_every > 1:
                 samples = itertools.islice(samples, worker, None, keep_every)
         if self.shuffle_buffer > 1:
-            stream_seed = _mix(_mix(epoch_seed, self.rank), worker)
+            stream_seed = stable_hash(stable_hash(epoch_seed, self.rank), worker)
             shuffle = wds.shuffle(
                 self.shuffle_buffer, initial=min(self.shuffle_buffer, 100), seed=stream_seed
             )

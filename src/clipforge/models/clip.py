@@ -11,6 +11,7 @@ from torch import nn
 
 from ..configs import ClipConfig, ResNetConfig, ViTConfig
 from ..preprocess import PreprocessConfig, build_preprocess
+from .bf16_cpu import bf16_cpu_context
 from .resnet import ModifiedResNet
 from .text import TextTransformer
 from .vit import VisionTransformer
@@ -61,12 +62,14 @@ class CLIP(nn.Module):
 
     def encode_image(self, pixels: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """(N, 3, H, W) float pixels → (N, embed_dim) features."""
-        features = self._tower("image")(pixels)
+        with bf16_cpu_context(pixels):
+            features = self._tower("image")(pixels)
         return F.normalize(features, dim=-1) if normalize else features
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """(N, context) int token ids → (N, embed_dim) features."""
-        features = self._tower("text")(tokens)
+        with bf16_cpu_context(tokens):
+            features = self._tower("text")(tokens)
         return F.normalize(features, dim=-1) if normalize else features
 
     def forward(

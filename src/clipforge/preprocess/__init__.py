@@ -9,7 +9,7 @@ from .config import (
     OPENAI_STD,
     PreprocessConfig,
 )
-from .image_io import ImageDecodeError, load_image, to_8bit
+from .image_io import ImageDecodeError, decode_image, load_image, to_8bit
 from .transforms import Preprocess, build_preprocess
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Preprocess",
     "PreprocessConfig",
     "build_preprocess",
+    "decode_image",
     "load_image",
     "to_8bit",
 ]

@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -52,17 +53,31 @@ def _strict_truncation() -> Iterator[None]:
             ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
-def _open_and_decode(path: Path, min_size: int | None) -> Image.Image:
-    with warnings.catch_warnings():
-        # PIL warns above MAX_IMAGE_PIXELS and raises above twice that: make both errors.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = Image.open(path)
-    with image:
-        if min_size is not None and image.format == "JPEG":
-            image.draft(None, (min_size, min_size))
-        with _strict_truncation():
-            image.load()
-    return image
+def decode_image(
+    source: Path | BinaryIO, name: str | Path, *, min_size: int | None = None
+) -> Image.Image:
+    """Fully decode an image from a file path or a binary stream.
+
+    Every failure (not an image, truncated, corrupt, decompression bomb, ...) raises
+    :class:`ImageDecodeError` naming ``name``; ``min_size`` as in :func:`load_image`.
+    """
+    try:
+        with warnings.catch_warnings():
+            # PIL warns above MAX_IMAGE_PIXELS and raises above twice that: both are errors.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(source)
+        with image:
+            if min_size is not None and image.format == "JPEG":
+                image.draft(None, (min_size, min_size))
+            with _strict_truncation():
+                image.load()
+        return image
+    except Image.UnidentifiedImageError as exc:
+        raise ImageDecodeError(name, "not a recognised image format") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(name, f"decompression bomb guard: {exc}") from exc
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, EOFError, ...
+        raise ImageDecodeError(name, f"{type(exc).__name__}: {exc}") from exc
 
 
 def load_image(path: PathLike, *, min_size: int | None = None) -> Image.Image:
@@ -84,14 +99,7 @@ def load_image(path: PathLike, *, min_size: int | None = None) -> Image.Image:
         raise ImageDecodeError(p, "not a regular file")
     if info.st_size == 0:
         raise ImageDecodeError(p, "file is empty (0 bytes)")
-    try:
-        return _open_and_decode(p, min_size)
-    except Image.UnidentifiedImageError as exc:
-        raise ImageDecodeError(p, "not a recognised image format") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(p, f"decompression bomb guard: {exc}") from exc
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, EOFError, ...
-        raise ImageDecodeError(p, f"{type(exc).__name__}: {exc}") from exc
+    return decode_image(p, p, min_size=min_size)
 
 
 def to_8bit(image: Image.Image) -> Image.Image:
