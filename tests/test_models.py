@@ -107,3 +107,30 @@ def test_pooling_with_no_blocks_reads_the_token():
     net = Transformer(width=8, layers=0, heads=2, mlp_width=16, activation="gelu")
     x = torch.randn(3, 4, 8)
     assert torch.equal(net(x, pool_index=torch.tensor([1, 0, 3])), x[torch.arange(3), [1, 0, 3]])
+
+
+def test_resnet_trains_with_in_place_ops_and_checkpointing():
+    """The ResNet tower's in-place ReLU/residual add stay autograd-safe, with and without
+    gradient checkpointing (same gradients both ways)."""
+    from clipforge.configs import ClipConfig, ResNetConfig, TextConfig
+
+    cfg = ClipConfig(
+        embed_dim=16,
+        vision=ResNetConfig(image_size=64, layers=(1, 2, 1, 1), width=16, heads=4),
+        text=TextConfig(context_length=8, vocab_size=100, width=16, heads=2, layers=1),
+    )
+    torch.manual_seed(0)
+    model = perturb_(clipforge.create_model(cfg, towers="image")).train()
+    pixels = torch.randn(3, 3, 64, 64)
+
+    def grads(checkpointing: bool) -> list[torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        model.set_grad_checkpointing(checkpointing)
+        torch.manual_seed(1)
+        model.encode_image(pixels).square().sum().backward()
+        return [p.grad.clone() for p in model.visual.parameters()]
+
+    plain, checkpointed = grads(False), grads(True)
+    assert all(g.abs().max() > 0 for g in plain)
+    for a, b in zip(plain, checkpointed, strict=True):
+        assert (a - b).abs().max() <= 1e-5 * max(1.0, a.abs().max().item())
