@@ -28,6 +28,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 # ViT-B-32 image tower GFLOPs per image: open_clip's published profile
 # (../shared/reference/model_profile.csv); FLOPs counted as 2 x multiply-adds.
 VIT_B32_IMAGE_GFLOP = 8.82
+# What clipforge executes: its last block computes only the class token, skipping the
+# query, output projection and MLP of the 49 patch tokens: 2 x 49 x 10 x 768^2 FLOP.
+VIT_B32_EXECUTED_GFLOP = VIT_B32_IMAGE_GFLOP - 2 * 49 * 10 * 768**2 / 1e9
 CIFAR100 = [
     "apple",
     "aquarium_fish",
@@ -241,8 +244,8 @@ def image_encode(
         a, b = torch.randn(n, n), torch.randn(n, n)
         calls["matmul"] = lambda: a @ b
     times = interleaved_times(calls, reps)
-    if "matmul" in times:
-        peak = 2 * PEAK_N**3 / times.pop("matmul") / 1e9
+    if "matmul" in times:  # the best rate seen in this process is the ceiling
+        peak = max(peak, 2 * PEAK_N**3 / times.pop("matmul") / 1e9)
     rates = {label: batch / t for label, t in times.items()}
     ours_rate = rates.pop("clipforge")
     note = ""
@@ -250,8 +253,10 @@ def image_encode(
         note = "no bf16 hardware: clipforge runs fp32 kernels on bf16-rounded operands"
     elif with_peak:
         note = (
-            f"{ours_rate * VIT_B32_IMAGE_GFLOP / peak:.0%} of matmul peak "
-            f"({peak:.0f} GFLOP/s, {VIT_B32_IMAGE_GFLOP} GFLOP/img)"
+            f"{ours_rate * VIT_B32_IMAGE_GFLOP / peak:.0%} of matmul peak {peak:.0f} GFLOP/s "
+            f"counting the model's {VIT_B32_IMAGE_GFLOP} GFLOP/img, "
+            f"{ours_rate * VIT_B32_EXECUTED_GFLOP / peak:.0%} counting the "
+            f"{VIT_B32_EXECUTED_GFLOP:.2f} executed"
         )
     dtype = "bf16" if bf16 else "fp32"
     table.add(f"image {name} b{batch} {dtype}", "img/s", ours_rate, rates, note)
@@ -384,6 +389,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--skip-e2e", action="store_true", help="skip the 1,000-photo run")
     args = parser.parse_args()
+    started = time.perf_counter()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, CPU", flush=True)
     peak32 = matmul_peak(torch.float32)
     peak16 = matmul_peak(torch.bfloat16, n=512, reps=2)
@@ -398,8 +404,9 @@ def main() -> None:
     preprocessing_speed(table)
     vit_b32 = build_models("ViT-B-32")
     for batch in (1, 32):
-        # the headline fp32 rows get twice the rounds: the libraries differ by a few %
-        image_encode(table, "ViT-B-32", vit_b32, batch, 2 * args.reps, bf16=False, peak=peak32)
+        # the headline batch-32 row gets twice the rounds: the libraries differ by a few %
+        reps = 2 * args.reps if batch == 32 else args.reps
+        image_encode(table, "ViT-B-32", vit_b32, batch, reps, bf16=False, peak=peak32)
     image_encode(table, "ViT-B-32", vit_b32, bf16_batch, 1, bf16=True, peak=peak16)
     print(f"bf16 vs fp32 embeddings: min cosine {bf16_cosine(vit_b32):.5f}", flush=True)
     text_encode(table, vit_b32, args.reps)
@@ -410,6 +417,7 @@ def main() -> None:
         image_encode(
             table, name, build_models(name), 32, max(1, args.reps - 1), bf16=False, peak=None
         )
+    print(f"total benchmark time {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
