@@ -56,7 +56,8 @@ class TextTransformer(nn.Module):
                 f"context length {self.context_length}"
             )
         eot = self.eot_positions(tokens)
-        if trim_padding and tokens.shape[0] > 0:
+        # the trim's data-dependent length would split a torch.compile graph: skip it there
+        if trim_padding and tokens.shape[0] > 0 and not torch.compiler.is_compiling():
             tokens = tokens[:, : int(eot.max()) + 1]
         x = self.token_embedding(tokens)
         x = x + self.positional_embedding[: tokens.shape[1]].to(x.dtype)
