@@ -8,9 +8,10 @@ thing with fp32 instructions: operands are rounded to bf16 (as autocast would ca
 widened to fp32 (exact), multiplied with the fast fp32 kernels, and the result rounded to
 bf16. Precision is that of a bf16 kernel with fp32 accumulation; speed is that of fp32.
 
-The towers enter :func:`bf16_cpu_context` in ``forward``; it is a no-op unless CPU autocast
-is on with bf16 and the CPU lacks bf16 arithmetic, so CUDA and bf16-capable CPUs run
-torch's own kernels unchanged.
+``CLIP.encode_image`` / ``encode_text`` (and so ``CLIP.forward`` and training) enter
+:func:`bf16_cpu_context`; calling a tower module directly bypasses it. It is a no-op unless
+CPU autocast is on with bf16 and the CPU lacks bf16 arithmetic, so CUDA and bf16-capable
+CPUs run torch's own kernels unchanged.
 """
 
 from __future__ import annotations
