@@ -57,7 +57,7 @@ def test_config_round_trips_through_dict():
 
 def test_invalid_configs_raise_clear_errors():
     good = clipforge.get_config("ViT-B-32").to_dict()
-    with pytest.raises(ConfigError, match="unknown vision config keys"):
+    with pytest.raises(ConfigError, match=r"'vision.widht' \(did you mean 'width'\?\)"):
         ClipConfig.from_dict({**good, "vision": {**good["vision"], "widht": 3}})
     with pytest.raises(ConfigError, match="vision.type"):
         ClipConfig.from_dict({**good, "vision": {"type": "convnext"}})

@@ -154,8 +154,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def _image_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    tower = getattr(model, "visual", None)
-    param = next((model if tower is None else tower).parameters())
+    param = next(model.tower("image").parameters())
     return param.device, param.dtype
 
 
@@ -282,8 +281,7 @@ def encode_texts(
     texts = list(texts)
     if not all(isinstance(t, str) for t in texts):
         raise TypeError("texts must be strings")
-    tower = getattr(model, "text", None)
-    device = next((model if tower is None else tower).parameters()).device
+    device = next(model.tower("text").parameters()).device
     if not texts:
         return torch.zeros((0, model.config.embed_dim), device=device)
     chunks = []

@@ -96,17 +96,17 @@ def _blocks(model: nn.Module, towers: str | Sequence[str]) -> Iterator[tuple[str
     for tower in names:
         if tower not in _TOWERS:
             raise ValueError(f"unknown tower {tower!r}; expected 'image' and/or 'text'")
-        module = getattr(model, _TOWERS[tower], None)
+        module = getattr(model, _TOWERS[tower])
         if module is None:  # a single-tower model: adapt what exists
             continue
-        transformer = getattr(module, "transformer", None)
-        if transformer is None or not hasattr(transformer, "resblocks"):
+        blocks = module.adapter_blocks()
+        if not blocks:
             raise ValueError(
                 f"the {tower} tower ({type(module).__name__}) has no transformer blocks to "
                 f"adapt; use towers=('text',) for ResNet image towers"
             )
-        for i, block in enumerate(transformer.resblocks):
-            yield f"{_TOWERS[tower]}.transformer.resblocks.{i}", block
+        for name, block in blocks:
+            yield f"{_TOWERS[tower]}.{name}", block
 
 
 def _lora_sites(model: nn.Module) -> Iterator[tuple[nn.Module, str, LoRAParametrization]]:

@@ -1,9 +1,25 @@
-"""Model configurations and the registry of named architectures."""
+"""Model configurations, the config engine and the registry of named architectures."""
 
-from .config import ClipConfig, ConfigError, ResNetConfig, TextConfig, VisionConfig, ViTConfig
-from .registry import get_config, list_architectures
+from .config import (
+    VISION_CONFIGS,
+    ClipConfig,
+    ResNetConfig,
+    TextConfig,
+    VisionConfig,
+    ViTConfig,
+    register_vision_config,
+)
+from .engine import ConfigError
+from .registry import (
+    get_config,
+    is_architecture,
+    list_architectures,
+    read_architecture_file,
+    register_architecture,
+)
 
 __all__ = [
+    "VISION_CONFIGS",
     "ClipConfig",
     "ConfigError",
     "ResNetConfig",
@@ -11,5 +27,9 @@ __all__ = [
     "ViTConfig",
     "VisionConfig",
     "get_config",
+    "is_architecture",
     "list_architectures",
+    "read_architecture_file",
+    "register_architecture",
+    "register_vision_config",
 ]

@@ -11,12 +11,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from .engine import ConfigError, build, unknown_name
+
 ActivationName = Literal["gelu", "quick_gelu"]
 ACTIVATIONS: tuple[str, ...] = ("gelu", "quick_gelu")
-
-
-class ConfigError(ValueError):
-    """A model configuration is malformed."""
 
 
 def _require_positive(owner: str, **values: float) -> None:
@@ -84,11 +82,24 @@ class ResNetConfig:
             raise ConfigError("resnet attention-pool width (width*32) is not divisible by heads")
 
 
-VisionConfig = ViTConfig | ResNetConfig
-VISION_CONFIGS: dict[str, type[ViTConfig] | type[ResNetConfig]] = {
-    ViTConfig.type: ViTConfig,
-    ResNetConfig.type: ResNetConfig,
-}
+VisionConfig = Any  # a registered vision config dataclass: ViTConfig, ResNetConfig, ...
+VISION_CONFIGS: dict[str, type] = {}
+
+
+def register_vision_config(config_class: type) -> type:
+    """Make ``{"vision": {"type": config_class.type, ...}}`` build ``config_class``.
+
+    The class is a frozen dataclass with a ``type: ClassVar[str]`` and an ``image_size``;
+    pair it with a tower class registered for it in ``clipforge.models``.
+    """
+    if not dataclasses.is_dataclass(config_class) or not isinstance(config_class.type, str):
+        raise TypeError(f"{config_class!r} must be a dataclass with a 'type' ClassVar")
+    VISION_CONFIGS[config_class.type] = config_class
+    return config_class
+
+
+register_vision_config(ViTConfig)
+register_vision_config(ResNetConfig)
 
 
 @dataclass(frozen=True)
@@ -147,8 +158,7 @@ class ClipConfig:
 
     def to_dict(self) -> dict[str, Any]:
         vision = {"type": self.vision.type, **dataclasses.asdict(self.vision)}
-        if isinstance(self.vision, ResNetConfig):
-            vision["layers"] = list(self.vision.layers)
+        vision = {k: list(v) if isinstance(v, tuple) else v for k, v in vision.items()}
         return {
             "embed_dim": self.embed_dim,
             "activation": self.activation,
@@ -160,23 +170,20 @@ class ClipConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClipConfig:
-        """Build and validate a config from its JSON form; unknown keys are an error."""
+        """Build and validate a config from its JSON form (one engine: unknown keys, types and
+        ranges are checked with did-you-mean hints)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a model config must be a mapping, got {type(data).__name__}")
         data = dict(data)
-        vision = dict(data.pop("vision", None) or {})
+        vision = data.pop("vision", None)
+        if not isinstance(vision, dict):
+            raise ConfigError("model config needs a 'vision' mapping with a 'type'")
+        vision = dict(vision)
         kind = vision.pop("type", None)
         if kind not in VISION_CONFIGS:
-            raise ConfigError(f"vision.type must be one of {sorted(VISION_CONFIGS)}, got {kind!r}")
-        text = dict(data.pop("text", None) or {})
-        _check_keys("model", data, {f.name for f in dataclasses.fields(cls)} - {"vision", "text"})
-        vision_cls = VISION_CONFIGS[kind]
-        _check_keys("vision", vision, {f.name for f in dataclasses.fields(vision_cls)})
-        _check_keys("text", text, {f.name for f in dataclasses.fields(TextConfig)})
+            raise unknown_name("vision.type", str(kind), VISION_CONFIGS)
         if "embed_dim" not in data:
             raise ConfigError("model config needs 'embed_dim'")
-        return cls(vision=vision_cls(**vision), text=TextConfig(**text), **data)
-
-
-def _check_keys(owner: str, given: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(given) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown {owner} config keys {unknown}; allowed: {sorted(allowed)}")
+        data["vision"] = build(VISION_CONFIGS[kind], vision, "vision")
+        data["text"] = build(TextConfig, data.get("text") or {}, "text")
+        return build(cls, data)

@@ -1,8 +1,19 @@
-"""Model code: layers, image towers, text tower and the CLIP wrapper."""
+"""Model code: layers, the Tower protocol and its registry, image/text towers, the CLIP wrapper."""
 
 from .clip import CLIP
 from .resnet import ModifiedResNet
 from .text import TextTransformer
+from .tower import Tower, TowerSettings, build_tower, register_tower, towers_in
 from .vit import VisionTransformer
 
-__all__ = ["CLIP", "ModifiedResNet", "TextTransformer", "VisionTransformer"]
+__all__ = [
+    "CLIP",
+    "ModifiedResNet",
+    "TextTransformer",
+    "Tower",
+    "TowerSettings",
+    "VisionTransformer",
+    "build_tower",
+    "register_tower",
+    "towers_in",
+]

@@ -9,18 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..configs import ClipConfig, ResNetConfig, ViTConfig
+from ..configs import ClipConfig
 from ..preprocess import PreprocessConfig, build_preprocess
+from . import resnet, text, vit  # noqa: F401  (register the built-in towers)
 from .bf16_cpu import bf16_cpu_context
-from .resnet import ModifiedResNet
-from .text import TextTransformer
-from .vit import VisionTransformer
+from .tower import Tower, TowerSettings, build_tower
 
 Towers = Literal["both", "image", "text"]
-VISION_TOWERS: dict[type, type[nn.Module]] = {
-    ViTConfig: VisionTransformer,
-    ResNetConfig: ModifiedResNet,
-}
 
 
 class CLIP(nn.Module):
@@ -40,11 +35,11 @@ class CLIP(nn.Module):
             raise ValueError(f"towers must be 'both', 'image' or 'text', got {towers!r}")
         self.config = config
         self.towers = towers
-        args = (config.embed_dim, config.activation, config.norm_eps)
-        self.visual = (
-            VISION_TOWERS[type(config.vision)](config.vision, *args) if towers != "text" else None
+        settings = TowerSettings(config.embed_dim, config.activation, config.norm_eps)
+        self.visual: Tower | None = (
+            build_tower(config.vision, settings) if towers != "text" else None
         )
-        self.text = TextTransformer(config.text, *args) if towers != "image" else None
+        self.text: Tower | None = build_tower(config.text, settings) if towers != "image" else None
         self.logit_scale = nn.Parameter(torch.tensor(config.init_logit_scale))
         self.preprocess_config = preprocess_config or PreprocessConfig(
             image_size=config.vision.image_size
@@ -52,7 +47,10 @@ class CLIP(nn.Module):
         self._preprocess = build_preprocess(self.preprocess_config)
         self._tokenizer = None
 
-    def _tower(self, name: str) -> nn.Module:
+    def tower(self, name: str) -> Tower:
+        """The ``"image"`` or ``"text"`` tower (an error if this model was built without it)."""
+        if name not in ("image", "text"):
+            raise ValueError(f"tower name must be 'image' or 'text', got {name!r}")
         tower = self.visual if name == "image" else self.text
         if tower is None:
             raise RuntimeError(
@@ -63,13 +61,13 @@ class CLIP(nn.Module):
     def encode_image(self, pixels: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """(N, 3, H, W) float pixels → (N, embed_dim) features."""
         with bf16_cpu_context(pixels):
-            features = self._tower("image")(pixels)
+            features = self.tower("image")(pixels)
         return F.normalize(features, dim=-1) if normalize else features
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """(N, context) int token ids → (N, embed_dim) features."""
         with bf16_cpu_context(tokens):
-            features = self._tower("text")(tokens)
+            features = self.tower("text")(tokens)
         return F.normalize(features, dim=-1) if normalize else features
 
     def forward(
@@ -103,11 +101,12 @@ class CLIP(nn.Module):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Trade compute for memory in both towers."""
-        for tower in (self.visual, self.text):
-            if tower is None:
-                continue
-            target = getattr(tower, "transformer", tower)
-            target.grad_checkpointing = enable
+        for tower in self.present_towers():
+            tower.set_grad_checkpointing(enable)
+
+    def present_towers(self) -> list[Tower]:
+        """The towers this model was built with (image first)."""
+        return [t for t in (self.visual, self.text) if t is not None]
 
     def num_parameters(self) -> dict[str, int]:
         """Parameter counts: image tower, text tower (incl. projections) and total."""

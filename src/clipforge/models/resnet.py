@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import ResNetConfig
+from .tower import Tower, TowerSettings, register_tower
 
 
 class Bottleneck(nn.Module):
@@ -78,15 +79,18 @@ class AttentionPool2d(nn.Module):
         return self.c_proj(out.transpose(1, 2).reshape(batch, width))
 
 
-class ModifiedResNet(nn.Module):
-    """ResNet image tower of OpenAI's RN50/RN101/RN50x* models."""
+@register_tower(ResNetConfig)
+class ModifiedResNet(Tower):
+    """ResNet image tower of OpenAI's RN50/RN101/RN50x* models (ReLU and BatchNorm throughout,
+    so the model-wide activation and LayerNorm eps do not apply)."""
 
-    def __init__(self, cfg: ResNetConfig, embed_dim: int, activation: str, eps: float) -> None:
+    head_names = ("attnpool",)
+
+    def __init__(self, cfg: ResNetConfig, settings: TowerSettings) -> None:
         super().__init__()
-        del activation, eps  # the ResNet uses ReLU and BatchNorm throughout
         width = cfg.width
         self.image_size = cfg.image_size
-        self.output_dim = embed_dim
+        self.output_dim = embed_dim = settings.embed_dim
         self.conv1 = nn.Conv2d(3, width // 2, 3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width // 2)
         self.conv2 = nn.Conv2d(width // 2, width // 2, 3, padding=1, bias=False)
@@ -118,22 +122,41 @@ class ModifiedResNet(nn.Module):
             for block in stage:
                 nn.init.zeros_(block.bn3.weight)  # each residual branch starts as identity
 
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """The bottleneck blocks of all four stages, in order."""
+        return [block for stage in self.stages for block in stage]
+
+    @property
+    def stages(self) -> tuple[nn.Sequential, ...]:
+        return (self.layer1, self.layer2, self.layer3, self.layer4)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(N, H·W, channels)``: the last stage's feature map, one row per position."""
+        return self._trunk(inputs).flatten(2).transpose(1, 2)
+
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)), inplace=True)
         x = F.relu(self.bn2(self.conv2(x)), inplace=True)
         x = F.relu(self.bn3(self.conv3(x)), inplace=True)
         return self.avgpool(x)
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _trunk(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.to(self.conv1.weight.dtype)
         if x.device.type == "cpu":  # oneDNN convolutions run faster on NHWC activations
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
-        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+        for stage in self.stages:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = torch.utils.checkpoint.checkpoint_sequential(
                     stage, len(stage), x, use_reentrant=False
                 )
             else:
                 x = stage(x)
-        return self.attnpool(x)
+        return x
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.attnpool(self._trunk(pixels))

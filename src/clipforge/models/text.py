@@ -7,9 +7,11 @@ from torch import nn
 
 from ..configs import TextConfig
 from .layers import Transformer, init_scaled_normal_
+from .tower import Tower, TowerSettings, register_tower
 
 
-class TextTransformer(nn.Module):
+@register_tower(TextConfig)
+class TextTransformer(Tower):
     """Token + positional embeddings, causal transformer, ``ln_final``, EOT pooling, projection.
 
     The pooled feature is taken at the end-of-text token, found as the argmax of the token
@@ -20,8 +22,11 @@ class TextTransformer(nn.Module):
     (``trim_padding=True``), which is exact and much faster for short prompts.
     """
 
-    def __init__(self, cfg: TextConfig, embed_dim: int, activation: str, eps: float) -> None:
+    head_names = ("ln_final", "text_projection")
+
+    def __init__(self, cfg: TextConfig, settings: TowerSettings) -> None:
         super().__init__()
+        embed_dim, activation, eps = settings.embed_dim, settings.activation, settings.norm_eps
         self.context_length = cfg.context_length
         self.vocab_size = cfg.vocab_size
         self.output_dim = embed_dim
@@ -41,13 +46,30 @@ class TextTransformer(nn.Module):
         self.transformer.init_weights()
         init_scaled_normal_(self.text_projection, self.text_projection.shape[0])
 
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.transformer.resblocks
+
+    def adapter_blocks(self) -> list[tuple[str, nn.Module]]:
+        return [(f"transformer.resblocks.{i}", b) for i, b in enumerate(self.blocks)]
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.transformer.grad_checkpointing = enable
+
     def eot_positions(self, tokens: torch.Tensor) -> torch.Tensor:
         """Index of the pooled (end-of-text) token in each row."""
         if self.eot_token_id is None:
             return tokens.argmax(dim=-1)
         return (tokens == self.eot_token_id).int().argmax(dim=-1)
 
-    def forward(self, tokens: torch.Tensor, trim_padding: bool = True) -> torch.Tensor:
+    def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(N, context, width)``: every position's feature after ``ln_final`` (no trim)."""
+        self._check_shape(inputs)
+        x = self.token_embedding(inputs)
+        x = x + self.positional_embedding[: inputs.shape[1]].to(x.dtype)
+        return self.ln_final(self.transformer(x))
+
+    def _check_shape(self, tokens: torch.Tensor) -> None:
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be (batch, length), got shape {tuple(tokens.shape)}")
         if tokens.shape[1] > self.context_length:
@@ -55,6 +77,9 @@ class TextTransformer(nn.Module):
                 f"token sequences of length {tokens.shape[1]} exceed the model's "
                 f"context length {self.context_length}"
             )
+
+    def forward(self, tokens: torch.Tensor, trim_padding: bool = True) -> torch.Tensor:
+        self._check_shape(tokens)
         eot = self.eot_positions(tokens)
         # the trim's data-dependent length would split a torch.compile graph: skip it there
         if trim_padding and tokens.shape[0] > 0 and not torch.compiler.is_compiling():

@@ -7,13 +7,19 @@ from torch import nn
 
 from ..configs import ViTConfig
 from .layers import Transformer, init_scaled_normal_
+from .tower import Tower, TowerSettings, register_tower
 
 
-class VisionTransformer(nn.Module):
+@register_tower(ViTConfig)
+class VisionTransformer(Tower):
     """Patchify, prepend a class token, pre-LN transformer, project the class token."""
 
-    def __init__(self, cfg: ViTConfig, embed_dim: int, activation: str, eps: float) -> None:
+    head_names = ("ln_post", "proj")
+    supports_patch_dropout = True
+
+    def __init__(self, cfg: ViTConfig, settings: TowerSettings) -> None:
         super().__init__()
+        embed_dim, activation, eps = settings.embed_dim, settings.activation, settings.norm_eps
         self.image_size = cfg.image_size
         self.output_dim = embed_dim
         self.patch_dropout = 0.0
@@ -34,6 +40,21 @@ class VisionTransformer(nn.Module):
             init_scaled_normal_(param, width)
         self.transformer.init_weights()
 
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.transformer.resblocks
+
+    def adapter_blocks(self) -> list[tuple[str, nn.Module]]:
+        return [(f"transformer.resblocks.{i}", b) for i, b in enumerate(self.blocks)]
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.transformer.grad_checkpointing = enable
+
+    def set_patch_dropout(self, rate: float) -> None:
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"patch dropout must be in [0, 1), got {rate}")
+        self.patch_dropout = rate
+
     def _drop_patches(self, x: torch.Tensor) -> torch.Tensor:
         """Training-time patch dropout (FLIP): keep a random subset of patch tokens."""
         keep = max(1, int((x.shape[1] - 1) * (1.0 - self.patch_dropout)))
@@ -42,12 +63,21 @@ class VisionTransformer(nn.Module):
         patches = x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         return torch.cat([x[:, :1], patches], dim=1)
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings with the class token prepended and positions added, pre-LN."""
         x = self.conv1(pixels).flatten(2).transpose(1, 2)  # (N, grid², width)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
         if self.training and self.patch_dropout > 0:
             x = self._drop_patches(x)
+        return self.ln_pre(x)
+
+    def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(N, 1 + grid², width)``: the class token then every patch token, after ``ln_post``."""
+        return self.ln_post(self.transformer(self._tokens(inputs)))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self._tokens(pixels)
         cls_index = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        pooled = self.transformer(self.ln_pre(x), pool_index=cls_index)
+        pooled = self.transformer(x, pool_index=cls_index)
         return self.ln_post(pooled) @ self.proj

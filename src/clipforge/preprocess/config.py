@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
+
+from ..configs.engine import ConfigError, build
 
 OPENAI_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -28,15 +30,15 @@ def _triple(name: str, value: Any) -> tuple[float, float, float]:
     try:
         out = tuple(float(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number or 3 numbers, got {value!r}") from None
+        raise ConfigError(f"{name} must be a number or 3 numbers, got {value!r}") from None
     if len(out) != 3 or not all(math.isfinite(v) for v in out):
-        raise ValueError(f"{name} must be 3 finite numbers, got {value!r}")
+        raise ConfigError(f"{name} must be 3 finite numbers, got {value!r}")
     return out  # type: ignore[return-value]
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
+        raise ConfigError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
 
 
 @dataclass(frozen=True)
@@ -60,32 +62,32 @@ class PreprocessConfig:
     image_size: int = 224
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
-    interpolation: str = "bicubic"
-    resize_mode: str = "shortest"
-    pipeline: str = "openai"
+    interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
+    resize_mode: Literal["shortest", "squash", "longest"] = "shortest"
+    pipeline: Literal["openai", "hf"] = "openai"
     fill_color: int = 0
     draft: bool = False
 
     def __post_init__(self) -> None:
         size = self.image_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"image_size must be a positive int, got {size!r}")
+            raise ConfigError(f"image_size must be a positive int, got {size!r}")
         object.__setattr__(self, "mean", _triple("mean", self.mean))
         object.__setattr__(self, "std", _triple("std", self.std))
         if any(s == 0.0 for s in self.std):
-            raise ValueError(f"std must be non-zero, got {self.std!r}")
+            raise ConfigError(f"std must be non-zero, got {self.std!r}")
         _check_choice("interpolation", self.interpolation, INTERPOLATIONS)
         _check_choice("resize_mode", self.resize_mode, RESIZE_MODES)
         _check_choice("pipeline", self.pipeline, PIPELINES)
         fill = self.fill_color
         if isinstance(fill, bool) or not isinstance(fill, int) or not 0 <= fill <= 255:
-            raise ValueError(f"fill_color must be an int in [0, 255], got {fill!r}")
+            raise ConfigError(f"fill_color must be an int in [0, 255], got {fill!r}")
         if not isinstance(self.draft, bool):
-            raise ValueError(f"draft must be a bool, got {self.draft!r}")
+            raise ConfigError(f"draft must be a bool, got {self.draft!r}")
         if self.pipeline == "hf" and self.resize_mode == "longest":
-            raise ValueError("resize_mode 'longest' is not available with pipeline 'hf'")
+            raise ConfigError("resize_mode 'longest' is not available with pipeline 'hf'")
         if self.pipeline == "hf" and fill != 0:
-            raise ValueError("fill_color is not configurable with pipeline 'hf' (pads with 0)")
+            raise ConfigError("fill_color is not configurable with pipeline 'hf' (pads with 0)")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
@@ -96,18 +98,18 @@ class PreprocessConfig:
             name = _ALIASES.get(key, key)
             if key == "mode":  # open_clip's PreprocessCfg.mode; only RGB exists
                 if value != "RGB":
-                    raise ValueError(f"unknown mode {value!r}; only 'RGB' is supported")
+                    raise ConfigError(f"unknown mode {value!r}; only 'RGB' is supported")
                 continue
-            if name not in known:
-                raise ValueError(f"unknown PreprocessConfig key {key!r}; known: {sorted(known)}")
             if name in kwargs:
-                raise ValueError(f"PreprocessConfig key {name!r} given twice (alias {key!r})")
+                raise ConfigError(f"PreprocessConfig key {name!r} given twice (alias {key!r})")
             if name == "image_size" and isinstance(value, list | tuple):
                 if len(set(value)) != 1:
-                    raise ValueError(f"only square image sizes are supported, got {value!r}")
+                    raise ConfigError(f"only square image sizes are supported, got {value!r}")
                 value = value[0]
+            if name in ("mean", "std") and name in known:
+                value = _triple(name, value)
             kwargs[name] = value
-        return cls(**kwargs)
+        return build(cls, kwargs, "preprocess")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (tuples become lists); inverse of :meth:`from_dict`."""

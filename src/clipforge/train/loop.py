@@ -25,7 +25,6 @@ import torch.distributed as dist
 from torch import nn
 
 from ..api import create_model, load
-from ..configs import ClipConfig
 from ..data.loader import build_train_loader
 from ..data.procedural_source import evaluate_zero_shot
 from ..losses import SIGLIP_INIT_BIAS, SIGLIP_INIT_SCALE, ClipLoss, SigLipLoss, clamp_logit_scale_
@@ -44,7 +43,7 @@ from .checkpoint import (
 )
 from .config import LossConfig, ModelConfig, TrainConfig, config_to_dict
 from .gradcache import ContrastiveModel, contrastive_step
-from .optim import build_optimizer, build_scheduler, lock_tower
+from .optim import build_optimizer, build_scheduler
 
 __all__ = ["METRICS_FILE", "NonFiniteLossError", "TrainResult", "build_model", "train"]
 
@@ -120,26 +119,20 @@ def build_model(cfg: ModelConfig) -> CLIP:
     """A fresh model of ``cfg.architecture`` or one loaded from ``init_from``/``pretrained``."""
     if cfg.init_from is not None:
         return load(cfg.init_from, activation=cfg.activation).train()
-    arch = cfg.architecture
     if cfg.pretrained is not None:
-        if not isinstance(arch, str):
+        if not isinstance(cfg.architecture, str):
             raise ValueError("model.pretrained needs a named model.architecture")
-        return load(arch, pretrained=cfg.pretrained, activation=cfg.activation).train()
-    if isinstance(arch, dict):
-        vision = {"type": "vit", **dict(arch.get("vision") or {})}
-        arch = ClipConfig.from_dict({**arch, "vision": vision})
-    return create_model(arch, activation=cfg.activation).train()  # type: ignore[arg-type]
+        return load(cfg.architecture, pretrained=cfg.pretrained, activation=cfg.activation).train()
+    return create_model(cfg.clip_config(), activation=cfg.activation).train()  # type: ignore[arg-type]
 
 
 def _prepare_model(clip: CLIP, cfg: TrainConfig) -> None:
     if cfg.lock_image:
-        lock_tower(clip.visual, cfg.unlocked_last_n_layers)
+        clip.tower("image").lock(cfg.unlocked_last_n_layers)
     if cfg.lock_text:
-        lock_tower(clip.text, cfg.unlocked_last_n_layers)
+        clip.tower("text").lock(cfg.unlocked_last_n_layers)
     if cfg.patch_dropout > 0:
-        if not hasattr(clip.visual, "patch_dropout"):
-            raise ValueError(f"{type(clip.visual).__name__} does not support patch dropout")
-        clip.visual.patch_dropout = cfg.patch_dropout
+        clip.tower("image").set_patch_dropout(cfg.patch_dropout)
     clip.set_grad_checkpointing(cfg.grad_checkpointing)
 
 

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from ..models.tower import NO_DECAY_KEYWORDS, Tower, decays, towers_in
 from .config import OptimConfig
 
 __all__ = [
@@ -19,34 +20,25 @@ __all__ = [
     "param_groups",
 ]
 
-#: tower parameters after the transformer blocks (unlocked together with the last blocks)
-HEAD_PARAMS: tuple[str, ...] = ("ln_post", "proj", "ln_final", "text_projection")
-#: parameters whose name contains one of these get no weight decay (besides ndim < 2 ones)
-NO_DECAY_KEYWORDS: tuple[str, ...] = ("bias", "logit_scale", "logit_bias", "gain")
 
-
-def lock_tower(tower: nn.Module, unlocked_last_n_layers: int = 0) -> None:
-    """Freeze ``tower``; keep its last N transformer blocks (and the head after them) trainable."""
-    for param in tower.parameters():
-        param.requires_grad_(False)
-    if unlocked_last_n_layers == 0:
-        return
-    blocks = getattr(getattr(tower, "transformer", None), "resblocks", None)
-    if blocks is None:
-        raise ValueError(f"{type(tower).__name__} has no transformer blocks to unlock")
-    if unlocked_last_n_layers > len(blocks):
-        raise ValueError(f"cannot unlock {unlocked_last_n_layers} of {len(blocks)} blocks")
-    for block in list(blocks)[-unlocked_last_n_layers:]:
-        block.requires_grad_(True)
-    for name, param in tower.named_parameters():
-        if name.split(".")[0] in HEAD_PARAMS:
-            param.requires_grad_(True)
+def lock_tower(tower: Tower, unlocked_last_n_layers: int = 0) -> None:
+    """Freeze ``tower``; keep its last N blocks (and the head after them) trainable (LiT)."""
+    tower.lock(unlocked_last_n_layers)
 
 
 def no_weight_decay(name: str, param: torch.Tensor) -> bool:
-    """Gains, biases, 1-D embeddings, temperature and bias scalars are not decayed."""
-    leaf = name.rsplit(".", 1)[-1]
-    return param.ndim < 2 or any(k in leaf for k in NO_DECAY_KEYWORDS)
+    """The default rule for parameters outside any tower (see :func:`param_groups`)."""
+    return not decays(name, param)
+
+
+def _no_decay_names(model: nn.Module) -> set[str]:
+    """Every parameter name that is not decayed: towers decide for their own parameters."""
+    names = {n for n, p in model.named_parameters() if no_weight_decay(n, p)}
+    for prefix, tower in towers_in(model):
+        owned = {f"{prefix}.{n}" for n, _ in tower.named_parameters()}
+        names -= owned
+        names |= {f"{prefix}.{n}" for n in tower.no_weight_decay()}
+    return names
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -58,10 +50,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         "decay": {"params": [], "names": [], "weight_decay": weight_decay, "group": "decay"},
         "no_decay": {"params": [], "names": [], "weight_decay": 0.0, "group": "no_decay"},
     }
+    no_decay = _no_decay_names(model)
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        group = groups["no_decay" if no_weight_decay(name, param) else "decay"]
+        group = groups["no_decay" if name in no_decay else "decay"]
         group["params"].append(param)
         group["names"].append(name)
     return [g for g in groups.values() if g["params"]]

@@ -1,0 +1,128 @@
+"""The ``Tower`` protocol every image and text tower implements, and the tower registry.
+
+Training (LiT locking, weight-decay groups, patch dropout, gradient checkpointing), LoRA and
+the embedding code talk to towers only through this interface, so a new tower type gets all
+of them by implementing it, and is built by registering its config class:
+
+>>> @register_tower(MyVisionConfig)
+... class MyVisionTower(Tower):
+...     def __init__(self, cfg: MyVisionConfig, settings: TowerSettings) -> None: ...
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import nn
+
+#: parameter-name fragments that are never weight-decayed (besides tensors with ndim < 2)
+NO_DECAY_KEYWORDS: tuple[str, ...] = ("bias", "logit_scale", "logit_bias", "gain")
+
+
+def decays(name: str, param: torch.Tensor) -> bool:
+    """The default rule: matrices decay; gains, biases, 1-D embeddings and scalars do not."""
+    leaf = name.rsplit(".", 1)[-1]
+    return param.ndim >= 2 and not any(k in leaf for k in NO_DECAY_KEYWORDS)
+
+
+@dataclass(frozen=True)
+class TowerSettings:
+    """Model-wide settings every tower receives (a tower uses the ones that apply to it)."""
+
+    embed_dim: int
+    activation: str = "gelu"
+    norm_eps: float = 1e-5
+
+
+class Tower(nn.Module, ABC):
+    """An image or text encoder: input → ``(N, output_dim)`` features.
+
+    Implementations declare their structure instead of being probed for it:
+
+    - ``blocks``: the residual blocks in order (LiT unlocks the last N, checkpointing wraps them);
+    - ``adapter_blocks()``: the transformer blocks LoRA may adapt (none for convolutional towers);
+    - ``head_names``: top-level parameter/module names after the blocks (unlocked with them);
+    - ``supports_patch_dropout``: whether ``set_patch_dropout`` is meaningful.
+    """
+
+    head_names: ClassVar[tuple[str, ...]] = ()
+    supports_patch_dropout: ClassVar[bool] = False
+    output_dim: int
+
+    @property
+    @abstractmethod
+    def blocks(self) -> Sequence[nn.Module]:
+        """The tower's residual blocks, input side first."""
+
+    @abstractmethod
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute block activations in the backward pass (trade compute for memory)."""
+
+    @abstractmethod
+    def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Per-token (or per-position) features ``(N, L, width)`` after the final norm."""
+
+    def adapter_blocks(self) -> list[tuple[str, nn.Module]]:
+        """``(name, block)`` of the transformer blocks LoRA adapts; names relative to the tower."""
+        return []
+
+    def lock(self, unlocked_last_n: int = 0) -> None:
+        """Freeze the tower (LiT), keeping the last ``unlocked_last_n`` blocks and the head."""
+        if unlocked_last_n < 0:
+            raise ValueError(f"unlocked_last_n must be >= 0, got {unlocked_last_n}")
+        self.requires_grad_(False)
+        if unlocked_last_n == 0:
+            return
+        blocks = list(self.blocks)
+        if unlocked_last_n > len(blocks):
+            raise ValueError(
+                f"cannot unlock {unlocked_last_n} of the {len(blocks)} blocks of "
+                f"{type(self).__name__}"
+            )
+        for block in blocks[-unlocked_last_n:]:
+            block.requires_grad_(True)
+        for name, param in self.named_parameters():
+            if name.split(".")[0] in self.head_names:
+                param.requires_grad_(True)
+
+    def no_weight_decay(self) -> set[str]:
+        """Names (relative to the tower) of parameters excluded from weight decay."""
+        return {name for name, param in self.named_parameters() if not decays(name, param)}
+
+    def set_patch_dropout(self, rate: float) -> None:
+        """Drop this fraction of patch tokens in training (FLIP); towers without patches refuse."""
+        raise ValueError(f"{type(self).__name__} does not support patch dropout")
+
+
+T = TypeVar("T", bound=type[Tower])
+_TOWERS: dict[type, type[Tower]] = {}
+
+
+def register_tower(config_class: type) -> Callable[[T], T]:
+    """Class decorator: towers of ``config_class`` configs are built by the decorated class."""
+
+    def register(tower_class: T) -> T:
+        if not issubclass(tower_class, Tower):
+            raise TypeError(f"{tower_class.__name__} must subclass clipforge.models.Tower")
+        _TOWERS[config_class] = tower_class
+        return tower_class
+
+    return register
+
+
+def build_tower(config: Any, settings: TowerSettings) -> Tower:
+    """The registered tower for ``config``'s type, built from it and the shared settings."""
+    tower_class = _TOWERS.get(type(config))
+    if tower_class is None:
+        known = ", ".join(sorted(c.__name__ for c in _TOWERS))
+        raise TypeError(f"no tower registered for {type(config).__name__} (known: {known})")
+    return tower_class(config, settings)
+
+
+def towers_in(model: nn.Module) -> list[tuple[str, Tower]]:
+    """``(qualified name, tower)`` for every tower inside ``model``, outermost first."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, Tower)]
