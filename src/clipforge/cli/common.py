@@ -30,8 +30,9 @@ def load_model(model: str, weights: Path | None, pretrained: str | None):
     import torch
 
     import clipforge
+    from clipforge.configs import is_architecture
 
-    if weights is None and pretrained is None and model in clipforge.list_architectures():
+    if weights is None and pretrained is None and is_architecture(model):
         err_console.print(
             f"[yellow]warning: {model} has random weights (seed 0; pass --weights or "
             "--pretrained for meaningful results)[/yellow]"

@@ -169,21 +169,23 @@ class ClipConfig:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ClipConfig:
+    def from_dict(cls, data: dict[str, Any], prefix: str = "") -> ClipConfig:
         """Build and validate a config from its JSON form (one engine: unknown keys, types and
-        ranges are checked with did-you-mean hints)."""
+        ranges are checked with did-you-mean hints; ``prefix`` names where it sits, e.g.
+        ``model.architecture`` in a training config)."""
+        dot = f"{prefix}." if prefix else ""
         if not isinstance(data, dict):
             raise ConfigError(f"a model config must be a mapping, got {type(data).__name__}")
         data = dict(data)
         vision = data.pop("vision", None)
         if not isinstance(vision, dict):
-            raise ConfigError("model config needs a 'vision' mapping with a 'type'")
+            raise ConfigError(f"model config needs a '{dot}vision' mapping with a 'type'")
         vision = dict(vision)
         kind = vision.pop("type", None)
         if kind not in VISION_CONFIGS:
-            raise unknown_name("vision.type", str(kind), VISION_CONFIGS)
+            raise unknown_name(f"{dot}vision.type", str(kind), VISION_CONFIGS)
         if "embed_dim" not in data:
-            raise ConfigError("model config needs 'embed_dim'")
-        data["vision"] = build(VISION_CONFIGS[kind], vision, "vision")
-        data["text"] = build(TextConfig, data.get("text") or {}, "text")
-        return build(cls, data)
+            raise ConfigError(f"model config needs '{dot}embed_dim'")
+        data["vision"] = build(VISION_CONFIGS[kind], vision, f"{dot}vision")
+        data["text"] = build(TextConfig, data.get("text") or {}, f"{dot}text")
+        return build(cls, data, prefix)

@@ -56,10 +56,7 @@ class ModelConfig:
         if isinstance(arch, str):
             return get_config(arch)
         vision = {"type": "vit", **dict(arch.get("vision") or {})}
-        try:
-            return ClipConfig.from_dict({**arch, "vision": vision})
-        except ConfigError as err:
-            raise ConfigError(f"model.architecture: {err}") from None
+        return ClipConfig.from_dict({**arch, "vision": vision}, prefix="model.architecture")
 
 
 @dataclass
