@@ -98,10 +98,6 @@ def _activation_hint(path: str | Path) -> str | None:
     return "quick_gelu" if path.is_file() and is_torchscript_archive(path) else None
 
 
-def _tensors_for_saving(model: CLIP) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-
-
 def save(model: CLIP, directory: str | Path, format: SaveFormat = "clipforge") -> Path:
     """Write a hub-layout directory loadable by clipforge and by the target library.
 
@@ -116,7 +112,8 @@ def save(model: CLIP, directory: str | Path, format: SaveFormat = "clipforge") -
     if model.towers != "both":
         raise CheckpointError("only a model with both towers can be saved")
     directory = Path(directory)
-    fmt.write_dir(model.config, model.preprocess_config, _tensors_for_saving(model), directory)
+    # write_dir converts config and keys first (and may refuse), then copies tensors out.
+    fmt.write_dir(model.config, model.preprocess_config, model.state_dict(), directory)
     return directory
 
 

@@ -58,14 +58,19 @@ def write_directory(
     weights_file: str,
     tensors: Mapping[str, torch.Tensor],
 ) -> None:
-    """Write JSON configs (2-space indent, trailing newline) and a safetensors weights file."""
+    """Write JSON configs (2-space indent, trailing newline) and a safetensors weights file.
+
+    ``tensors`` may live on any device; they are copied to contiguous CPU tensors that share
+    no storage (as safetensors requires) only here, after every conversion has succeeded.
+    """
     from safetensors.torch import save_file
 
+    plain = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     directory.mkdir(parents=True, exist_ok=True)
     for filename, content in json_files.items():
         text = json.dumps(content, indent=2) + "\n"
         _write_atomic(directory / filename, lambda p, t=text: p.write_text(t, encoding="utf-8"))
     _write_atomic(
         directory / weights_file,
-        lambda p: save_file(dict(tensors), str(p), metadata={"format": "pt"}),
+        lambda p: save_file(plain, str(p), metadata={"format": "pt"}),
     )

@@ -46,7 +46,8 @@ class CheckpointFormat:
     - ``to_native`` / ``from_native``: state-dict translation to and from clipforge's layout.
     - ``read_dir(directory, trust_pickle)`` / ``write_dir(config, preprocess, native_state,
       directory)``: the directory layout; ``None`` for formats without one. ``write_dir``
-      must compute everything (and raise) before writing its first file.
+      gets the model's own (possibly meta or GPU) tensors and must convert everything (and
+      raise) before writing its first file; ``directory.write_directory`` does the writing.
     - ``priority``: detection order, highest first (ties: registration order).
     """
 
