@@ -65,10 +65,10 @@ def write_directory(
     """
     from safetensors.torch import save_file
 
+    texts = {name: json.dumps(content, indent=2) + "\n" for name, content in json_files.items()}
     plain = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     directory.mkdir(parents=True, exist_ok=True)
-    for filename, content in json_files.items():
-        text = json.dumps(content, indent=2) + "\n"
+    for filename, text in texts.items():
         _write_atomic(directory / filename, lambda p, t=text: p.write_text(t, encoding="utf-8"))
     _write_atomic(
         directory / weights_file,
