@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from .checkpoints import (
     apply_state,
     download_weights,
+    get_format,
     get_pretrained,
     infer_config,
     read_checkpoint,
     select_towers,
 )
-from .checkpoints.directory import hf_preprocess_from_native
 from .checkpoints.errors import CheckpointError
-from .checkpoints.formats import hf, native, open_clip, openai
+from .checkpoints.formats import list_formats
 from .configs import ClipConfig, get_config
 from .models import CLIP
 from .models.clip import Towers
 from .preprocess import PreprocessConfig
 
-SaveFormat = Literal["clipforge", "hf", "open_clip"]
+SaveFormat = str  # a registered checkpoint format name: see clipforge.checkpoints.list_formats()
 
 
 def create_model(
@@ -100,42 +98,22 @@ def _activation_hint(path: str | Path) -> str | None:
     return "quick_gelu" if path.is_file() and is_torchscript_archive(path) else None
 
 
-def _tensors_for_saving(model: CLIP) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-
-
 def save(model: CLIP, directory: str | Path, format: SaveFormat = "clipforge") -> Path:
-    """Write a hub-layout directory loadable by clipforge and by the target library."""
-    from safetensors.torch import save_file
+    """Write a hub-layout directory loadable by clipforge and by the target library.
 
+    ``format`` names a registered checkpoint format (``clipforge``, ``hf``, ``open_clip``,
+    or one added with :func:`clipforge.checkpoints.register_format`); it is checked before
+    anything is written, and each file is written atomically.
+    """
+    fmt = get_format(format)
+    if fmt.write_dir is None:
+        savable = ", ".join(repr(n) for n in list_formats(savable=True))
+        raise CheckpointError(f"format {format!r} has no directory layout; use one of {savable}")
     if model.towers != "both":
         raise CheckpointError("only a model with both towers can be saved")
-    cfg, pp = model.config, model.preprocess_config
-    if format == "clipforge":
-        files = {native.CONFIG_FILE: {"model": cfg.to_dict(), "preprocess": pp.to_dict()}}
-        weights_name, to_format = native.WEIGHTS_FILE, native.from_native
-    elif format == "open_clip":
-        files = {
-            open_clip.CONFIG_FILE: {
-                "model_cfg": open_clip.config_from_native(cfg),
-                "preprocess_cfg": open_clip.preprocess_from_native(pp),
-            }
-        }
-        weights_name, to_format = open_clip.WEIGHTS_FILES[0], openai.from_native
-    elif format == "hf":
-        files = {
-            hf.CONFIG_FILE: hf.config_from_native(cfg),
-            "preprocessor_config.json": hf_preprocess_from_native(pp),
-        }
-        weights_name, to_format = hf.WEIGHTS_FILES[0], hf.from_native
-    else:
-        raise ValueError(f"unknown format {format!r}; use 'clipforge', 'hf' or 'open_clip'")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    for filename, content in files.items():
-        (directory / filename).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-    tensors = to_format(_tensors_for_saving(model))
-    save_file(tensors, str(directory / weights_name), metadata={"format": "pt"})
+    # write_dir converts config and keys first (and may refuse), then copies tensors out.
+    fmt.write_dir(model.config, model.preprocess_config, model.state_dict(), directory)
     return directory
 
 

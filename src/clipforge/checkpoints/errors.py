@@ -40,3 +40,7 @@ class CheckpointMismatchError(CheckpointError):
 def _preview(items: list[str], limit: int = 8) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+class UnknownFormatError(CheckpointError):
+    """A checkpoint format name that is not registered (the message suggests the closest)."""

@@ -1,10 +1,119 @@
-"""Foreign checkpoint formats: each module maps its keys/config to clipforge's and back.
+"""The checkpoint format registry: one :class:`CheckpointFormat` per module, ``FORMAT``.
 
-Detection order matters: the first format whose ``matches`` accepts a state dict wins.
+:func:`clipforge.load` and :func:`clipforge.save` loop over / look up :data:`FORMATS`;
+adding a format is one module ending with ``FORMAT = CheckpointFormat(...)`` (registered
+here, or by a third party with :func:`register_format`) plus its test.
+
+Detection tries formats by ``priority``, highest first: a state dict goes to the first
+format whose ``matches`` accepts it, a directory to the first whose marker config file
+(its first ``config_files`` entry) it contains.
 """
 
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from ..errors import CheckpointError, UnknownFormatError
+from ..reader import read_state_dict
 from . import hf, native, open_clip, openai
+from .base import CheckpointFormat, LoadedCheckpoint, StateDict
 
-STATE_FORMATS = (hf, native, openai)  # open_clip state dicts use the OpenAI layout
+FORMATS: dict[str, CheckpointFormat] = {}
 
-__all__ = ["STATE_FORMATS", "hf", "native", "open_clip", "openai"]
+
+def register_format(fmt: CheckpointFormat, replace: bool = False) -> CheckpointFormat:
+    """Add ``fmt`` to the registry (``replace=True`` to override a format of the same name)."""
+    if fmt.name in FORMATS and not replace:
+        raise ValueError(f"checkpoint format {fmt.name!r} is already registered")
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+for _module in (native, open_clip, hf, openai):
+    register_format(_module.FORMAT)
+
+
+def list_formats(savable: bool = False) -> list[str]:
+    """Registered format names (``savable=True``: only those ``save`` can write)."""
+    return sorted(n for n, f in FORMATS.items() if not savable or f.write_dir is not None)
+
+
+def get_format(name: str) -> CheckpointFormat:
+    """The registered format called ``name``; :class:`UnknownFormatError` with a hint if none."""
+    fmt = FORMATS.get(name)
+    if fmt is None:
+        close = difflib.get_close_matches(str(name), FORMATS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        valid = ", ".join(repr(n) for n in list_formats())
+        raise UnknownFormatError(f"unknown checkpoint format {name!r}{hint} (valid: {valid})")
+    return fmt
+
+
+def _by_priority() -> list[CheckpointFormat]:
+    return sorted(FORMATS.values(), key=lambda f: -f.priority)  # stable: registration order
+
+
+def detect_state_format(state: StateDict) -> CheckpointFormat | None:
+    """The format whose key layout ``state`` has, or ``None``."""
+    for fmt in _by_priority():
+        if fmt.matches is not None and fmt.matches(state):
+            return fmt
+    return None
+
+
+def detect_directory_format(directory: str | Path) -> CheckpointFormat | None:
+    """The format whose marker config file ``directory`` contains, or ``None``."""
+    directory = Path(directory)
+    for fmt in _by_priority():
+        marker = fmt.marker_file
+        if fmt.read_dir is not None and marker is not None and (directory / marker).is_file():
+            return fmt
+    return None
+
+
+def to_native_state(state: StateDict, source: str) -> StateDict:
+    """Detect the key layout of a state dict and translate it to clipforge's."""
+    fmt = detect_state_format(state)
+    if fmt is None:
+        sample = ", ".join(list(state)[:5])
+        raise CheckpointError(f"{source}: unrecognised checkpoint layout (first keys: {sample})")
+    return fmt.to_native(state)
+
+
+def read_directory(directory: str | Path, trust_pickle: bool = False) -> LoadedCheckpoint:
+    """Read a hub-layout directory of any registered format."""
+    directory = Path(directory)
+    fmt = detect_directory_format(directory)
+    if fmt is None or fmt.read_dir is None:
+        markers = ", ".join(f.marker_file for f in _by_priority() if f.marker_file and f.read_dir)
+        raise CheckpointError(f"{directory}: not a checkpoint directory (none of {markers} found)")
+    return fmt.read_dir(directory, trust_pickle)
+
+
+def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> LoadedCheckpoint:
+    """A file or directory checkpoint, translated to clipforge's layout."""
+    path = Path(path)
+    if path.is_dir():
+        return read_directory(path, trust_pickle)
+    state = read_state_dict(path, trust_pickle)
+    return LoadedCheckpoint(to_native_state(state, str(path)), None, None, str(path))
+
+
+__all__ = [
+    "FORMATS",
+    "CheckpointFormat",
+    "LoadedCheckpoint",
+    "detect_directory_format",
+    "detect_state_format",
+    "get_format",
+    "hf",
+    "list_formats",
+    "native",
+    "open_clip",
+    "openai",
+    "read_checkpoint",
+    "read_directory",
+    "register_format",
+    "to_native_state",
+]

@@ -7,11 +7,17 @@ HF splits the fused attention projection into ``q/k/v_proj`` and stores projecti
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ...configs import ClipConfig, ConfigError, TextConfig, ViTConfig
+from ...preprocess import PreprocessConfig
+from ..directory import find_weights, read_json, write_directory
+from ..reader import read_state_dict
+from . import hf_preprocess
+from .base import CheckpointFormat, LoadedCheckpoint, StateDict
 
 NAME = "hf"
 CONFIG_FILE = "config.json"
@@ -49,6 +55,7 @@ _LAYER = re.compile(r"^(\d+)\.(.+)$")
 
 
 def matches(state: dict[str, torch.Tensor]) -> bool:
+    """True for transformers keys (``text_model.*`` / ``vision_model.*``)."""
     return any(k.startswith(("text_model.", "vision_model.")) for k in state)
 
 
@@ -214,3 +221,40 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
             "model_type": "clip_text_model",
         },
     }
+
+
+def read_dir(directory: Path, trust_pickle: bool) -> LoadedCheckpoint:
+    """A transformers ``save_pretrained`` directory of a ``CLIPModel``."""
+    cfg = config_to_native(read_json(directory / CONFIG_FILE))
+    pp_file = directory / hf_preprocess.FILE
+    if pp_file.is_file():
+        preprocess = hf_preprocess.preprocess_to_native(read_json(pp_file))
+    else:
+        preprocess = PreprocessConfig(image_size=cfg.vision.image_size, pipeline="hf")
+    weights = find_weights(directory, WEIGHTS_FILES)
+    state = to_native(read_state_dict(weights, trust_pickle))
+    return LoadedCheckpoint(state, cfg, preprocess, str(weights))
+
+
+def write_dir(
+    config: ClipConfig, preprocess: PreprocessConfig, state: StateDict, directory: Path
+) -> None:
+    """Write ``config.json``, ``preprocessor_config.json`` and ``model.safetensors``."""
+    files = {
+        CONFIG_FILE: config_from_native(config),
+        hf_preprocess.FILE: hf_preprocess.preprocess_from_native(preprocess),
+    }
+    write_directory(directory, files, WEIGHTS_FILES[0], from_native(state))
+
+
+FORMAT = CheckpointFormat(
+    name=NAME,
+    matches=matches,
+    to_native=to_native,
+    from_native=from_native,
+    config_files=(CONFIG_FILE, hf_preprocess.FILE),
+    weights_files=WEIGHTS_FILES,
+    read_dir=read_dir,
+    write_dir=write_dir,
+    priority=10,
+)

@@ -1,23 +1,64 @@
-"""clipforge's own layout: ``visual.*``, ``text.*``, ``logit_scale`` (see models/)."""
+"""clipforge's own layout: ``visual.*``, ``text.*``, ``logit_scale`` (see models/).
+
+Directory: ``clipforge_config.json`` (``{"model": ..., "preprocess": ...}``) and
+``model.safetensors``.
+"""
 
 from __future__ import annotations
 
-import torch
+from pathlib import Path
+
+from ...configs import ClipConfig
+from ...preprocess import PreprocessConfig
+from ..directory import find_weights, read_json, write_directory
+from ..reader import read_state_dict
+from .base import CheckpointFormat, LoadedCheckpoint, StateDict, identity
 
 NAME = "clipforge"
 CONFIG_FILE = "clipforge_config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def matches(state: dict[str, torch.Tensor]) -> bool:
+def matches(state: StateDict) -> bool:
+    """True for clipforge keys (a ``text.`` tower, or a ``visual.`` tower only)."""
     return any(k.startswith("text.") for k in state) or (
         any(k.startswith("visual.") for k in state) and "token_embedding.weight" not in state
     )
 
 
-def to_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return dict(state)
+def to_native(state: StateDict) -> StateDict:
+    return identity(state)
 
 
-def from_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return dict(state)
+def from_native(state: StateDict) -> StateDict:
+    return identity(state)
+
+
+def read_dir(directory: Path, trust_pickle: bool) -> LoadedCheckpoint:
+    """A directory written by ``clipforge.save(..., format="clipforge")``."""
+    meta = read_json(directory / CONFIG_FILE)
+    cfg = ClipConfig.from_dict(meta["model"])
+    preprocess = PreprocessConfig.from_dict(meta["preprocess"]) if "preprocess" in meta else None
+    state = read_state_dict(find_weights(directory, (WEIGHTS_FILE,)), trust_pickle)
+    return LoadedCheckpoint(state, cfg, preprocess, str(directory))
+
+
+def write_dir(
+    config: ClipConfig, preprocess: PreprocessConfig, state: StateDict, directory: Path
+) -> None:
+    """Write ``clipforge_config.json`` and ``model.safetensors``."""
+    meta = {"model": config.to_dict(), "preprocess": preprocess.to_dict()}
+    write_directory(directory, {CONFIG_FILE: meta}, WEIGHTS_FILE, from_native(state))
+
+
+FORMAT = CheckpointFormat(
+    name=NAME,
+    matches=matches,
+    to_native=to_native,
+    from_native=from_native,
+    config_files=(CONFIG_FILE,),
+    weights_files=(WEIGHTS_FILE,),
+    read_dir=read_dir,
+    write_dir=write_dir,
+    priority=30,
+)

@@ -1,11 +1,22 @@
-"""open_clip checkpoints: OpenAI key layout plus ``open_clip_config.json`` for hub dirs."""
+"""open_clip checkpoints: OpenAI key layout plus ``open_clip_config.json`` for hub dirs.
+
+open_clip has no key layout of its own: its ``CLIP`` models use OpenAI's (so its state
+dicts are detected and translated by :mod:`.openai`), and its ``CustomTextCLIP`` models
+put the text tower under ``text.``, as clipforge does. This format owns the directory.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ...configs import ClipConfig, ConfigError, ResNetConfig, TextConfig, ViTConfig
 from ...preprocess import PreprocessConfig
+from ..directory import find_weights, read_json, write_directory
+from ..errors import CheckpointError
+from ..reader import read_state_dict
+from . import openai
+from .base import CheckpointFormat, LoadedCheckpoint, StateDict
 
 NAME = "open_clip"
 CONFIG_FILE = "open_clip_config.json"
@@ -125,6 +136,7 @@ def preprocess_to_native(pp: dict[str, Any], image_size: int) -> PreprocessConfi
 
 
 def preprocess_from_native(pp: PreprocessConfig) -> dict[str, Any]:
+    """:class:`PreprocessConfig` → open_clip ``preprocess_cfg``."""
     return {
         "size": pp.image_size,
         "mean": list(pp.mean),
@@ -133,3 +145,42 @@ def preprocess_from_native(pp: PreprocessConfig) -> dict[str, Any]:
         "resize_mode": pp.resize_mode,
         "fill_color": pp.fill_color,
     }
+
+
+def read_dir(directory: Path, trust_pickle: bool) -> LoadedCheckpoint:
+    """An open_clip hub directory (``open_clip_config.json`` + weights)."""
+    from . import to_native_state  # the registry imports this module
+
+    meta = read_json(directory / CONFIG_FILE)
+    if "model_cfg" not in meta:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: missing 'model_cfg'")
+    cfg = config_to_native(meta["model_cfg"])
+    preprocess = preprocess_to_native(meta.get("preprocess_cfg", {}), cfg.vision.image_size)
+    weights = find_weights(directory, WEIGHTS_FILES)
+    # Detected, not assumed: CLIP weights have OpenAI's keys, CustomTextCLIP weights ours.
+    state = to_native_state(read_state_dict(weights, trust_pickle), str(weights))
+    return LoadedCheckpoint(state, cfg, preprocess, str(weights))
+
+
+def write_dir(
+    config: ClipConfig, preprocess: PreprocessConfig, state: StateDict, directory: Path
+) -> None:
+    """Write ``open_clip_config.json`` and OpenAI-layout ``open_clip_model.safetensors``."""
+    meta = {
+        "model_cfg": config_from_native(config),
+        "preprocess_cfg": preprocess_from_native(preprocess),
+    }
+    write_directory(directory, {CONFIG_FILE: meta}, WEIGHTS_FILES[0], openai.from_native(state))
+
+
+FORMAT = CheckpointFormat(
+    name=NAME,
+    matches=None,  # no key layout of its own (see the module docstring)
+    to_native=openai.to_native,
+    from_native=openai.from_native,
+    config_files=(CONFIG_FILE,),
+    weights_files=WEIGHTS_FILES,
+    read_dir=read_dir,
+    write_dir=write_dir,
+    priority=20,  # hub repos often carry a transformers config.json too: ours wins
+)

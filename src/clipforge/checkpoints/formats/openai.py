@@ -1,11 +1,14 @@
 """OpenAI's key layout, shared by OpenAI's checkpoints and open_clip's ``CLIP`` models.
 
-Ours is identical except that the text tower lives under ``text.``.
+Ours is identical except that the text tower lives under ``text.``. OpenAI's releases are
+single files (TorchScript or state dicts), so this format has no directory layout.
 """
 
 from __future__ import annotations
 
 import torch
+
+from .base import CheckpointFormat
 
 NAME = "openai"
 _TEXT_KEYS = (
@@ -44,3 +47,12 @@ def to_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def from_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """clipforge keys → OpenAI keys."""
     return {k.removeprefix("text."): v for k, v in state.items()}
+
+
+FORMAT = CheckpointFormat(
+    name=NAME,
+    matches=matches,
+    to_native=to_native,
+    from_native=from_native,
+    priority=-10,  # its ``matches`` is the broadest (any visual-only state): try it last
+)

@@ -1,0 +1,82 @@
+"""What one checkpoint format declares, and what reading one yields.
+
+A format is one module in this folder ending with ``FORMAT = CheckpointFormat(...)``;
+:mod:`clipforge.checkpoints.formats` collects them into the registry that
+:func:`clipforge.load` and :func:`clipforge.save` loop over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ...configs import ClipConfig
+from ...preprocess import PreprocessConfig
+
+StateDict = dict[str, torch.Tensor]
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint translated to clipforge's layout."""
+
+    state: StateDict
+    config: ClipConfig | None
+    preprocess: PreprocessConfig | None
+    source: str
+
+
+DirReader = Callable[[Path, bool], LoadedCheckpoint]
+DirWriter = Callable[[ClipConfig, PreprocessConfig, StateDict, Path], None]
+
+
+@dataclass(frozen=True)
+class CheckpointFormat:
+    """One checkpoint format: its files, its key layout and its translation to/from clipforge's.
+
+    - ``config_files``: JSON files it owns in a hub-layout directory; the first one marks
+      such a directory (its presence selects this format). Empty: no directory layout.
+    - ``weights_files``: weights file names it reads, in order of preference; ``save``
+      writes the first.
+    - ``matches(state)``: whether a state dict has this format's key layout. ``None`` for a
+      format without a key layout of its own (open_clip directories hold OpenAI's layout).
+    - ``to_native`` / ``from_native``: state-dict translation to and from clipforge's layout.
+    - ``read_dir(directory, trust_pickle)`` / ``write_dir(config, preprocess, native_state,
+      directory)``: the directory layout; ``None`` for formats without one. ``write_dir``
+      gets the model's own (possibly meta or GPU) tensors and must convert everything (and
+      raise) before writing its first file; ``directory.write_directory`` does the writing.
+    - ``priority``: detection order, highest first (ties: registration order).
+    """
+
+    name: str
+    to_native: Callable[[StateDict], StateDict]
+    from_native: Callable[[StateDict], StateDict]
+    matches: Callable[[StateDict], bool] | None = None
+    config_files: tuple[str, ...] = ()
+    weights_files: tuple[str, ...] = ()
+    read_dir: DirReader | None = None
+    write_dir: DirWriter | None = None
+    priority: int = 0
+
+    @property
+    def marker_file(self) -> str | None:
+        """The config file whose presence identifies a directory of this format."""
+        return self.config_files[0] if self.config_files else None
+
+    @property
+    def has_state_layout(self) -> bool:
+        """Whether state dicts of this format can be recognised by their keys."""
+        return self.matches is not None
+
+    @property
+    def has_directory_layout(self) -> bool:
+        """Whether this format reads and writes hub-layout directories."""
+        return self.read_dir is not None and self.write_dir is not None
+
+
+def identity(state: StateDict) -> StateDict:
+    """A state dict already in clipforge's layout (a shallow copy)."""
+    return dict(state)

@@ -1,0 +1,48 @@
+"""transformers' ``preprocessor_config.json`` (``CLIPImageProcessor``) ↔ :class:`PreprocessConfig`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...preprocess import PreprocessConfig
+from ..errors import CheckpointError
+
+FILE = "preprocessor_config.json"
+_RESAMPLE = {"bicubic": 3, "bilinear": 2, "nearest": 0}
+
+
+def preprocess_to_native(pp: dict[str, Any]) -> PreprocessConfig:
+    """transformers ``preprocessor_config.json`` → :class:`PreprocessConfig` (HF pipeline)."""
+    crop = pp.get("crop_size", 224)
+    crop = crop.get("height", 224) if isinstance(crop, dict) else crop
+    size = pp.get("size", crop)
+    shortest = size.get("shortest_edge", crop) if isinstance(size, dict) else size
+    if shortest != crop:
+        raise CheckpointError(
+            f"HF preprocessing with resize {shortest} != crop {crop} is not supported"
+        )
+    fields: dict[str, Any] = {"image_size": crop, "pipeline": "hf"}
+    for field, key in (("mean", "image_mean"), ("std", "image_std")):
+        if key in pp:
+            fields[field] = tuple(pp[key])
+    if pp.get("resample", 3) != 3:
+        fields["interpolation"] = {2: "bilinear", 0: "nearest"}.get(pp["resample"], "bicubic")
+    return PreprocessConfig(**fields)
+
+
+def preprocess_from_native(pp: PreprocessConfig) -> dict[str, Any]:
+    """:class:`PreprocessConfig` → transformers ``preprocessor_config.json``."""
+    return {
+        "image_processor_type": "CLIPImageProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": pp.image_size},
+        "resample": _RESAMPLE[pp.interpolation],
+        "do_center_crop": True,
+        "crop_size": {"height": pp.image_size, "width": pp.image_size},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(pp.mean),
+        "image_std": list(pp.std),
+        "do_convert_rgb": True,
+    }
