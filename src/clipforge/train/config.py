@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..configs import ConfigError
+from ..data.config import DataConfig  # re-exported: it lives in data/ now
+from ..eval.config import EvalConfig, check_eval_list
 
 __all__ = [
     "ConfigError",
     "DataConfig",
+    "EvalConfig",
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
@@ -46,21 +49,6 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.architecture is None and self.init_from is None:
             raise ConfigError("model: set 'model.architecture' or 'model.init_from'")
-
-
-@dataclass
-class DataConfig:
-    """Where batches come from; ``kind`` selects a builder in ``data.loader.DATASET_BUILDERS``."""
-
-    kind: str = "procedural"  # "procedural" | "csv" | "folder" | "webdataset"
-    path: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    image_size: int | None = None  # source image size (procedural); None: the model's
-    num_workers: int = 0
-
-    def __post_init__(self) -> None:
-        if self.num_workers < 0:
-            raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
 
 
 @dataclass
@@ -107,8 +95,9 @@ class TrainConfig:
     output_dir: str = "runs/clipforge"
     checkpoint_every: int = 1000
     keep_last: int = 3
-    eval_every: int = 0  # 0: no zero-shot evaluation
-    eval_n_per_class: int = 2
+    eval_every: int = 0  # 0: no evaluation
+    eval_n_per_class: int = 2  # the default procedural_zeroshot evaluation
+    eval: list[EvalConfig] | None = None  # None: procedural_zeroshot on procedural data only
     log_every: int = 10
     resume: str | None = None  # "latest" or a step_N directory
     device: str | None = None  # default: cuda if available
@@ -127,6 +116,7 @@ class TrainConfig:
             raise ConfigError(f"patch_dropout must be in [0, 1), got {self.patch_dropout}")
         if self.unlocked_last_n_layers < 0 or self.eval_every < 0:
             raise ConfigError("unlocked_last_n_layers and eval_every must be >= 0")
+        check_eval_list(self.eval)
 
 
 # ----------------------------------------------------------------------------- coercion
@@ -204,6 +194,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         )
     if origin is dict:
         return _coerce_scalar(value, dict, key)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise _type_error(key, value, "a list")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     return _coerce_scalar(value, tp, key)
@@ -293,7 +287,16 @@ def config_from_dict(data: dict[str, Any], overrides: Sequence[str] = ()) -> Tra
     for override in overrides:
         apply_override(data, override)
     data.setdefault("model", {})
-    return _build(TrainConfig, data)
+    cfg = _build(TrainConfig, data)
+    _coerce_registry_options(cfg)
+    return cfg
+
+
+def _coerce_registry_options(cfg: TrainConfig) -> None:
+    """Type-check the data-source and evaluator options (declared in their registries)."""
+    cfg.data.coerce_options(_coerce, "data")
+    for i, entry in enumerate(cfg.eval or []):
+        entry.coerce_options(_coerce, f"eval[{i}]")
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
