@@ -386,12 +386,13 @@ class _Trainer:
         self.window = [time.perf_counter(), 0, 0]
 
     def _eval(self, step: int) -> None:
-        if not self.d.main:
+        evaluations = _evaluations(self.cfg)
+        if not self.d.main or not evaluations:
             return
         devices = [self.d.device] if self.d.device.type == "cuda" else []
         scores: dict[str, float] = {}
         with torch.random.fork_rng(devices=devices):  # evaluation must not shift the RNG
-            for prefix, name, data, options in _evaluations(self.cfg):
+            for prefix, name, data, options in evaluations:
                 metrics = evaluate(name, self.clip, options, data)
                 scores.update({f"{prefix}{key}": value for key, value in metrics.items()})
         self.metrics.update(scores)
