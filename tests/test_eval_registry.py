@@ -25,7 +25,7 @@ from clipforge.eval import (
     register_evaluator,
     retrieval_recall,
 )
-from clipforge.train import ConfigError, ModelConfig, config_from_dict, train
+from clipforge.train import ConfigError, ModelConfig, config_from_dict, load_config, train
 from clipforge.train import config as train_config
 from clipforge.train.loop import build_model
 from clipforge.zeroshot import ZeroShotClassifier
@@ -298,6 +298,15 @@ def test_third_party_data_source(tmp_path, model):
     finally:
         del sources.DATA_SOURCES["constant_test"]
     assert len(dataset) == 3 and dataset[0][1].shape == (16,)
+
+
+def test_folder_example_config_loads():
+    example = Path(__file__).parents[1] / "examples" / "train_folder_eval.yaml"
+    cfg = load_config(example, ["data.path=/data/x"])
+    assert cfg.data.kind == "folder" and cfg.data.path == "/data/x"
+    (entry,) = cfg.eval
+    assert entry.name == "zeroshot_classification" and entry.data.kind == "folder"
+    assert entry.options == {"batch_size": 64} and cfg.eval_every == 100
 
 
 def test_data_config_lives_in_data():

@@ -2,8 +2,9 @@
 
 Every section is a dataclass; unknown keys are an error that names the key and lists the
 valid ones, and values are coerced to the declared types (``"1e-3"`` → ``0.001``,
-``"true"`` → ``True``, ``"0.9,0.98"`` → ``(0.9, 0.98)``). Dict-typed fields
-(``data.options``, an inline ``model.architecture``) accept any sub-keys.
+``"true"`` → ``True``, ``"0.9,0.98"`` → ``(0.9, 0.98)``). ``data.options`` and each
+``eval[i].options`` are checked against the options dataclass their registry declares
+(``data.sources``, ``eval.registry``); an inline ``model.architecture`` accepts any sub-keys.
 """
 
 from __future__ import annotations
