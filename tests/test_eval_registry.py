@@ -212,6 +212,17 @@ def test_procedural_zeroshot_keeps_the_historical_keys(model):
     assert model.training is False  # flags restored (the fixture's model is in eval mode)
 
 
+def test_zeroshot_classification_on_procedural_shapes_agrees(model):
+    templates = ["a {c}.", "a photo of a {c}."]
+    data = {"kind": "procedural", "image_size": 32, "options": {"split": "test"}}
+    metrics = evaluate("zeroshot_classification", model, {"templates": templates}, data)
+    assert set(metrics) == {"acc1", "acc5", "mean_per_class_recall"}  # 35 classes
+    options = {"image_size": 32, "splits": ["test"], "templates": templates}
+    shapes = evaluate("procedural_zeroshot", model, options)  # same renders, same prompts
+    assert metrics["acc1"] == pytest.approx(shapes["zeroshot_test_acc"])
+    assert metrics["acc1"] <= metrics["acc5"]
+
+
 # ----------------------------------------------------------------------------- training
 def test_training_scores_a_folder_dataset_through_the_registry(tmp_path, class_folder):
     out = tmp_path / "run"
