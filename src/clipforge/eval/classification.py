@@ -33,15 +33,12 @@ class Options:
     """Options of ``zeroshot_classification``."""
 
     templates: str | list[str] | None = None  # None: the folder's templates / shape prompts
-    batch_size: int = 32
-    num_workers: int = 0
+    batch_size: int = 32  # images per batch (decoded by data.num_workers workers)
     n_per_class: int = 2  # procedural data: rendered images per class
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.num_workers < 0 or self.n_per_class < 1:
-            raise ConfigError(
-                "zeroshot_classification: batch_size and n_per_class must be >= 1, num_workers >= 0"
-            )
+        if self.batch_size < 1 or self.n_per_class < 1:
+            raise ConfigError("zeroshot_classification: batch_size and n_per_class must be >= 1")
 
 
 def _folder_task(data: DataConfig, options: Options) -> tuple[list[str], list[Any], Any, list]:
@@ -64,7 +61,7 @@ def _procedural_task(data: DataConfig, options: Options) -> tuple[list[str], lis
     return classnames, [image for image, _ in rendered], [y for _, y in rendered], templates
 
 
-def _logits(model: Any, classifier: Any, images: list, options: Options) -> tuple:
+def _logits(model: Any, classifier: Any, images: list, batch_size: int, workers: int) -> tuple:
     """``(logits (N_ok, C), kept input indices)``; unreadable images logged and left out."""
     from ..embedding import describe_input, stream_image_embeddings
 
@@ -77,7 +74,7 @@ def _logits(model: Any, classifier: Any, images: list, options: Options) -> tupl
 
     _ = classifier.class_embeddings  # built before the image loop
     failed = stream_image_embeddings(
-        model, images, on_batch, batch_size=options.batch_size, num_workers=options.num_workers
+        model, images, on_batch, batch_size=batch_size, num_workers=workers
     )
     for index, reason in failed:
         logger.warning(
@@ -99,5 +96,5 @@ def run(model: Any, data: DataConfig | None, options: Options) -> dict[str, floa
     task = _folder_task if data.kind == "folder" else _procedural_task
     classnames, images, labels, templates = task(data, options)
     classifier = ZeroShotClassifier(model, classnames, templates=templates)
-    logits, kept = _logits(model, classifier, images, options)
+    logits, kept = _logits(model, classifier, images, options.batch_size, data.num_workers)
     return classification_metrics(logits, np.asarray(labels)[kept])

@@ -26,14 +26,11 @@ class Options:
     """Options of ``zeroshot_retrieval``."""
 
     ks: list[int] = field(default_factory=lambda: [1, 5, 10])
-    batch_size: int = 32
-    num_workers: int = 0
+    batch_size: int = 32  # images per batch (decoded by data.num_workers workers)
 
     def __post_init__(self) -> None:
-        if not self.ks or min(self.ks) < 1 or self.batch_size < 1 or self.num_workers < 0:
-            raise ConfigError(
-                "zeroshot_retrieval: ks and batch_size must be >= 1, num_workers >= 0"
-            )
+        if not self.ks or min(self.ks) < 1 or self.batch_size < 1:
+            raise ConfigError("zeroshot_retrieval: ks and batch_size must be >= 1")
 
 
 def read_pairs(data: DataConfig) -> tuple[list[str], list[list[str]]]:
@@ -59,9 +56,7 @@ def run(model: Any, data: DataConfig | None, options: Options) -> dict[str, floa
     if data is None:
         raise ConfigError("zeroshot_retrieval needs a dataset (data.kind csv)")
     paths, captions = read_pairs(data)
-    images = embed_images(
-        model, paths, batch_size=options.batch_size, num_workers=options.num_workers
-    )
+    images = embed_images(model, paths, batch_size=options.batch_size, num_workers=data.num_workers)
     for path, reason in images.failures:
         logger.warning("zeroshot_retrieval: skipped %s: %s", path, reason)
     if len(images) == 0:
