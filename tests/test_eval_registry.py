@@ -325,3 +325,19 @@ def test_data_config_lives_in_data():
     assert DataConfig(kind="folder", path="x", options={"draft": True}).kind == "folder"
     with pytest.raises(ConfigError, match=r"did you mean 'draft'"):
         DataConfig(kind="folder", path="x", options={"drafts": True})
+
+
+@pytest.mark.parametrize("package", ["data", "eval"])
+def test_data_and_eval_import_nothing_from_train(package):
+    import ast
+
+    root = Path(clipforge.__file__).parent / package
+    imported = set()
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                imported.add("." * node.level + (node.module or ""))
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    assert "..data" in imported or "..configs" in imported  # the walk saw relative imports
+    assert not [m for m in imported if m.startswith(("..train", "clipforge.train"))]
