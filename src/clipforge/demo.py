@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 DEMO_MODEL = {
@@ -50,7 +49,8 @@ class DemoReport:
 
 def demo_config(output_dir: Path, steps: int, batch_size: int, seed: int):
     """The training config of the demo (a tiny ViT on 32-px renders, 4-layer text tower)."""
-    from .train.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+    from .data.config import DataConfig
+    from .train.config import ModelConfig, OptimConfig, TrainConfig
 
     return TrainConfig(
         model=ModelConfig(architecture=DEMO_MODEL),
@@ -74,16 +74,17 @@ def demo_config(output_dir: Path, steps: int, batch_size: int, seed: int):
 
 
 def zero_shot_accuracy(model, image_size: int, seed: int) -> tuple[float, float]:
-    """Accuracy on single objects of held-out colour–shape pairs, among all 35 pair names."""
-    from .data.procedural import render_zero_shot, zero_shot_task
-    from .zeroshot import ZeroShotClassifier
+    """Accuracy on single objects of held-out colour–shape pairs, among all 35 pair names.
 
-    classnames, samples = zero_shot_task("test", n_per_class=20)
-    rendered = render_zero_shot(samples, image_size=image_size, seed=seed)
-    clf = ZeroShotClassifier(model, classnames, templates=ZERO_SHOT_TEMPLATES)
-    result = clf.predict([image for image, _ in rendered], top_k=1)
-    labels = np.array([label for _, label in rendered])
-    return float((result.predictions == labels).mean()), 1.0 / len(classnames)
+    Runs the ``procedural_zeroshot`` evaluator of :mod:`clipforge.eval` (20 images per pair).
+    """
+    from .data.procedural import CLASSNAMES
+    from .eval import evaluate
+
+    options = {"image_size": image_size, "n_per_class": 20, "seed": seed, "splits": ["test"]}
+    options["templates"] = ZERO_SHOT_TEMPLATES
+    metrics = evaluate("procedural_zeroshot", model, options)
+    return metrics["zeroshot_test_acc"], 1.0 / len(CLASSNAMES)
 
 
 def retrieval_metrics(model, n: int, image_size: int, seed: int):

@@ -10,7 +10,6 @@ from typing import Any
 import typer
 from rich.console import Console
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 MODEL = typer.Option(
@@ -44,12 +43,11 @@ def load_model(model: str, weights: Path | None, pretrained: str | None):
 
 def expand_images(items: list[Path]) -> list[str]:
     """Files as given; directories expanded (recursively, sorted) to their image files."""
+    from clipforge.data.folder import list_images  # imported here: it pulls in torch
+
     paths: list[str] = []
     for item in items:
-        if item.is_dir():
-            paths += sorted(str(p) for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            paths.append(str(item))
+        paths += list_images(item) if item.is_dir() else [str(item)]
     return paths
 
 

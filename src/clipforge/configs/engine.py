@@ -103,11 +103,9 @@ def did_you_mean(name: str, valid: Iterable[str]) -> str:
 
 
 def unknown_name(what: str, name: str, valid: Iterable[str]) -> ConfigError:
-    """``unknown <what> 'name' (did you mean ...?); valid: a, b, c``."""
+    """``unknown <what> 'name' (did you mean ...?); valid: ['a', 'b']``."""
     valid = sorted(valid)
-    return ConfigError(
-        f"unknown {what} {name!r}{did_you_mean(name, valid)}; valid: {', '.join(valid)}"
-    )
+    return ConfigError(f"unknown {what} {name!r}{did_you_mean(name, valid)}; valid: {valid}")
 
 
 def _unknown_key(prefix: str, key: str, valid: list[str]) -> ConfigError:

@@ -1,5 +1,10 @@
-"""Datasets: a built-in procedural image-caption set that runs offline."""
+"""Datasets: data sources (a registry of typed kinds) and the built-in procedural set.
 
+``DataConfig`` describes a dataset (``kind``, ``path``, typed ``options``);
+:func:`register_data_source` adds a kind (see :mod:`clipforge.data.sources`).
+"""
+
+from .config import DataConfig
 from .procedural import (
     CLASSNAMES,
     COLOURS,
@@ -18,11 +23,14 @@ from .procedural import (
     sample_scene,
     zero_shot_task,
 )
+from .sources import DATA_SOURCES, list_data_sources, register_data_source
 
 __all__ = [
     "CLASSNAMES",
+    "DATA_SOURCES",
     "COLOURS",
     "DIFFICULTIES",
+    "DataConfig",
     "HELD_OUT_PAIRS",
     "RELATIONS",
     "SHAPES",
@@ -32,6 +40,8 @@ __all__ = [
     "ProceduralCaptions",
     "SceneSpec",
     "caption_scene",
+    "list_data_sources",
+    "register_data_source",
     "render_scene",
     "render_zero_shot",
     "sample_scene",

@@ -7,10 +7,10 @@ The caption of image ``i`` is one template with ``{c}`` replaced by its class na
 deterministically from ``(seed, i)``: the same seed gives the same captions in every process
 and epoch; pass a different seed (e.g. ``seed + epoch``) for fresh choices.
 
-``cfg.options``:
+``cfg.options`` (:class:`Options`):
 
 * ``templates``: a template-set name (``"openai_imagenet"``, the default; ``"simple"``, ...),
-  a template file, one template or a list; see :func:`clipforge.zeroshot.get_templates`;
+  a template file, one template or a list; see :func:`clipforge.templates.get_templates`;
 * ``classnames``: display names, a dict ``{folder: name}`` or a list in sorted-folder order
   (default: the folder name with ``_`` replaced by a space);
 * ``draft``: decode JPEGs at reduced size, >= ``cfg.image_size`` (lossy, faster).
@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..templates import get_templates
+from .sources import source_options
 from .tabular import ImageCaptionDataset, Tokenize, Transform
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -47,6 +50,33 @@ def template_index(seed: int, index: int, n_templates: int) -> int:
     return stable_hash(seed, index) % n_templates
 
 
+@dataclass
+class Options:
+    """``data.options`` of the ``folder`` kind (see the module docstring)."""
+
+    templates: str | list[str] = DEFAULT_TEMPLATES
+    classnames: dict[str, str] | list[str] | None = None
+    draft: bool = False
+
+
+def is_image_file(name: str | os.PathLike) -> bool:
+    """Whether ``name`` has an image extension (:data:`IMAGE_EXTENSIONS`, any case)."""
+    return os.path.splitext(os.fspath(name))[1].lower() in IMAGE_EXTENSIONS
+
+
+def list_images(directory: str | os.PathLike) -> list[str]:
+    """Image files under ``directory``, recursively (hidden entries skipped), sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found.extend(
+            os.path.join(dirpath, f)
+            for f in filenames
+            if not f.startswith(".") and is_image_file(f)
+        )
+    return sorted(found)
+
+
 def scan_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[str, int]]]:
     """``(class folders, [(image path, class index), ...])``, both in sorted order."""
     root = Path(root)
@@ -55,15 +85,7 @@ def scan_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[str, int
     folders = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     samples: list[tuple[str, int]] = []
     for label, folder in enumerate(folders):
-        found = []
-        for dirpath, dirnames, filenames in os.walk(root / folder, followlinks=True):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            found.extend(
-                os.path.join(dirpath, f)
-                for f in filenames
-                if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
-            )
-        samples.extend((path, label) for path in sorted(found))
+        samples.extend((path, label) for path in list_images(root / folder))
     if not samples:
         raise ValueError(
             f"no images in {os.fspath(root)!r}: expected root/<class_name>/*.jpg "
@@ -72,7 +94,7 @@ def scan_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[str, int
     return folders, samples
 
 
-def _classnames(folders: list[str], names: Mapping[str, str] | Sequence[str] | None) -> list[str]:
+def class_names(folders: list[str], names: Mapping[str, str] | Sequence[str] | None) -> list[str]:
     if names is None:
         return [f.replace("_", " ") for f in folders]
     if isinstance(names, Mapping):
@@ -103,13 +125,11 @@ class ImageFolderCaptions(ImageCaptionDataset):
         seed: int = 0,
         min_size: int | None = None,
     ) -> None:
-        from ..zeroshot import get_templates
-
         super().__init__(transform, tokenize, root=None, min_size=min_size)
         self.folder_root = os.fspath(root)
         self.folders, self.samples = scan_folder(root)
         self.targets = [label for _, label in self.samples]
-        self.classnames = _classnames(self.folders, classnames)
+        self.classnames = class_names(self.folders, classnames)
         self.templates = get_templates(templates)
         self.seed = seed
 
@@ -144,21 +164,26 @@ def build(
 ) -> ImageFolderCaptions:
     """An :class:`ImageFolderCaptions` for ``cfg.path`` (see the module docstring)."""
     del rank, world_size  # map-style: sharding belongs to the sampler
-    options = dict(cfg.options or {})
-    templates = options.pop("templates", DEFAULT_TEMPLATES)
-    classnames = options.pop("classnames", None)
-    draft = bool(options.pop("draft", False))
-    if options:
-        raise ValueError(f"unknown folder data options: {sorted(options)}")
+    opts: Options = source_options(cfg, "folder", what="folder data option")
     return ImageFolderCaptions(
         cfg.path,
         transform,
         tokenize,
-        templates=templates,
-        classnames=classnames,
+        templates=opts.templates,
+        classnames=opts.classnames,
         seed=seed,
-        min_size=cfg.image_size if draft else None,
+        min_size=cfg.image_size if opts.draft else None,
     )
 
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolderCaptions", "build", "scan_folder", "template_index"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageFolderCaptions",
+    "Options",
+    "build",
+    "class_names",
+    "is_image_file",
+    "list_images",
+    "scan_folder",
+    "template_index",
+]

@@ -1,8 +1,9 @@
 """Training data: pluggable dataset builders and a resumable, infinite batch iterator.
 
-A data ``kind`` maps declaratively to a ``"module:function"`` builder, imported only when
-used, so optional dependencies (webdataset, pandas, ...) are needed only by the kinds that
-use them. Every builder has the signature::
+A data ``kind`` maps to a typed options dataclass and a builder in the registry of
+:mod:`clipforge.data.sources`, imported only when used, so optional dependencies
+(webdataset, pyarrow, ...) are needed only by the kinds that use them. Every builder has
+the signature::
 
     build(cfg: DataConfig, transform, tokenize, *, seed, rank, world_size) -> Dataset
 
@@ -17,16 +18,17 @@ and a resumed run reads exactly the samples the uninterrupted run would have rea
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
+from .sources import DATA_SOURCES, resolve_builder
+
 if TYPE_CHECKING:
-    from ..train.config import DataConfig
+    from .config import DataConfig
 
 __all__ = [
     "DATASET_BUILDERS",
@@ -42,34 +44,15 @@ __all__ = [
 
 logger = logging.getLogger("clipforge.data")
 
-#: data kind → ``"module:function"`` builder, resolved lazily with importlib.
+#: data kind → ``"module:function"`` builder of the built-in kinds (a snapshot kept for
+#: compatibility; the registry is :data:`clipforge.data.sources.DATA_SOURCES`).
 DATASET_BUILDERS: dict[str, str] = {
-    "procedural": "clipforge.data.procedural_source:build",
-    "csv": "clipforge.data.tabular:build",
-    "folder": "clipforge.data.folder:build",
-    "webdataset": "clipforge.data.webdataset_source:build",
+    name: source.builder for name, source in DATA_SOURCES.items() if isinstance(source.builder, str)
 }
 
 #: ``(images (B, 3, H, W), tokens (B, L), number of skipped bad samples)``
 Batch = tuple[torch.Tensor, torch.Tensor, int]
 Item = tuple[torch.Tensor, torch.Tensor] | None
-
-
-def resolve_builder(kind: str) -> Callable[..., Dataset]:
-    """Import the builder registered for ``kind``."""
-    if kind not in DATASET_BUILDERS:
-        raise ValueError(f"unknown data kind {kind!r}; known kinds: {sorted(DATASET_BUILDERS)}")
-    module_name, _, func_name = DATASET_BUILDERS[kind].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ImportError(
-            f"data kind {kind!r} needs module {module_name!r}, which could not be imported: {err}"
-        ) from err
-    try:
-        return getattr(module, func_name)
-    except AttributeError:
-        raise ImportError(f"{module_name} has no builder function {func_name!r}") from None
 
 
 class TokenizeFn:

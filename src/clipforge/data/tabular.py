@@ -4,7 +4,7 @@
 compressed: ``.gz``, ``.bz2``, ``.zst``, ``.lz4``; or a ``.parquet``/``.pq`` file or
 directory of Parquet files) with pyarrow and returns an :class:`ImageCaptionTable`.
 
-``cfg.options``:
+``cfg.options`` (:class:`Options`):
 
 * ``image_column`` (``"filepath"``) and ``caption_column`` (``"caption"``);
 * ``root``: directory that relative image paths are relative to (default: as written,
@@ -29,13 +29,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
+from ..configs import ConfigError
 from ..preprocess import ImageDecodeError, load_image
+from .sources import source_options
 
 logger = logging.getLogger("clipforge.data")
 
@@ -45,6 +48,26 @@ Tokenize = Callable[[str], torch.Tensor]
 
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".lz4")
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+@dataclass
+class Options:
+    """``data.options`` of the ``csv`` kind (CSV, TSV or Parquet tables)."""
+
+    image_column: str = "filepath"
+    caption_column: str = "caption"
+    root: str | None = None  # relative image paths are relative to this directory
+    format: str | None = None  # "csv" | "tsv" | "parquet"; None: from the extension
+    separator: str | None = None  # CSV delimiter; None: "," ("\\t" for .tsv/.tab)
+    quote_char: str | None = '"'  # None: no quoting
+    draft: bool = False  # decode JPEGs at reduced size (>= data.image_size)
+
+    def __post_init__(self) -> None:
+        if self.format is not None and self.format not in ("csv", "tsv", "parquet"):
+            raise ConfigError(
+                f"data.options.format: unknown table format {self.format!r}; "
+                "use csv, tsv or parquet"
+            )
 
 
 class BadSampleLog:
@@ -253,26 +276,18 @@ def build(
 ) -> ImageCaptionTable:
     """An :class:`ImageCaptionTable` for ``cfg.path`` (see the module docstring for options)."""
     del seed, rank, world_size  # map-style: ordering and sharding belong to the sampler
-    options = dict(cfg.options or {})
-    image_column = options.pop("image_column", "filepath")
-    caption_column = options.pop("caption_column", "caption")
-    root = options.pop("root", None)
-    fmt = table_format(cfg.path, options.pop("format", None))
-    separator = options.pop("separator", None)
-    quote_char = options.pop("quote_char", '"')
-    draft = bool(options.pop("draft", False))
-    if options:
-        raise ValueError(f"unknown tabular data options: {sorted(options)}")
+    opts: Options = source_options(cfg, "csv", what="tabular data options")
+    fmt = table_format(cfg.path, opts.format)
     paths, captions = read_columns(
-        cfg.path, [image_column, caption_column], fmt, separator, quote_char
+        cfg.path, [opts.image_column, opts.caption_column], fmt, opts.separator, opts.quote_char
     )
     return ImageCaptionTable(
         paths,
         captions,
         transform,
         tokenize,
-        root=root,
-        min_size=cfg.image_size if draft else None,
+        root=opts.root,
+        min_size=cfg.image_size if opts.draft else None,
         source=os.fspath(cfg.path),
     )
 
@@ -281,6 +296,7 @@ __all__ = [
     "BadSampleLog",
     "ImageCaptionDataset",
     "ImageCaptionTable",
+    "Options",
     "build",
     "read_columns",
     "table_format",

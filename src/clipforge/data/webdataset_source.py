@@ -5,7 +5,7 @@ pattern (``"data/shard-{000000..000099}.tar"``, ``::`` joins several) or a list 
 Shards are read with the ``webdataset`` library (``tarfile_to_samples``, ``shuffle``,
 ``ResampledShards``).
 
-``cfg.options``:
+``cfg.options`` (:class:`Options`):
 
 * ``resampled`` (``False``): draw shards with replacement, independently per rank and
   worker (``webdataset.ResampledShards``), an endless stream; for multi-node training where
@@ -41,13 +41,16 @@ import math
 import os
 import random
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..configs import ConfigError
 from ..preprocess import ImageDecodeError
 from ..preprocess.image_io import decode_image
 from .folder import stable_hash
+from .sources import source_options
 from .tabular import BadSampleLog, Sample, Tokenize, Transform, caption_problem, to_tokens
 
 DEFAULT_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
@@ -70,6 +73,29 @@ def decode_image_bytes(data: bytes, sample_id: str, min_size: int | None = None)
     if not data:
         raise ImageDecodeError(sample_id, "empty image data")
     return decode_image(io.BytesIO(data), sample_id, min_size=min_size)
+
+
+@dataclass
+class Options:
+    """``data.options`` of the ``webdataset`` kind (see the module docstring)."""
+
+    resampled: bool = False
+    samples_per_epoch: int | None = None
+    shuffle_buffer: int = 1000
+    shard_shuffle: bool = True
+    image_keys: str | list[str] = ";".join(DEFAULT_IMAGE_KEYS)  # a list or "jpg;png"
+    caption_keys: str | list[str] = ";".join(DEFAULT_CAPTION_KEYS)
+    draft: bool = False  # decode JPEGs at reduced size (>= data.image_size)
+
+    def __post_init__(self) -> None:
+        if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
+            raise ConfigError(
+                f"data.options.samples_per_epoch must be >= 1, got {self.samples_per_epoch}"
+            )
+        if self.shuffle_buffer < 0:
+            raise ConfigError(
+                f"data.options.shuffle_buffer must be >= 0, got {self.shuffle_buffer}"
+            )
 
 
 class WebDatasetSource(IterableDataset):
@@ -254,25 +280,11 @@ def build(
     world_size: int,
 ) -> WebDatasetSource:
     """A :class:`WebDatasetSource` for ``cfg.path`` (see the module docstring for options)."""
-    options = dict(cfg.options or {})
-    kwargs = {
-        key: options.pop(key)
-        for key in (
-            "resampled",
-            "samples_per_epoch",
-            "shuffle_buffer",
-            "shard_shuffle",
-            "image_keys",
-            "caption_keys",
-        )
-        if key in options
+    opts: Options = source_options(cfg, "webdataset", what="webdataset option")
+    keys = {
+        name: value.split(";") if isinstance(value, str) else list(value)
+        for name, value in (("image_keys", opts.image_keys), ("caption_keys", opts.caption_keys))
     }
-    draft = bool(options.pop("draft", False))
-    if options:
-        raise ValueError(f"unknown webdataset options: {sorted(options)}")
-    for key in ("image_keys", "caption_keys"):
-        if isinstance(kwargs.get(key), str):
-            kwargs[key] = kwargs[key].split(";")
     return WebDatasetSource(
         expand_shards(cfg.path),
         transform,
@@ -280,9 +292,13 @@ def build(
         seed=seed,
         rank=rank,
         world_size=world_size,
-        min_size=cfg.image_size if draft else None,
-        **kwargs,
+        resampled=opts.resampled,
+        samples_per_epoch=opts.samples_per_epoch,
+        shuffle_buffer=opts.shuffle_buffer,
+        shard_shuffle=opts.shard_shuffle,
+        min_size=cfg.image_size if opts.draft else None,
+        **keys,
     )
 
 
-__all__ = ["WebDatasetSource", "build", "decode_image_bytes", "expand_shards"]
+__all__ = ["Options", "WebDatasetSource", "build", "decode_image_bytes", "expand_shards"]

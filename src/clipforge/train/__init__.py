@@ -4,11 +4,12 @@
 >>> result = train(load_config("examples/train_procedural_tiny.yaml", ["steps=30"]))  # doctest: +SKIP
 """
 
-from ..data.procedural_source import evaluate_zero_shot
+from ..eval.procedural import evaluate_zero_shot
 from .checkpoint import Checkpoint, load_checkpoint, load_latest, save_checkpoint
 from .config import (
     ConfigError,
     DataConfig,
+    EvalConfig,
     LossConfig,
     ModelConfig,
     OptimConfig,
@@ -22,6 +23,7 @@ __all__ = [
     "Checkpoint",
     "ConfigError",
     "DataConfig",
+    "EvalConfig",
     "LossConfig",
     "ModelConfig",
     "NonFiniteLossError",

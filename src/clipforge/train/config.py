@@ -3,7 +3,9 @@
 Every section is a dataclass built by the one config engine (:mod:`clipforge.configs.engine`):
 unknown keys are an error that names the key with a did-you-mean hint, values are coerced to
 the declared types (``"1e-3"`` → ``0.001``, ``"0.9,0.98"`` → ``(0.9, 0.98)``) and numeric
-ranges are checked, all before anything is built.
+ranges are checked, all before anything is built. ``data.options`` and each
+``eval[i].options`` are checked against the options dataclass their registry declares
+(``data.sources``, ``eval.registry``).
 """
 
 from __future__ import annotations
@@ -15,11 +17,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..configs import ClipConfig, get_config
-from ..configs.engine import ConfigError, apply_override, bounded, build, check_ranges
+from ..configs.engine import (
+    ConfigError,
+    apply_override,
+    bounded,
+    build,
+    check_ranges,
+    coerce,
+)
+from ..data.config import DataConfig  # re-exported: it lives in data/ now
+from ..eval.config import EvalConfig, check_eval_list
 
 __all__ = [
     "ConfigError",
     "DataConfig",
+    "EvalConfig",
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
@@ -57,21 +69,6 @@ class ModelConfig:
             return get_config(arch)
         vision = {"type": "vit", **dict(arch.get("vision") or {})}
         return ClipConfig.from_dict({**arch, "vision": vision}, prefix="model.architecture")
-
-
-@dataclass
-class DataConfig:
-    """Where batches come from; ``kind`` selects a builder in ``data.loader.DATASET_BUILDERS``."""
-
-    kind: str = "procedural"  # "procedural" | "csv" | "folder" | "webdataset"
-    path: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    image_size: int | None = None  # source image size (procedural); None: the model's
-    num_workers: int = 0
-
-    def __post_init__(self) -> None:
-        if self.num_workers < 0:
-            raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
 
 
 @dataclass
@@ -120,8 +117,9 @@ class TrainConfig:
     output_dir: str = "runs/clipforge"
     checkpoint_every: int = bounded(1000, ge=1)
     keep_last: int = bounded(3, ge=1)
-    eval_every: int = bounded(0, ge=0)  # 0: no zero-shot evaluation
-    eval_n_per_class: int = bounded(2, ge=1)
+    eval_every: int = bounded(0, ge=0)  # 0: no evaluation
+    eval_n_per_class: int = bounded(2, ge=1)  # the default procedural_zeroshot evaluation
+    eval: list[EvalConfig] | None = None  # None: procedural_zeroshot on procedural data only
     log_every: int = bounded(10, ge=1)
     resume: str | None = None  # "latest" or a step_N directory
     device: str | None = None  # default: cuda if available
@@ -130,6 +128,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        check_eval_list(self.eval)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -139,7 +138,16 @@ def config_from_dict(data: dict[str, Any], overrides: Sequence[str] = ()) -> Tra
     for override in overrides:
         apply_override(data, override, TrainConfig)
     data.setdefault("model", {})
-    return build(TrainConfig, data)
+    cfg = build(TrainConfig, data)
+    _coerce_registry_options(cfg)
+    return cfg
+
+
+def _coerce_registry_options(cfg: TrainConfig) -> None:
+    """Type-check the data-source and evaluator options (declared in their registries)."""
+    cfg.data.coerce_options(coerce, "data")
+    for i, entry in enumerate(cfg.eval or []):
+        entry.coerce_options(coerce, f"eval[{i}]")
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:

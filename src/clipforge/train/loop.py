@@ -26,7 +26,7 @@ from torch import nn
 
 from ..api import create_model, load
 from ..data.loader import build_train_loader
-from ..data.procedural_source import evaluate_zero_shot
+from ..eval.registry import evaluate
 from ..losses import SIGLIP_INIT_BIAS, SIGLIP_INIT_SCALE, ClipLoss, SigLipLoss, clamp_logit_scale_
 from ..models import CLIP
 from .checkpoint import (
@@ -223,6 +223,25 @@ def _reduce(value: torch.Tensor | float, d: _Dist, op: str = "mean") -> float:
     return float(t.item())
 
 
+def _evaluations(cfg: TrainConfig) -> list[tuple[str, str, Any, Any]]:
+    """``(metric-key prefix, evaluator, data, options)`` per evaluation ``eval_every`` runs.
+
+    The config's ``eval`` list, keys ``<label or name>/<metric>``; without one, procedural
+    data keeps its historical ``procedural_zeroshot`` scores (``zeroshot_test_acc``, ...)
+    and other data is not evaluated.
+    """
+    if cfg.eval is not None:
+        return [(f"{e.prefix}/", e.name, e.data, e.options) for e in cfg.eval]
+    if cfg.data.kind != "procedural":
+        return []
+    options = {
+        "image_size": cfg.data.image_size or 64,
+        "n_per_class": cfg.eval_n_per_class,
+        "seed": cfg.seed,
+    }
+    return [("", "procedural_zeroshot", None, options)]
+
+
 # ----------------------------------------------------------------------------- train
 def train(cfg: TrainConfig) -> TrainResult:
     """Train (or fine-tune) a CLIP model as ``cfg`` describes; see the module docstring."""
@@ -360,12 +379,15 @@ class _Trainer:
         self.window = [time.perf_counter(), 0, 0]
 
     def _eval(self, step: int) -> None:
-        if not self.d.main:
+        evaluations = _evaluations(self.cfg)
+        if not self.d.main or not evaluations:
             return
         devices = [self.d.device] if self.d.device.type == "cuda" else []
+        scores: dict[str, float] = {}
         with torch.random.fork_rng(devices=devices):  # evaluation must not shift the RNG
-            size = self.cfg.data.image_size or 64
-            scores = evaluate_zero_shot(self.clip, size, self.cfg.eval_n_per_class, self.cfg.seed)
+            for prefix, name, data, options in evaluations:
+                metrics = evaluate(name, self.clip, options, data)
+                scores.update({f"{prefix}{key}": value for key, value in metrics.items()})
         self.metrics.update(scores)
         self.log.log({"event": "eval", "step": step, **scores})
 

@@ -1,0 +1,131 @@
+"""The data-source registry: ``kind`` → (typed options dataclass, dataset builder).
+
+Each source is one module with an options dataclass and a builder::
+
+    build(cfg: DataConfig, transform, tokenize, *, seed, rank, world_size) -> Dataset
+
+Built-in sources are referenced as ``"module:attribute"`` strings and imported only when
+used, so optional dependencies (webdataset, pyarrow, ...) are needed only by their kinds.
+:func:`register_data_source` adds one at run time (objects or strings).
+
+``DataConfig`` checks its ``kind`` and option keys as soon as it is made
+(:func:`check_options`); :func:`validate_options` builds the typed options, optionally
+through a config engine's ``coerce`` so values are converted and errors name
+``data.options.<key>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..configs import ConfigError
+from ..options import Coerce, build_options, check_keys, resolve, unknown_name
+
+__all__ = [
+    "DATA_SOURCES",
+    "DataSource",
+    "check_options",
+    "get_data_source",
+    "list_data_sources",
+    "register_data_source",
+    "resolve_builder",
+    "source_options",
+    "validate_options",
+]
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One registered data kind: its options dataclass and builder (objects or refs)."""
+
+    name: str
+    options: type | str  # a dataclass, or "module:Class"
+    builder: Callable[..., Any] | str  # build(cfg, transform, tokenize, *, seed, rank, world_size)
+    needs_path: bool = True  # data.path is required
+
+    @property
+    def options_class(self) -> type:
+        """The options dataclass (imported on first use)."""
+        cls = resolve(self.options)
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"data source {self.name!r}: options {cls!r} is not a dataclass")
+        return cls
+
+    @property
+    def build(self) -> Callable[..., Any]:
+        """The builder function (imported on first use)."""
+        return resolve(self.builder)
+
+
+DATA_SOURCES: dict[str, DataSource] = {}
+
+
+def register_data_source(
+    name: str,
+    options: type | str,
+    builder: Callable[..., Any] | str,
+    *,
+    needs_path: bool = True,
+    replace: bool = False,
+) -> DataSource:
+    """Register data kind ``name``; ``replace=True`` overrides an existing one."""
+    if name in DATA_SOURCES and not replace:
+        raise ValueError(f"data source {name!r} is already registered (pass replace=True)")
+    source = DataSource(name, options, builder, needs_path)
+    DATA_SOURCES[name] = source
+    return source
+
+
+def list_data_sources() -> list[str]:
+    """The registered data kinds, sorted."""
+    return sorted(DATA_SOURCES)
+
+
+def get_data_source(kind: str) -> DataSource:
+    """The source of ``kind``; a did-you-mean :class:`ConfigError` listing kinds if unknown."""
+    if kind not in DATA_SOURCES:
+        raise unknown_name("data.kind", str(kind), DATA_SOURCES)
+    return DATA_SOURCES[kind]
+
+
+def check_options(
+    kind: str, options: Mapping[str, Any] | None, prefix: str = "data", path: Any = ""
+) -> None:
+    """Check ``kind``, the option keys (not values) and that a needed path is given."""
+    source = get_data_source(kind)
+    check_keys(source.options_class, options or {}, f"{prefix}.options")
+    if source.needs_path and path is None:
+        raise ConfigError(f"data kind {kind!r} needs '{prefix}.path'")
+
+
+def validate_options(
+    kind: str, options: Any, coerce: Coerce | None = None, prefix: str = "data"
+) -> Any:
+    """The typed options of ``kind`` from a dict (or an options instance, returned as is)."""
+    source = get_data_source(kind)
+    return build_options(source.options_class, options, f"{prefix}.options", coerce)
+
+
+def source_options(cfg: Any, kind: str, what: str = "option") -> Any:
+    """Builders' helper: ``cfg.options`` (dict or dataclass) as ``kind``'s typed options."""
+    cls = get_data_source(kind).options_class
+    return build_options(cls, cfg.options, "data.options", what=what)
+
+
+def resolve_builder(kind: str) -> Callable[..., Any]:
+    """The builder registered for ``kind`` (imported now)."""
+    return get_data_source(kind).build
+
+
+for _name, _module in (
+    ("procedural", "clipforge.data.procedural_source"),
+    ("csv", "clipforge.data.tabular"),
+    ("folder", "clipforge.data.folder"),
+    ("webdataset", "clipforge.data.webdataset_source"),
+):
+    register_data_source(
+        _name, f"{_module}:Options", f"{_module}:build", needs_path=_name != "procedural"
+    )

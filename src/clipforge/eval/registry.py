@@ -1,0 +1,172 @@
+"""The evaluator registry: name → (typed options dataclass, function, accepted data kinds).
+
+An evaluator is a function ``run(model, data, options) -> dict[str, float]``: ``data`` is a
+:class:`~clipforge.data.config.DataConfig` describing the dataset (kind + path + options,
+or ``None`` for evaluators that need none) and ``options`` an instance of its options
+dataclass. :func:`evaluate` runs one by name; training's ``eval_every``, the demo and
+``clipforge eval`` all go through it. Built-in evaluators are ``"module:attribute"``
+references imported on first use; :func:`register_evaluator` adds more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..configs import ConfigError
+from ..data.config import DataConfig
+from ..options import Coerce, build_options, resolve, unknown_name
+
+__all__ = [
+    "EVALUATORS",
+    "Evaluator",
+    "as_data_config",
+    "evaluate",
+    "evaluator_options",
+    "get_evaluator",
+    "list_evaluators",
+    "register_evaluator",
+]
+
+Metrics = dict[str, float]
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """One registered evaluator.
+
+    Attributes:
+        name: the registry name.
+        options: its options dataclass (or ``"module:Class"``).
+        run: ``run(model, data, options) -> metrics`` (or ``"module:function"``).
+        data_kinds: the data kinds it accepts; ``()``: it takes no dataset.
+        description: one line for listings.
+    """
+
+    name: str
+    options: type | str
+    run: Callable[[Any, DataConfig | None, Any], Metrics] | str
+    data_kinds: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def options_class(self) -> type:
+        """The options dataclass (imported on first use)."""
+        cls = resolve(self.options)
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"evaluator {self.name!r}: options {cls!r} is not a dataclass")
+        return cls
+
+    def check_data(self, data: DataConfig | None, prefix: str = "data") -> None:
+        """A :class:`ConfigError` unless ``data`` is a dataset this evaluator accepts."""
+        if not self.data_kinds:
+            if data is not None:
+                raise ConfigError(f"evaluator {self.name!r} takes no dataset; remove '{prefix}'")
+            return
+        if data is None:
+            raise ConfigError(
+                f"evaluator {self.name!r} needs '{prefix}' (a dataset of kind "
+                f"{' or '.join(self.data_kinds)})"
+            )
+        if data.kind not in self.data_kinds:
+            raise ConfigError(
+                f"evaluator {self.name!r} cannot use data of kind {data.kind!r} ('{prefix}.kind'); "
+                f"it accepts {list(self.data_kinds)}"
+            )
+
+
+EVALUATORS: dict[str, Evaluator] = {}
+
+
+def register_evaluator(
+    name: str,
+    options: type | str,
+    run: Callable[..., Metrics] | str,
+    *,
+    data_kinds: tuple[str, ...] | list[str] = (),
+    description: str = "",
+    replace: bool = False,
+) -> Evaluator:
+    """Register evaluator ``name``; ``replace=True`` overrides an existing one."""
+    if name in EVALUATORS and not replace:
+        raise ValueError(f"evaluator {name!r} is already registered (pass replace=True)")
+    evaluator = Evaluator(name, options, run, tuple(data_kinds), description)
+    EVALUATORS[name] = evaluator
+    return evaluator
+
+
+def list_evaluators() -> list[str]:
+    """The registered evaluator names, sorted."""
+    return sorted(EVALUATORS)
+
+
+def get_evaluator(name: str) -> Evaluator:
+    """The evaluator ``name``; a did-you-mean :class:`ConfigError` if unknown."""
+    if name not in EVALUATORS:
+        raise unknown_name("evaluator", str(name), EVALUATORS)
+    return EVALUATORS[name]
+
+
+def evaluator_options(
+    name: str, options: Any, coerce: Coerce | None = None, prefix: str = "options"
+) -> Any:
+    """The typed options of evaluator ``name`` from a dict (unknown keys: did-you-mean)."""
+    return build_options(get_evaluator(name).options_class, options, prefix, coerce)
+
+
+def as_data_config(data: DataConfig | Mapping[str, Any] | None) -> DataConfig | None:
+    """``data`` as a :class:`DataConfig` (a dict is checked like a config section)."""
+    if data is None or isinstance(data, DataConfig):
+        return data
+    return build_options(DataConfig, data, "data")
+
+
+def evaluate(
+    name: str,
+    model: Any,
+    options: Any = None,
+    data: DataConfig | Mapping[str, Any] | None = None,
+) -> Metrics:
+    """Run evaluator ``name`` on ``model``: metrics as ``{metric: float}``.
+
+    ``options``: a dict or the evaluator's options dataclass; ``data``: a
+    :class:`DataConfig` or dict (``{"kind": "folder", "path": ...}``). Everything is
+    validated before the model is touched; the model's train/eval flags are restored.
+    """
+    from ..embedding import eval_mode
+
+    evaluator = get_evaluator(name)
+    opts = evaluator_options(name, options)
+    data = as_data_config(data)
+    evaluator.check_data(data)
+    run = resolve(evaluator.run)
+    with eval_mode(model):
+        metrics = run(model, data, opts)
+    return {str(k): float(v) for k, v in metrics.items()}
+
+
+for _name, _module, _kinds, _description in (
+    (
+        "zeroshot_classification",
+        "clipforge.eval.classification",
+        ("folder", "procedural"),
+        "acc1, acc5, mean per-class recall on class folders or procedural shapes",
+    ),
+    (
+        "zeroshot_retrieval",
+        "clipforge.eval.retrieval_task",
+        ("csv",),
+        "image↔text recall@K on a filepath,caption table (several captions per image)",
+    ),
+    (
+        "procedural_zeroshot",
+        "clipforge.eval.procedural",
+        (),
+        "colour+shape zero-shot accuracy on held-out (test) and seen (val) procedural pairs",
+    ),
+):
+    register_evaluator(
+        _name, f"{_module}:Options", f"{_module}:run", data_kinds=_kinds, description=_description
+    )
