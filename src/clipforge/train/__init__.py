@@ -17,6 +17,7 @@ from .config import (
     load_config,
 )
 from .loop import NonFiniteLossError, TrainResult, train
+from .outdir import OutputDirError
 
 __all__ = [
     "Checkpoint",
@@ -26,6 +27,7 @@ __all__ = [
     "ModelConfig",
     "NonFiniteLossError",
     "OptimConfig",
+    "OutputDirError",
     "TrainConfig",
     "TrainResult",
     "config_from_dict",
