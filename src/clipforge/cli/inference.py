@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -167,11 +166,10 @@ def _warn_undecodable_names(paths: list[str]) -> None:
         )
 
 
-def _nan_to_none(values: np.ndarray) -> list:
+def _nan_to_none(values: list) -> list:
     """A list (of lists) of floats with NaN as ``None`` (valid JSON)."""
     return [
-        _nan_to_none(v) if isinstance(v, np.ndarray) else (None if math.isnan(v) else float(v))
-        for v in values
+        _nan_to_none(v) if isinstance(v, list) else (None if math.isnan(v) else v) for v in values
     ]
 
 
@@ -203,7 +201,7 @@ def similarity(
         plot_similarity(sim, columns, texts, plot)
     if as_json:
         shown = [display(p) for p in paths]
-        print_json({"images": shown, "texts": texts, "similarity": _nan_to_none(sim)})
+        print_json({"images": shown, "texts": texts, "similarity": _nan_to_none(sim.tolist())})
     else:
         table = Table("image", *texts)
         for path, row in zip(paths, sim, strict=True):
@@ -230,6 +228,8 @@ def score(
     """CLIP score of each (image, caption) pair: max(100·cos, 0).
 
     Unreadable images are reported (exit code 1) and every other pair is still scored."""
+    import numpy as np
+
     from clipforge.scoring import clip_score
 
     paths = [str(p) for p in images]
@@ -243,7 +243,9 @@ def score(
     finite = scores[np.isfinite(scores)]
     mean = float(finite.mean()) if len(finite) else float("nan")
     if as_json:
-        print_json({"scores": _nan_to_none(scores), "mean": None if math.isnan(mean) else mean})
+        print_json(
+            {"scores": _nan_to_none(scores.tolist()), "mean": None if math.isnan(mean) else mean}
+        )
     else:
         table = Table("image", "text", "CLIP score")
         for path, text, value in zip(paths, texts, scores, strict=True):

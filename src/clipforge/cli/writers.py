@@ -7,10 +7,12 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 EMBEDDING_SUFFIXES = (".npy", ".parquet")
 
@@ -66,6 +68,8 @@ def write_embeddings(output: Path, ids: list[str], vectors: np.ndarray) -> list[
 
     Each file is written under a temporary name and renamed into place; returns the paths.
     """
+    import numpy as np
+
     if output.suffix == ".npy":
         with _atomic(output) as tmp_vectors, _atomic(ids_path(output)) as tmp_ids:
             with open(tmp_vectors, "wb") as f:

@@ -18,15 +18,14 @@ def models(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List architectures with their parameter counts (and pretrained tags)."""
-    import torch
-
     import clipforge
+
+    from .param_counts import count_parameters
 
     rows = []
     for name in clipforge.list_architectures():
-        with torch.device("meta"):
-            counts = clipforge.create_model(name).num_parameters()
         cfg = clipforge.get_config(name)
+        counts = count_parameters(cfg)  # from the config: no model built, no torch import
         row = {
             "name": name,
             "image_size": cfg.vision.image_size,
