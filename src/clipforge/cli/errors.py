@@ -53,8 +53,9 @@ def _exit_code(err: Exception) -> int | None:
     from clipforge.checkpoints import CheckpointError
     from clipforge.configs import ConfigError
     from clipforge.preprocess import ImageDecodeError
+    from clipforge.train.outdir import OutputDirError
 
-    if isinstance(err, UsageError | ConfigError):
+    if isinstance(err, UsageError | ConfigError | OutputDirError):
         return USAGE_EXIT
     if isinstance(err, InputError | CheckpointError | ImageDecodeError | OSError):
         return INPUT_EXIT
