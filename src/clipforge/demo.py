@@ -167,7 +167,7 @@ def run_demo(
     cfg.progress = progress
     torch.manual_seed(seed)
     start = time.perf_counter()
-    result = train(cfg)
+    result = train(cfg, overwrite=True)  # the demo always starts afresh in its run dir
     seconds = time.perf_counter() - start
     model = clipforge.load(result.last_checkpoint)
     accuracy, chance = zero_shot_accuracy(model, 32, seed + 1)

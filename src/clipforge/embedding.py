@@ -14,6 +14,7 @@ import functools
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -25,12 +26,17 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .preprocess import ImageDecodeError, Preprocess, load_image
+from .runtime import Precision, autocast, check_precision
 
 ImageInput = str | os.PathLike | Image.Image | torch.Tensor
 """One image: a file path, a PIL image, or an already preprocessed ``(3, H, W)`` tensor."""
 Images = Sequence[ImageInput] | torch.Tensor
 """Several images: a sequence of :data:`ImageInput`, or an ``(N, 3, H, W)`` tensor."""
 BatchCallback = Callable[[list[int], torch.Tensor], None]
+
+
+class TextTruncatedWarning(UserWarning):
+    """Some texts were longer than the model's context and were cut."""
 
 
 @dataclass
@@ -192,17 +198,20 @@ def stream_image_embeddings(
     num_workers: int = 0,
     normalize: bool = True,
     progress: bool | None = False,
+    precision: Precision | None = None,
 ) -> list[tuple[int, str]]:
     """Embed ``images`` batch by batch, calling ``on_batch(indices, embeddings)`` for each.
 
     ``embeddings`` is a float32 tensor on the model's device (computed in eval mode under
-    ``torch.inference_mode``, which is also active during the callback). Returns the
-    failures as ``(input index, reason)``, in input order.
+    ``torch.inference_mode``, which is also active during the callback). ``precision``
+    ("fp32", "bf16", "fp16") runs the model under autocast. Returns the failures as
+    ``(input index, reason)``, in input order.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    check_precision(precision)
     items = check_images(images)
     n = len(items)
     failures: list[tuple[int, str]] = []
@@ -220,7 +229,8 @@ def stream_image_embeddings(
             if pixels is not None:
                 with torch.inference_mode():
                     pixels = pixels.to(device=device, dtype=dtype, non_blocking=True)
-                    features = model.encode_image(pixels, normalize=normalize).float()
+                    with autocast(precision, device):
+                        features = model.encode_image(pixels, normalize=normalize).float()
                     on_batch(indices, features)
             bar.update(len(indices) + len(failed))
     return failures
@@ -233,6 +243,7 @@ def embed_images(
     num_workers: int = 0,
     normalize: bool = True,
     progress: bool | None = False,
+    precision: Precision | None = None,
 ) -> EmbeddingResult:
     """Embed image files (or PIL images / preprocessed tensors); report unreadable ones.
 
@@ -240,6 +251,8 @@ def embed_images(
     doing the decoding and preprocessing. Every readable input is embedded; every one that
     is not is listed in ``result.failures`` as ``(path, reason)``. ``normalize`` L2-normalises
     the embeddings. ``progress`` shows a tqdm bar (``None``: only on a terminal, > 1 batch).
+    The model runs where its weights are (move it with ``model.to(device)``); ``precision``
+    ("fp32", "bf16", "fp16") runs it under autocast without converting it.
     """
     items = check_images(paths)
     chunks: list[torch.Tensor] = []
@@ -257,6 +270,7 @@ def embed_images(
         num_workers=num_workers,
         normalize=normalize,
         progress=progress,
+        precision=precision,
     )
     dim = model.config.embed_dim
     embeddings = torch.cat(chunks).numpy() if chunks else np.zeros((0, dim), dtype=np.float32)
@@ -270,12 +284,32 @@ def embed_images(
     )
 
 
+def _count_truncated(model: nn.Module, texts: list[str], tokens: torch.Tensor) -> int:
+    """How many of ``texts`` did not fit the context (rows filled to the last position)."""
+    count = 0
+    for row in torch.nonzero(tokens[:, -1]).flatten().tolist():
+        try:
+            model.tokenize([texts[row]], truncate=False)
+        except ValueError:
+            count += 1
+    return count
+
+
 def encode_texts(
-    model: nn.Module, texts: Sequence[str], batch_size: int = 256, normalize: bool = True
+    model: nn.Module,
+    texts: Sequence[str],
+    batch_size: int = 256,
+    normalize: bool = True,
+    precision: Precision | None = None,
 ) -> torch.Tensor:
-    """Texts → float32 ``(N, D)`` embeddings on the model's device, in batches, in eval mode."""
+    """Texts → float32 ``(N, D)`` embeddings on the model's device, in batches, in eval mode.
+
+    Texts longer than the model's context are cut (as CLIP does), with one warning giving
+    their count. ``precision`` ("fp32", "bf16", "fp16") runs the model under autocast.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_precision(precision)
     if isinstance(texts, str):
         texts = [texts]
     texts = list(texts)
@@ -284,16 +318,34 @@ def encode_texts(
     device = next(model.tower("text").parameters()).device
     if not texts:
         return torch.zeros((0, model.config.embed_dim), device=device)
-    chunks = []
+    chunks, truncated = [], 0
     with eval_mode(model), torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            tokens = model.tokenize(texts[start : start + batch_size]).to(device)
-            chunks.append(model.encode_text(tokens, normalize=normalize).float())
+            batch = texts[start : start + batch_size]
+            tokens = model.tokenize(batch)
+            truncated += _count_truncated(model, batch, tokens)
+            with autocast(precision, device):
+                chunks.append(model.encode_text(tokens.to(device), normalize=normalize).float())
+    if truncated:
+        warnings.warn(
+            f"{truncated} of {len(texts)} texts are longer than the model's context of "
+            f"{tokens.shape[1]} tokens and were truncated",
+            TextTruncatedWarning,
+            stacklevel=2,
+        )
     return torch.cat(chunks)
 
 
 def embed_texts(
-    model: nn.Module, texts: Sequence[str], batch_size: int = 256, normalize: bool = True
+    model: nn.Module,
+    texts: Sequence[str],
+    batch_size: int = 256,
+    normalize: bool = True,
+    precision: Precision | None = None,
 ) -> np.ndarray:
-    """Texts → float32 ``(N, D)`` numpy embeddings (L2-normalised unless ``normalize=False``)."""
-    return encode_texts(model, texts, batch_size=batch_size, normalize=normalize).cpu().numpy()
+    """Texts → float32 ``(N, D)`` numpy embeddings (L2-normalised unless ``normalize=False``).
+
+    See :func:`encode_texts` for truncation and ``precision``.
+    """
+    embeddings = encode_texts(model, texts, batch_size, normalize, precision)
+    return embeddings.cpu().numpy()

@@ -13,22 +13,43 @@ from torch import nn
 
 from .embedding import Images, check_images, embed_images, embed_texts
 from .preprocess import ImageDecodeError, load_image
+from .runtime import Precision
 
 Thumbnail = str | os.PathLike | Image.Image | np.ndarray
 
 
+Failures = list[tuple[str, str]]
+
+
 def _image_embeddings(
-    model: nn.Module, images: Images, batch_size: int, num_workers: int
+    model: nn.Module,
+    images: Images,
+    batch_size: int,
+    num_workers: int,
+    precision: Precision | None,
+    failures: Failures | None,
 ) -> np.ndarray:
-    """Normalised embeddings of *all* images; any unreadable one raises (rows must pair up)."""
-    result = embed_images(model, images, batch_size=batch_size, num_workers=num_workers)
-    if result.failures:
+    """Normalised embeddings of all images, one row per input (rows must pair up).
+
+    Unreadable images raise (naming every one) unless ``failures`` is a list: then their
+    rows are NaN and each is appended to it as ``(path, reason)``.
+    """
+    items = check_images(images)
+    result = embed_images(
+        model, items, batch_size=batch_size, num_workers=num_workers, precision=precision
+    )
+    if result.failures and failures is None:
         path, reason = result.failures[0]
-        more = len(result.failures) - 1
+        more = [p for p, _ in result.failures[1:]]
         raise ImageDecodeError(
-            path, reason + (f" (and {more} more unreadable inputs)" if more else "")
+            path,
+            reason + (f" (and {len(more)} more unreadable: {', '.join(more)})" if more else ""),
         )
-    return result.embeddings
+    embeddings = np.full((len(items), result.embeddings.shape[1]), np.nan, dtype=np.float32)
+    embeddings[result.indices] = result.embeddings
+    if failures is not None:
+        failures.extend(result.failures)
+    return embeddings
 
 
 def similarity_matrix(
@@ -37,14 +58,21 @@ def similarity_matrix(
     texts: Sequence[str],
     batch_size: int = 64,
     num_workers: int = 0,
+    *,
+    failures: Failures | None = None,
+    precision: Precision | None = None,
 ) -> np.ndarray:
     """Cosine similarities, float32 ``(N_images, N_texts)``.
 
     ``images``: paths, PIL images, ``(3, H, W)`` tensors or an ``(N, 3, H, W)`` batch. An
-    unreadable image raises :class:`~clipforge.preprocess.ImageDecodeError`.
+    unreadable image raises :class:`~clipforge.preprocess.ImageDecodeError` naming every
+    unreadable one, unless ``failures`` is a list: then, as in
+    :func:`~clipforge.embedding.embed_images`, every other image is processed, the rows of
+    unreadable ones are NaN, and each is appended to ``failures`` as ``(path, reason)``.
+    ``precision`` ("fp32", "bf16", "fp16") runs the model under autocast.
     """
-    image = _image_embeddings(model, images, batch_size, num_workers)
-    text = embed_texts(model, texts)
+    image = _image_embeddings(model, images, batch_size, num_workers, precision, failures)
+    text = embed_texts(model, texts, precision=precision)
     return image @ text.T
 
 
@@ -55,12 +83,17 @@ def clip_score(
     weight: float = 100.0,
     batch_size: int = 64,
     num_workers: int = 0,
+    *,
+    failures: Failures | None = None,
+    precision: Precision | None = None,
 ) -> np.ndarray:
     """CLIPScore of each pair ``(images[i], texts[i])``: ``max(weight * cos, 0)``, float32 ``(N,)``.
 
     With ``weight=100`` this is torchmetrics' ``CLIPScore`` scale; Hessel et al. (2021) use
     ``w=2.5``. The clamp is per pair, as in the paper (torchmetrics clamps only the mean;
     the two agree whenever no pair has a negative cosine). See :func:`mean_clip_score`.
+    Unreadable images and ``failures``/``precision`` as in :func:`similarity_matrix` (the
+    score of an unreadable image is NaN).
     """
     items = check_images(images)
     texts = [texts] if isinstance(texts, str) else list(texts)
@@ -68,8 +101,8 @@ def clip_score(
         raise ValueError(
             f"clip_score pairs images with texts: got {len(items)} images, {len(texts)} texts"
         )
-    image = _image_embeddings(model, items, batch_size, num_workers)
-    text = embed_texts(model, texts)
+    image = _image_embeddings(model, items, batch_size, num_workers, precision, failures)
+    text = embed_texts(model, texts, precision=precision)
     cos = (image * text).sum(axis=1)
     return np.maximum(np.float32(weight) * cos, np.float32(0)).astype(np.float32)
 
@@ -81,10 +114,17 @@ def mean_clip_score(
     weight: float = 100.0,
     batch_size: int = 64,
     num_workers: int = 0,
+    *,
+    failures: Failures | None = None,
+    precision: Precision | None = None,
 ) -> float:
-    """The mean of :func:`clip_score` over all pairs (the corpus-level CLIPScore)."""
-    scores = clip_score(model, images, texts, weight, batch_size, num_workers)
-    return float(scores.mean()) if len(scores) else float("nan")
+    """The mean of :func:`clip_score` over all (readable) pairs: the corpus-level CLIPScore."""
+    scores = clip_score(
+        model, images, texts, weight, batch_size, num_workers,
+        failures=failures, precision=precision,
+    )  # fmt: skip
+    finite = scores[np.isfinite(scores)]
+    return float(finite.mean()) if len(finite) else float("nan")
 
 
 def _thumbnail(item: Thumbnail, size: int = 128) -> np.ndarray:

@@ -25,6 +25,7 @@ from .embedding import (
     encode_texts,
     stream_image_embeddings,
 )
+from .runtime import Precision, check_precision
 from .templates import PLACEHOLDER, TEMPLATE_SETS, get_templates
 
 __all__ = [
@@ -85,6 +86,8 @@ class ZeroShotClassifier:
         logit_scale: multiplier of the cosine similarities (100, as in CLIP's evaluation).
             ``None`` means the model's own ``exp(logit_scale)``.
         use_model_scale: use the model's ``exp(logit_scale)`` instead of ``logit_scale``.
+        precision: "fp32", "bf16" or "fp16": run the model under autocast (the model runs
+            where its weights are; move it with ``model.to(device)``).
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class ZeroShotClassifier:
         batch_size: int = 256,
         logit_scale: float | None = 100.0,
         use_model_scale: bool = False,
+        precision: Precision | None = None,
     ) -> None:
         if isinstance(classnames, str):
             raise TypeError("classnames must be a sequence of strings, not one string")
@@ -104,6 +108,7 @@ class ZeroShotClassifier:
         self.model = model
         self.templates = get_templates(templates)
         self.batch_size = batch_size
+        self.precision = check_precision(precision)
         self.use_model_scale = use_model_scale or logit_scale is None
         self._fixed_scale = None if logit_scale is None else float(logit_scale)
         self._class_embeddings: torch.Tensor | None = None
@@ -130,7 +135,9 @@ class ZeroShotClassifier:
         if self._class_embeddings is None:
             prompts = [p for c in self.classnames for p in self.prompts(c)]
             with torch.inference_mode():
-                emb = encode_texts(self.model, prompts, self.batch_size, normalize=True)
+                emb = encode_texts(
+                    self.model, prompts, self.batch_size, normalize=True, precision=self.precision
+                )
                 emb = emb.view(len(self.classnames), len(self.templates), -1).mean(dim=1)
                 emb = F.normalize(emb, dim=-1)
             self._class_embeddings = emb.clone()  # a normal (not inference-mode) tensor
@@ -180,6 +187,7 @@ class ZeroShotClassifier:
             num_workers=num_workers,
             normalize=True,
             progress=progress,
+            precision=self.precision,
         )
         all_probs = torch.cat(probs) if probs else torch.zeros((0, len(self.classnames)))
         scores, top = all_probs.topk(k, dim=-1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from .demo import register as _register_demo
+from .errors import friendly_errors, set_debug
 from .export import register as _register_export
 from .inference import register as _register_inference
 from .train import register as _register_train
@@ -15,12 +16,40 @@ app = typer.Typer(
     help="CLIP models, checkpoints and tools. Every command has --help.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        envvar="CLIPFORGE_DEBUG",
+        help="Show full tracebacks instead of one-line errors (or set CLIPFORGE_DEBUG=1).",
+    ),
+) -> None:
+    set_debug(debug)
+
+
 _register_demo(app)
 _register_zoo(app)
 _register_inference(app)
 _register_export(app)
 _register_train(app)
+
+
+def _wrap_commands(typer_app: typer.Typer) -> None:
+    """Every command prints ordinary mistakes as one line (see :mod:`.errors`)."""
+    for info in typer_app.registered_commands:
+        if info.callback is not None:
+            info.callback = friendly_errors(info.callback)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _wrap_commands(group.typer_instance)
+
+
+_wrap_commands(app)
 
 
 def main() -> None:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import difflib
+import glob
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+from .errors import UsageError, warn
+
+_WIDE = 100_000  # piped output: never truncate or wrap a path
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _WIDE)
+console = Console(width=None if sys.stdout.isatty() else _WIDE)
 
 MODEL = typer.Option(
     "ViT-B-32", "--model", "-m", help="Architecture name, or a checkpoint file/directory."
@@ -19,54 +27,160 @@ WEIGHTS = typer.Option(None, "--weights", "-w", help="Checkpoint file for a name
 PRETRAINED = typer.Option(
     None, "--pretrained", "-p", help="Registered pretrained tag (downloaded once, then cached)."
 )
+DEVICE = typer.Option(
+    None, "--device", "-d", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)."
+)
+PRECISION = typer.Option(
+    "fp32", "--precision", help="fp32 | bf16 | fp16 (autocast; weights stay fp32)."
+)
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 WORKERS = typer.Option(2, "--workers", help="DataLoader workers decoding images.")
 BATCH = typer.Option(32, "--batch-size", help="Images per batch.")
 
 
-def load_model(model: str, weights: Path | None, pretrained: str | None):
+def resolve_architecture(name: str) -> str | None:
+    """The architecture ``name`` denotes: a registered name (case-insensitive when
+    unambiguous) or an architecture JSON file; ``None`` otherwise."""
+    from clipforge.configs.registry import is_architecture_file, resolve_architecture_name
+
+    return name if is_architecture_file(name) else resolve_architecture_name(name)
+
+
+def _unknown_model(model: str) -> UsageError:
+    import clipforge
+
+    names = clipforge.list_architectures()
+    by_lower = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(model.lower(), list(by_lower), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(by_lower[c] for c in close)}? " if close else ""
+    return UsageError(
+        f"--model {model}: unknown architecture and no such checkpoint file or directory; "
+        f"{hint}(`clipforge models` lists the architectures)"
+    )
+
+
+def check_runtime(device: str | None, precision: str) -> Any:
+    """The ``--device`` as a torch device, after checking it and ``--precision``."""
+    from clipforge.runtime import check_precision, resolve_device
+
+    try:
+        check_precision(precision)
+    except ValueError as err:
+        raise UsageError(f"--precision: {err}") from None
+    try:
+        return resolve_device(device)
+    except ValueError as err:
+        raise UsageError(f"--device: {err}") from None
+
+
+def _check_model_args(model: str, weights: Path | None, pretrained: str | None) -> str | None:
+    """Validate --model/--weights/--pretrained in CLI terms; the architecture name if any."""
+    import clipforge
+
+    arch = resolve_architecture(model)
+    if arch is None and not Path(model).exists():
+        raise _unknown_model(model)
+    if weights is not None:
+        if arch is None:
+            raise UsageError(f"--weights needs an architecture name as --model, got {model}")
+        if not weights.exists():
+            raise UsageError(f"--weights {weights}: no such file")
+    if pretrained is not None:
+        if arch is None:
+            raise UsageError(f"--pretrained needs an architecture name as --model, got {model}")
+        tags = [tag for _, tag in clipforge.list_pretrained(arch)]
+        if pretrained not in tags:
+            known = ", ".join(tags) or "none"
+            raise UsageError(
+                f"--pretrained {pretrained}: not a tag of {arch} (known: {known}; "
+                "`clipforge models --pretrained` lists them)"
+            )
+    return arch
+
+
+def load_model(
+    model: str,
+    weights: Path | None,
+    pretrained: str | None,
+    device: str | None = None,
+    precision: str = "fp32",
+):
     """Load the model named on the command line; random weights get a loud warning."""
     import torch
 
     import clipforge
-    from clipforge.configs import is_architecture
 
-    if weights is None and pretrained is None and is_architecture(model):
-        err_console.print(
-            f"[yellow]warning: {model} has random weights (seed 0; pass --weights or "
-            "--pretrained for meaningful results)[/yellow]"
+    target = check_runtime(device, precision)
+    arch = _check_model_args(model, weights, pretrained)
+    if weights is None and pretrained is None and arch is not None:
+        warn(
+            f"{arch} has random weights (seed 0; pass --weights or "
+            "--pretrained for meaningful results)"
         )
         torch.manual_seed(0)  # the same random model on every invocation
-        return clipforge.create_model(model).eval()
-    return clipforge.load(model, weights=weights, pretrained=pretrained)
+        return clipforge.create_model(arch).eval().to(target)
+    return clipforge.load(arch or model, weights=weights, pretrained=pretrained).to(target)
+
+
+def _expand_one(item: Path) -> list[str]:
+    from clipforge.data.folder import IMAGE_EXTENSIONS, list_images  # pulls in torch
+
+    if item.is_dir():
+        found = list_images(item)
+        if not found:
+            warn(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {display(item)}")
+        return found
+    if not item.exists() and glob.has_magic(str(item)):
+        found = sorted(glob.glob(str(item), recursive=True))
+        if not found:
+            warn(f"no files match {display(item)}")
+        return found
+    return [str(item)]
 
 
 def expand_images(items: list[Path]) -> list[str]:
-    """Files as given; directories expanded (recursively, sorted) to their image files."""
-    from clipforge.data.folder import list_images  # imported here: it pulls in torch
-
-    paths: list[str] = []
-    for item in items:
-        paths += list_images(item) if item.is_dir() else [str(item)]
-    return paths
+    """Files as given; directories expanded (recursively, sorted) to their image files;
+    quoted glob patterns expanded. Warns for a folder or pattern that yields nothing."""
+    return [path for item in items for path in _expand_one(item)]
 
 
-def read_lines(path: Path) -> list[str]:
-    """Non-empty lines of a text file."""
+def display(path: str | os.PathLike) -> str:
+    """A path for printing: bytes that are not valid UTF-8 shown as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def cell(path: str | os.PathLike) -> Text:
+    """A table cell holding a path verbatim (no rich markup, no truncation)."""
+    return Text(display(path), overflow="fold")
+
+
+def read_lines(path: Path, option: str = "--texts") -> list[str]:
+    """Non-empty lines of a UTF-8 text file (split on newlines only, not U+2028 or \\f)."""
     try:
-        return [
-            line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-        ]
+        text = path.read_bytes().decode("utf-8")
     except OSError as err:
-        raise typer.BadParameter(f"cannot read {path}: {err}") from err
+        raise UsageError(f"{option} {display(path)}: cannot read: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise UsageError(
+            f"{option} {display(path)}: not UTF-8 text (invalid byte at offset {err.start}); "
+            "save it as UTF-8"
+        ) from None
+    return [s for line in text.split("\n") if (s := line.strip())]
 
 
 def report_failures(failures: list[tuple[str, str]]) -> None:
     """Print every failed input; exit code 1 if there were any (results are still written)."""
     for path, reason in failures:
-        err_console.print(f"[red]failed[/red] {path}: {reason}")
+        err_console.print(Text.assemble(("failed", "red"), f" {display(path)}: {reason}"))
     if failures:
         err_console.print(f"[red]{len(failures)} input(s) failed[/red]; all others were processed")
+        raise typer.Exit(code=1)
+
+
+def fail_if_empty(n_inputs: int) -> None:
+    """Exit 1 (after the caller wrote its empty output) when there was nothing to process."""
+    if n_inputs == 0:
+        warn("no inputs to process; wrote an empty result")
         raise typer.Exit(code=1)
 
 

@@ -2,32 +2,38 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from .common import (
     BATCH,
+    DEVICE,
     JSON,
     MODEL,
+    PRECISION,
     PRETRAINED,
     WEIGHTS,
     WORKERS,
+    cell,
+    console,
+    display,
+    err_console,
     expand_images,
+    fail_if_empty,
     load_model,
     print_json,
     read_lines,
     report_failures,
 )
-
-console = Console()
+from .errors import UsageError, warn
+from .writers import check_embedding_output, check_writable, write_embeddings
 
 
 def classify(
-    images: list[Path] = typer.Argument(..., help="Image files or directories."),
+    images: list[Path] = typer.Argument(..., help="Image files, directories or quoted globs."),
     labels: str = typer.Option(..., "--labels", "-l", help="Comma-separated class names."),
     templates: str = typer.Option(
         "openai_imagenet",
@@ -39,6 +45,8 @@ def classify(
     model: str = MODEL,
     weights: Path = WEIGHTS,
     pretrained: str = PRETRAINED,
+    device: str = DEVICE,
+    precision: str = PRECISION,
     batch_size: int = BATCH,
     workers: int = WORKERS,
     as_json: bool = JSON,
@@ -49,10 +57,12 @@ def classify(
     classnames = [c.strip() for c in labels.split(",") if c.strip()]
     if len(classnames) < 2:
         raise typer.BadParameter("give at least two labels", param_hint="--labels")
-    clip = load_model(model, weights, pretrained)
-    classifier = ZeroShotClassifier(clip, classnames, templates=_templates(templates))
+    prompts = _templates(templates)
+    paths = expand_images(images)
+    clip = load_model(model, weights, pretrained, device, precision)
+    classifier = ZeroShotClassifier(clip, classnames, templates=prompts, precision=precision)
     result = classifier.predict(
-        expand_images(images),
+        paths,
         top_k=min(top_k, len(classnames)),
         batch_size=batch_size,
         num_workers=workers,
@@ -70,29 +80,43 @@ def classify(
         )
     ]
     if as_json:
-        print_json({"predictions": rows, "failures": [list(f) for f in result.failures]})
+        for row in rows:
+            row["path"] = display(row["path"])
+        failures = [[display(p), reason] for p, reason in result.failures]
+        print_json({"predictions": rows, "failures": failures})
     else:
         table = Table("image", "prediction", "top-k")
         for row in rows:
             best = row["top_k"][0]
             rest = ", ".join(f"{t['label']} {t['prob']:.2f}" for t in row["top_k"][1:])
-            table.add_row(row["path"], f"{best['label']} ({best['prob']:.2f})", rest)
+            table.add_row(cell(row["path"]), f"{best['label']} ({best['prob']:.2f})", rest)
         console.print(table)
     report_failures(result.failures)
+    fail_if_empty(len(paths))
 
 
-def _templates(value: str):
+def _templates(value: str) -> list[str]:
+    """The --templates prompts (a set name, a file, or one template with {c})."""
+    from clipforge.zeroshot import get_templates
+
     path = Path(value)
-    return path if path.is_file() else value
+    try:
+        return get_templates(path if path.is_file() else value)
+    except UnicodeDecodeError:
+        raise UsageError(f"--templates {value}: not UTF-8 text; save it as UTF-8") from None
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--templates: {err}") from None
 
 
 def embed(
-    inputs: list[Path] = typer.Argument(None, help="Image files or directories."),
-    texts: Path = typer.Option(None, "--texts", help="Text file: one text per line."),
+    inputs: list[Path] = typer.Argument(None, help="Image files, directories or quoted globs."),
+    texts: Path = typer.Option(None, "--texts", help="UTF-8 text file: one text per line."),
     output: Path = typer.Option(..., "--output", "-o", help="out.npy or out.parquet"),
     model: str = MODEL,
     weights: Path = WEIGHTS,
     pretrained: str = PRETRAINED,
+    device: str = DEVICE,
+    precision: str = PRECISION,
     batch_size: int = BATCH,
     workers: int = WORKERS,
 ) -> None:
@@ -101,34 +125,52 @@ def embed(
 
     if bool(inputs) == bool(texts):
         raise typer.BadParameter("give either images/directories or --texts FILE")
-    if output.suffix not in (".npy", ".parquet"):
-        raise typer.BadParameter("output must end in .npy or .parquet", param_hint="--output")
-    clip = load_model(model, weights, pretrained)
+    check_embedding_output(output)  # before any work: a bad --output must not lose the run
     failures: list[tuple[str, str]] = []
     if texts:
         ids = read_lines(texts)
-        vectors = embed_texts(clip, ids)
+        n_inputs = len(ids)
+        clip = load_model(model, weights, pretrained, device, precision)
+        vectors = embed_texts(clip, ids, precision=precision)
     else:
+        paths = expand_images(inputs)
+        n_inputs = len(paths)
+        _warn_undecodable_names(paths)
+        clip = load_model(model, weights, pretrained, device, precision)
         result = embed_images(
-            clip, expand_images(inputs), batch_size=batch_size, num_workers=workers, progress=None
+            clip,
+            paths,
+            batch_size=batch_size,
+            num_workers=workers,
+            progress=None,
+            precision=precision,
         )
-        ids, vectors, failures = [str(p) for p in result.paths], result.embeddings, result.failures
-    _write_embeddings(output, ids, vectors)
-    console.print(f"wrote {len(ids)} embeddings of dim {vectors.shape[1]} to {output}")
+        ids, vectors, failures = (
+            [display(p) for p in result.paths],
+            result.embeddings,
+            result.failures,
+        )
+    written = write_embeddings(output, ids, vectors)
+    names = " and ".join(str(p) for p in written)
+    err_console.print(f"wrote {len(ids)} embeddings of dim {vectors.shape[1]} to {names}")
     report_failures(failures)
+    fail_if_empty(n_inputs)
 
 
-def _write_embeddings(output: Path, ids: list[str], vectors: np.ndarray) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output.suffix == ".npy":
-        np.save(output, vectors)
-        output.with_suffix(".ids.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
-        return
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _warn_undecodable_names(paths: list[str]) -> None:
+    bad = [p for p in paths if display(p) != p]
+    if bad:
+        warn(
+            f"{len(bad)} file name(s) are not valid UTF-8; their ids show the raw bytes "
+            f"as \\xNN (e.g. {display(bad[0])})"
+        )
 
-    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
-    pq.write_table(pa.table({"id": ids, "embedding": column}), output)
+
+def _nan_to_none(values: list) -> list:
+    """A list (of lists) of floats with NaN as ``None`` (valid JSON)."""
+    return [
+        _nan_to_none(v) if isinstance(v, list) else (None if math.isnan(v) else v) for v in values
+    ]
 
 
 def similarity(
@@ -138,22 +180,39 @@ def similarity(
     model: str = MODEL,
     weights: Path = WEIGHTS,
     pretrained: str = PRETRAINED,
+    device: str = DEVICE,
+    precision: str = PRECISION,
     as_json: bool = JSON,
 ) -> None:
-    """Cosine similarity matrix of images × texts (and an optional heat-map)."""
+    """Cosine similarity matrix of images × texts (and an optional heat-map).
+
+    Unreadable images are reported (exit code 1) and every other one is still scored."""
     from clipforge.scoring import plot_similarity, similarity_matrix
 
+    if plot is not None:
+        check_writable(plot, "--plot")
     paths = expand_images(images)
-    sim = similarity_matrix(load_model(model, weights, pretrained), paths, texts)
-    if plot:
-        plot_similarity(sim, [Path(p) for p in paths], texts, plot)
+    clip = load_model(model, weights, pretrained, device, precision)
+    failures: list[tuple[str, str]] = []
+    sim = similarity_matrix(clip, paths, texts, failures=failures, precision=precision)
+    if plot is not None and paths:
+        bad = {p for p, _ in failures}
+        columns = [f"{Path(display(p)).name} (unreadable)" if p in bad else Path(p) for p in paths]
+        plot_similarity(sim, columns, texts, plot)
     if as_json:
-        print_json({"images": paths, "texts": texts, "similarity": sim.tolist()})
-        return
-    table = Table("image", *texts)
-    for path, row in zip(paths, sim, strict=True):
-        table.add_row(path, *(f"{v:+.3f}" for v in row))
-    console.print(table)
+        shown = [display(p) for p in paths]
+        print_json({"images": shown, "texts": texts, "similarity": _nan_to_none(sim.tolist())})
+    else:
+        table = Table("image", *texts)
+        for path, row in zip(paths, sim, strict=True):
+            table.add_row(cell(path), *(_signed(v) for v in row))
+        console.print(table)
+    report_failures(failures)
+    fail_if_empty(len(paths))
+
+
+def _signed(value: float) -> str:
+    return "unreadable" if math.isnan(value) else f"{value:+.3f}"
 
 
 def score(
@@ -162,9 +221,15 @@ def score(
     model: str = MODEL,
     weights: Path = WEIGHTS,
     pretrained: str = PRETRAINED,
+    device: str = DEVICE,
+    precision: str = PRECISION,
     as_json: bool = JSON,
 ) -> None:
-    """CLIP score of each (image, caption) pair: max(100·cos, 0)."""
+    """CLIP score of each (image, caption) pair: max(100·cos, 0).
+
+    Unreadable images are reported (exit code 1) and every other pair is still scored."""
+    import numpy as np
+
     from clipforge.scoring import clip_score
 
     paths = [str(p) for p in images]
@@ -172,15 +237,22 @@ def score(
         raise typer.BadParameter(
             f"{len(paths)} images but {len(texts)} texts: give one text per image"
         )
-    scores = clip_score(load_model(model, weights, pretrained), paths, texts)
+    clip = load_model(model, weights, pretrained, device, precision)
+    failures: list[tuple[str, str]] = []
+    scores = clip_score(clip, paths, texts, failures=failures, precision=precision)
+    finite = scores[np.isfinite(scores)]
+    mean = float(finite.mean()) if len(finite) else float("nan")
     if as_json:
-        print_json({"scores": [float(s) for s in scores], "mean": float(np.mean(scores))})
-        return
-    table = Table("image", "text", "CLIP score")
-    for path, text, value in zip(paths, texts, scores, strict=True):
-        table.add_row(path, text, f"{value:.2f}")
-    console.print(table)
-    console.print(f"mean CLIP score: {np.mean(scores):.2f}")
+        print_json(
+            {"scores": _nan_to_none(scores.tolist()), "mean": None if math.isnan(mean) else mean}
+        )
+    else:
+        table = Table("image", "text", "CLIP score")
+        for path, text, value in zip(paths, texts, scores, strict=True):
+            table.add_row(cell(path), text, "unreadable" if math.isnan(value) else f"{value:.2f}")
+        console.print(table)
+        console.print(f"mean CLIP score: {mean:.2f}")
+    report_failures(failures)
 
 
 def register(app: typer.Typer) -> None:

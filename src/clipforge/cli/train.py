@@ -16,9 +16,13 @@ def train(
     overrides: list[str] = typer.Argument(
         None, help="Overrides such as optim.lr=1e-4 steps=100 resume=latest."
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a previous run's files in a non-empty output_dir."
+    ),
 ) -> None:
     """Train or fine-tune a CLIP model (see examples/train_procedural_tiny.yaml)."""
-    from ..train import ConfigError, NonFiniteLossError, load_config
+    from ..checkpoints import CheckpointError
+    from ..train import ConfigError, NonFiniteLossError, OutputDirError, load_config
     from ..train import train as run_training
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -28,8 +32,11 @@ def train(
         err_console.print(f"[red]config error:[/red] {err}")
         raise typer.Exit(code=2) from None
     try:
-        result = run_training(cfg)
-    except NonFiniteLossError as err:
+        result = run_training(cfg, overwrite=overwrite)
+    except OutputDirError as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(code=2) from None
+    except (NonFiniteLossError, CheckpointError) as err:
         err_console.print(f"[red]training stopped:[/red] {err}")
         raise typer.Exit(code=1) from None
     summary = ", ".join(

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console(width=None if sys.stdout.isatty() else 140)
+from .common import DEVICE, PRECISION, check_runtime, console, resolve_architecture
+from .errors import UsageError
 
 
 def models(
@@ -18,15 +17,14 @@ def models(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List architectures with their parameter counts (and pretrained tags)."""
-    import torch
-
     import clipforge
+
+    from .param_counts import count_parameters
 
     rows = []
     for name in clipforge.list_architectures():
-        with torch.device("meta"):
-            counts = clipforge.create_model(name).num_parameters()
         cfg = clipforge.get_config(name)
+        counts = count_parameters(cfg)  # from the config: no model built, no torch import
         row = {
             "name": name,
             "image_size": cfg.vision.image_size,
@@ -59,6 +57,8 @@ def models(
 
 def selfcheck(
     architectures: list[str] = typer.Argument(None, help="Architectures to check (default: all)."),
+    device: str = DEVICE,
+    precision: str = PRECISION,
 ) -> None:
     """Build every architecture with random weights, run one image and one caption through it,
     and print parameter counts, embedding sizes and timings."""
@@ -66,8 +66,14 @@ def selfcheck(
 
     import clipforge
 
+    target = check_runtime(device, precision)
     names = architectures or clipforge.list_architectures()
-    table = Table(title="clipforge model-zoo self-check (random weights, CPU, fp32)")
+    for name in names:
+        if resolve_architecture(name) is None:
+            raise UsageError(f"unknown architecture {name} (`clipforge models` lists them)")
+    names = [resolve_architecture(name) for name in names]
+    title = f"clipforge model-zoo self-check (random weights, {target}, {precision})"
+    table = Table(title=title)
     for column in (
         "architecture",
         "image M",
@@ -85,7 +91,7 @@ def selfcheck(
         for name in names:
             status.update(f"checking {name}...")
             try:
-                table.add_row(name, *_check(clipforge, torch, name))
+                table.add_row(name, *_check(clipforge, torch, name, target, precision))
             except Exception as err:  # report and continue: a self-check lists every failure
                 failures += 1
                 table.add_row(name, f"[red]FAILED: {err}[/red]")
@@ -95,19 +101,23 @@ def selfcheck(
     console.print(f"[green]all {len(names)} architectures built and ran[/green]")
 
 
-def _check(clipforge, torch, name: str) -> list[str]:
+def _check(clipforge, torch, name: str, device, precision: str) -> list[str]:
+    from clipforge.runtime import autocast
+
     start = time.perf_counter()
     torch.manual_seed(0)
-    model = clipforge.create_model(name).eval()
+    model = clipforge.create_model(name).eval().to(device)
     built = time.perf_counter() - start
     size = model.config.vision.image_size
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision, device):
         start = time.perf_counter()
-        image = model.encode_image(torch.rand(1, 3, size, size), normalize=True)
+        image = model.encode_image(torch.rand(1, 3, size, size, device=device), normalize=True)
         image_ms = (time.perf_counter() - start) * 1e3
         start = time.perf_counter()
-        text = model.encode_text(model.tokenize(["a photo of a cat"]), normalize=True)
+        tokens = model.tokenize(["a photo of a cat"]).to(device)
+        text = model.encode_text(tokens, normalize=True)
         text_ms = (time.perf_counter() - start) * 1e3
+    image, text = image.float(), text.float()
     if not (torch.isfinite(image).all() and torch.isfinite(text).all()):
         raise RuntimeError("non-finite embeddings")
     counts = model.num_parameters()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -33,16 +34,30 @@ class _TextEncoder(nn.Module):
         return self.text(tokens, trim_padding=False)
 
 
+def _fp32_cpu(model: CLIP) -> CLIP:
+    """``model`` itself if it is fp32 on the CPU, else an fp32 CPU copy (never in place)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if all(
+        t.device.type == "cpu" and t.dtype == torch.float32
+        for t in tensors
+        if t.is_floating_point()
+    ):
+        return model
+    return copy.deepcopy(model).to(device="cpu", dtype=torch.float32)
+
+
 def export_onnx(model: CLIP, directory: str | Path, opset: int = 17) -> Path:
     """Write ``image_encoder.onnx``, ``text_encoder.onnx`` and ``clipforge_onnx.json``.
 
     Outputs are unnormalised features, exactly ``model.encode_image`` / ``encode_text``.
+    The caller's model is left as it was: a half-precision or GPU model is exported from
+    an fp32 CPU copy.
     """
     if model.visual is None or model.text is None:
         raise ValueError("ONNX export needs a model with both towers")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model = model.float().eval()
+    model = _fp32_cpu(model)
     size = model.config.vision.image_size
     pixels = torch.zeros(2, 3, size, size)
     tokens = model.tokenize(["a photo of a cat", "a dog"])

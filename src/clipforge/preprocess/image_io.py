@@ -102,15 +102,34 @@ def load_image(path: PathLike, *, min_size: int | None = None) -> Image.Image:
     return decode_image(p, p, min_size=min_size)
 
 
+def _float_to_8bit(values: np.ndarray) -> np.ndarray:
+    """Mode "F" pixels as uint8: [0, 1] scaled by 255, [0, 255] kept, else min-max rescaled."""
+    if not np.isfinite(values).all():
+        raise ValueError("float (mode F) image has NaN or infinite pixels")
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if lo >= 0.0 and hi <= 1.0:
+        scaled = values.astype(np.float64) * 255.0
+    elif lo >= 0.0 and hi <= 255.0:
+        scaled = values.astype(np.float64)
+    else:
+        scaled = (values.astype(np.float64) - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 255)
+
+
 def to_8bit(image: Image.Image) -> Image.Image:
-    """Scale 16/32-bit integer greyscale images to an 8-bit ``"L"`` image; others unchanged.
+    """Scale 16/32-bit integer and float greyscale images to 8-bit ``"L"``; others unchanged.
 
     PIL's ``convert("RGB")`` clips such images to 255 (a 16-bit photo becomes almost all
-    white), so the reference pipelines are wrong for them. We deliberately deviate:
-    ``I;16*`` modes keep the high byte (``value >> 8``); mode ``"I"`` is kept as is when its
-    values fit in [0, 255], shifted by 8 bits when they fit in [0, 65535], and otherwise
-    rescaled linearly from its [min, max] range to [0, 255].
+    white; a float image in [0, 1] all black), so the reference pipelines are wrong for
+    them. We deliberately deviate: ``I;16*`` modes keep the high byte (``value >> 8``); mode
+    ``"I"`` is kept as is when its values fit in [0, 255], shifted by 8 bits when they fit
+    in [0, 65535], and otherwise rescaled linearly from its [min, max] range to [0, 255].
+    Mode ``"F"`` (float TIFFs) is scaled by 255 when its values fit in [0, 1], kept (rounded)
+    when they fit in [0, 255], and otherwise rescaled from [min, max]; NaN or infinite pixels
+    raise ``ValueError``.
     """
+    if image.mode == "F":
+        return Image.fromarray(_float_to_8bit(np.asarray(image)).astype(np.uint8))
     if image.mode not in SIXTEEN_BIT_MODES:
         return image
     values = np.asarray(image)
@@ -123,5 +142,5 @@ def to_8bit(image: Image.Image) -> Image.Image:
         elif lo >= 0 and hi <= 65535:
             scaled = values >> 8
         else:
-            scaled = (values.astype(np.int64) - lo) * 255 // (hi - lo)
+            scaled = (values.astype(np.int64) - lo) * 255 // max(hi - lo, 1)
     return Image.fromarray(np.ascontiguousarray(scaled, dtype=np.uint8), mode="L")

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 from PIL import Image, ImageOps
 
 from .config import PreprocessConfig
-from .image_io import PathLike, load_image, to_8bit
+from .image_io import ImageDecodeError, PathLike, load_image, to_8bit
 
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -49,6 +49,10 @@ _TWO_PASS_MODES = ("L", "RGB", "La", "RGBa")
 _PREMULTIPLIED = {"LA": "La", "RGBA": "RGBa"}
 _ROW_MARGIN = 2  # extra source rows kept around the computed span, for robustness
 DRAFT_REDUCING_GAP = 3
+MAX_RESIZED_SIDE = 2**17
+"""Longest side an image may have after its resize (the work per image is bounded by
+``MAX_RESIZED_SIDE * image_size`` pixels): a shortest-side resize of a 1x10000 strip to
+224 would otherwise need a 224x2240000 intermediate (2.7 GB)."""
 
 
 # --------------------------------------------------------------------------- geometry
@@ -218,6 +222,27 @@ def _hf_geometry(image: Image.Image, cfg: PreprocessConfig, resample: int) -> Im
     return resize_crop(image, (nw, nh), (left, top, left + s, top + s), resample)
 
 
+def check_geometry(width: int, height: int, cfg: PreprocessConfig) -> None:
+    """Raise ``ValueError`` for an image whose resize would be unbounded or degenerate.
+
+    A shortest-side resize may make the longer side at most :data:`MAX_RESIZED_SIDE`;
+    a longest-side resize must leave the shorter side at least one pixel.
+    """
+    if width < 1 or height < 1:
+        raise ValueError(f"image has no pixels ({width}x{height})")
+    s, ratio = cfg.image_size, max(width, height) / min(width, height)
+    what = f"extreme aspect ratio {width}x{height} ({ratio:.0f}:1)"
+    if cfg.resize_mode == "shortest":
+        longest = max(shortest_side_size(width, height, s))
+        if longest > MAX_RESIZED_SIDE:
+            raise ValueError(
+                f"{what}: resizing its shorter side to {s} would make the longer one "
+                f"{longest} pixels (at most {MAX_RESIZED_SIDE}); crop or pad it first"
+            )
+    elif cfg.resize_mode == "longest" and min(longest_side_size(width, height, s)) < 1:
+        raise ValueError(f"{what}: resizing its longer side to {s} leaves no pixels")
+
+
 # ------------------------------------------------------------------ draft (opt-in, lossy)
 
 
@@ -327,11 +352,18 @@ class Preprocess:
     def to_array(self, image: Image.Image | PathLike) -> np.ndarray:
         """Preprocess one image (or the image file at a path) to a float32 numpy array."""
         cfg = self.cfg
-        if isinstance(image, str | os.PathLike):
-            image = load_image(image, min_size=cfg.image_size if cfg.draft else None)
+        path = image if isinstance(image, str | os.PathLike) else None
+        if path is not None:
+            image = load_image(path, min_size=cfg.image_size if cfg.draft else None)
         elif not isinstance(image, Image.Image):
             raise TypeError(f"expected a PIL image or a path, got {type(image).__name__}")
-        image = to_8bit(image)
+        try:
+            check_geometry(*image.size, cfg)
+            image = to_8bit(image)
+        except ValueError as err:
+            if path is None:
+                raise
+            raise ImageDecodeError(path, str(err)) from err
         if cfg.draft:
             image = draft_reduce(image, cfg.image_size)
         image = self._geometry(image, cfg, self._resample)

@@ -18,6 +18,7 @@ from .config import (
     load_config,
 )
 from .loop import NonFiniteLossError, TrainResult, train
+from .outdir import OutputDirError
 
 __all__ = [
     "Checkpoint",
@@ -28,6 +29,7 @@ __all__ = [
     "ModelConfig",
     "NonFiniteLossError",
     "OptimConfig",
+    "OutputDirError",
     "TrainConfig",
     "TrainResult",
     "config_from_dict",

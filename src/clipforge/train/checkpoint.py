@@ -241,23 +241,56 @@ def save_checkpoint(
 
 # ----------------------------------------------------------------------------- reading
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Read ``state.pt`` of a step directory (safely: ``weights_only=True``)."""
+    """Read ``state.pt`` of a step directory (safely: ``weights_only=True``).
+
+    A missing, truncated or corrupt ``state.pt`` or ``model.safetensors`` raises
+    :class:`~clipforge.checkpoints.CheckpointError` naming the file.
+    """
+    from safetensors import safe_open
+
+    from ..checkpoints.errors import CheckpointError
+
     path = Path(path)
     state_file = path / STATE_FILE
     if not state_file.is_file():
         raise FileNotFoundError(f"{path} is not a training checkpoint (no {STATE_FILE})")
-    state = torch.load(state_file, map_location=map_location, weights_only=True)
-    return Checkpoint(path=path, step=int(state["step"]), state=state)
+    try:
+        state = torch.load(state_file, map_location=map_location, weights_only=True)
+        step = int(state["step"])
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise CheckpointError(f"{state_file} is damaged: {type(err).__name__}: {err}") from err
+    weights = path / "model.safetensors"
+    try:
+        with safe_open(str(weights), "pt"):  # validates the header and the file's length
+            pass
+    except Exception as err:  # SafetensorError, FileNotFoundError, ...
+        raise CheckpointError(f"{weights} is damaged: {type(err).__name__}: {err}") from err
+    return Checkpoint(path=path, step=step, state=state)
+
+
+def _pointer_target(root: Path) -> Path | None:
+    """The step directory named by ``root/latest``; refuses one outside ``root``."""
+    from ..checkpoints.errors import CheckpointError
+
+    pointer = root / LATEST
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text(encoding="utf-8").strip()
+    target = root / name
+    if not name or target.resolve().parent != root.resolve():
+        raise CheckpointError(
+            f"{pointer} names {name!r}, which is not a checkpoint directory inside {root}; "
+            f"refusing to follow it (delete {pointer} to resume from the newest step_N)"
+        )
+    return target if (target / STATE_FILE).is_file() else None
 
 
 def latest_path(output_dir: str | Path) -> Path | None:
     """The directory ``latest`` points to (or the newest complete one), if any."""
     root = Path(output_dir)
-    pointer = root / LATEST
-    if pointer.is_file():
-        target = root / pointer.read_text(encoding="utf-8").strip()
-        if (target / STATE_FILE).is_file():
-            return target
+    target = _pointer_target(root)
+    if target is not None:
+        return target
     found = list_checkpoints(root)
     return found[-1] if found else None
 
@@ -265,9 +298,34 @@ def latest_path(output_dir: str | Path) -> Path | None:
 def load_latest(
     output_dir: str | Path, map_location: str | torch.device = "cpu"
 ) -> Checkpoint | None:
-    """The newest checkpoint of ``output_dir``, or ``None`` when there is none."""
-    path = latest_path(output_dir)
-    return load_checkpoint(path, map_location) if path is not None else None
+    """The newest intact checkpoint of ``output_dir``, or ``None`` when there is none.
+
+    A damaged newest checkpoint (say, truncated by a full disk) is skipped with a warning
+    in favour of the next older intact one; if every one is damaged this raises
+    :class:`~clipforge.checkpoints.CheckpointError`.
+    """
+    import logging
+
+    from ..checkpoints.errors import CheckpointError
+
+    root = Path(output_dir)
+    first = _pointer_target(root)
+    candidates = [first] if first is not None else []
+    candidates += [p for p in reversed(list_checkpoints(root)) if p != first]
+    errors = []
+    for path in candidates:
+        try:
+            ckpt = load_checkpoint(path, map_location)
+        except CheckpointError as err:
+            errors.append(str(err))
+            logging.getLogger("clipforge.train").warning(
+                "skipping damaged checkpoint %s (%s); trying an older one", path, err
+            )
+            continue
+        return ckpt
+    if errors:
+        raise CheckpointError(f"no intact checkpoint in {root}: " + "; ".join(errors))
+    return None
 
 
 def _record_step(line: str) -> float:

@@ -84,6 +84,27 @@ class OptimConfig:
     min_lr_ratio: float = 0.0  # cosine floor, as a fraction of lr
     grad_clip_norm: float | None = None
 
+    def __post_init__(self) -> None:
+        """Range-check every numeric setting, naming the key (before anything is built)."""
+        import math
+
+        checks: list[tuple[str, float, bool, str]] = [
+            ("lr", self.lr, self.lr > 0, "> 0"),
+            ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
+            ("eps", self.eps, self.eps > 0, "> 0"),
+            ("warmup_steps", self.warmup_steps, self.warmup_steps >= 0, ">= 0"),
+            ("min_lr_ratio", self.min_lr_ratio, 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
+        ]
+        checks += [
+            (f"betas[{i}]", beta, 0 <= beta < 1, "in [0, 1)") for i, beta in enumerate(self.betas)
+        ]
+        if self.grad_clip_norm is not None:
+            clip = self.grad_clip_norm
+            checks.append(("grad_clip_norm", clip, clip > 0, "> 0 (or null: no clipping)"))
+        for key, value, ok, expected in checks:
+            if not (ok and math.isfinite(value)):  # NaN fails every comparison
+                raise ConfigError(f"optim.{key} must be {expected}, got {value}")
+
 
 @dataclass
 class LossConfig:

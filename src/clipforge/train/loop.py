@@ -44,6 +44,7 @@ from .checkpoint import (
 from .config import LossConfig, ModelConfig, TrainConfig, config_to_dict
 from .gradcache import ContrastiveModel, contrastive_step
 from .optim import build_optimizer, build_scheduler
+from .outdir import claim_output_dir
 
 __all__ = ["METRICS_FILE", "NonFiniteLossError", "TrainResult", "build_model", "train"]
 
@@ -243,14 +244,21 @@ def _evaluations(cfg: TrainConfig) -> list[tuple[str, str, Any, Any]]:
 
 
 # ----------------------------------------------------------------------------- train
-def train(cfg: TrainConfig) -> TrainResult:
-    """Train (or fine-tune) a CLIP model as ``cfg`` describes; see the module docstring."""
-    d = _setup_distributed(cfg)
-    try:
-        return _Trainer(cfg, d).run()
-    finally:
-        if d.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+def train(cfg: TrainConfig, overwrite: bool = False) -> TrainResult:
+    """Train (or fine-tune) a CLIP model as ``cfg`` describes; see the module docstring.
+
+    ``cfg.output_dir`` is locked for the run; a non-empty one is refused unless
+    ``cfg.resume`` is set or ``overwrite`` (which removes the previous run's files) is true
+    (:class:`~clipforge.train.outdir.OutputDirError`).
+    """
+    main = int(os.environ.get("RANK", "0")) == 0
+    with claim_output_dir(cfg.output_dir, cfg.resume, overwrite=overwrite, main=main):
+        d = _setup_distributed(cfg)
+        try:
+            return _Trainer(cfg, d).run()
+        finally:
+            if d.owns_group and dist.is_initialized():
+                dist.destroy_process_group()
 
 
 class _Trainer:

@@ -1,0 +1,86 @@
+"""One-line errors for ordinary mistakes; ``--debug`` (or ``CLIPFORGE_DEBUG=1``) shows tracebacks.
+
+Exit codes: 2 for usage errors (a wrong option value, an unknown name, an unreadable
+option file), 1 for failed inputs (an unreadable checkpoint or image, an I/O error).
+Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+import typer
+from rich.console import Console
+from rich.text import Text
+
+F = TypeVar("F", bound=Callable[..., Any])
+_stderr = Console(stderr=True, width=None if sys.stderr.isatty() else 100_000)
+_state = {"debug": False}
+
+USAGE_EXIT = 2
+INPUT_EXIT = 1
+
+
+class UsageError(Exception):
+    """A wrong option or argument: printed as one line, exit code 2."""
+
+
+class InputError(Exception):
+    """An input that could not be processed: printed as one line, exit code 1."""
+
+
+def set_debug(enabled: bool) -> None:
+    """Show full tracebacks instead of one-line errors."""
+    _state["debug"] = enabled
+
+
+def debug_enabled() -> bool:
+    return _state["debug"] or os.environ.get("CLIPFORGE_DEBUG", "") not in ("", "0")
+
+
+def warn(message: str) -> None:
+    """A yellow ``warning:`` line on stderr."""
+    _stderr.print(Text.assemble(("warning: ", "yellow"), message))
+
+
+def _exit_code(err: Exception) -> int | None:
+    """The exit code of an error we report in one line; ``None`` for a bug."""
+    from clipforge.checkpoints import CheckpointError
+    from clipforge.configs import ConfigError
+    from clipforge.preprocess import ImageDecodeError
+    from clipforge.train.outdir import OutputDirError
+
+    if isinstance(err, UsageError | ConfigError | OutputDirError):
+        return USAGE_EXIT
+    if isinstance(err, InputError | CheckpointError | ImageDecodeError | OSError):
+        return INPUT_EXIT
+    if isinstance(err, UnicodeError):
+        return INPUT_EXIT
+    if isinstance(err, ValueError):  # the API's "bad argument" error
+        return USAGE_EXIT
+    return None
+
+
+def friendly_errors(command: F) -> F:
+    """Wrap a command: known errors become one ``error:`` line and exit 2 or 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as err:
+            code = _exit_code(err)
+            if code is None or debug_enabled():
+                raise
+            message = str(err) or type(err).__name__
+            _stderr.print(Text.assemble(("error: ", "red"), message.replace("\n", " ")))
+            raise typer.Exit(code=code) from None
+
+    return wrapper  # type: ignore[return-value]
