@@ -164,5 +164,5 @@ def test_cli_names_the_bad_optimizer_key(tmp_path):
     config = write_yaml(tmp_path / "cfg.json", tmp_path / "run")
     result = runner.invoke(app, ["train", str(config), "optim.grad_clip_norm=-1"])
     assert result.exit_code == 2
-    assert "optim.grad_clip_norm must be > 0" in result.output
+    assert "'optim.grad_clip_norm' must be > 0" in result.output
     assert not (tmp_path / "run").exists()  # refused before anything was built or written

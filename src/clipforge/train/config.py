@@ -75,35 +75,17 @@ class ModelConfig:
 class OptimConfig:
     """AdamW and its learning-rate schedule."""
 
-    lr: float = 5e-4
-    weight_decay: float = 0.2
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    warmup_steps: int = 0
+    lr: float = bounded(5e-4, gt=0.0)
+    weight_decay: float = bounded(0.2, ge=0.0)
+    betas: tuple[float, float] = bounded((0.9, 0.98), ge=0.0, lt=1.0)
+    eps: float = bounded(1e-6, gt=0.0)
+    warmup_steps: int = bounded(0, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
-    min_lr_ratio: float = 0.0  # cosine floor, as a fraction of lr
-    grad_clip_norm: float | None = None
+    min_lr_ratio: float = bounded(0.0, ge=0.0, le=1.0)  # cosine floor, as a fraction of lr
+    grad_clip_norm: float | None = bounded(None, gt=0.0)  # None: no clipping
 
     def __post_init__(self) -> None:
-        """Range-check every numeric setting, naming the key (before anything is built)."""
-        import math
-
-        checks: list[tuple[str, float, bool, str]] = [
-            ("lr", self.lr, self.lr > 0, "> 0"),
-            ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
-            ("eps", self.eps, self.eps > 0, "> 0"),
-            ("warmup_steps", self.warmup_steps, self.warmup_steps >= 0, ">= 0"),
-            ("min_lr_ratio", self.min_lr_ratio, 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
-        ]
-        checks += [
-            (f"betas[{i}]", beta, 0 <= beta < 1, "in [0, 1)") for i, beta in enumerate(self.betas)
-        ]
-        if self.grad_clip_norm is not None:
-            clip = self.grad_clip_norm
-            checks.append(("grad_clip_norm", clip, clip > 0, "> 0 (or null: no clipping)"))
-        for key, value, ok, expected in checks:
-            if not (ok and math.isfinite(value)):  # NaN fails every comparison
-                raise ConfigError(f"optim.{key} must be {expected}, got {value}")
+        check_ranges(self, "optim")  # also when built directly, not from a dict
 
 
 @dataclass
