@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import clipforge
-from clipforge.cli.param_counts import count_parameters
 from clipforge.configs import ClipConfig, ResNetConfig, TextConfig, ViTConfig
+from clipforge.configs.param_counts import count_parameters
 
 from .conftest import REPO
 

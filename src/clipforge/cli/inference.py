@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..embedding_io import write_embeddings
 from .common import (
     BATCH,
     DEVICE,
@@ -29,7 +30,7 @@ from .common import (
     report_failures,
 )
 from .errors import UsageError, warn
-from .writers import check_embedding_output, check_writable, write_embeddings
+from .writers import check_embedding_output, check_writable
 
 
 def classify(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import typer
 from rich.table import Table
@@ -19,7 +18,7 @@ def models(
     """List architectures with their parameter counts (and pretrained tags)."""
     import clipforge
 
-    from .param_counts import count_parameters
+    from ..configs.param_counts import count_parameters
 
     rows = []
     for name in clipforge.list_architectures():
@@ -62,9 +61,8 @@ def selfcheck(
 ) -> None:
     """Build every architecture with random weights, run one image and one caption through it,
     and print parameter counts, embedding sizes and timings."""
-    import torch
-
     import clipforge
+    from clipforge.selfcheck import check_architecture
 
     target = check_runtime(device, precision)
     names = architectures or clipforge.list_architectures()
@@ -91,7 +89,7 @@ def selfcheck(
         for name in names:
             status.update(f"checking {name}...")
             try:
-                table.add_row(name, *_check(clipforge, torch, name, target, precision))
+                table.add_row(name, *_row(check_architecture(name, target, precision)))
             except Exception as err:  # report and continue: a self-check lists every failure
                 failures += 1
                 table.add_row(name, f"[red]FAILED: {err}[/red]")
@@ -101,33 +99,15 @@ def selfcheck(
     console.print(f"[green]all {len(names)} architectures built and ran[/green]")
 
 
-def _check(clipforge, torch, name: str, device, precision: str) -> list[str]:
-    from clipforge.runtime import autocast
-
-    start = time.perf_counter()
-    torch.manual_seed(0)
-    model = clipforge.create_model(name).eval().to(device)
-    built = time.perf_counter() - start
-    size = model.config.vision.image_size
-    with torch.inference_mode(), autocast(precision, device):
-        start = time.perf_counter()
-        image = model.encode_image(torch.rand(1, 3, size, size, device=device), normalize=True)
-        image_ms = (time.perf_counter() - start) * 1e3
-        start = time.perf_counter()
-        tokens = model.tokenize(["a photo of a cat"]).to(device)
-        text = model.encode_text(tokens, normalize=True)
-        text_ms = (time.perf_counter() - start) * 1e3
-    image, text = image.float(), text.float()
-    if not (torch.isfinite(image).all() and torch.isfinite(text).all()):
-        raise RuntimeError("non-finite embeddings")
-    counts = model.num_parameters()
+def _row(check) -> list[str]:
+    counts = check.parameters
     return [
         *(f"{counts[k] / 1e6:.2f}" for k in ("image", "text", "total")),
-        str(image.shape[-1]),
-        f"{(image @ text.T).item():+.3f}",
-        f"{built:.1f}",
-        f"{image_ms:.0f}",
-        f"{text_ms:.0f}",
+        str(check.embed_dim),
+        f"{check.cosine:+.3f}",
+        f"{check.build_seconds:.1f}",
+        f"{check.image_ms:.0f}",
+        f"{check.text_ms:.0f}",
     ]
 
 

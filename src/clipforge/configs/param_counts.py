@@ -1,13 +1,28 @@
 """Parameter counts computed from an architecture's config, without building (or importing)
 torch: ``clipforge models`` answers instantly. ``tests/test_hardening_zoo.py`` checks every
 registered architecture against ``CLIP.num_parameters()`` of a model built on ``meta``.
+
+Each tower config class registers its formula (:func:`register_parameter_counter`); a
+config class without one is counted by building its model on the ``meta`` device (exact,
+but it imports torch).
 """
 
 from __future__ import annotations
 
-from clipforge.configs import ClipConfig, ResNetConfig, TextConfig, ViTConfig
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["count_parameters"]
+from .config import ClipConfig, ResNetConfig, TextConfig, ViTConfig
+
+__all__ = ["count_parameters", "register_parameter_counter"]
+
+#: tower config class -> ``count(config, embed_dim)``
+_COUNTERS: dict[type, Callable[[Any, int], int]] = {}
+
+
+def register_parameter_counter(config_class: type, count: Callable[[Any, int], int]) -> None:
+    """Declare how many parameters the tower of ``config_class`` configs has."""
+    _COUNTERS[config_class] = count
 
 
 def _layer_norm(width: int) -> int:
@@ -69,11 +84,22 @@ def _text(cfg: TextConfig, embed_dim: int) -> int:
 
 def count_parameters(cfg: ClipConfig) -> dict[str, int]:
     """``{"image", "text", "total"}`` exactly as ``CLIP(cfg).num_parameters()`` reports."""
-    vision = cfg.vision
-    image = (
-        _resnet(vision, cfg.embed_dim)
-        if isinstance(vision, ResNetConfig)
-        else _vit(vision, cfg.embed_dim)
-    )
-    text = _text(cfg.text, cfg.embed_dim)
-    return {"image": image, "text": text, "total": image + text + 1}  # + logit_scale
+    vision, text = _COUNTERS.get(type(cfg.vision)), _COUNTERS.get(type(cfg.text))
+    if vision is None or text is None:
+        return _count_on_meta(cfg)
+    image, txt = vision(cfg.vision, cfg.embed_dim), text(cfg.text, cfg.embed_dim)
+    return {"image": image, "text": txt, "total": image + txt + 1}  # + logit_scale
+
+
+def _count_on_meta(cfg: ClipConfig) -> dict[str, int]:
+    import torch
+
+    from ..models import CLIP
+
+    with torch.device("meta"):
+        return CLIP(cfg).num_parameters()
+
+
+register_parameter_counter(ViTConfig, _vit)
+register_parameter_counter(ResNetConfig, _resnet)
+register_parameter_counter(TextConfig, _text)

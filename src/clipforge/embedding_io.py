@@ -1,0 +1,57 @@
+"""Embedding files: ``.npy`` + ``.ids.txt`` or ``.parquet`` (``id``, ``embedding``), written
+atomically (a temporary name renamed into place), so an interrupted run never leaves a
+half-written file or vectors without their ids."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["EMBEDDING_SUFFIXES", "ids_path", "write_embeddings"]
+
+EMBEDDING_SUFFIXES = (".npy", ".parquet")
+
+
+def ids_path(output: Path) -> Path:
+    """The text file of ids written beside an ``.npy`` output."""
+    return output.with_suffix(".ids.txt")
+
+
+@contextlib.contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path``, renamed onto it if the block succeeds."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_embeddings(output: Path, ids: list[str], vectors: np.ndarray) -> list[Path]:
+    """Write ``vectors`` with their ``ids`` (``.npy`` + ``.ids.txt``, or ``.parquet``).
+
+    Each file is written under a temporary name and renamed into place; returns the paths.
+    """
+    if output.suffix not in EMBEDDING_SUFFIXES:
+        raise ValueError(f"{output}: embedding files end in .npy or .parquet")
+    if output.suffix == ".npy":
+        with _atomic(output) as tmp_vectors, _atomic(ids_path(output)) as tmp_ids:
+            with open(tmp_vectors, "wb") as f:
+                np.save(f, vectors)
+            tmp_ids.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+        return [output, ids_path(output)]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    column = pa.FixedSizeListArray.from_arrays(
+        pa.array(vectors.reshape(-1), type=pa.float32()), vectors.shape[1]
+    )
+    table = pa.table({"id": pa.array(ids, type=pa.string()), "embedding": column})
+    with _atomic(output) as tmp:
+        pq.write_table(table, tmp)
+    return [output]

@@ -1,0 +1,58 @@
+"""Build an architecture with random weights and run one image and one caption through it:
+the model zoo's smoke test (``clipforge selfcheck``)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .api import create_model
+from .runtime import autocast
+
+__all__ = ["SelfCheck", "check_architecture"]
+
+
+@dataclass(frozen=True)
+class SelfCheck:
+    """What one architecture did: parameter counts, embedding size, a cosine and timings."""
+
+    name: str
+    parameters: dict[str, int]
+    embed_dim: int
+    cosine: float
+    build_seconds: float
+    image_ms: float
+    text_ms: float
+
+
+def check_architecture(
+    name: str, device: torch.device | str = "cpu", precision: str = "fp32"
+) -> SelfCheck:
+    """Build ``name`` (seed 0), encode a random image and a caption; raise if not finite."""
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    model = create_model(name).eval().to(device)
+    built = time.perf_counter() - start
+    size = model.config.vision.image_size
+    with torch.inference_mode(), autocast(precision, torch.device(device)):
+        start = time.perf_counter()
+        image = model.encode_image(torch.rand(1, 3, size, size, device=device), normalize=True)
+        image_ms = (time.perf_counter() - start) * 1e3
+        start = time.perf_counter()
+        tokens = model.tokenize(["a photo of a cat"]).to(device)
+        text = model.encode_text(tokens, normalize=True)
+        text_ms = (time.perf_counter() - start) * 1e3
+    image, text = image.float(), text.float()
+    if not (torch.isfinite(image).all() and torch.isfinite(text).all()):
+        raise RuntimeError("non-finite embeddings")
+    return SelfCheck(
+        name=name,
+        parameters=model.num_parameters(),
+        embed_dim=image.shape[-1],
+        cosine=(image @ text.T).item(),
+        build_seconds=built,
+        image_ms=image_ms,
+        text_ms=text_ms,
+    )

@@ -1,0 +1,38 @@
+"""``clipforge.selfcheck``: the model-zoo smoke test as a library call, the CLI only prints it."""
+
+from __future__ import annotations
+
+import math
+
+from typer.testing import CliRunner
+
+from clipforge.cli import app
+from clipforge.configs import get_config, register_architecture
+from clipforge.configs.param_counts import count_parameters
+from clipforge.selfcheck import check_architecture
+
+TINY = {
+    "embed_dim": 16,
+    "vision": {"type": "vit", "image_size": 32, "patch_size": 16, "width": 32, "layers": 1,
+               "heads": 2},
+    "text": {"width": 32, "heads": 2, "layers": 1},
+}  # fmt: skip
+
+
+def test_check_architecture_reports_counts_and_finite_outputs():
+    name = register_architecture(TINY, name="selfcheck-tiny")
+    check = check_architecture(name)
+    assert check.parameters == count_parameters(get_config(name))
+    assert check.embed_dim == 16 and -1.0 <= check.cosine <= 1.0 and math.isfinite(check.cosine)
+    assert check.build_seconds >= 0 and check.image_ms > 0 and check.text_ms > 0
+
+
+def test_selfcheck_cli_prints_the_table_and_refuses_unknown_names():
+    register_architecture(TINY, name="selfcheck-tiny")
+    result = CliRunner().invoke(app, ["selfcheck", "selfcheck-tiny"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "selfcheck-tiny" in result.output and "all 1 architectures built and ran" in result.output
+    )
+    bad = CliRunner().invoke(app, ["selfcheck", "ViT-B-33"])
+    assert bad.exit_code == 2 and "unknown architecture ViT-B-33" in bad.output
