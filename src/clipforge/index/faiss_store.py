@@ -97,12 +97,7 @@ class FaissStore:
     def rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Choose the kind for this size (or the forced one), train, and add everything."""
         n = len(ids)
-        kind, nlist = choose_kind(n, self.dim, self.options.max_memory)
-        if self.options.kind != "auto":
-            kind = self.options.kind
-            nlist = ivf_nlist(n) if kind.startswith("ivf") else 0
-        if kind in ("ivf", "ivfpq") and nlist < 2:
-            kind = "flat"  # too few vectors to train a coarse quantiser
+        kind, nlist = self._target(n)
         index = self._new_index(kind, nlist, n)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if not index.is_trained:
@@ -117,14 +112,22 @@ class FaissStore:
         if n:
             self.index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
 
+    def _target(self, n: int) -> tuple[str, int]:
+        """The kind (and IVF list count) this store should have for ``n`` vectors."""
+        kind, nlist = choose_kind(n, self.dim, self.options.max_memory)
+        if self.options.kind != "auto":
+            kind = self.options.kind
+            nlist = ivf_nlist(n) if kind.startswith("ivf") else 0
+        if kind.startswith("ivf") and nlist < 2:
+            return "flat", 0  # too few vectors to train a coarse quantiser
+        return kind, nlist
+
     def wants_rebuild(self) -> bool:
         """True when ``auto`` would now pick another kind or size, or tombstones pile up."""
         live = len(self)
         if self.tombstones and len(self.tombstones) > 0.25 * max(self.index.ntotal, 1):
             return True
-        if self.options.kind != "auto":
-            return False
-        kind, nlist = choose_kind(live, self.dim, self.options.max_memory)
+        kind, nlist = self._target(live)
         if kind != self.kind:
             return True
         return kind != "flat" and not (nlist / 4 <= self.nlist <= nlist * 4)

@@ -220,13 +220,25 @@ class Index:
     def _classify(self, path: str, state, report: IndexReport, removed: list[int]):
         try:
             st = os.stat(path)
-            if state is not None and (state.size, state.mtime_ns) == (st.st_size, st.st_mtime_ns):
+        except OSError as exc:  # dangling link, permissions, ...: keyed on the link itself
+            size, mtime_ns = _lstat(path)
+            if state is not None and (state.kind, state.size, state.mtime_ns) == (
+                "error",
+                size,
+                mtime_ns,
+            ):
                 report.unchanged += 1
                 return None
+            reason = "no such file" if isinstance(exc, FileNotFoundError) else f"unreadable: {exc}"
+            self._fail(path, size, mtime_ns, reason, report, removed)
+            return None
+        if state is not None and (state.size, state.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            report.unchanged += 1
+            return None
+        try:
             sha = file_sha256(path)
         except OSError as exc:
-            reason = "no such file" if isinstance(exc, FileNotFoundError) else f"unreadable: {exc}"
-            self._fail(path, 0, 0, reason, report, removed)
+            self._fail(path, st.st_size, st.st_mtime_ns, f"unreadable: {exc}", report, removed)
             return None
         old_id = state.id if state is not None and state.kind == "image" else None
         if old_id is not None and state.sha256 == sha:  # touched, content unchanged
@@ -398,6 +410,14 @@ class Index:
 
         with self.lock:
             return search_vectors(self, np.atleast_2d(queries).astype(np.float32), k, filters)
+
+
+def _lstat(path: str) -> tuple[int, int]:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return 0, 0
+    return st.st_size, st.st_mtime_ns
 
 
 def _check_model(
