@@ -7,6 +7,7 @@ import typer
 from .demo import register as _register_demo
 from .export import register as _register_export
 from .inference import register as _register_inference
+from .search import register as _register_search
 from .train import register as _register_train
 from .zoo import register as _register_zoo
 
@@ -21,6 +22,7 @@ _register_zoo(app)
 _register_inference(app)
 _register_export(app)
 _register_train(app)
+_register_search(app)
 
 
 def main() -> None:

@@ -118,6 +118,11 @@ class Index:
         spec = self.meta.get_meta("model_spec")
         return None if spec is None else json.loads(spec)
 
+    @property
+    def roots(self) -> list[str]:
+        """The folders (and files) given to :meth:`sync` so far."""
+        return json.loads(self.meta.get_meta("roots") or "[]")
+
     def info(self) -> dict:
         """Counts, model id and backend description."""
         return {
@@ -157,6 +162,9 @@ class Index:
     def sync(self, roots: Sequence[str | os.PathLike], **kwargs) -> IndexReport:
         """:meth:`add` every image under ``roots``, then drop what is no longer there."""
         files = expand(roots)
+        with self.lock, self.meta.transaction():
+            known = set(self.roots) | {str(Path(r).absolute()) for r in roots}
+            self.meta.set_meta("roots", json.dumps(sorted(known)))
         report = self.add(files, **kwargs)
         prefixes = tuple(os.path.join(str(Path(r).absolute()), "") for r in roots)
         present = set(files)
