@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 import clipforge
 from clipforge.cli import app
-from tests.conftest import perturb_, tiny_model
+from tests.conftest import REPO, perturb_, tiny_model
 from tests.index_helpers import write_images
 
 runner = CliRunner()
@@ -65,3 +71,29 @@ def test_search_with_another_model_is_refused(built, tmp_path):
     )
     assert result.exit_code == 2
     assert "built with model id" in result.output
+
+
+def test_serve_command_answers_on_loopback(built):
+    root, _, _ = built
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    command = [sys.executable, "-m", "clipforge.cli", "serve", "--db", str(root / "db")]
+    proc = subprocess.Popen([*command, "--port", str(port)], env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "serve did not come up"
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert health["images"] == 10 and health["status"] == "ok"
+        hits = httpx.get(f"http://127.0.0.1:{port}/search", params={"q": "a cat", "k": 2}).json()
+        assert len(hits["results"]) == 2
+        assert httpx.delete(f"http://127.0.0.1:{port}/images/1").status_code == 403
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -60,9 +60,13 @@ def index(
     weights: Path = WEIGHTS,
     pretrained: str = PRETRAINED,
     errors: bool = typer.Option(False, "--errors", help="List files that could not be indexed."),
-    index_type: str = typer.Option("auto", "--index-type", help="auto|flat|ivf|ivfpq|hnsw"),
+    index_type: str = typer.Option(
+        None, "--index-type", help="auto|flat|ivf|ivfpq|hnsw (default: as before, else auto)"
+    ),
     max_memory: str = typer.Option(None, "--max-memory", help="Index memory budget, e.g. 4GB."),
-    target_recall: float = typer.Option(0.95, "--target-recall", min=0.0, max=1.0),
+    target_recall: float = typer.Option(
+        None, "--target-recall", min=0.0, max=1.0, help="recall@10 to tune for (0.95)"
+    ),
     batch_size: int = BATCH,
     workers: int = WORKERS,
     as_json: bool = JSON,
@@ -70,7 +74,9 @@ def index(
     """Index images incrementally: new/changed files embedded, deleted ones dropped."""
     from clipforge.index import StoreOptions
 
-    options = StoreOptions(index_type, _bytes(max_memory), target_recall)
+    options = None  # keep the index's recorded options unless one is given
+    if (index_type, max_memory, target_recall) != (None, None, None):
+        options = StoreOptions(index_type or "auto", _bytes(max_memory), target_recall or 0.95)
     if errors:
         with _open(db, model, weights, pretrained) as idx:
             failed = idx.errors()

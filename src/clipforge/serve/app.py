@@ -96,7 +96,9 @@ def create_app(index: Index, config: ServeConfig | None = None) -> FastAPI:
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", **index.info(), "batching": batcher.stats()}
+        with index.lock:
+            info = index.info()
+        return {"status": "ok", **info, "batching": batcher.stats()}
 
     @app.get("/search")
     async def search_text(
@@ -110,7 +112,8 @@ def create_app(index: Index, config: ServeConfig | None = None) -> FastAPI:
     @app.get("/search/similar/{image_id}")
     async def search_similar(image_id: int, params: Annotated[FilterParams, Depends()]) -> dict:
         """Images similar to an indexed image."""
-        _, vectors = index.meta.vectors([image_id], 0)
+        with index.lock:
+            _, vectors = index.meta.vectors([image_id], 0)
         if len(vectors) == 0:
             raise HTTPException(404, "no indexed image with this id")
         return {"similar_to": image_id, "results": await run_search(vectors[0], params)}
@@ -165,7 +168,8 @@ def _upload_vector(index: Index, data: bytes, config: ServeConfig) -> np.ndarray
 
 def _add_file_routes(app: FastAPI, index: Index, config: ServeConfig) -> None:
     def indexed_path(image_id: int) -> tuple[str, int]:
-        row = index.meta.get(image_id)
+        with index.lock:
+            row = index.meta.get(image_id)
         if row is None:
             raise HTTPException(404, "no indexed image with this id")
         return row.path, row.mtime_ns
@@ -213,10 +217,11 @@ def _add_admin_routes(app: FastAPI, index: Index, config: ServeConfig) -> None:
     @app.delete("/images/{image_id}", dependencies=[Depends(require_key)])
     def delete_image(image_id: int) -> dict:
         """Remove an image from the index (the file itself is left alone)."""
-        row = index.meta.get(image_id)
-        if row is None:
-            raise HTTPException(404, "no indexed image with this id")
-        return {"removed": index.remove([row.path])}
+        with index.lock:
+            row = index.meta.get(image_id)
+            if row is None:
+                raise HTTPException(404, "no indexed image with this id")
+            return {"removed": index.remove([row.path])}
 
     @app.post("/reindex", dependencies=[Depends(require_key)])
     def reindex() -> dict:
