@@ -44,18 +44,28 @@ CLIP_RETRIEVAL_QPS = 20  # clip-retrieval back end, as published (~50 ms, ~20 qu
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:
-    """Unit vectors from a mixture of axis-scaled (anisotropic) Gaussians."""
+    """Unit vectors from a mixture of axis-scaled (anisotropic) Gaussians.
+
+    Like CLIP embeddings, the clusters are not orthogonal: every centre shares a common
+    direction and one of ``sqrt(clusters)`` super-cluster directions (random pairs have
+    cosine ~0.4, members of one cluster ~0.7).
+    """
     rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((clusters, dim), dtype=np.float32)
-    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    common = unit(rng.standard_normal(dim, dtype=np.float32))
+    supers = unit(rng.standard_normal((int(clusters**0.5) + 1, dim), dtype=np.float32))
+    own = unit(rng.standard_normal((clusters, dim), dtype=np.float32))
+    centers = common + 0.7 * supers[rng.integers(0, len(supers), clusters)] + 0.5 * own
     scales = rng.lognormal(0.0, 0.75, (clusters, dim)).astype(np.float32) * (0.6 / dim**0.5)
     out = np.empty((n, dim), np.float32)
     for start in range(0, n, 65536):
         stop = min(start + 65536, n)
         which = rng.integers(0, clusters, stop - start)
         noise = rng.standard_normal((stop - start, dim), dtype=np.float32)
-        out[start:stop] = centers[which] + noise * scales[which]
-    out /= np.linalg.norm(out, axis=1, keepdims=True)
+        out[start:stop] = unit(centers[which] + noise * scales[which])
     return out
 
 
@@ -119,12 +129,20 @@ def bench_vectors(args) -> None:
     base, queries, tune_q = data[:n], data[n : n + args.queries], data[n + args.queries :]
     truth, tune_truth = exact_top(base, queries, 10), exact_top(base, tune_q, 10)
     print(f"data + exact ground truth: {time.perf_counter() - start:.1f} s")
-    rows = [("numpy brute force", 0.0, base.nbytes, *measure(numpy_search(base), queries[:128], truth[:128], 30), {})]  # fmt: skip
-    rows.append(store_row("faiss exact (Flat)", base, queries, truth, tune_q, tune_truth, "flat"))
-    rows.append(store_row("clipforge auto", base, queries, truth, tune_q, tune_truth, "auto"))
-    rows.append(
-        store_row("autofaiss pick HNSW32", base, queries, truth, tune_q, tune_truth, "hnsw")
-    )
+    contenders = {
+        "flat": ("faiss exact (Flat)", "flat"),
+        "auto": ("clipforge auto", "auto"),
+        "ivf": ("clipforge IVF-Flat", "ivf"),
+        "hnsw": ("autofaiss pick HNSW32", "hnsw"),
+    }
+    rows = []
+    for key in args.kinds.split(","):
+        if key == "numpy":
+            stats = measure(numpy_search(base), queries[:128], truth[:128], 30)
+            rows.append(("numpy brute force", 0.0, base.nbytes, *stats, {}))
+        else:
+            name, kind = contenders[key]
+            rows.append(store_row(name, base, queries, truth, tune_q, tune_truth, kind))
     print(
         f"{'index':48} {'build s':>8} {'MiB':>7} {'p50 ms':>7} {'p99 ms':>7} {'q/s@64':>8} {'R@10':>6}"
     )
@@ -215,6 +233,10 @@ def bench_flickr(args) -> None:
         tar.extractall(work, filter="data")
     folder = work / "flickr8k-1k" / "images"
     paths = sorted(str(p) for p in folder.iterdir())
+    if args.flickr_limit:
+        for extra in paths[args.flickr_limit :]:
+            Path(extra).unlink()
+        paths = paths[: args.flickr_limit]
     model = load_vit_b32(args.weights)
     print(f"\n== flickr: {len(paths)} photos, ViT-B-32 ({'trained' if args.weights else 'random weights'}), "
           f"batch 64, {args.workers} workers ==")  # fmt: skip
@@ -242,11 +264,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--clusters", type=int, default=0, help="default n / 100")
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--kinds", default="numpy,flat,auto,ivf,hnsw", help="rows to run")
     parser.add_argument("--serve-n", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--flickr-limit", type=int, default=0, help="index only N photos")
     parser.add_argument("--weights", default=None, help="trained ViT-B-32 checkpoint")
     parser.add_argument("--skip-vectors", action="store_true")
     parser.add_argument("--skip-serve", action="store_true")

@@ -237,3 +237,14 @@ def test_approximate_kinds_add_remove_and_tune(tmp_path, model, kind):
     removed_ids = set(range(1, 11))
     hits = index.search_vectors(_queries(5), k=20)
     assert all(h.id not in removed_ids for row in hits for h in row)
+
+
+def test_automatic_index_kind_follows_size_and_memory_budget():
+    from clipforge.index.faiss_store import choose_kind, pq_m
+
+    assert choose_kind(5_000, 512, None) == ("flat", 0)
+    assert choose_kind(1_000_000, 512, None) == ("ivf", 4096)
+    assert choose_kind(1_000_000, 512, 4 * 2**30) == ("ivf", 4096)  # 2 GiB of floats fit
+    assert choose_kind(1_000_000, 512, 200 * 2**20) == ("ivfpq", 4096)  # they do not
+    assert choose_kind(50_000, 512, 10 * 2**20) == ("ivfpq", 1024)  # even small ones
+    assert pq_m(512, 1_000_000, 200 * 2**20) == 64 and pq_m(512, 1_000_000, 50 * 2**20) == 32

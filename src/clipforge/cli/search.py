@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +29,11 @@ def _open(db: Path, model: str | None, weights: Path | None, pretrained: str | N
         if not (db / "metadata.sqlite").exists():
             model = "ViT-B-32"
         else:
-            recorded = clipforge.Index.open(db).model_spec or {}
+            from clipforge.index.metadata import MetadataStore
+
+            meta = MetadataStore(db / "metadata.sqlite")
+            recorded = json.loads(meta.get_meta("model_spec") or "{}")
+            meta.close()
             if not recorded.get("model"):
                 raise typer.BadParameter("this index records no model: pass --model", "--model")
             model, weights = recorded["model"], recorded.get("weights")
