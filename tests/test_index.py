@@ -246,5 +246,31 @@ def test_automatic_index_kind_follows_size_and_memory_budget():
     assert choose_kind(1_000_000, 512, None) == ("ivf", 4096)
     assert choose_kind(1_000_000, 512, 4 * 2**30) == ("ivf", 4096)  # 2 GiB of floats fit
     assert choose_kind(1_000_000, 512, 200 * 2**20) == ("ivfpq", 4096)  # they do not
-    assert choose_kind(50_000, 512, 10 * 2**20) == ("ivfpq", 1024)  # even small ones
+    assert choose_kind(50_000, 512, None) == ("ivf", 1024)
+    assert choose_kind(15_000, 512, 10 * 2**20) == ("ivfpq", 256)  # small, but over budget
     assert pq_m(512, 1_000_000, 200 * 2**20) == 64 and pq_m(512, 1_000_000, 50 * 2**20) == 32
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_search_with_a_selective_filter_still_finds_k(tmp_path, kind):
+    from clipforge.index.faiss_store import FaissStore
+
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((50, 32)).astype(np.float32)
+    vectors = centers[rng.integers(0, 50, 6000)] + rng.standard_normal((6000, 32)).astype(
+        np.float32
+    )
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(6000, dtype=np.int64) * 3
+    store = FaissStore(tmp_path, 32, StoreOptions(kind))
+    store.rebuild(ids, vectors)
+    truth = brute_force(vectors, ids, vectors[:100], 11)[1][:, 1:]
+    assert store.tune(vectors[:100], truth, 10, ids[:100])["recall"] >= 0.95
+    allowed = np.sort(rng.choice(ids, 300, replace=False))  # 5 % of the collection
+    queries = _queries(20)
+    _, found = store.search(queries, 10, allowed)
+    keep = np.isin(ids, allowed)
+    _, expected = brute_force(vectors[keep], ids[keep], queries, 10)
+    assert np.isin(found, allowed).all()
+    hits = sum(len(np.intersect1d(f, e)) for f, e in zip(found, expected, strict=True))
+    assert hits / expected.size >= 0.95
