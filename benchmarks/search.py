@@ -241,15 +241,18 @@ def bench_flickr(args) -> None:
     print(f"\n== flickr: {len(paths)} photos, ViT-B-32 ({'trained' if args.weights else 'random weights'}), "
           f"batch 64, {args.workers} workers ==")  # fmt: skip
     clipforge.embed_images(model, paths[:64], batch_size=64)  # warm-up
-    start = time.perf_counter()
-    clipforge.embed_images(model, paths, batch_size=64, num_workers=args.workers)
-    embed_s = time.perf_counter() - start
-    index = Index.open(work / "db", model)
-    start = time.perf_counter()
-    report = index.sync([folder], batch_size=64, num_workers=args.workers, progress=False)
-    index_s = time.perf_counter() - start
+    embed_s = index_s = float("inf")
+    for round_ in range(args.rounds):  # alternate, keep the best: shared cores are noisy
+        start = time.perf_counter()
+        clipforge.embed_images(model, paths, batch_size=64, num_workers=args.workers)
+        embed_s = min(embed_s, time.perf_counter() - start)
+        index = Index.open(work / f"db{round_}", model)
+        start = time.perf_counter()
+        report = index.sync([folder], batch_size=64, num_workers=args.workers, progress=False)
+        index_s = min(index_s, time.perf_counter() - start)
     print(f"embed_images {len(paths) / embed_s:.1f} images/s; Index.sync {report.added / index_s:.1f} images/s "
-          f"(added {report.added}, failed {len(report.failed)}); overhead {100 * (index_s / embed_s - 1):+.1f} %")  # fmt: skip
+          f"(added {report.added}, failed {len(report.failed)}); overhead {100 * (index_s / embed_s - 1):+.1f} % "
+          f"(best of {args.rounds})")  # fmt: skip
     if not args.weights:
         print("caption recall@10: not measured (needs --weights: a trained ViT-B-32 checkpoint)")
         return
@@ -270,6 +273,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="Flickr timing rounds")
     parser.add_argument("--flickr-limit", type=int, default=0, help="index only N photos")
     parser.add_argument("--weights", default=None, help="trained ViT-B-32 checkpoint")
     parser.add_argument("--skip-vectors", action="store_true")
