@@ -111,6 +111,9 @@ def test_mutating_endpoints_need_a_configured_key(index, tmp_path):
     id_ = index.meta.by_hash(hashlib.sha256(extra.read_bytes()).hexdigest()).id
     ok = keyed.delete(f"/images/{id_}", headers={"X-API-Key": "s3cret"})
     assert ok.json() == {"removed": 1} and index.meta.get(id_) is None
+    assert _client(index).post("/reindex").status_code == 403
+    reindexed = keyed.post("/reindex", headers={"X-API-Key": "s3cret"}).json()
+    assert (reindexed["unchanged"], reindexed["added"], reindexed["removed"]) == (12, 0, 0)
 
 
 def test_cors_is_off_by_default(index):
