@@ -78,7 +78,15 @@ def create_app(index: Index, config: ServeConfig | None = None) -> FastAPI:
         cache_size=config.cache_size,
     )
     app.state.batcher = batcher
+    _add_search_routes(app, index, config, batcher)
+    _add_file_routes(app, index, config)
+    _add_admin_routes(app, index, config)
+    return app
 
+
+def _add_search_routes(
+    app: FastAPI, index: Index, config: ServeConfig, batcher: TextBatcher
+) -> None:
     async def text_query(q: str, negative: list[str]) -> np.ndarray:
         vector = await batcher.embed(q)
         if negative:
@@ -132,10 +140,6 @@ def create_app(index: Index, config: ServeConfig | None = None) -> FastAPI:
         if q:
             vector = _unit(vector + text_weight * await text_query(q, []))
         return {"query": q, "results": await run_search(vector, params)}
-
-    _add_file_routes(app, index, config)
-    _add_admin_routes(app, index, config)
-    return app
 
 
 async def _read_upload(request: Request, file: UploadFile, config: ServeConfig) -> bytes:
