@@ -6,7 +6,8 @@ indexing the Flickr photos end to end.
    held-out queries. For numpy brute force, exact FAISS, clipforge's automatic choice (tuned
    to recall@10 >= 0.95 on separate tuning queries) and the index autofaiss's rules pick
    (HNSW32 when it fits in memory, efSearch tuned the same way): build time, index bytes,
-   p50/p99 single-query latency, queries/s at batch 64, recall@10 vs exact.
+   p50/p99 single-query latency, queries/s at batch 64, recall@10 vs exact. With
+   ``--weights`` (a trained ViT-B-32), the same rows on the CIFAR-10 test-set embeddings.
 2. Serve (``--serve-n`` vectors, default 100,000): ``clipforge serve``'s app under uvicorn on
    127.0.0.1 with a ViT-B-32 text tower; ``--clients`` concurrent clients send ``--requests``
    distinct text queries (no cache hits): errors, p50/p99 latency, queries/s.
@@ -129,6 +130,11 @@ def bench_vectors(args) -> None:
     base, queries, tune_q = data[:n], data[n : n + args.queries], data[n + args.queries :]
     truth, tune_truth = exact_top(base, queries, 10), exact_top(base, tune_q, 10)
     print(f"data + exact ground truth: {time.perf_counter() - start:.1f} s")
+    print_rows(contender_rows(args.kinds, base, queries, truth, tune_q, tune_truth))
+
+
+def contender_rows(kinds: str, base, queries, truth, tune_q, tune_truth) -> list[tuple]:
+    """Build and measure each requested contender on the same data."""
     contenders = {
         "flat": ("faiss exact (Flat)", "flat"),
         "auto": ("clipforge auto", "auto"),
@@ -136,13 +142,17 @@ def bench_vectors(args) -> None:
         "hnsw": ("autofaiss pick HNSW32", "hnsw"),
     }
     rows = []
-    for key in args.kinds.split(","):
+    for key in kinds.split(","):
         if key == "numpy":
             stats = measure(numpy_search(base), queries[:128], truth[:128], 30)
             rows.append(("numpy brute force", 0.0, base.nbytes, *stats, {}))
         else:
             name, kind = contenders[key]
             rows.append(store_row(name, base, queries, truth, tune_q, tune_truth, kind))
+    return rows
+
+
+def print_rows(rows: list[tuple]) -> None:
     print(
         f"{'index':48} {'build s':>8} {'MiB':>7} {'p50 ms':>7} {'p99 ms':>7} {'q/s@64':>8} {'R@10':>6}"
     )
@@ -150,6 +160,29 @@ def bench_vectors(args) -> None:
         print(
             f"{name:48} {built:8.1f} {nbytes / 2**20:7.0f} {p50:7.3f} {p99:7.3f} {qps:8.0f} {rec:6.3f}"
         )
+
+
+def cifar_vectors(weights: str) -> np.ndarray:
+    """Embeddings of the 10,000 CIFAR-10 test images by a trained ViT-B-32 checkpoint."""
+    archive = SHARED / "data" / "cifar10-test.tar.gz"
+    if not archive.exists():
+        raise SystemExit(f"missing {archive}")
+    work = Path(tempfile.mkdtemp())
+    with tarfile.open(archive) as tar:
+        tar.extractall(work, filter="data")
+    paths = sorted(str(p) for p in (work / "cifar10" / "test").rglob("*.jpg"))
+    return clipforge.embed_images(load_vit_b32(weights), paths, num_workers=2).embeddings
+
+
+def bench_real(args) -> None:
+    """The same contenders on real CIFAR-10 embeddings (queries: 1,000 held-out images)."""
+    data = cifar_vectors(args.weights)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(data))
+    queries, tune_q, base = data[order[:1000]], data[order[1000:1500]], data[order[1500:]]
+    truth, tune_truth = exact_top(base, queries, 10), exact_top(base, tune_q, 10)
+    print(f"\n== CIFAR-10 test embeddings: {len(base):,} x {base.shape[1]} ==")
+    print_rows(contender_rows(args.kinds, base, queries, truth, tune_q, tune_truth))
 
 
 def _fake_index(n: int, model, folder: Path) -> Index:
@@ -283,6 +316,8 @@ def main() -> None:
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
     if not args.skip_vectors:
         bench_vectors(args)
+    if args.weights and not args.skip_vectors:
+        bench_real(args)
     if not args.skip_serve:
         bench_serve(args)
     if not args.skip_flickr:
