@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 
 import open_clip
 import pytest
@@ -40,14 +41,17 @@ TINY = {
 }  # fmt: skip
 
 
+@functools.cache
 def _tiny_reference(name: str) -> tuple[torch.nn.Module, ClipConfig]:
-    """open_clip's ``CustomTextCLIP`` with a reduced timm EVA trunk (built as open_clip builds
+    """(Cached; tests only read it.) open_clip's ``CustomTextCLIP`` with a reduced timm EVA trunk (built as open_clip builds
     it: ``num_classes=embed_dim``, ``global_pool='token'``), and the matching clipforge config."""
     trunk_name, size, small = TINY[name]
     embed_dim = 24
     torch.manual_seed(0)
     ref = open_clip.model.CustomTextCLIP(
-        embed_dim, {"image_size": size, "layers": 1, "width": 32, "patch_size": 14, "head_width": 32}, TEXT
+        embed_dim,
+        {"image_size": size, "layers": 1, "width": 32, "patch_size": 14, "head_width": 32},
+        TEXT,
     )
     with torch.device("meta"):  # open_clip's adapter around the full-size trunk...
         visual = TimmModel(trunk_name, embed_dim, image_size=size, pool="token", proj=None)
@@ -103,9 +107,8 @@ def test_key_mapping_round_trips_exactly(name):
     assert not eva_keys.matches(native)
     assert set(native) == set(clipforge.create_model(config).state_dict())
     back = eva_keys.from_native(native)
-    assert list(back) == list(state) or set(back) == set(state)
+    assert set(back) == set(state)
     assert all(torch.equal(back[k], state[k]) for k in state)
-    ref.load_state_dict(back, strict=True)
 
 
 def test_key_mapping_rejects_unknown_and_partial_keys():
@@ -252,4 +255,6 @@ def test_lora_adapts_eva_blocks_and_merges_back():
     merge_lora(model)
     with torch.no_grad():
         assert max_diff(model.encode_image(images), changed) <= TOL
-    assert set(model.state_dict()) == set(eva_keys.to_native(eva_keys.from_native(model.state_dict())))
+    assert set(model.state_dict()) == set(
+        eva_keys.to_native(eva_keys.from_native(model.state_dict()))
+    )

@@ -64,7 +64,9 @@ class EvaVisionConfig:
                 f"patch_size {self.patch_size}"
             )
         if self.rope and self.head_width % 4:
-            raise ConfigError(f"vision rope needs a head width divisible by 4, got {self.head_width}")
+            raise ConfigError(
+                f"vision rope needs a head width divisible by 4, got {self.head_width}"
+            )
 
     @property
     def grid_size(self) -> int:

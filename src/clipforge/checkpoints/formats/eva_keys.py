@@ -145,7 +145,10 @@ def _block_from_native(
 
 def _is_swiglu(prefix: str, state: StateDict) -> bool:
     """A SwiGLU block's ``c_fc`` has twice the rows of ``c_proj``'s input width."""
-    return state[f"{prefix}mlp.c_fc.weight"].shape[0] == 2 * state[f"{prefix}mlp.c_proj.weight"].shape[1]
+    return (
+        state[f"{prefix}mlp.c_fc.weight"].shape[0]
+        == 2 * state[f"{prefix}mlp.c_proj.weight"].shape[1]
+    )
 
 
 _BLOCK_KEY = re.compile(r"^(visual\.transformer\.resblocks\.\d+\.)(.+)$")
