@@ -258,3 +258,35 @@ def test_lora_adapts_eva_blocks_and_merges_back():
     assert set(model.state_dict()) == set(
         eva_keys.to_native(eva_keys.from_native(model.state_dict()))
     )
+
+
+# ----------------------------------------------------------------------------- use
+def _tiny_clip_vocab_model() -> clipforge.models.CLIP:
+    """The reduced EVA-02 architecture with CLIP's vocabulary (for tokenizer-driven paths)."""
+    _, config = _tiny_reference("eva02-rope-rescaled")
+    config = config.replace(text=dataclasses.replace(config.text, vocab_size=49408))
+    torch.manual_seed(0)
+    return perturb_(clipforge.create_model(config)).eval()
+
+
+def test_native_save_and_load_round_trip(tmp_path):
+    model = _tiny_clip_vocab_model()
+    clipforge.save(model, tmp_path / "eva")
+    loaded = clipforge.load(tmp_path / "eva")
+    assert loaded.config == model.config and isinstance(loaded.visual, EvaVisionTransformer)
+    images = sample_images(64)
+    with torch.no_grad():
+        assert max_diff(loaded.encode_image(images), model.encode_image(images)) == 0.0
+
+
+def test_onnx_export_matches_pytorch(tmp_path):
+    from clipforge.onnx import OnnxClip
+    from clipforge.onnx.export import export_onnx
+
+    model = _tiny_clip_vocab_model()
+    export_onnx(model, tmp_path)
+    pixels = sample_images(64, n=3)  # export traced batch 2: the batch axis is dynamic
+    with torch.no_grad():
+        want = model.encode_image(pixels).numpy()
+    got = OnnxClip(tmp_path).encode_image(pixels.numpy())
+    assert abs(got - want).max() <= TOL

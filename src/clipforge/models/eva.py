@@ -195,7 +195,7 @@ class EvaVisionTransformer(Tower):
     def init_weights(self) -> None:
         """timm's EVA init: truncated normal (std 0.02) for matrices, embeddings; zero biases."""
         for name, param in self.named_parameters():
-            if param.ndim >= 2 or name in ("class_embedding",):
+            if param.ndim >= 2 or name == "class_embedding":
                 nn.init.trunc_normal_(param, std=0.02)
             elif name.endswith("bias"):
                 nn.init.zeros_(param)
