@@ -290,3 +290,24 @@ def test_onnx_export_matches_pytorch(tmp_path):
         want = model.encode_image(pixels).numpy()
     got = OnnxClip(tmp_path).encode_image(pixels.numpy())
     assert abs(got - want).max() <= TOL
+
+
+@pytest.mark.parametrize(("name", "tag"), [("EVA02-L-14-336", "merged2b_s6b_b61k")])
+def test_default_preprocessing_is_the_release_pipeline(name, tag):
+    """EVA-CLIP releases use CLIP's pipeline (OpenAI mean/std, bicubic, shortest side + centre
+    crop): an EVA architecture's default preprocessing equals open_clip's for the release."""
+    from PIL import Image
+
+    pp = open_clip.get_pretrained_cfg(name, tag)
+    size = get_config(name).vision.image_size
+    reference = open_clip.image_transform(
+        size, is_train=False, mean=pp["mean"], std=pp["std"],
+        interpolation=pp["interpolation"], resize_mode=pp["resize_mode"],
+    )  # fmt: skip
+    with torch.device("meta"):
+        model = clipforge.create_model(name)
+    photos = sorted(shared_path("data", "photos").iterdir())
+    assert photos
+    for path in photos:
+        image = Image.open(path).convert("RGB")
+        assert max_diff(model.preprocess(image), reference(image)) <= 1e-6, path.name
