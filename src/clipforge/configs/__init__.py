@@ -10,6 +10,7 @@ from .config import (
     register_vision_config,
 )
 from .engine import ConfigError
+from .eva import EvaVisionConfig  # noqa: F401  (registers vision.type "eva")
 from .registry import (
     get_config,
     is_architecture,

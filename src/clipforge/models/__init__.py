@@ -1,6 +1,7 @@
 """Model code: layers, the Tower protocol and its registry, image/text towers, the CLIP wrapper."""
 
 from .clip import CLIP
+from .eva import EvaVisionTransformer
 from .resnet import ModifiedResNet
 from .text import TextTransformer
 from .tower import Tower, TowerSettings, build_tower, register_tower, towers_in
@@ -8,6 +9,7 @@ from .vit import VisionTransformer
 
 __all__ = [
     "CLIP",
+    "EvaVisionTransformer",
     "ModifiedResNet",
     "TextTransformer",
     "Tower",
