@@ -18,7 +18,9 @@ from pathlib import Path
 import torch
 
 import clipforge
+from clipforge.losses import ClipLoss
 from clipforge.train import ModelConfig, config_from_dict, train
+from clipforge.train.gradcache import contrastive_step
 from clipforge.train.loop import build_model
 
 from .conftest import REPO
@@ -133,3 +135,56 @@ def test_two_node_torchrun_matches_single_process(tmp_path):
     weights = final_weights(out, RUN["steps"])
     assert max_weight_diff(weights, ref_weights) <= 1e-5
     assert max_weight_diff(weights, initial_weights()) > 1e-4  # and the weights moved
+
+
+# ----------------------------------------------------------------------------- FSDP
+# constant schedule: a 2-step run and a 4-step run share their first steps' learning rates
+FSDP_RUN = {"optim": {**RUN["optim"], "schedule": "constant", "grad_clip_norm": 0.5},
+            "steps": 4, "checkpoint_every": 2}  # fmt: skip
+
+
+def two_procs(*args: str) -> list[str]:
+    rdzv = ["--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={free_port()}"]
+    return torchrun(*rdzv, str(WORKER), *args)
+
+
+def test_fsdp_gradients_match_ddp_and_one_process(tmp_path):
+    """One step (GradCache micro-batches of 2) under FSDP and DDP, against one process."""
+    from . import dist_train_worker as worker
+
+    config, _ = run_config(tmp_path, "grads")
+    out = tmp_path / "grads.pt"
+    [(code, log)] = launch_all([two_procs("--grads", str(config), str(out))])
+    assert code == 0, log[-4000:]
+    results = torch.load(out)
+    model = worker.tiny_model(RUN["model"]["architecture"])
+    images, tokens = worker.grad_batch(model)
+    loss = contrastive_step(model, ClipLoss(), images, tokens)
+    reference = {n: p.grad for n, p in model.named_parameters()}
+    for strategy in ("ddp", "fsdp"):
+        assert abs(results[strategy]["loss"].item() - loss.item()) <= 1e-5, strategy
+        assert max_weight_diff(results[strategy]["grads"], reference) <= 1e-5, strategy
+    assert max_weight_diff(results["fsdp"]["grads"], results["ddp"]["grads"]) <= 1e-5
+    assert min(g.abs().max().item() for g in reference.values()) > 0  # real gradients
+
+
+def test_fsdp_trains_like_ddp_and_resumes_from_sharded_checkpoints(tmp_path):
+    """DDP for 4 steps; FSDP for 2, then resumed from its sharded step_2 for 2 more."""
+    ddp_config, ddp_out = run_config(tmp_path, "ddp", **FSDP_RUN)
+    config, out = run_config(tmp_path, "fsdp", **FSDP_RUN, strategy="fsdp")
+    [(code, log)] = launch_all([two_procs(str(ddp_config))])
+    assert code == 0, log[-4000:]
+    [(code, log)] = launch_all([two_procs(str(config), "steps=2")])
+    assert code == 0, log[-4000:]
+    sharded = out / "step_2" / "sharded"
+    assert (sharded / ".metadata").is_file() and len(list(sharded.glob("*.distcp"))) == 2
+    assert torch.load(out / "step_2" / "state.pt")["optimizer"] is None  # it is in the shards
+    [(code, log)] = launch_all([two_procs(str(config), "resume=latest")])
+    assert code == 0, log[-4000:]
+    losses, ddp_losses = logged_losses(out), logged_losses(ddp_out)
+    assert sorted(losses) == sorted(ddp_losses) == [1, 2, 3, 4]
+    for step, loss in ddp_losses.items():
+        assert abs(losses[step] - loss) <= 1e-5, (step, losses[step], loss)
+    weights = final_weights(out, 4)
+    assert max_weight_diff(weights, final_weights(ddp_out, 4)) <= 1e-5
+    assert max_weight_diff(weights, final_weights(out, 2)) > 1e-5  # steps 3-4 did train
