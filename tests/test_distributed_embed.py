@@ -154,3 +154,17 @@ def test_killed_worker_still_yields_every_good_image_once(local_ray, model_dir, 
     assert marker.exists()  # an encoder process was killed mid-batch
     assert report.n_embedded == N_GOOD and len(report.failures) == 1
     assert_matches(read_output(out), reference(model_dir, folder))
+
+
+def test_cli_embed_engine_ray(local_ray, model_dir, folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from clipforge.cli import app
+
+    out = tmp_path / "out"
+    args = ["embed", str(folder), "--engine", "ray", "-o", str(out), "-m", str(model_dir),
+            "--shard-size", "6", "--batch-size", "4"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output  # the broken file is reported: exit 1
+    assert "broken.jpg" in result.output and "wrote 10 embeddings in 2 shard(s)" in result.output
+    assert_matches(read_output(out), reference(model_dir, folder))
