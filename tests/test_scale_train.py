@@ -188,3 +188,13 @@ def test_fsdp_trains_like_ddp_and_resumes_from_sharded_checkpoints(tmp_path):
     weights = final_weights(out, 4)
     assert max_weight_diff(weights, final_weights(ddp_out, 4)) <= 1e-5
     assert max_weight_diff(weights, final_weights(out, 2)) > 1e-5  # steps 3-4 did train
+
+
+def test_slurm_example_is_valid_bash_and_launches_the_tested_torchrun():
+    """The SLURM example parses, and launches what the two-node test runs (c10d, train)."""
+    script = REPO / "examples" / "slurm_train_multinode.sbatch"
+    subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)
+    text = script.read_text()
+    for flag in ("--rdzv_backend=c10d", "--rdzv_endpoint=", "--nnodes=", "--nproc_per_node="):
+        assert flag in text, flag
+    assert "-m clipforge.cli.train" in text
