@@ -14,6 +14,10 @@ fi
 .venv/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 if [ "${1:-}" = "dev" ]; then
   .venv/bin/python -m pip install --quiet -e ".[dev]"
+  # headless Chromium + driver for the search web-page test (tests/test_serve_browser.py)
+  if ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+  fi
 else
   .venv/bin/python -m pip install --quiet -e ".[all]"
 fi

@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "EmbeddingResult": "embedding",
     "embed_images": "embedding",
     "embed_texts": "embedding",
+    "Index": "index",
     "CLIP": "models",
     "PreprocessConfig": "preprocess",
     "clip_score": "scoring",

@@ -8,6 +8,7 @@ from .demo import register as _register_demo
 from .errors import friendly_errors, set_debug
 from .export import register as _register_export
 from .inference import register as _register_inference
+from .search import register as _register_search
 from .train import register as _register_train
 from .zoo import register as _register_zoo
 
@@ -37,6 +38,7 @@ _register_zoo(app)
 _register_inference(app)
 _register_export(app)
 _register_train(app)
+_register_search(app)
 
 
 def _wrap_commands(typer_app: typer.Typer) -> None:

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from .sources import DATA_SOURCES, resolve_builder
+from .streaming import StreamingSource
 
 if TYPE_CHECKING:
     from .config import DataConfig
@@ -180,8 +181,9 @@ def _iterable_batches(
     dataset: IterableDataset, cfg: DataConfig, local_batch: int, seed: int, start_step: int
 ) -> Iterator[Batch]:
     """Endless batches of an iterable dataset; ``start_step`` batches are skipped."""
-    if start_step and hasattr(dataset, "set_start"):
-        dataset.set_start(start_step * local_batch)  # type: ignore[attr-defined]
+    streaming = dataset if isinstance(dataset, StreamingSource) else None
+    if start_step and streaming is not None and streaming.supports_start:
+        streaming.set_start(start_step * local_batch)
         to_skip = 0
     else:
         to_skip = start_step
@@ -190,8 +192,8 @@ def _iterable_batches(
     loader = DataLoader(dataset, batch_size=local_batch, **_loader_kwargs(cfg, seed, start_step))
     epoch = 0
     while True:
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)  # type: ignore[attr-defined]
+        if streaming is not None:
+            streaming.set_epoch(epoch)
         produced = 0
         for batch in loader:
             produced += 1

@@ -44,13 +44,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import get_worker_info
 
 from ..configs import ConfigError
 from ..preprocess import ImageDecodeError
 from ..preprocess.image_io import decode_image
 from .folder import stable_hash
 from .sources import source_options
+from .streaming import StreamingSource
 from .tabular import BadSampleLog, Sample, Tokenize, Transform, caption_problem, to_tokens
 
 DEFAULT_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
@@ -98,7 +99,7 @@ class Options:
             )
 
 
-class WebDatasetSource(IterableDataset):
+class WebDatasetSource(StreamingSource):
     """Streams ``(image, tokens)`` (or ``None``) from WebDataset tar shards."""
 
     def __init__(

@@ -1,0 +1,328 @@
+"""Search benchmarks: vector indexes side by side, a loopback load test of ``serve``, and
+indexing the Flickr photos end to end.
+
+1. Vectors: ``--n`` (default 1,000,000) normalised 512-d vectors drawn from a mixture of
+   ``--clusters`` anisotropic Gaussians (uniform random vectors have no neighbours), plus
+   held-out queries. For numpy brute force, exact FAISS, clipforge's automatic choice (tuned
+   to recall@10 >= 0.95 on separate tuning queries) and the index autofaiss's rules pick
+   (HNSW32 when it fits in memory, efSearch tuned the same way): build time, index bytes,
+   p50/p99 single-query latency, queries/s at batch 64, recall@10 vs exact. With
+   ``--weights`` (a trained ViT-B-32), the same rows on the CIFAR-10 test-set embeddings.
+2. Serve (``--serve-n`` vectors, default 100,000): ``clipforge serve``'s app under uvicorn on
+   127.0.0.1 with a ViT-B-32 text tower; ``--clients`` concurrent clients send ``--requests``
+   distinct text queries (no cache hits): errors, p50/p99 latency, queries/s.
+3. Flickr (``../shared/data/flickr8k-1k.tar.gz``): images/s of ``clipforge.embed_images`` vs
+   ``Index.sync`` on the same 1,000 files (indexing overhead); caption→image recall@10 when
+   ``--weights`` gives a trained ViT-B-32 checkpoint.
+
+Usage: python benchmarks/search.py [--n 100000] [--skip-vectors] [--skip-serve]
+       [--skip-flickr] [--weights CKPT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import statistics
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+import clipforge
+from clipforge.index import Index, StoreOptions
+from clipforge.index.faiss_store import FaissStore
+from clipforge.index.metadata import ImageRow
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+CLIP_RETRIEVAL_QPS = 20  # clip-retrieval back end, as published (~50 ms, ~20 queries/s)
+
+
+def clustered(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:
+    """Unit vectors from a mixture of axis-scaled (anisotropic) Gaussians.
+
+    Like CLIP embeddings, the clusters are not orthogonal: every centre shares a common
+    direction and one of ``sqrt(clusters)`` super-cluster directions (random pairs have
+    cosine ~0.4, members of one cluster ~0.7).
+    """
+    rng = np.random.default_rng(seed)
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    common = unit(rng.standard_normal(dim, dtype=np.float32))
+    supers = unit(rng.standard_normal((int(clusters**0.5) + 1, dim), dtype=np.float32))
+    own = unit(rng.standard_normal((clusters, dim), dtype=np.float32))
+    centers = common + 0.7 * supers[rng.integers(0, len(supers), clusters)] + 0.5 * own
+    scales = rng.lognormal(0.0, 0.75, (clusters, dim)).astype(np.float32) * (0.6 / dim**0.5)
+    out = np.empty((n, dim), np.float32)
+    for start in range(0, n, 65536):
+        stop = min(start + 65536, n)
+        which = rng.integers(0, clusters, stop - start)
+        noise = rng.standard_normal((stop - start, dim), dtype=np.float32)
+        out[start:stop] = unit(centers[which] + noise * scales[which])
+    return out
+
+
+def exact_top(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    flat = faiss.IndexFlatIP(base.shape[1])
+    flat.add(base)
+    return flat.search(queries, k)[1]
+
+
+def recall(found: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
+    hits = sum(len(np.intersect1d(f[:k], t[:k])) for f, t in zip(found, truth, strict=True))
+    return hits / (len(truth) * k)
+
+
+def measure(search: Callable[[np.ndarray, int], np.ndarray], queries, truth, singles: int):
+    """p50/p99 single-query ms (one thread), batch-64 queries/s (all threads), recall@10."""
+    latencies = []
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # one query: OpenMP fan-out only costs (worse on busy cores)
+    for q in queries[:singles]:
+        start = time.perf_counter()
+        search(q[None], 10)
+        latencies.append((time.perf_counter() - start) * 1000)
+    faiss.omp_set_num_threads(threads)
+    start = time.perf_counter()
+    found = [search(queries[i : i + 64], 10) for i in range(0, len(queries), 64)]
+    qps = len(queries) / (time.perf_counter() - start)
+    lat = np.percentile(latencies, [50, 99])
+    return lat[0], lat[1], qps, recall(np.concatenate(found), truth)
+
+
+def numpy_search(base: np.ndarray) -> Callable:
+    def search(q: np.ndarray, k: int) -> np.ndarray:
+        scores = q @ base.T
+        top = np.argpartition(-scores, k, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
+        return np.take_along_axis(top, order, axis=1)
+
+    return search
+
+
+def store_row(name, base, queries, truth, tune_q, tune_truth, kind, memory=None):
+    """Build a FaissStore of ``kind``, tune it on separate queries, measure it."""
+    start = time.perf_counter()
+    store = FaissStore(Path(tempfile.mkdtemp()), base.shape[1], StoreOptions(kind, memory))
+    store.rebuild(np.arange(len(base), dtype=np.int64), base)
+    built = time.perf_counter() - start
+    tuned = store.tune(tune_q, tune_truth, 10)
+    nbytes = faiss.serialize_index(store.index).nbytes
+    stats = measure(lambda q, k: store.search(q, k)[1], queries, truth, 300)
+    desc = ", ".join(f"{k}={v}" for k, v in store.describe().items() if k != "backend")
+    return (f"{name} [{desc}]", built, nbytes, *stats, tuned)
+
+
+def bench_vectors(args) -> None:
+    n, dim = args.n, 512
+    clusters = args.clusters or max(10, n // 100)
+    print(f"\n== vectors: {n:,} x {dim} from {clusters:,} anisotropic Gaussians ==")
+    start = time.perf_counter()
+    data = clustered(n + 2 * args.queries, dim, clusters, seed=0)
+    base, queries, tune_q = data[:n], data[n : n + args.queries], data[n + args.queries :]
+    truth, tune_truth = exact_top(base, queries, 10), exact_top(base, tune_q, 10)
+    print(f"data + exact ground truth: {time.perf_counter() - start:.1f} s")
+    print_rows(contender_rows(args.kinds, base, queries, truth, tune_q, tune_truth))
+
+
+def contender_rows(kinds: str, base, queries, truth, tune_q, tune_truth) -> list[tuple]:
+    """Build and measure each requested contender on the same data."""
+    contenders = {
+        "flat": ("faiss exact (Flat)", "flat"),
+        "auto": ("clipforge auto", "auto"),
+        "ivf": ("clipforge IVF-Flat", "ivf"),
+        "hnsw": ("autofaiss pick HNSW32", "hnsw"),
+    }
+    rows = []
+    for key in kinds.split(","):
+        if key == "numpy":
+            stats = measure(numpy_search(base), queries[:128], truth[:128], 30)
+            rows.append(("numpy brute force", 0.0, base.nbytes, *stats, {}))
+        else:
+            name, kind = contenders[key]
+            rows.append(store_row(name, base, queries, truth, tune_q, tune_truth, kind))
+    return rows
+
+
+def print_rows(rows: list[tuple]) -> None:
+    print(
+        f"{'index':48} {'build s':>8} {'MiB':>7} {'p50 ms':>7} {'p99 ms':>7} {'q/s@64':>8} {'R@10':>6}"
+    )
+    for name, built, nbytes, p50, p99, qps, rec, _ in rows:
+        print(
+            f"{name:48} {built:8.1f} {nbytes / 2**20:7.0f} {p50:7.3f} {p99:7.3f} {qps:8.0f} {rec:6.3f}"
+        )
+
+
+def cifar_vectors(weights: str) -> np.ndarray:
+    """Embeddings of the 10,000 CIFAR-10 test images by a trained ViT-B-32 checkpoint."""
+    archive = SHARED / "data" / "cifar10-test.tar.gz"
+    if not archive.exists():
+        raise SystemExit(f"missing {archive}")
+    work = Path(tempfile.mkdtemp())
+    with tarfile.open(archive) as tar:
+        tar.extractall(work, filter="data")
+    paths = sorted(str(p) for p in (work / "cifar10" / "test").rglob("*.jpg"))
+    return clipforge.embed_images(load_vit_b32(weights), paths, num_workers=2).embeddings
+
+
+def bench_real(args) -> None:
+    """The same contenders on real CIFAR-10 embeddings (queries: 1,000 held-out images)."""
+    data = cifar_vectors(args.weights)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(data))
+    queries, tune_q, base = data[order[:1000]], data[order[1000:1500]], data[order[1500:]]
+    truth, tune_truth = exact_top(base, queries, 10), exact_top(base, tune_q, 10)
+    print(f"\n== CIFAR-10 test embeddings: {len(base):,} x {base.shape[1]} ==")
+    print_rows(contender_rows(args.kinds, base, queries, truth, tune_q, tune_truth))
+
+
+def _fake_index(n: int, model, folder: Path) -> Index:
+    """An index of ``n`` clustered vectors with placeholder paths (no image files)."""
+    index = Index.open(folder, model)
+    vectors = clustered(n, model.config.embed_dim, max(10, n // 100), seed=1)
+    with index.meta.transaction():
+        for i, vector in enumerate(vectors):
+            index.meta.insert_image(ImageRow(0, f"/fake/{i}.jpg", 1, i, f"{i:064x}", 1, 1), vector)
+        index.meta.bump_version()
+    index.rebuild()
+    return index
+
+
+def bench_serve(args) -> None:
+    import uvicorn
+
+    from clipforge.serve import ServeConfig, create_app
+
+    print(f"\n== serve: {args.serve_n:,} vectors, ViT-B-32 text tower, {args.clients} clients, "
+          f"{args.requests} distinct queries ==")  # fmt: skip
+    model = load_vit_b32(args.weights)
+    index = _fake_index(args.serve_n, model, Path(tempfile.mkdtemp()))
+    server = uvicorn.Server(uvicorn.Config(create_app(index, ServeConfig()), host="127.0.0.1", port=args.port, log_level="warning"))  # fmt: skip
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    latencies, errors, elapsed = asyncio.run(_load(args))
+    server.should_exit = True
+    p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (float("nan"),) * 2
+    qps = len(latencies) / elapsed
+    print(f"errors {errors}/{args.requests}; p50 {p50:.1f} ms, p99 {p99:.1f} ms; {qps:.0f} queries/s "
+          f"({qps / CLIP_RETRIEVAL_QPS:.1f}x clip-retrieval's published ~{CLIP_RETRIEVAL_QPS}/s); "
+          f"batching {server.config.app.state.batcher.stats()}")  # fmt: skip
+
+
+async def _load(args) -> tuple[list[float], int, float]:
+    """Latencies (ms), error count and wall time of the bounded load."""
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    todo = iter(range(args.requests))
+    url = f"http://127.0.0.1:{args.port}/search"
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        for i in todo:
+            start = time.perf_counter()
+            try:
+                reply = await http.get(url, params={"q": f"a photo of thing number {i}", "k": 20})
+                ok = reply.status_code == 200 and len(reply.json()["results"]) == 20
+            except httpx.HTTPError:
+                ok = False
+            latencies.append((time.perf_counter() - start) * 1000)
+            errors += not ok
+
+    limits = httpx.Limits(max_connections=args.clients)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(args.clients)))
+        elapsed = time.perf_counter() - start
+    return latencies, errors, elapsed
+
+
+def load_vit_b32(weights: str | None):
+    import torch
+
+    if weights:
+        return clipforge.load("ViT-B-32", weights=weights)
+    torch.manual_seed(0)
+    return clipforge.create_model("ViT-B-32").eval()
+
+
+def bench_flickr(args) -> None:
+    archive = SHARED / "data" / "flickr8k-1k.tar.gz"
+    if not archive.exists():
+        raise SystemExit(f"missing {archive}")
+    work = Path(tempfile.mkdtemp())
+    with tarfile.open(archive) as tar:
+        tar.extractall(work, filter="data")
+    folder = work / "flickr8k-1k" / "images"
+    paths = sorted(str(p) for p in folder.iterdir())
+    if args.flickr_limit:
+        for extra in paths[args.flickr_limit :]:
+            Path(extra).unlink()
+        paths = paths[: args.flickr_limit]
+    model = load_vit_b32(args.weights)
+    print(f"\n== flickr: {len(paths)} photos, ViT-B-32 ({'trained' if args.weights else 'random weights'}), "
+          f"batch 64, {args.workers} workers ==")  # fmt: skip
+    clipforge.embed_images(model, paths[:64], batch_size=64)  # warm-up
+    embed_s = index_s = float("inf")
+    for round_ in range(args.rounds):  # alternate, keep the best: shared cores are noisy
+        start = time.perf_counter()
+        clipforge.embed_images(model, paths, batch_size=64, num_workers=args.workers)
+        embed_s = min(embed_s, time.perf_counter() - start)
+        index = Index.open(work / f"db{round_}", model)
+        start = time.perf_counter()
+        report = index.sync([folder], batch_size=64, num_workers=args.workers, progress=False)
+        index_s = min(index_s, time.perf_counter() - start)
+    print(f"embed_images {len(paths) / embed_s:.1f} images/s; Index.sync {report.added / index_s:.1f} images/s "
+          f"(added {report.added}, failed {len(report.failed)}); overhead {100 * (index_s / embed_s - 1):+.1f} % "
+          f"(best of {args.rounds})")  # fmt: skip
+    if not args.weights:
+        print("caption recall@10: not measured (needs --weights: a trained ViT-B-32 checkpoint)")
+        return
+    with open(work / "flickr8k-1k" / "captions.tsv", encoding="utf-8") as f:
+        pairs = [row for row in csv.reader(f, delimiter="\t") if len(row) == 2]
+    hits = [any(Path(h.path).name == Path(p).name for h in index.search(c, k=10)) for p, c in pairs]
+    print(f"caption -> own image recall@10: {statistics.mean(hits):.3f} over {len(hits)} captions")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--clusters", type=int, default=0, help="default n / 100")
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--kinds", default="numpy,flat,auto,ivf,hnsw", help="rows to run")
+    parser.add_argument("--serve-n", type=int, default=100_000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="Flickr timing rounds")
+    parser.add_argument("--flickr-limit", type=int, default=0, help="index only N photos")
+    parser.add_argument("--weights", default=None, help="trained ViT-B-32 checkpoint")
+    parser.add_argument("--skip-vectors", action="store_true")
+    parser.add_argument("--skip-serve", action="store_true")
+    parser.add_argument("--skip-flickr", action="store_true")
+    args = parser.parse_args()
+    print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
+    if not args.skip_vectors:
+        bench_vectors(args)
+    if args.weights and not args.skip_vectors:
+        bench_real(args)
+    if not args.skip_serve:
+        bench_serve(args)
+    if not args.skip_flickr:
+        bench_flickr(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Search commands: ``clipforge index``, ``clipforge search``, ``clipforge serve``."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+
+import typer
+
+from .common import BATCH, JSON, PRETRAINED, WEIGHTS, WORKERS, err_console, print_json
+
+DB = typer.Option(..., "--db", help="Index directory (created by `clipforge index`).")
+SEARCH_MODEL = typer.Option(
+    None, "--model", "-m", help="Architecture or checkpoint (default: the one that built --db)."
+)
+
+
+def _open(db: Path, model: str | None, weights: Path | None, pretrained: str | None, **kwargs):
+    """Open the index with the given model, or with the one recorded in it."""
+    import clipforge
+    from clipforge.index import ModelMismatchError
+
+    from .common import load_model
+
+    spec = None
+    if model is None:
+        if not (db / "metadata.sqlite").exists():
+            model = "ViT-B-32"
+        else:
+            from clipforge.index.metadata import MetadataStore
+
+            meta = MetadataStore(db / "metadata.sqlite")
+            recorded = json.loads(meta.get_meta("model_spec") or "{}")
+            meta.close()
+            if not recorded.get("model"):
+                raise typer.BadParameter("this index records no model: pass --model", "--model")
+            model, weights = recorded["model"], recorded.get("weights")
+            pretrained = recorded.get("pretrained")
+    weights = None if weights is None else Path(weights).absolute()
+    spec = {"model": model, "weights": weights and str(weights), "pretrained": pretrained}
+    try:
+        return clipforge.Index.open(
+            db, load_model(model, weights, pretrained), model_spec=spec, **kwargs
+        )
+    except ModelMismatchError as err:
+        err_console.print(f"[red]{err}[/red]")
+        raise typer.Exit(code=2) from err
+
+
+def _bytes(text: str | None) -> int | None:
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?)i?b?\s*", text.lower())
+    if match is None:
+        raise typer.BadParameter(f"not a size: {text!r} (e.g. 2GB, 512MB)", "--max-memory")
+    return int(float(match[1]) * 1024 ** " kmgt".index(match[2] or " "))
+
+
+def index(
+    dirs: list[Path] = typer.Argument(None, help="Folders (or files) of images to index."),
+    db: Path = DB,
+    model: str = SEARCH_MODEL,
+    weights: Path = WEIGHTS,
+    pretrained: str = PRETRAINED,
+    errors: bool = typer.Option(False, "--errors", help="List files that could not be indexed."),
+    index_type: str = typer.Option(
+        None, "--index-type", help="auto|flat|ivf|ivfpq|hnsw (default: as before, else auto)"
+    ),
+    max_memory: str = typer.Option(None, "--max-memory", help="Index memory budget, e.g. 4GB."),
+    target_recall: float = typer.Option(
+        None, "--target-recall", min=0.0, max=1.0, help="recall@10 to tune for (0.95)"
+    ),
+    batch_size: int = BATCH,
+    workers: int = WORKERS,
+    as_json: bool = JSON,
+) -> None:
+    """Index images incrementally: new/changed files embedded, deleted ones dropped."""
+    from clipforge.index import StoreOptions
+
+    options = None  # keep the index's recorded options unless one is given
+    if (index_type, max_memory, target_recall) != (None, None, None):
+        options = StoreOptions(index_type or "auto", _bytes(max_memory), target_recall or 0.95)
+    if errors:
+        with _open(db, model, weights, pretrained) as idx:
+            failed = idx.errors()
+        if as_json:
+            print_json([{"path": p, "reason": r} for p, r in failed])
+        for path, reason in [] if as_json else failed:
+            typer.echo(f"{path}\t{reason}")
+        return
+    if not dirs:
+        raise typer.BadParameter("give folders to index (or --errors)", param_hint="DIRS")
+    with _open(db, model, weights, pretrained, options=options) as idx:
+        report = idx.sync(dirs, batch_size=batch_size, num_workers=workers, progress=None)
+        info = idx.info()
+    if as_json:
+        print_json({"report": report.to_dict(), "index": info})
+        return
+    done = report.added + report.replaced
+    rate = done / report.seconds if report.seconds else 0.0
+    typer.echo(
+        f"added {report.added}, re-embedded {report.replaced}, renamed {report.renamed}, "
+        f"removed {report.removed}, duplicates {report.duplicates}, unchanged "
+        f"{report.unchanged}, failed {len(report.failed)} in {report.seconds:.1f} s "
+        f"({rate:.1f} images/s); {info['images']} images, index {info['store']}"
+    )
+    if report.failed:
+        err_console.print(f"[yellow]{len(report.failed)} file(s) failed: see --errors[/yellow]")
+
+
+def _date(text: str | None) -> float | None:
+    return None if text is None else datetime.fromisoformat(text).timestamp()
+
+
+def search(
+    query: str = typer.Argument(None, help="What to look for, in words."),
+    db: Path = DB,
+    k: int = typer.Option(20, "-k", "--top-k", min=1),
+    image: Path = typer.Option(None, "--image", help="Find images similar to this one."),
+    negative: list[str] = typer.Option(None, "--negative", help="Push results away from this."),
+    text_weight: float = typer.Option(1.0, "--text-weight"),
+    image_weight: float = typer.Option(1.0, "--image-weight"),
+    negative_weight: float = typer.Option(0.5, "--negative-weight"),
+    glob: str = typer.Option(None, "--glob", help="Only paths matching this glob."),
+    after: str = typer.Option(None, "--after", help="Modified on/after (ISO date)."),
+    before: str = typer.Option(None, "--before", help="Modified on/before (ISO date)."),
+    min_score: float = typer.Option(None, "--min-score"),
+    min_width: int = typer.Option(None, "--min-width"),
+    min_height: int = typer.Option(None, "--min-height"),
+    duplicates: bool = typer.Option(False, "--duplicates", help="List near-duplicate groups."),
+    threshold: float = typer.Option(0.95, "--threshold", help="Cosine for --duplicates."),
+    model: str = SEARCH_MODEL,
+    weights: Path = WEIGHTS,
+    pretrained: str = PRETRAINED,
+    as_json: bool = JSON,
+) -> None:
+    """Search an index by text and/or image, with filters; or list near-duplicates."""
+    from clipforge.index import Filters
+    from clipforge.index.querying import near_duplicates
+
+    with _open(db, model, weights, pretrained) as idx:
+        if duplicates:
+            groups = near_duplicates(idx, threshold)
+            if as_json:
+                print_json(groups)
+            for group in [] if as_json else groups:
+                typer.echo("\t".join(group))
+            return
+        if not query and image is None:
+            raise typer.BadParameter("give a QUERY, --image, or --duplicates")
+        filters = Filters(glob, _date(after), _date(before), min_width, min_height, min_score)
+        hits = idx.search(
+            query, image=image, negative=negative, text_weight=text_weight,
+            image_weight=image_weight, negative_weight=negative_weight, k=k, filters=filters,
+        )  # fmt: skip
+    if as_json:
+        print_json([h.to_dict() for h in hits])
+        return
+    for hit in hits:
+        typer.echo(f"{hit.score:.4f}\t{hit.path}")
+
+
+def serve(
+    db: Path = DB,
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (loopback by default)."),
+    port: int = typer.Option(8000, "--port"),
+    api_key: str = typer.Option(
+        None, "--api-key", envvar="CLIPFORGE_API_KEY", help="Enables the mutating endpoints."
+    ),
+    cors: list[str] = typer.Option(None, "--cors-origin", help="Allowed CORS origin (off)."),
+    model: str = SEARCH_MODEL,
+    weights: Path = WEIGHTS,
+    pretrained: str = PRETRAINED,
+) -> None:
+    """Serve the index over HTTP: JSON API, OpenAPI docs at /docs and a web page at /."""
+    import uvicorn
+
+    from clipforge.serve import ServeConfig, create_app
+
+    idx = _open(db, model, weights, pretrained)
+    config = ServeConfig(api_key=api_key or None, cors_origins=list(cors or []))
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        err_console.print(f"[yellow]serving on {host}: reachable from the network[/yellow]")
+    uvicorn.run(create_app(idx, config), host=host, port=port, log_level="info")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("index")(index)
+    app.command("search")(search)
+    app.command("serve")(serve)
+
+
+__all__ = ["register"]

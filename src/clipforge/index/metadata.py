@@ -1,0 +1,250 @@
+"""The SQLite metadata store: one row per indexed image (with its vector), errors, duplicates.
+
+Every change happens in a transaction, and ``meta.version`` is bumped with each change to
+the set of vectors, so a vector backend persisted at an older version is known to be stale.
+Row ids come from ``AUTOINCREMENT`` and are never reused.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    indexed_at REAL NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_sha256 ON images (sha256);
+CREATE INDEX IF NOT EXISTS images_mtime ON images (mtime_ns);
+CREATE TABLE IF NOT EXISTS duplicates (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    original_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS errors (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+COLUMNS = "id, path, size, mtime_ns, sha256, width, height"
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """Metadata of one indexed image."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What the store knows about a path: ``kind`` is image, duplicate or error."""
+
+    kind: str
+    size: int
+    mtime_ns: int
+    sha256: str | None = None
+    id: int | None = None
+
+
+class MetadataStore:
+    """Thin typed wrapper over the SQLite database ``DIR/metadata.sqlite``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on any exception)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- meta -----------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    @property
+    def version(self) -> int:
+        return int(self.get_meta("version") or 0)
+
+    def bump_version(self) -> int:
+        """Inside a transaction: mark the set of vectors as changed."""
+        version = self.version + 1
+        self.set_meta("version", str(version))
+        return version
+
+    # -- images ---------------------------------------------------------------------
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+
+    def states(self) -> dict[str, FileState]:
+        """Every known path (image, duplicate or error) with its recorded size and mtime."""
+        known: dict[str, FileState] = {}
+        for path, size, mtime, sha, id_ in self.db.execute(
+            "SELECT path, size, mtime_ns, sha256, id FROM images"
+        ):
+            known[path] = FileState("image", size, mtime, sha, id_)
+        for path, size, mtime, sha, id_ in self.db.execute(
+            "SELECT path, size, mtime_ns, sha256, original_id FROM duplicates"
+        ):
+            known[path] = FileState("duplicate", size, mtime, sha, id_)
+        for path, size, mtime in self.db.execute("SELECT path, size, mtime_ns FROM errors"):
+            known[path] = FileState("error", size, mtime)
+        return known
+
+    def by_hash(self, sha256: str) -> ImageRow | None:
+        row = self.db.execute(
+            f"SELECT {COLUMNS} FROM images WHERE sha256 = ?", (sha256,)
+        ).fetchone()
+        return None if row is None else ImageRow(*row)
+
+    def get(self, id_: int) -> ImageRow | None:
+        row = self.db.execute(f"SELECT {COLUMNS} FROM images WHERE id = ?", (id_,)).fetchone()
+        return None if row is None else ImageRow(*row)
+
+    def rows(self, ids: Iterable[int]) -> dict[int, ImageRow]:
+        ids = [int(i) for i in ids]
+        found: dict[int, ImageRow] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(
+                f"SELECT {COLUMNS} FROM images WHERE id IN ({marks})", chunk
+            ):
+                found[row[0]] = ImageRow(*row)
+        return found
+
+    def insert_image(self, row: ImageRow, vector: np.ndarray) -> int:
+        """Insert (replacing any row or record at the same path); returns the new id."""
+        self.forget_path(row.path)
+        cursor = self.db.execute(
+            "INSERT INTO images (path, size, mtime_ns, sha256, width, height, indexed_at,"
+            " vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.path,
+                row.size,
+                row.mtime_ns,
+                row.sha256,
+                row.width,
+                row.height,
+                time.time(),
+                np.ascontiguousarray(vector, dtype=np.float32).tobytes(),
+            ),
+        )
+        return int(cursor.lastrowid)
+
+    def move_image(self, id_: int, path: str, size: int, mtime_ns: int) -> None:
+        """A renamed (or merely touched) file: same content, new path/stat, same id."""
+        self.db.execute("DELETE FROM duplicates WHERE path = ?", (path,))
+        self.db.execute("DELETE FROM errors WHERE path = ?", (path,))
+        self.db.execute(
+            "UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
+            (path, size, mtime_ns, id_),
+        )
+
+    def forget_path(self, path: str) -> int | None:
+        """Drop whatever is recorded at ``path``; the removed image id, if it was one."""
+        self.db.execute("DELETE FROM duplicates WHERE path = ?", (path,))
+        self.db.execute("DELETE FROM errors WHERE path = ?", (path,))
+        row = self.db.execute("SELECT id FROM images WHERE path = ?", (path,)).fetchone()
+        if row is None:
+            return None
+        self.db.execute("DELETE FROM images WHERE id = ?", (row[0],))
+        return int(row[0])
+
+    def add_duplicate(self, path: str, size: int, mtime_ns: int, sha: str, of: int) -> None:
+        self.forget_path(path)
+        self.db.execute(
+            "INSERT INTO duplicates VALUES (?, ?, ?, ?, ?)", (path, size, mtime_ns, sha, of)
+        )
+
+    def duplicates_of(self, id_: int) -> list[tuple[str, int, int]]:
+        return self.db.execute(
+            "SELECT path, size, mtime_ns FROM duplicates WHERE original_id = ? ORDER BY path",
+            (id_,),
+        ).fetchall()
+
+    def add_error(self, path: str, size: int, mtime_ns: int, reason: str) -> int | None:
+        removed = self.forget_path(path)
+        self.db.execute(
+            "INSERT INTO errors VALUES (?, ?, ?, ?, ?)", (path, size, mtime_ns, reason, time.time())
+        )
+        return removed
+
+    def errors(self) -> list[tuple[str, str]]:
+        return self.db.execute("SELECT path, reason FROM errors ORDER BY path").fetchall()
+
+    def duplicates(self) -> list[tuple[str, int]]:
+        return self.db.execute("SELECT path, original_id FROM duplicates ORDER BY path").fetchall()
+
+    # -- vectors ---------------------------------------------------------------------
+    def all_ids(self) -> np.ndarray:
+        return np.fromiter((r[0] for r in self.db.execute("SELECT id FROM images")), np.int64)
+
+    def vectors(self, ids: np.ndarray | None = None, dim: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, vectors)`` of the given ids (all rows if ``None``), in id order."""
+        if ids is None:
+            cursor = self.db.execute("SELECT id, vector FROM images ORDER BY id")
+            pairs = cursor.fetchall()
+        else:
+            pairs = []
+            ids = sorted(int(i) for i in ids)
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                pairs += self.db.execute(
+                    f"SELECT id, vector FROM images WHERE id IN ({marks}) ORDER BY id", chunk
+                ).fetchall()
+        out_ids = np.fromiter((p[0] for p in pairs), np.int64, len(pairs))
+        if not pairs:
+            return out_ids, np.zeros((0, dim), np.float32)
+        return out_ids, np.frombuffer(b"".join(p[1] for p in pairs), np.float32).reshape(
+            len(pairs), -1
+        )
+
+    def select_ids(self, where: str, params: list) -> np.ndarray:
+        """Ids of the rows matching an SQL condition (the search filters)."""
+        cursor = self.db.execute(f"SELECT id FROM images WHERE {where}", params)
+        return np.fromiter((r[0] for r in cursor), np.int64)

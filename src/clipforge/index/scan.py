@@ -1,0 +1,72 @@
+"""File discovery, content hashing, image headers and model fingerprints for the index."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+
+def expand(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Absolute paths: files as given, directories expanded recursively to image files."""
+    found: list[str] = []
+    for item in paths:
+        path = Path(item).absolute()
+        if path.is_dir():
+            found += sorted(
+                str(p)
+                for p in path.rglob("*")
+                if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()
+            )
+        else:
+            found.append(str(path))
+    return found
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (raises ``OSError`` if unreadable)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """``(width, height)`` from the header only; ``(0, 0)`` if it cannot be read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                return image.size
+    except Exception:  # the embedding step records the real reason
+        return 0, 0
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A digest of the architecture, the preprocessing and (a sample of) every weight.
+
+    Two models give the same fingerprint only if their embeddings can be compared.
+    """
+    digest = hashlib.sha256()
+    config = {
+        "model": model.config.to_dict(),
+        "preprocess": dataclasses.asdict(model.preprocess_config),
+    }
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 4096)].float().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(sample.numpy().tobytes())
+        digest.update(repr(float(flat.float().sum())).encode())
+    return digest.hexdigest()[:32]

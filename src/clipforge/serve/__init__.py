@@ -1,0 +1,6 @@
+"""HTTP service over a search index: JSON API, OpenAPI docs and a web page (FastAPI)."""
+
+from .app import ServeConfig, create_app
+from .batching import TextBatcher
+
+__all__ = ["ServeConfig", "TextBatcher", "create_app"]
