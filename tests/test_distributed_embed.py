@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import ray
 import torch
 from PIL import Image
 
 import clipforge
 from clipforge.data.folder import list_images
 from clipforge.distributed import MANIFEST, embed
-
-ray = pytest.importorskip("ray")
 
 TINY = {
     "embed_dim": 16,
