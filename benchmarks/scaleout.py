@@ -7,11 +7,14 @@ machine (issue 13 asks for <= 15 %) and the largest difference between the two o
 Ray's start-up is timed apart from the pipeline. On a GPU machine pass ``--gpus 1`` to
 give each encoder actor a GPU (and run the reference on CUDA).
 
-Milvus vs the embedded FAISS index (bulk load + query throughput on 100,000 vectors) lands
-with the search index's backends (issue 12); ``--index`` says so until then.
+``--index`` instead measures the search backends: bulk load (``rebuild``) and query
+throughput (batches of 100 queries, top-10) of Milvus (milvus-lite, exact FLAT) and the
+embedded FAISS index (``auto``: IVF-Flat at this size, tuned) on ``--vectors`` clustered
+unit vectors (100,000 by default), with recall@10 against exact search.
 
 Usage: python benchmarks/scaleout.py [--limit N] [--model ViT-B-32] [--batch-size 64]
        [--workers 2] [--actors 1] [--gpus 0] [--shard-size 250]
+       python benchmarks/scaleout.py --index [--vectors 100000] [--dim 512]
 Heavy: run it on an otherwise idle machine.
 """
 
@@ -89,6 +92,40 @@ def ray_pipeline(folder: Path, out: Path, args: argparse.Namespace) -> tuple[flo
     return startup, seconds, found
 
 
+def clustered_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Unit vectors around 100 random centres (CLIP-like: neighbours are close)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((100, dim)).astype(np.float32)
+    vectors = centres[rng.integers(0, 100, n)] + 0.5 * rng.standard_normal((n, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def index_backends(n: int, dim: int) -> None:
+    from clipforge.index.store import StoreOptions, open_backend
+
+    vectors, ids = clustered_vectors(n, dim), np.arange(1, n + 1, dtype=np.int64)
+    queries = clustered_vectors(1000, dim, seed=1)
+    exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10] + 1
+    for name in ("faiss", "milvus"):
+        with tempfile.TemporaryDirectory() as tmp:
+            store = open_backend(name, Path(tmp), dim, StoreOptions())
+            start = time.perf_counter()
+            store.rebuild(ids, vectors)
+            store.save(0)
+            load_s = time.perf_counter() - start
+            tuned = store.tune(queries[:100], exact[:100], 10)
+            start = time.perf_counter()
+            found = np.concatenate([store.search(queries[i : i + 100], 10)[1]
+                                    for i in range(0, len(queries), 100)])  # fmt: skip
+            query_s = time.perf_counter() - start
+        recall = np.mean(
+            [len(np.intersect1d(f, e)) / 10 for f, e in zip(found, exact, strict=True)]
+        )
+        print(f"{name:7s}: bulk load {n} x {dim} in {load_s:7.2f} s ({n / load_s:9.0f} vec/s); "
+              f"{len(queries) / query_s:8.0f} queries/s; recall@10 {recall:.3f}; "
+              f"{store.describe()} {tuned}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="only the first N photos")
@@ -98,10 +135,13 @@ def main() -> None:
     parser.add_argument("--actors", type=int, default=1, help="Ray encoder actors")
     parser.add_argument("--gpus", type=int, default=0, help="GPUs per Ray actor (0 or 1)")
     parser.add_argument("--shard-size", type=int, default=250)
-    parser.add_argument("--index", action="store_true", help="Milvus vs FAISS (issue 12)")
+    parser.add_argument("--index", action="store_true", help="Milvus vs FAISS instead")
+    parser.add_argument("--vectors", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=512)
     args = parser.parse_args()
     if args.index:
-        raise SystemExit("Milvus vs FAISS needs the search index (issue 12), not merged yet")
+        index_backends(args.vectors, args.dim)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = extract_photos(FLICKR, Path(tmp), args.limit)
         n = len(list_images(folder))
