@@ -21,19 +21,25 @@ def model():
     return tiny_model()
 
 
+@pytest.fixture(scope="module", params=["faiss", "milvus"])
+def backend(request) -> str:
+    """The backend-neutral tests run on every search backend (milvus: milvus-lite)."""
+    return request.param
+
+
 def _rows(index) -> dict[str, int]:
     return dict(index.meta.db.execute("SELECT path, id FROM images").fetchall())
 
 
 def _consistent(index) -> None:
-    """The FAISS index holds exactly the rows of the metadata store."""
+    """The backend holds exactly the rows of the metadata store."""
     assert sorted(index.store.ids().tolist()) == sorted(index.meta.all_ids().tolist())
 
 
-def test_incremental_reindex_touches_exactly_the_right_rows(tmp_path, model):
+def test_incremental_reindex_touches_exactly_the_right_rows(tmp_path, model, backend):
     photos = tmp_path / "photos"
     files = write_images(photos, 6)
-    index = clipforge.Index.open(tmp_path / "db", model)
+    index = clipforge.Index.open(tmp_path / "db", model, backend=backend)
     first = index.sync([photos])
     assert (first.added, first.failed) == (6, [])
     before = _rows(index)
@@ -65,16 +71,16 @@ def test_incremental_reindex_touches_exactly_the_right_rows(tmp_path, model):
     again = index.sync([photos])  # nothing changed: nothing embedded
     assert (again.added, again.replaced, again.removed, again.unchanged) == (0, 0, 0, 7)
     index.close()
-    reopened = clipforge.Index.open(tmp_path / "db", model)
+    reopened = clipforge.Index.open(tmp_path / "db", model, backend=backend)
     assert _rows(reopened) == after
     _consistent(reopened)
 
 
-def test_deleting_an_original_promotes_its_duplicate(tmp_path, model):
+def test_deleting_an_original_promotes_its_duplicate(tmp_path, model, backend):
     photos = tmp_path / "photos"
     original = write_image(photos / "a.png", seed=1)
     shutil.copy(original, photos / "b.png")
-    index = clipforge.Index.open(tmp_path / "db", model)
+    index = clipforge.Index.open(tmp_path / "db", model, backend=backend)
     index.sync([photos])
     id_ = _rows(index)[str(original)]
     original.unlink()
@@ -106,11 +112,13 @@ def _bad_files(folder: Path) -> dict[str, str]:
     }
 
 
-def test_every_bad_file_kind_is_recorded_and_never_stops_the_run(tmp_path, model, monkeypatch):
+def test_every_bad_file_kind_is_recorded_and_never_stops_the_run(
+    tmp_path, model, backend, monkeypatch
+):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2_000)  # 100×100 > 2 × limit: a bomb
     photos = tmp_path / "photos"
     expected = _bad_files(photos)
-    index = clipforge.Index.open(tmp_path / "db", model)
+    index = clipforge.Index.open(tmp_path / "db", model, backend=backend)
     report = index.sync([photos])
     assert report.added == 1
     errors = {Path(p).name: reason for p, reason in index.errors()}
@@ -126,14 +134,14 @@ def test_every_bad_file_kind_is_recorded_and_never_stops_the_run(tmp_path, model
 
 
 @pytest.fixture(scope="module")
-def collection(tmp_path_factory, model):
+def collection(tmp_path_factory, model, backend):
     """40 images of varied sizes and dates in two folders, indexed once."""
     root = tmp_path_factory.mktemp("collection")
     for i in range(40):
         folder = root / ("cats" if i % 2 else "dogs")
         path = write_image(folder / f"p{i:02d}.png", seed=200 + i, size=(16 + i, 60 - i))
         os.utime(path, (1_600_000_000 + i * 86_400,) * 2)
-    index = clipforge.Index.open(root / "db", model)
+    index = clipforge.Index.open(root / "db", model, backend=backend)
     assert index.sync([root / "cats", root / "dogs"]).added == 40
     return index
 
@@ -143,7 +151,8 @@ def _queries(n: int, dim: int = 32) -> np.ndarray:
     return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
-def test_search_equals_brute_force_cosine_top_k(collection, model):
+def test_search_equals_brute_force_cosine_top_k(collection, model, backend):
+    assert collection.store.describe()["backend"] == backend
     ids, vectors = collection.meta.vectors(None, 32)
     queries = _queries(8)
     hits = collection.search_vectors(queries, k=10)
@@ -164,7 +173,7 @@ FILTERS = [
 ]
 
 
-@pytest.mark.parametrize("exact_subset", [0, 4096], ids=["faiss-selector", "exact-subset"])
+@pytest.mark.parametrize("exact_subset", [0, 4096], ids=["store-filter", "exact-subset"])
 @pytest.mark.parametrize("filters", FILTERS)
 def test_filters_equal_post_filtered_brute_force(collection, filters, exact_subset, monkeypatch):
     monkeypatch.setattr("clipforge.index.querying.EXACT_SUBSET", exact_subset)
@@ -274,3 +283,29 @@ def test_approximate_search_with_a_selective_filter_still_finds_k(tmp_path, kind
     assert np.isin(found, allowed).all()
     hits = sum(len(np.intersect1d(f, e)) for f, e in zip(found, expected, strict=True))
     assert hits / expected.size >= 0.95
+
+
+def test_cli_milvus_backend_indexes_searches_and_rebuilds_a_lost_collection(tmp_path, model):
+    import json
+
+    from typer.testing import CliRunner
+
+    from clipforge.cli import app
+    from clipforge.index.milvus_store import LITE_FILE, VERSION_FILE
+
+    photos, db = tmp_path / "photos", tmp_path / "db"
+    write_images(photos, 6)
+    ckpt = clipforge.save(model, tmp_path / "tiny")
+    runner = CliRunner()
+    args = ["index", str(photos), "--db", str(db), "--model", str(ckpt), "--backend", "milvus"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["index"]["store"]["backend"] == "milvus"
+    assert (db / LITE_FILE).exists() and not (db / "vectors.faiss").exists()
+    found = runner.invoke(app, ["search", "a red square", "--db", str(db), "-k", "3", "--json"])
+    assert found.exit_code == 0, found.output
+    assert len(json.loads(found.stdout)) == 3
+    (db / VERSION_FILE).unlink()  # as if the store was never saved: rebuilt from SQLite
+    reopened = clipforge.Index.open(db, model)
+    assert reopened.store.describe()["backend"] == "milvus" and len(reopened.store) == 6
+    _consistent(reopened)

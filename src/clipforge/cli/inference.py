@@ -120,12 +120,23 @@ def embed(
     precision: str = PRECISION,
     batch_size: int = BATCH,
     workers: int = WORKERS,
+    engine: str = typer.Option(
+        "local", "--engine", help="local | ray (Ray Data; -o is a folder of Parquet shards)."
+    ),
+    address: str = typer.Option(None, "--address", help="Ray cluster address (ray: 'auto')."),
+    shard_size: int = typer.Option(1000, "--shard-size", min=1, help="Images per shard (ray)."),
 ) -> None:
     """Embed images (or --texts) and write them with their paths/ids alongside."""
     from clipforge.embedding import embed_images, embed_texts
 
     if bool(inputs) == bool(texts):
         raise typer.BadParameter("give either images/directories or --texts FILE")
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"--engine must be local or ray, got {engine!r}")
+    if engine == "ray":
+        _embed_ray(inputs, output, weights or model, pretrained, precision, batch_size,
+                   address, shard_size)  # fmt: skip
+        return
     check_embedding_output(output)  # before any work: a bad --output must not lose the run
     failures: list[tuple[str, str]] = []
     if texts:
@@ -156,6 +167,28 @@ def embed(
     err_console.print(f"wrote {len(ids)} embeddings of dim {vectors.shape[1]} to {names}")
     report_failures(failures)
     fail_if_empty(n_inputs)
+
+
+def _embed_ray(inputs: list[Path] | None, output: Path, model: str | Path,
+               pretrained: str | None, precision: str, batch_size: int, address: str | None,
+               shard_size: int) -> None:  # fmt: skip
+    """``--engine ray``: one SOURCE (folder, CSV or Parquet list) to Parquet shards."""
+    try:
+        import ray  # noqa: F401
+    except ImportError as err:
+        raise UsageError(f"--engine ray needs Ray: pip install 'clipforge[ray]' ({err})") from err
+    from clipforge.distributed import embed as ray_embed
+
+    if not inputs or len(inputs) != 1:
+        raise typer.BadParameter("--engine ray takes one SOURCE: a folder, .csv or .parquet")
+    report = ray_embed(inputs[0], output, model=model, pretrained=pretrained,
+                       precision=None if precision == "fp32" else precision,
+                       batch_size=batch_size, address=address, shard_size=shard_size)  # fmt: skip
+    err_console.print(
+        f"wrote {report.n_embedded} embeddings in {len(report.written)} shard(s) to {output} "
+        f"({len(report.skipped)} finished shard(s) skipped)"
+    )
+    report_failures(report.failures)
 
 
 def _warn_undecodable_names(paths: list[str]) -> None:

@@ -72,6 +72,12 @@ def index(
     target_recall: float = typer.Option(
         None, "--target-recall", min=0.0, max=1.0, help="recall@10 to tune for (0.95)"
     ),
+    backend: str = typer.Option(
+        "faiss",
+        "--backend",
+        help="faiss | milvus, for a new index (Milvus server: set "
+        "CLIPFORGE_MILVUS_URI, else milvus-lite in --db)",
+    ),
     batch_size: int = BATCH,
     workers: int = WORKERS,
     as_json: bool = JSON,
@@ -92,7 +98,7 @@ def index(
         return
     if not dirs:
         raise typer.BadParameter("give folders to index (or --errors)", param_hint="DIRS")
-    with _open(db, model, weights, pretrained, options=options) as idx:
+    with _open(db, model, weights, pretrained, options=options, backend=backend) as idx:
         report = idx.sync(dirs, batch_size=batch_size, num_workers=workers, progress=None)
         info = idx.info()
     if as_json:

@@ -10,6 +10,7 @@ Adding a backend is adding one module that calls :func:`register_backend`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,9 +118,16 @@ def open_backend(name: str, directory: Path, dim: int, options: StoreOptions) ->
     try:
         factory = _BACKENDS[name]
     except KeyError:
-        raise ValueError(f"unknown search backend {name!r}; known: {list_backends()}") from None
+        hint = " (pip install 'clipforge[milvus]')" if name == "milvus" else ""
+        raise ValueError(
+            f"unknown search backend {name!r}{hint}; known: {list_backends()}"
+        ) from None
     return factory(directory, dim, options)
 
 
 def _load_builtin() -> None:
     from . import faiss_store  # noqa: F401  (registers "faiss")
+
+    if "milvus" not in _BACKENDS:
+        with contextlib.suppress(ImportError):  # the milvus extra is optional
+            from . import milvus_store  # noqa: F401  (registers "milvus")

@@ -6,6 +6,7 @@ Layout of ``output_dir``::
         model.safetensors        the CLIP weights (clipforge format, see clipforge.save)
         clipforge_config.json    so ``clipforge.load("step_8")`` works for inference
         state.pt                 optimizer, scheduler, scaler, RNG states, data position
+        sharded/                 strategy=fsdp only: model and optimizer shards (DCP)
     latest                       text file naming the newest complete step directory
 
 A step directory is written under a temporary name and renamed into place, and ``latest``
@@ -37,6 +38,7 @@ __all__ = [
     "load_checkpoint",
     "load_latest",
     "restore_rng",
+    "restore_schedule",
     "restore_training_state",
     "rewind_metrics",
     "save_checkpoint",
@@ -45,6 +47,7 @@ __all__ = [
 
 LATEST = "latest"
 STATE_FILE = "state.pt"
+SHARDED_DIR = "sharded"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -120,7 +123,7 @@ def gather_rng() -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------- state
 def training_state(
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     scheduler: Any,
     scaler: Any,
     rng: list[dict[str, Any]],
@@ -130,10 +133,11 @@ def training_state(
     """The ``state.pt`` payload: only tensors and plain types (``weights_only``-loadable).
 
     ``rng`` holds one :func:`capture_rng` per rank; ``info`` adds plain entries (data
-    position, config, metrics).
+    position, config, metrics). ``optimizer`` is ``None`` when its state is sharded
+    (``strategy=fsdp``: it lives in ``sharded/``).
     """
     return {
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
         "rng": rng,
@@ -159,6 +163,11 @@ def restore_training_state(
         for name, value in ckpt.state.get("extra_params", {}).items():
             getattr(model, name).copy_(value)
     optimizer.load_state_dict(ckpt.state["optimizer"])
+    restore_schedule(ckpt, scheduler, scaler)
+
+
+def restore_schedule(ckpt: Checkpoint, scheduler: Any, scaler: Any) -> None:
+    """Load only the scheduler and scaler states of ``ckpt``."""
     sched_state = dict(ckpt.state["scheduler"])
     sched_state["lr_lambdas"] = [None] * len(sched_state.get("lr_lambdas", ()))
     scheduler.load_state_dict(sched_state)
@@ -216,20 +225,35 @@ def save_checkpoint(
     model: torch.nn.Module,
     state: dict[str, Any],
     keep_last: int = 3,
+    *,
+    weights: dict[str, torch.Tensor] | None = None,
+    sharded: Path | None = None,
 ) -> Path:
-    """Write ``step_{step}/`` atomically, point ``latest`` at it, keep the last ``keep_last``."""
+    """Write ``step_{step}/`` atomically, point ``latest`` at it, keep the last ``keep_last``.
+
+    ``weights`` replaces ``model.state_dict()`` (an FSDP model's gathered weights);
+    ``sharded``, a finished DCP directory, is moved in as ``sharded/``.
+    """
     from ..api import save
+    from ..checkpoints import get_format
 
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step}"
     tmp = root / f".tmp_step_{step}_{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    save(model, tmp)
+    if weights is None:
+        save(model, tmp)
+    else:
+        fmt = get_format("clipforge")
+        fmt.write_dir(model.config, model.preprocess_config, weights, tmp)  # type: ignore[misc]
     torch.save({**state, "step": step}, tmp / STATE_FILE)
-    for file in tmp.iterdir():
-        with open(file, "rb") as f:
-            os.fsync(f.fileno())
+    if sharded is not None:
+        os.replace(sharded, tmp / SHARDED_DIR)
+    for file in tmp.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as f:
+                os.fsync(f.fileno())
     if final.exists():  # re-writing a step (e.g. after resuming from an earlier one)
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -110,6 +110,7 @@ class TrainConfig:
         None, ge=1
     )  # per rank; < local batch → GradCache accumulation
     precision: Precision = "fp32"
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # multi-process: replicate, or shard (FSDP2)
     grad_checkpointing: bool = False
     compile: bool = False
     lock_image: bool = False

@@ -1,7 +1,7 @@
 """The training loop: ``train(cfg) -> TrainResult``.
 
-Single process or ``torchrun`` (``WORLD_SIZE > 1``: NCCL on CUDA, else gloo; DDP; losses
-gather features across ranks). Steps are numbered from 1; checkpoint ``step_N`` holds the
+Single process or ``torchrun`` (``WORLD_SIZE > 1``: NCCL on CUDA, else gloo; DDP, or FSDP2
+with ``strategy: fsdp`` (:mod:`.fsdp`); losses gather features across ranks). Steps are numbered from 1; checkpoint ``step_N`` holds the
 state after N optimizer steps, and ``resume="latest"`` continues the same trajectory: same
 data order, RNG states, optimizer, scheduler and scaler, hence the same losses.
 """
@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,6 +30,7 @@ from ..data.loader import build_train_loader
 from ..eval.registry import evaluate
 from ..losses import SIGLIP_INIT_BIAS, SIGLIP_INIT_SCALE, ClipLoss, SigLipLoss, clamp_logit_scale_
 from ..models import CLIP
+from . import fsdp
 from .checkpoint import (
     Checkpoint,
     gather_rng,
@@ -276,12 +278,18 @@ class _Trainer:
         _prepare_model(self.clip, cfg)
         self.model = ContrastiveModel(self.clip, SIGLIP_INIT_BIAS if siglip else None)
         self.model.to(d.device).train()
+        self.fsdp = cfg.strategy == "fsdp" and d.world_size > 1
+        if self.fsdp and cfg.eval_every:
+            raise ValueError("strategy=fsdp does not evaluate during training (eval_every=0); "
+                             "evaluate the saved step_N checkpoints instead")  # fmt: skip
+        self.replicated = fsdp.shard(self.model, self.clip) if self.fsdp else []
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.steps)
         self.scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.precision == "fp16")
         ckpt = _find_resume(cfg)
         if ckpt is not None:
-            restore_training_state(ckpt, self.model, self.optimizer, self.scheduler, self.scaler)
+            restore = fsdp.restore_sharded if self.fsdp else restore_training_state
+            restore(ckpt, self.model, self.optimizer, self.scheduler, self.scaler)
         self.start = ckpt.step if ckpt is not None else 0
         self.last_ckpt = ckpt.path if ckpt is not None else None
         self.forward, self.no_sync = self._wrap()
@@ -305,7 +313,9 @@ class _Trainer:
     def _wrap(self) -> tuple[nn.Module, Any]:
         forward: nn.Module = self.model
         no_sync = None
-        if self.d.world_size > 1:
+        if self.fsdp:
+            no_sync = partial(fsdp.no_sync, self.model)
+        elif self.d.world_size > 1:
             ids = [self.d.device.index] if self.d.device.type == "cuda" else None
             forward = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
             no_sync = forward.no_sync
@@ -360,10 +370,12 @@ class _Trainer:
             autocast=self.autocast, scale_loss=self.scaler.scale, no_sync=self.no_sync,
             guard=partial(self._guard, step=step),
         )  # fmt: skip
+        fsdp.average_gradients(self.replicated)
         if self.cfg.optim.grad_clip_norm is not None:
             self.scaler.unscale_(self.optimizer)
             params = [p for p in self.model.parameters() if p.requires_grad]
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip_norm)
+            clip = fsdp.clip_grad_norm_ if self.fsdp else torch.nn.utils.clip_grad_norm_
+            clip(params, self.cfg.optim.grad_clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -402,16 +414,30 @@ class _Trainer:
     def _save(self, step: int) -> None:
         rng = gather_rng()  # a collective: every rank takes part
         cfg = self.cfg
+        weights, sharded = self._save_shards(step) if self.fsdp else (None, None)
         if self.d.main:
             bias = self.model.logit_bias
             state = training_state(
-                self.optimizer, self.scheduler, self.scaler, rng,
+                None if self.fsdp else self.optimizer, self.scheduler, self.scaler, rng,
                 {"logit_bias": bias} if bias is not None else {},
                 data={"step": step, "samples_seen": step * cfg.batch_size, "seed": cfg.seed},
                 config=config_to_dict(cfg),
                 metrics={k: v for k, v in self.metrics.items() if isinstance(v, int | float | str)},
             )  # fmt: skip
-            self.last_ckpt = save_checkpoint(cfg.output_dir, step, self.clip, state, cfg.keep_last)
+            self.last_ckpt = save_checkpoint(cfg.output_dir, step, self.clip, state, cfg.keep_last,
+                                             weights=weights, sharded=sharded)  # fmt: skip
         if self.d.world_size > 1:
             dist.barrier()
             self.last_ckpt = Path(cfg.output_dir) / f"step_{step}"
+
+    def _save_shards(self, step: int) -> tuple[dict[str, torch.Tensor], Path]:
+        """FSDP (every rank): the gathered weights (rank 0) and the shards, written to a
+        temporary directory that rank 0 then moves into ``step_N/``."""
+        weights = fsdp.full_state_dict(self.clip)
+        sharded = Path(self.cfg.output_dir) / f".tmp_sharded_{step}"
+        if self.d.main:
+            shutil.rmtree(sharded, ignore_errors=True)
+        dist.barrier()
+        fsdp.save_sharded(sharded, self.model, self.optimizer)
+        dist.barrier()
+        return weights, sharded

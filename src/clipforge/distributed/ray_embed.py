@@ -1,0 +1,262 @@
+"""Embed an image collection with Ray Data: decode in CPU tasks, encode in an actor pool.
+
+Output layout of ``output/``::
+
+    shard-00000.parquet   id, path, embedding (float32 list), model — one row per good image
+    ...
+    manifest.json         model, source, shard size, and per finished shard: rows, failures
+
+Items are cut into shards of ``shard_size`` in source order. A shard's Parquet file is
+written under a temporary name and renamed, then recorded in the manifest, so a re-run skips
+every shard the manifest lists and redoes only the rest. Ray streams the rows (in order, so
+shards complete one after another and memory stays bounded); a worker that dies is
+restarted by Ray and its batch retried, and only completed batches reach the output, so each
+good image is written exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..embedding import _failure_reason, _to_pixels, stream_image_embeddings
+from .sources import list_source
+
+__all__ = ["MANIFEST", "EmbedReport", "embed"]
+
+MANIFEST = "manifest.json"
+ModelSpec = str | os.PathLike | Callable[[], torch.nn.Module]
+
+
+@dataclass
+class EmbedReport:
+    """What one :func:`embed` call did (``failures`` covers the shards it wrote)."""
+
+    output: Path
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    n_embedded: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _load_model(spec: ModelSpec, pretrained: str | None) -> torch.nn.Module:
+    if callable(spec):
+        return spec()
+    import clipforge
+
+    return clipforge.load(os.fspath(spec), pretrained=pretrained)
+
+
+def _preprocess(batch: dict[str, np.ndarray], transform: Any, shape: tuple) -> dict:
+    """CPU task: decode and preprocess; a bad image gets zero pixels and its reason."""
+    pixels, errors = [], []
+    for path in batch["path"]:
+        try:
+            pixels.append(_to_pixels(str(path), transform).numpy())
+            errors.append("")
+        except Exception as exc:  # reported per item, never stops the run
+            pixels.append(np.zeros(shape, dtype=np.float32))
+            errors.append(_failure_reason(exc))
+    return {**batch, "pixels": np.stack(pixels), "error": np.asarray(errors, dtype=object)}
+
+
+class _Encoder:
+    """Actor: holds the model, embeds the good rows of each batch."""
+
+    def __init__(self, spec: ModelSpec, pretrained: str | None, device: str,
+                 precision: str | None, normalize: bool) -> None:  # fmt: skip
+        self.model = _load_model(spec, pretrained).to(device)
+        self.precision, self.normalize = precision, normalize
+        self.dim = int(self.model.config.embed_dim)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        good = np.flatnonzero(batch["error"] == "")
+        out = np.zeros((len(batch["error"]), self.dim), dtype=np.float32)
+
+        def collect(indices: list[int], features: torch.Tensor) -> None:
+            out[good[indices]] = features.cpu().numpy()
+
+        if len(good):
+            pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"][good]))
+            stream_image_embeddings(self.model, pixels, collect, batch_size=len(good),
+                                    normalize=self.normalize, precision=self.precision)  # fmt: skip
+        rest = {k: v for k, v in batch.items() if k != "pixels"}
+        return {**rest, "embedding": out}
+
+
+# ----------------------------------------------------------------------------- manifest
+def _read_manifest(output: Path, header: dict[str, Any]) -> dict[str, Any]:
+    path = output / MANIFEST
+    if not path.is_file():
+        return {**header, "shards": {}}
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    for key, value in header.items():
+        if manifest.get(key) != value:
+            raise ValueError(
+                f"{path}: {key} is {manifest.get(key)!r}, this run's is {value!r}; "
+                f"use a new output folder (or delete it to start over)"
+            )
+    return manifest
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_shard(path: Path, rows: list[dict[str, Any]], model_id: str, dim: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    vectors = np.stack([r["embedding"] for r in rows]) if rows else np.zeros((0, dim))
+    column = pa.FixedSizeListArray.from_arrays(
+        pa.array(vectors.astype(np.float32).reshape(-1), type=pa.float32()), dim
+    )
+    table = pa.table({
+        "id": pa.array([str(r["id"]) for r in rows], type=pa.string()),
+        "path": pa.array([str(r["path"]) for r in rows], type=pa.string()),
+        "embedding": column,
+        "model": pa.array([model_id] * len(rows), type=pa.string()),
+    })  # fmt: skip
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- pipeline
+@dataclass
+class _Plan:
+    items: list[tuple[str, str]]
+    shard_size: int
+    pending: list[int]
+    model_id: str
+
+    def shard_name(self, k: int) -> str:
+        return f"shard-{k:05d}.parquet"
+
+    def shard_rows(self, k: int) -> range:
+        return range(k * self.shard_size, min((k + 1) * self.shard_size, len(self.items)))
+
+
+def embed(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    model: ModelSpec = "ViT-B-32",
+    pretrained: str | None = None,
+    model_id: str | None = None,
+    shard_size: int = 1000,
+    batch_size: int = 64,
+    num_actors: int = 1,
+    gpus_per_actor: float = 0.0,
+    cpus_per_actor: float = 1.0,
+    precision: str | None = None,
+    normalize: bool = True,
+    address: str | None = None,
+    on_shard: Callable[[str], None] | None = None,
+) -> EmbedReport:
+    """Embed every image of ``source`` (folder, CSV or Parquet list) into Parquet shards.
+
+    ``model`` is a name or checkpoint path (``clipforge.load``, with ``pretrained``) or a
+    zero-argument factory (then ``model_id`` is required); ``num_actors`` encoders run it,
+    each with ``gpus_per_actor`` GPUs (CUDA when > 0). Connects to the Ray cluster at
+    ``address`` ("auto": a running one), or starts a local Ray when none is initialised
+    (and shuts it down afterwards). ``on_shard(name)`` is called after each shard is
+    recorded. See the module docstring for the output and resume semantics.
+    """
+    import ray
+
+    if callable(model) and model_id is None:
+        raise ValueError("model_id is required when model is a factory")
+    if shard_size < 1 or batch_size < 1 or num_actors < 1:
+        raise ValueError("shard_size, batch_size and num_actors must be >= 1")
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    items = list_source(source)
+    model_id = model_id or os.fspath(model)  # type: ignore[arg-type]
+    header = {"model": model_id, "source": os.fspath(source), "shard_size": shard_size,
+              "n_items": len(items)}  # fmt: skip
+    manifest = _read_manifest(out, header)
+    plan = _Plan(items, shard_size, [], model_id)
+    report = EmbedReport(out)
+    for k in range(-(-len(items) // shard_size)):
+        name = plan.shard_name(k)
+        done = name in manifest["shards"] and (out / name).is_file()
+        (report.skipped.append(name) if done else plan.pending.append(k))
+    if not plan.pending:
+        return report
+    owns = not ray.is_initialized()
+    if owns:
+        ray.init(address=address)
+    try:
+        encoder = {"fn_constructor_args": (model, pretrained, "cuda" if gpus_per_actor else
+                                           "cpu", precision, normalize),
+                   "concurrency": num_actors, "num_gpus": gpus_per_actor or None,
+                   "num_cpus": cpus_per_actor}  # fmt: skip
+        _run(ray, plan, model, pretrained, batch_size, encoder, manifest, report, on_shard)
+    finally:
+        if owns:
+            ray.shutdown()
+    return report
+
+
+def _run(ray: Any, plan: _Plan, model: ModelSpec, pretrained: str | None, batch_size: int,
+         encoder: dict[str, Any], manifest: dict[str, Any], report: EmbedReport,
+         on_shard: Callable[[str], None] | None) -> None:  # fmt: skip
+    """Build the dataset of the pending shards' rows and write each shard as it completes."""
+    probe = _load_model(model, pretrained)  # the preprocessing and the embedding width
+    transform, dim = probe.image_transform, int(probe.config.embed_dim)
+    shape = tuple(transform(Image.new("RGB", (64, 64))).shape)
+    del probe
+    rows = [{"id": plan.items[i][0], "path": plan.items[i][1], "shard": k}
+            for k in plan.pending for i in plan.shard_rows(k)]  # fmt: skip
+    ctx = ray.data.DataContext.get_current()
+    saved, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
+    try:
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // batch_size))
+        ds = ds.map_batches(_preprocess, fn_kwargs={"transform": transform, "shape": shape},
+                            batch_size=batch_size, num_cpus=1)  # fmt: skip
+        ds = ds.map_batches(_Encoder, batch_size=batch_size, max_restarts=-1,
+                            max_task_retries=-1, **encoder)  # fmt: skip
+        open_shards: dict[int, list[dict[str, Any]]] = {}
+        finished: set[int] = set()
+        for row in ds.iter_rows():
+            k = int(row["shard"])
+            if k not in plan.pending or k in finished:  # a duplicate would land here
+                raise RuntimeError(f"row {row['id']!r} for shard {k}, which is not open")
+            open_shards.setdefault(k, []).append(row)
+            if len(open_shards[k]) == len(plan.shard_rows(k)):
+                _finish_shard(plan, k, open_shards.pop(k), dim, manifest, report)
+                finished.add(k)
+                if on_shard is not None:
+                    on_shard(plan.shard_name(k))
+        if open_shards:
+            raise RuntimeError(f"shards {sorted(open_shards)} did not receive all their rows")
+    finally:
+        ctx.execution_options.preserve_order = saved
+
+
+def _finish_shard(plan: _Plan, k: int, rows: list[dict[str, Any]], dim: int,
+                  manifest: dict[str, Any], report: EmbedReport) -> None:  # fmt: skip
+    """Write shard ``k``'s good rows, then record it (and its failures) in the manifest."""
+    name = plan.shard_name(k)
+    ids = [str(r["id"]) for r in rows]
+    if len(set(ids)) != len(ids):
+        raise RuntimeError(f"{name}: an item arrived twice")
+    good = [r for r in rows if not r["error"]]
+    failures = [(str(r["path"]), str(r["error"])) for r in rows if r["error"]]
+    _write_shard(report.output / name, good, plan.model_id, dim)
+    manifest["shards"][name] = {"rows": len(good), "failures": failures}
+    _write_json_atomic(report.output / MANIFEST, manifest)
+    report.written.append(name)
+    report.n_embedded += len(good)
+    report.failures.extend(failures)

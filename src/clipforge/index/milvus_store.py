@@ -1,0 +1,155 @@
+"""A Milvus backend (``backend="milvus"``): the vectors in a Milvus collection.
+
+By default the collection lives in ``DIR/vectors.milvus.db`` through milvus-lite, which runs
+Milvus's client API in-process (``pip install 'clipforge[milvus]'``). To use a Milvus
+server or cluster instead, set ``CLIPFORGE_MILVUS_URI`` (e.g. ``http://milvus:19530``,
+plus ``CLIPFORGE_MILVUS_TOKEN`` when it needs one) before opening the index; the collection
+is named after the index directory, so several indexes can share one cluster. The
+SQLite metadata store stays in ``DIR`` either way, and a lost or stale collection is
+rebuilt from it like a stale FAISS file.
+
+Search is exact inner product (a ``FLAT`` index; on a cluster, change ``INDEX`` to
+``HNSW``/``IVF_FLAT`` for approximate search), filters travel as ``id in [...]``
+expressions, and every call runs at ``Strong`` consistency so a search sees every add and
+delete before it. ``save`` records the metadata version in ``DIR/vectors.milvus.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .store import StoreOptions, register_backend
+
+LITE_FILE = "vectors.milvus.db"
+VERSION_FILE = "vectors.milvus.json"
+INDEX = {"index_type": "FLAT", "metric_type": "IP"}
+_CONSISTENCY = "Strong"
+_BATCH = 10_000
+
+
+def _client_and_collection(directory: Path):
+    from pymilvus import MilvusClient
+
+    uri = os.environ.get("CLIPFORGE_MILVUS_URI")
+    if not uri:
+        return MilvusClient(str(directory / LITE_FILE)), "clipforge"
+    token = os.environ.get("CLIPFORGE_MILVUS_TOKEN", "")
+    digest = hashlib.sha1(str(directory.resolve()).encode()).hexdigest()[:16]
+    return MilvusClient(uri=uri, token=token), f"clipforge_{digest}"
+
+
+class MilvusStore:
+    """A :class:`~clipforge.index.store.VectorStore` backed by a Milvus collection."""
+
+    def __init__(self, directory: Path, dim: int, options: StoreOptions) -> None:
+        self.directory = Path(directory)
+        self.dim, self.options = dim, options
+        self.client, self.collection = _client_and_collection(self.directory)
+        version_file = self.directory / VERSION_FILE
+        self._version = -1
+        if version_file.is_file():
+            self._version = int(json.loads(version_file.read_text())["version"])
+        if not self.client.has_collection(self.collection):
+            self._create()
+            self._version = -1  # whatever was recorded, the collection is new
+
+    def _create(self) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        params = self.client.prepare_index_params()
+        params.add_index(field_name="vector", **INDEX)
+        self.client.create_collection(self.collection, schema=schema, index_params=params,
+                                      consistency_level=_CONSISTENCY)  # fmt: skip
+
+    # -- mutation -------------------------------------------------------------------
+    def __len__(self) -> int:
+        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"],
+                                 consistency_level=_CONSISTENCY)  # fmt: skip
+        return int(rows[0]["count(*)"])
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def describe(self) -> dict:
+        return {"backend": "milvus", "kind": INDEX["index_type"].lower(),
+                "collection": self.collection}  # fmt: skip
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        for start in range(0, len(ids), _BATCH):
+            rows = [{"id": int(i), "vector": v.tolist()}
+                    for i, v in zip(ids[start:start + _BATCH], vectors[start:start + _BATCH],
+                                    strict=True)]  # fmt: skip
+            self.client.insert(self.collection, rows)
+
+    def remove(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        for start in range(0, len(ids), _BATCH):
+            self.client.delete(self.collection, ids=ids[start : start + _BATCH].tolist())
+
+    def ids(self) -> np.ndarray:
+        iterator = self.client.query_iterator(self.collection, batch_size=_BATCH, filter="",
+                                              output_fields=["id"])  # fmt: skip
+        found: list[int] = []
+        try:
+            while batch := iterator.next():
+                found.extend(int(row["id"]) for row in batch)
+        finally:
+            iterator.close()
+        return np.asarray(found, dtype=np.int64)
+
+    # -- search ---------------------------------------------------------------------
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        k = max(1, int(k))
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        if allowed is not None and len(allowed) == 0 or len(queries) == 0:
+            return scores, ids
+        expr = "" if allowed is None else f"id in {np.asarray(allowed, np.int64).tolist()}"
+        results = self.client.search(self.collection, data=queries.tolist(), limit=k,
+                                     filter=expr, output_fields=["id"],
+                                     search_params={"metric_type": "IP"},
+                                     consistency_level=_CONSISTENCY)  # fmt: skip
+        for row, hits in enumerate(results):
+            for col, hit in enumerate(hits):
+                scores[row, col], ids[row, col] = hit["distance"], hit["id"]
+        return scores, ids
+
+    def rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.client.drop_collection(self.collection)
+        self._create()
+        self.add(ids, vectors)
+
+    def wants_rebuild(self) -> bool:
+        return False  # FLAT: nothing to retrain; Milvus compacts deletions itself
+
+    def tune(self, queries: np.ndarray, truth: np.ndarray, k: int, query_ids=None) -> dict:
+        return {"recall": 1.0}  # exact search
+
+    # -- persistence ----------------------------------------------------------------
+    def save(self, version: int) -> None:
+        self.client.flush(self.collection)
+        path = self.directory / VERSION_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"version": version, "collection": self.collection}))
+        os.replace(tmp, path)
+        self._version = version
+
+
+@register_backend("milvus")
+def open_milvus(directory: Path, dim: int, options: StoreOptions) -> MilvusStore:
+    """Factory of the ``milvus`` backend."""
+    return MilvusStore(directory, dim, options)
