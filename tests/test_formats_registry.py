@@ -31,7 +31,8 @@ from clipforge.preprocess import PreprocessConfig
 
 from .conftest import perturb_, sample_images, sample_tokens, tiny_model
 
-BUILT_IN = ["clipforge", "hf", "open_clip", "openai"]
+BUILT_IN = ["clipforge", "hf", "open_clip", "open_clip_eva", "openai"]
+MODULES = {"clipforge": "native", "open_clip_eva": "eva_keys"}
 # The files each built-in directory format writes, exactly (no temporary leftovers).
 DIRECTORY_FILES = {
     "clipforge": {"clipforge_config.json", "model.safetensors"},
@@ -62,7 +63,7 @@ def test_built_in_formats_are_registered_from_their_modules():
     assert list_formats() == BUILT_IN
     assert sorted(list_formats(savable=True)) == sorted(DIRECTORY_FILES)
     for name in BUILT_IN:
-        assert get_format(name) is getattr(registry, name.replace("clipforge", "native")).FORMAT
+        assert get_format(name) is getattr(registry, MODULES.get(name, name)).FORMAT
     # open_clip directories hold OpenAI's key layout: it says so instead of a matcher of its own
     assert get_format("open_clip").matches is None
     assert get_format("open_clip").from_native is openai.from_native
@@ -78,8 +79,20 @@ def test_every_directory_format_round_trips_save_load(model, tmp_path, name):
     assert back.preprocess_config.image_size == model.preprocess_config.image_size
 
 
+def _tiny_eva() -> clipforge.CLIP:
+    torch.manual_seed(0)
+    vision = {"type": "eva", "image_size": 32, "patch_size": 8, "width": 32, "layers": 2,
+              "heads": 2, "mlp_ratio": 8 / 3, "swiglu": True, "mlp_norm": True,
+              "attn_norm": True, "rope": True}  # fmt: skip
+    text = {"width": 32, "heads": 2, "layers": 1}
+    config = ClipConfig.from_dict({"embed_dim": 16, "vision": vision, "text": text})
+    return perturb_(clipforge.create_model(config)).eval()
+
+
 @pytest.mark.parametrize("name", BUILT_IN)
 def test_every_format_round_trips_a_weights_file(model, tmp_path, name):
+    if name == "open_clip_eva":  # a layout of EVA towers only
+        model = _tiny_eva()
     fmt = get_format(name)
     state = fmt.from_native({k: v.contiguous() for k, v in model.state_dict().items()})
     path = tmp_path / f"{name}.safetensors"

@@ -122,14 +122,28 @@ def test_key_mapping_rejects_unknown_and_partial_keys():
 
 
 @pytest.mark.slow
-def test_full_size_eva02_b16_matches_open_clip():
+def test_full_size_eva02_b16_matches_open_clip(tmp_path):
+    """Through real open_clip hub directories both ways: ``clipforge.load`` reads open_clip's
+    EVA layout (registry family ``eva``), ``clipforge.save(format="open_clip")`` writes it."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
     torch.manual_seed(0)
     ref = perturb_(open_clip.create_model("EVA02-B-16")).eval()
-    model = _native(ref, get_config("EVA02-B-16"))
     cfg = open_clip.get_model_config("EVA02-B-16")
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    (hub / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()},
+              str(hub / "open_clip_model.safetensors"))  # fmt: skip
+    model = clipforge.load(hub)
+    assert model.config == get_config("EVA02-B-16")
     _check_parity(ref, model, 224, cfg["text_cfg"])
-    back = eva_keys.from_native(model.state_dict())
-    state = ref.state_dict()
+    out = clipforge.save(model, tmp_path / "saved", format="open_clip")
+    assert json.loads((out / "open_clip_config.json").read_text())["model_cfg"]["vision_cfg"][
+        "timm_model_name"] == cfg["vision_cfg"]["timm_model_name"]  # fmt: skip
+    back, state = load_file(str(out / "open_clip_model.safetensors")), ref.state_dict()
     assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
 
 

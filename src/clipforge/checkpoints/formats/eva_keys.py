@@ -20,7 +20,8 @@ import torch
 
 from ...configs import ClipConfig, ConfigError, TextConfig
 from ...configs.eva import EvaVisionConfig
-from .open_clip import _UNSUPPORTED_TEXT, _reject_unsupported
+from .base import CheckpointFormat
+from .open_clip import _UNSUPPORTED_TEXT, OpenClipFamily, _reject_unsupported, register_family
 
 __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
 
@@ -266,3 +267,27 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
         "text_cfg": text,
         "custom_text": True,
     }  # fmt: skip
+
+
+def _owns_config(model_cfg: dict[str, Any]) -> bool:
+    return dict(model_cfg.get("vision_cfg") or {}).get("timm_model_name") in TRUNKS
+
+
+register_family(
+    OpenClipFamily(
+        name="eva",
+        owns_config=_owns_config,
+        owns_model=lambda cfg: isinstance(cfg.vision, EvaVisionConfig),
+        config_to_native=config_to_native,
+        config_from_native=config_from_native,
+        to_native=to_native,
+        from_native=from_native,
+    )
+)
+
+#: bare open_clip EVA state dicts are recognised by their ``visual.trunk.*`` keys, before
+#: clipforge's own layout (they share its ``text.*`` keys, as open_clip's CustomTextCLIP does)
+FORMAT = CheckpointFormat(
+    name="open_clip_eva", matches=matches, to_native=to_native, from_native=from_native,
+    priority=40,
+)  # fmt: skip
