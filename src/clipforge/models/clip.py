@@ -11,7 +11,7 @@ from torch import nn
 
 from ..configs import ClipConfig
 from ..preprocess import PreprocessConfig, build_preprocess
-from . import resnet, text, vit  # noqa: F401  (register the built-in towers)
+from . import resnet, siglip_text, siglip_vision, text, vit  # noqa: F401  (register the towers)
 from .bf16_cpu import bf16_cpu_context
 from .tower import Tower, TowerSettings, build_tower
 
@@ -19,7 +19,8 @@ Towers = Literal["both", "image", "text"]
 
 
 class CLIP(nn.Module):
-    """Two towers plus a learnable temperature (``logit_scale``).
+    """Two towers plus a learnable temperature (``logit_scale``) and, for SigLIP
+    architectures (``config.init_logit_bias`` set), a learnable ``logit_bias``.
 
     ``towers="image"`` or ``"text"`` builds only that tower: the other is never allocated.
     """
@@ -41,6 +42,9 @@ class CLIP(nn.Module):
         )
         self.text: Tower | None = build_tower(config.text, settings) if towers != "image" else None
         self.logit_scale = nn.Parameter(torch.tensor(config.init_logit_scale))
+        self.logit_bias: nn.Parameter | None = None
+        if config.init_logit_bias is not None:
+            self.logit_bias = nn.Parameter(torch.tensor(float(config.init_logit_bias)))
         self.preprocess_config = preprocess_config or PreprocessConfig(
             image_size=config.vision.image_size
         )

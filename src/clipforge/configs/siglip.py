@@ -1,0 +1,105 @@
+"""SigLIP tower configurations (``vision.type: "siglip_vit"``, ``text.type: "siglip_text"``).
+
+SigLIP (Zhai et al., 2023) pairs a class-token-free ViT pooled by a multi-head attention
+head ("MAP") with a bidirectional text transformer pooled at its last position. Both towers
+may use their own activation (SigLIP 2 checkpoints use tanh-GELU in the text tower only);
+``activation=None`` means the model-wide one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from .config import _require_positive, register_text_config, register_vision_config
+from .engine import ConfigError
+
+TowerActivation = Literal["gelu", "gelu_tanh", "quick_gelu"]
+
+
+def _check_heads(section: str, width: int, heads: int) -> None:
+    if width % heads:
+        raise ConfigError(f"{section}.width {width} is not divisible by heads {heads}")
+
+
+@register_vision_config
+@dataclass(frozen=True)
+class SigLipVisionConfig:
+    """SigLIP image tower: biased patch conv, no class token, pre-LN ViT, MAP head.
+
+    ``image_size`` need not be a multiple of ``patch_size``: the patch convolution drops the
+    remainder (SO400M/14 at 384 px sees a 27×27 grid, as big_vision and timm do).
+    ``proj`` adds a linear projection to ``embed_dim`` after the head (none in the releases:
+    there the tower width is the embedding width).
+    """
+
+    type: ClassVar[str] = "siglip_vit"
+    image_size: int = 224
+    patch_size: int = 16
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    activation: TowerActivation | None = None
+    proj: bool = False
+
+    def __post_init__(self) -> None:
+        _require_positive(
+            "vision",
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            width=self.width,
+            layers=self.layers,
+            heads=self.heads,
+            mlp_ratio=self.mlp_ratio,
+        )
+        _check_heads("vision", self.width, self.heads)
+        if self.patch_size > self.image_size:
+            raise ConfigError(
+                f"vision.patch_size {self.patch_size} exceeds image_size {self.image_size}"
+            )
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def mlp_width(self) -> int:
+        return int(self.width * self.mlp_ratio)
+
+
+@register_text_config
+@dataclass(frozen=True)
+class SigLipTextConfig:
+    """SigLIP text tower: bidirectional transformer, pooled at the last position.
+
+    Sequences are always padded to ``context_length`` (the pooled position is the last one,
+    so padding is part of the input). ``proj`` is ``"linear"`` (a biased linear head to
+    ``embed_dim``) or ``"none"`` (the width is the embedding width).
+    """
+
+    type: ClassVar[str] = "siglip_text"
+    context_length: int = 64
+    vocab_size: int = 32000
+    width: int = 768
+    heads: int = 12
+    layers: int = 12
+    mlp_ratio: float = 4.0
+    activation: TowerActivation | None = None
+    proj: Literal["linear", "none"] = "linear"
+
+    def __post_init__(self) -> None:
+        _require_positive(
+            "text",
+            context_length=self.context_length,
+            vocab_size=self.vocab_size,
+            width=self.width,
+            heads=self.heads,
+            layers=self.layers,
+            mlp_ratio=self.mlp_ratio,
+        )
+        _check_heads("text", self.width, self.heads)
+
+    @property
+    def mlp_width(self) -> int:
+        return int(self.width * self.mlp_ratio)
