@@ -5,13 +5,15 @@ and each tower's activation is the one timm / open_clip use for that release."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import open_clip
 import pytest
 import torch
 
 import clipforge
-from clipforge.configs import SigLipVisionConfig, get_config, list_architectures
+from clipforge.checkpoints.formats import siglip_keys
+from clipforge.configs import ConfigError, SigLipVisionConfig, get_config, list_architectures
 
 from .conftest import shared_path
 
@@ -79,3 +81,26 @@ def test_config_round_trips_through_dict(name):
     data = config.to_dict()
     assert data["text"]["type"] == "siglip_text" and data["init_logit_bias"] == -10.0
     assert type(config).from_dict(data) == config
+
+
+@pytest.mark.parametrize("name", SIGLIP)
+def test_open_clip_model_cfg_converts_both_ways(name):
+    ours, theirs = get_config(name), open_clip.get_model_config(name)
+    assert siglip_keys.config_to_native(theirs) == ours
+    back = siglip_keys.config_from_native(ours)
+    assert siglip_keys.config_to_native(back) == ours
+    assert back["vision_cfg"] == {k: theirs["vision_cfg"][k] for k in back["vision_cfg"]}
+    defaults = {"mlp_ratio": 4.0}
+    for key, value in back["text_cfg"].items():
+        assert theirs["text_cfg"].get(key, defaults.get(key)) == value, key
+
+
+def test_configs_open_clip_cannot_build_are_refused():
+    config = get_config("ViT-B-16-SigLIP")
+    odd = config.replace(vision=dataclasses.replace(config.vision, layers=5))
+    with pytest.raises(ConfigError, match="no timm SigLIP trunk"):
+        siglip_keys.config_from_native(odd)
+    causal = open_clip.get_model_config("ViT-B-16-SigLIP")
+    causal["text_cfg"] = {**causal["text_cfg"], "no_causal_mask": False}
+    with pytest.raises(ConfigError, match="no_causal_mask"):
+        siglip_keys.config_to_native(causal)

@@ -29,8 +29,8 @@ class SigLipVisionConfig:
 
     ``image_size`` need not be a multiple of ``patch_size``: the patch convolution drops the
     remainder (SO400M/14 at 384 px sees a 27×27 grid, as big_vision and timm do).
-    ``proj`` adds a linear projection to ``embed_dim`` after the head (none in the releases:
-    there the tower width is the embedding width).
+    ``proj`` adds a bias-free linear projection to ``embed_dim`` after the head, for towers
+    narrower or wider than the embedding (no release has one: open_clip cannot build it).
     """
 
     type: ClassVar[str] = "siglip_vit"

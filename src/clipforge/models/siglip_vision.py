@@ -71,7 +71,7 @@ class SigLipVisionTransformer(Tower):
         )
         self.ln_post = nn.LayerNorm(cfg.width, eps=eps)
         self.attn_pool = AttentionPool(cfg.width, cfg.heads, cfg.mlp_width, activation, eps)
-        self.proj = nn.Linear(cfg.width, settings.embed_dim) if cfg.proj else None
+        self.proj = nn.Linear(cfg.width, settings.embed_dim, bias=False) if cfg.proj else None
         nn.init.normal_(self.positional_embedding, std=0.02)
         self.transformer.init_weights()
 

@@ -1,6 +1,7 @@
-"""SigLIP key mapping: open_clip's layout (timm trunk under ``visual.trunk.``) ↔ clipforge's.
+"""SigLIP key mapping: open_clip's layout (timm trunk under ``visual.trunk.``) ↔ clipforge's,
+and open_clip's SigLIP ``model_cfg`` ↔ :class:`ClipConfig`.
 
-Pure functions on state dicts; no I/O. The text tower, ``logit_scale`` and ``logit_bias``
+Pure functions on state dicts and config dicts; no I/O. The text tower, ``logit_scale`` and ``logit_bias``
 have the same names in both layouts; the image tower is renamed block by block, and two
 tensors change shape: timm's ``pos_embed`` ``(1, L, C)`` ↔ ``positional_embedding``
 ``(L, C)`` and the pooling query ``latent`` ``(1, 1, C)`` ↔ ``(1, C)``.
@@ -9,10 +10,13 @@ tensors change shape: timm's ``pos_embed`` ``(1, L, C)`` ↔ ``positional_embedd
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch
 
-__all__ = ["from_native", "matches", "to_native"]
+from ...configs import ClipConfig, ConfigError, SigLipTextConfig, SigLipVisionConfig
+
+__all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
 
 _TIMM = "visual.trunk."
 #: (timm name under ``visual.trunk.``, clipforge name under ``visual.``): a name ending in
@@ -36,7 +40,6 @@ _VISION_NAMES: tuple[tuple[str, str], ...] = (
     ("attn_pool.mlp.fc1.", "attn_pool.mlp.c_fc."),
     ("attn_pool.mlp.fc2.", "attn_pool.mlp.c_proj."),
 )
-_HEAD_TIMM, _HEAD_NATIVE = "visual.head.proj.", "visual.proj."
 _UNBATCHED = ("positional_embedding", "attn_pool.latent")  # native names without timm's 1-dims
 
 
@@ -76,8 +79,6 @@ def to_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             if name in _UNBATCHED:
                 value = value.reshape(value.shape[-2:] if value.ndim == 3 else value.shape)
             out[f"visual.{name}"] = value
-        elif key.startswith(_HEAD_TIMM):
-            out[_HEAD_NATIVE + key.removeprefix(_HEAD_TIMM)] = value
         else:
             out[key] = value
     return out
@@ -87,9 +88,7 @@ def from_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """clipforge SigLIP state dict → open_clip's (inverse of :func:`to_native`)."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if key.startswith(_HEAD_NATIVE):
-            out[_HEAD_TIMM + key.removeprefix(_HEAD_NATIVE)] = value
-        elif key.startswith("visual."):
+        if key.startswith("visual."):
             name = key.removeprefix("visual.")
             if name in _UNBATCHED:
                 value = value.unsqueeze(0)
@@ -97,3 +96,110 @@ def from_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         else:
             out[key] = value
     return out
+
+
+# ----------------------------------------------------------------------------- configs
+#: timm SigLIP trunk families: (width, layers, heads, mlp_ratio)
+_FAMILIES: dict[str, tuple[int, int, int, float]] = {
+    "base": (768, 12, 12, 4.0),
+    "large": (1024, 24, 16, 4.0),
+    "so400m": (1152, 27, 16, 3.7362),
+    "giantopt": (1536, 40, 16, 4.0),
+}
+#: the timm SigLIP trunks built with tanh-GELU (the others use exact GELU)
+_TANH_TRUNKS = frozenset({
+    "vit_base_patch32_siglip_256", "vit_large_patch16_siglip_512",
+    "vit_so400m_patch16_siglip_256", "vit_so400m_patch16_siglip_384",
+    "vit_so400m_patch16_siglip_512", "vit_giantopt_patch16_siglip_256",
+    "vit_giantopt_patch16_siglip_384",
+})  # fmt: skip
+_TRUNK_NAME = re.compile(r"^vit_(base|large|so400m|giantopt)_patch(\d+)_siglip_(\d+)$")
+
+
+def _vision_to_native(vision: dict[str, Any]) -> SigLipVisionConfig:
+    name = str(vision.get("timm_model_name"))
+    found = _TRUNK_NAME.match(name)
+    if found is None or vision.get("timm_pool") != "map":
+        raise ConfigError(f"not a SigLIP timm trunk with a MAP head: {name!r}")
+    if vision.get("timm_proj", "linear") != "none":  # open_clip cannot build others with 'map'
+        raise ConfigError("a SigLIP timm trunk's head must be timm_proj 'none'")
+    width, layers, heads, mlp_ratio = _FAMILIES[found[1]]
+    return SigLipVisionConfig(
+        image_size=int(found[3]),  # open_clip builds the trunk at its name's resolution
+        patch_size=int(found[2]),
+        width=width,
+        layers=layers,
+        heads=heads,
+        mlp_ratio=mlp_ratio,
+        activation="gelu_tanh" if name in _TANH_TRUNKS else None,  # None: the model-wide gelu
+    )
+
+
+def _text_to_native(text: dict[str, Any]) -> SigLipTextConfig:
+    eps = (text.get("norm_kwargs") or {}).get("eps", 1e-5)
+    if not text.get("no_causal_mask") or text.get("pool_type") != "last" or eps != 1e-6:
+        raise ConfigError(
+            "SigLIP text needs no_causal_mask, pool_type 'last' and LayerNorm eps 1e-6"
+        )
+    tanh = (text.get("act_kwargs") or {}).get("approximate") == "tanh"
+    proj = "none" if text.get("proj_type") == "none" else "linear"
+    if proj == "linear" and not text.get("proj_bias"):
+        raise ConfigError("SigLIP text projection must be biased (proj_bias: true)")
+    return SigLipTextConfig(
+        context_length=text.get("context_length", 64),
+        vocab_size=text.get("vocab_size", 32000),
+        width=text.get("width", 768),
+        heads=text.get("heads", 12),
+        layers=text.get("layers", 12),
+        mlp_ratio=text.get("mlp_ratio", 4.0),
+        activation="gelu_tanh" if tanh else None,
+        proj=proj,
+    )
+
+
+def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
+    """open_clip SigLIP ``model_cfg`` (as in its JSON configs and hub directories) →
+    :class:`ClipConfig`."""
+    return ClipConfig(
+        embed_dim=model_cfg["embed_dim"],
+        vision=_vision_to_native(dict(model_cfg.get("vision_cfg", {}))),
+        text=_text_to_native(dict(model_cfg.get("text_cfg", {}))),
+        norm_eps=1e-6,
+        init_logit_bias=model_cfg.get("init_logit_bias"),
+    )
+
+
+def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
+    """:class:`ClipConfig` of a SigLIP model → open_clip ``model_cfg`` (a timm trunk by name)."""
+    v, t = cfg.vision, cfg.text
+    if not isinstance(v, SigLipVisionConfig) or not isinstance(t, SigLipTextConfig):
+        raise ConfigError("not a SigLIP architecture")
+    shape = (v.width, v.layers, v.heads, v.mlp_ratio)
+    family = next((k for k, dims in _FAMILIES.items() if dims == shape), None)
+    name = f"vit_{family}_patch{v.patch_size}_siglip_{v.image_size}"
+    vision_act = v.activation or cfg.activation
+    if family is None or vision_act != ("gelu_tanh" if name in _TANH_TRUNKS else "gelu"):
+        raise ConfigError(f"no timm SigLIP trunk has this image tower ({v})")
+    if v.proj:
+        raise ConfigError("open_clip's SigLIP models have no image projection (vision.proj)")
+    text_act = t.activation or cfg.activation
+    if cfg.norm_eps != 1e-6 or text_act not in ("gelu", "gelu_tanh"):
+        raise ConfigError("open_clip SigLIP text towers use LayerNorm eps 1e-6 and GELU")
+    text: dict[str, Any] = {
+        "context_length": t.context_length, "vocab_size": t.vocab_size, "width": t.width,
+        "heads": t.heads, "layers": t.layers, "mlp_ratio": t.mlp_ratio,
+        "no_causal_mask": True, "pool_type": "last", "norm_kwargs": {"eps": 1e-6},
+    }  # fmt: skip
+    text.update({"proj_type": "none"} if t.proj == "none" else {"proj_bias": True})
+    if text_act == "gelu_tanh":
+        text["act_kwargs"] = {"approximate": "tanh"}
+    return {
+        "embed_dim": cfg.embed_dim,
+        "init_logit_bias": cfg.init_logit_bias,
+        "custom_text": True,
+        "vision_cfg": {
+            "image_size": v.image_size, "timm_model_name": name, "timm_model_pretrained": False,
+            "timm_pool": "map", "timm_proj": "none",
+        },
+        "text_cfg": text,
+    }  # fmt: skip
