@@ -1,0 +1,98 @@
+"""SigLIP models inside clipforge: saved and loaded natively, adapted with LoRA, trained with
+the sigmoid loss (the model's own ``logit_bias`` learns)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import clipforge
+from clipforge.configs import ClipConfig, ConfigError
+from clipforge.lora import apply_lora
+
+from .conftest import perturb_, sample_images
+
+TINY = {
+    "embed_dim": 32,
+    "norm_eps": 1e-6,
+    "init_logit_bias": -10.0,
+    "vision": {
+        "type": "siglip_vit", "image_size": 32, "patch_size": 8, "width": 32, "layers": 2,
+        "heads": 2,
+    },
+    "text": {
+        "type": "siglip_text", "context_length": 16, "vocab_size": 49408, "width": 32,
+        "heads": 2, "layers": 2, "activation": "gelu_tanh",
+    },
+}  # fmt: skip
+
+
+def _tiny() -> clipforge.CLIP:
+    torch.manual_seed(0)
+    return perturb_(clipforge.create_model(ClipConfig.from_dict(TINY))).eval()
+
+
+def _tokens() -> torch.Tensor:
+    return torch.randint(0, 49408, (2, 16), generator=torch.Generator().manual_seed(1))
+
+
+def test_native_save_and_load_round_trip(tmp_path):
+    model = _tiny()
+    with torch.no_grad():
+        model.logit_bias.fill_(-3.5)
+    clipforge.save(model, tmp_path / "siglip")
+    loaded = clipforge.load(tmp_path / "siglip").eval()
+    assert loaded.config == model.config
+    assert loaded.logit_bias.item() == -3.5
+    with torch.no_grad():
+        assert torch.equal(
+            loaded.encode_image(sample_images(32)), model.encode_image(sample_images(32))
+        )
+        assert torch.equal(loaded.encode_text(_tokens()), model.encode_text(_tokens()))
+
+
+def test_text_attention_is_bidirectional_and_pools_the_last_position():
+    """Unlike CLIP's causal tower, a later token changes the features of earlier positions."""
+    model = _tiny()
+    tokens = _tokens()
+    changed = tokens.clone()
+    changed[:, 9] = (changed[:, 9] + 1) % 49408
+    with torch.no_grad():
+        features = model.text.forward_features(tokens)
+        assert not torch.allclose(features[:, 0], model.text.forward_features(changed)[:, 0])
+        pooled = model.text.text_projection(features[:, -1])
+        assert torch.allclose(pooled, model.encode_text(tokens), atol=1e-6)
+
+
+def test_lora_adapts_both_siglip_towers():
+    model = _tiny()
+    apply_lora(model, rank=2)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("visual.transformer.resblocks.1.") for n in trainable)
+    assert any(n.startswith("text.transformer.resblocks.1.") for n in trainable)
+
+
+def test_invalid_siglip_configs_are_refused():
+    with pytest.raises(ConfigError, match=r"text.proj.*'linaer'"):
+        ClipConfig.from_dict({**TINY, "text": {**TINY["text"], "proj": "linaer"}})
+    with pytest.raises(ConfigError, match="unknown text.type 'siglip_txt'"):
+        ClipConfig.from_dict({**TINY, "text": {**TINY["text"], "type": "siglip_txt"}})
+    wide = {**TINY, "vision": {**TINY["vision"], "width": 64}}
+    with pytest.raises(ValueError, match="set vision.proj=true"):
+        clipforge.create_model(ClipConfig.from_dict(wide))
+
+
+def test_training_with_the_sigmoid_loss_updates_the_models_bias(tmp_path):
+    from clipforge.train import config_from_dict, train
+
+    before = _tiny()
+    clipforge.save(before, tmp_path / "init")
+    cfg = config_from_dict({
+        "model": {"init_from": str(tmp_path / "init")},
+        "data": {"kind": "procedural", "image_size": 32, "options": {"size": 64}},
+        "loss": {"kind": "siglip"}, "batch_size": 8, "steps": 2, "optim": {"lr": 1e-2},
+        "output_dir": str(tmp_path / "run"), "progress": False, "tensorboard": False,
+    })  # fmt: skip
+    train(cfg)
+    after = clipforge.load(tmp_path / "run" / "step_2")
+    assert after.logit_bias is not None and after.logit_bias.item() != before.logit_bias.item()
