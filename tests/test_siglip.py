@@ -1,16 +1,20 @@
 """SigLIP models inside clipforge: saved and loaded natively, adapted with LoRA, trained with
-the sigmoid loss (the model's own ``logit_bias`` learns)."""
+the sigmoid loss (the model's own ``logit_bias`` learns), preprocessed as open_clip does."""
 
 from __future__ import annotations
 
+import open_clip
 import pytest
 import torch
+from open_clip.transform import PreprocessCfg, image_transform_v2
 
 import clipforge
+from clipforge.checkpoints.formats.open_clip import preprocess_to_native
 from clipforge.configs import ClipConfig, ConfigError
 from clipforge.lora import apply_lora
+from clipforge.preprocess import build_preprocess, load_image
 
-from .conftest import perturb_, sample_images
+from .conftest import perturb_, sample_images, shared_path
 
 TINY = {
     "embed_dim": 32,
@@ -96,3 +100,28 @@ def test_training_with_the_sigmoid_loss_updates_the_models_bias(tmp_path):
     train(cfg)
     after = clipforge.load(tmp_path / "run" / "step_2")
     assert after.logit_bias is not None and after.logit_bias.item() != before.logit_bias.item()
+
+
+@pytest.fixture(scope="module")
+def photos():
+    files = sorted(shared_path("data", "photos").glob("*.[pj][np]g"))
+    assert len(files) == 8
+    return {p.name: load_image(p) for p in files}
+
+
+@pytest.mark.parametrize("name", ["ViT-B-16-SigLIP", "ViT-B-16-SigLIP2-256",
+                                  "ViT-SO400M-14-SigLIP2-378", "ViT-SO400M-14-SigLIP-384",
+                                  "ViT-L-16-SigLIP2-512"])  # fmt: skip
+def test_preprocessing_equals_open_clip_siglip_transform(photos, name):
+    """A SigLIP hub directory's ``preprocess_cfg`` (squash, mean/std 0.5, bicubic) gives
+    open_clip's transform for that release, ≤ 1e-6 on the shared photos."""
+    size = clipforge.get_config(name).vision.image_size
+    pretrained = open_clip.get_pretrained_cfg(name, "webli")
+    keys = ("mean", "std", "interpolation", "resize_mode")
+    hub_cfg = {"size": [size, size], **{k: pretrained[k] for k in keys}}
+    ours = build_preprocess(preprocess_to_native(hub_cfg, size))
+    ref = image_transform_v2(PreprocessCfg(**hub_cfg), is_train=False)
+    for photo, image in photos.items():
+        got, expected = ours(image), ref(image)
+        assert got.shape == expected.shape == (3, size, size), photo
+        assert (got - expected).abs().max().item() <= 1e-6, photo
