@@ -68,6 +68,12 @@ def test_text_attention_is_bidirectional_and_pools_the_last_position():
         assert torch.allclose(pooled, model.encode_text(tokens), atol=1e-6)
 
 
+def test_tokenize_refuses_the_clip_vocabulary():
+    """CLIP's BPE ids would index past a SigLIP vocabulary or mean other words: refuse."""
+    with pytest.raises(NotImplementedError, match="'siglip_text' text tower needs"):
+        _tiny().tokenize(["a photo of a cat"])
+
+
 def test_lora_adapts_both_siglip_towers():
     model = _tiny()
     apply_lora(model, rank=2)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import ClipConfig
+from ..configs.config import DEFAULT_TEXT_TYPE
 from ..preprocess import PreprocessConfig, build_preprocess
 from . import resnet, siglip_text, siglip_vision, text, vit  # noqa: F401  (register the towers)
 from .bf16_cpu import bf16_cpu_context
@@ -94,7 +95,12 @@ class CLIP(nn.Module):
         return self._preprocess
 
     def tokenize(self, texts: str | Sequence[str], truncate: bool = True) -> torch.Tensor:
-        """Texts → (N, context_length) int64 token ids."""
+        """Texts → (N, context_length) int64 token ids (CLIP's BPE; CLIP text towers only)."""
+        if self.config.text.type != DEFAULT_TEXT_TYPE:  # e.g. SigLIP's SentencePiece vocabularies
+            raise NotImplementedError(
+                f"a {self.config.text.type!r} text tower needs its checkpoint's own tokenizer, "
+                "which clipforge does not read yet: pass token ids to encode_text"
+            )
         if self._tokenizer is None:
             from ..tokenizer import get_tokenizer
 
