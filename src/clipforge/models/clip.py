@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -95,19 +95,27 @@ class CLIP(nn.Module):
         return self._preprocess
 
     def tokenize(self, texts: str | Sequence[str], truncate: bool = True) -> torch.Tensor:
-        """Texts → (N, context_length) int64 token ids (CLIP's BPE; CLIP text towers only)."""
-        if self.config.text.type != DEFAULT_TEXT_TYPE:  # e.g. SigLIP's SentencePiece vocabularies
-            raise NotImplementedError(
-                f"a {self.config.text.type!r} text tower needs its checkpoint's own tokenizer, "
-                "which clipforge does not read yet: pass token ids to encode_text"
-            )
+        """Texts → (N, context_length) int64 token ids, with this checkpoint's tokenizer
+        (CLIP's BPE unless :meth:`set_tokenizer` gave another)."""
         if self._tokenizer is None:
+            if self.config.text.type != DEFAULT_TEXT_TYPE:  # e.g. SigLIP's SentencePiece
+                raise NotImplementedError(
+                    f"a {self.config.text.type!r} text tower needs its checkpoint's own "
+                    "tokenizer: model.set_tokenizer(SentencePieceTokenizer.from_dir(path)), "
+                    "or pass token ids to encode_text"
+                )
             from ..tokenizer import get_tokenizer
 
             self._tokenizer = get_tokenizer()
         return self._tokenizer(
             texts, context_length=self.config.text.context_length, truncate=truncate
         )
+
+    def set_tokenizer(self, tokenizer: Callable[..., torch.Tensor]) -> None:
+        """Make :meth:`tokenize` use ``tokenizer``, called as
+        ``tokenizer(texts, context_length=..., truncate=...)`` (e.g. a SigLIP checkpoint's
+        :class:`~clipforge.tokenizer.sentencepiece.SentencePieceTokenizer`)."""
+        self._tokenizer = tokenizer
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Trade compute for memory in both towers."""
