@@ -131,3 +131,26 @@ def test_preprocessing_equals_open_clip_siglip_transform(photos, name):
         got, expected = ours(image), ref(image)
         assert got.shape == expected.shape == (3, size, size), photo
         assert (got - expected).abs().max().item() <= 1e-6, photo
+
+
+def test_zero_shot_probabilities_are_sigmoids_of_scaled_cosine_plus_bias():
+    from clipforge.tokenizer import get_tokenizer
+    from clipforge.zeroshot import ZeroShotClassifier
+
+    model = _tiny()
+    model.set_tokenizer(get_tokenizer())  # ids valid in TINY's 49408-word vocabulary
+    with torch.no_grad():
+        model.logit_scale.fill_(2.0)
+        model.logit_bias.fill_(-1.5)
+    images = sample_images(32, n=3)
+    clf = ZeroShotClassifier(model, ["cat", "dog", "car"], templates="simple")
+    result = clf.predict(images)
+    with torch.no_grad():
+        image = torch.nn.functional.normalize(model.encode_image(images), dim=-1)
+        expected = torch.sigmoid(image @ clf.class_embeddings.T * torch.e**2 - 1.5)
+    assert torch.allclose(torch.from_numpy(result.probs), expected, atol=1e-6)
+    assert not torch.allclose(expected.sum(dim=1), torch.ones(3))
+    softmax = ZeroShotClassifier(model, ["cat", "dog", "car"], "simple", probabilities="softmax")
+    assert torch.allclose(torch.from_numpy(softmax.predict(images).probs).sum(dim=1), torch.ones(3))
+    with pytest.raises(ValueError, match="need a model with a logit_bias"):
+        ZeroShotClassifier(clipforge.create_model("ViT-S-32"), ["a"], probabilities="sigmoid")

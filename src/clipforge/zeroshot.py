@@ -1,7 +1,10 @@
 """Zero-shot image classification with prompt-template ensembles (Radford et al., 2021).
 
 Each class is embedded as the mean of its L2-normalised prompt embeddings (one prompt per
-template), normalised again; an image's logits are ``scale * cos(image, class)``.
+template), normalised again; an image's logits are ``scale * cos(image, class)``, and its
+class probabilities their softmax — or, for a SigLIP model (one with a ``logit_bias``), the
+per-class sigmoids of ``exp(logit_scale) * cos + logit_bias``, as the SigLIP paper and
+transformers' zero-shot pipeline define them.
 
 The bundled template sets (``zeroshot_templates.json``: OpenAI's 80 ImageNet prompts and
 the CIFAR-10/100 sets) come from CLIP_benchmark (https://github.com/LAION-AI/CLIP_benchmark),
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
+from typing import Literal
 
 import numpy as np
 import torch
@@ -95,7 +99,8 @@ class ZeroShotResult:
     """Zero-shot predictions for the inputs that could be read.
 
     Attributes:
-        probs: float32 ``(N_ok, C)`` softmax probabilities, one row per readable input.
+        probs: float32 ``(N_ok, C)`` probabilities, one row per readable input (softmax rows;
+            per-class sigmoids for SigLIP models, see :class:`ZeroShotClassifier`).
         top_k_indices: int64 ``(N_ok, k)`` class indices, most probable first.
         top_k_scores: float32 ``(N_ok, k)`` their probabilities.
         top_k_labels: the class names of ``top_k_indices``.
@@ -139,6 +144,9 @@ class ZeroShotClassifier:
         logit_scale: multiplier of the cosine similarities (100, as in CLIP's evaluation).
             ``None`` means the model's own ``exp(logit_scale)``.
         use_model_scale: use the model's ``exp(logit_scale)`` instead of ``logit_scale``.
+        probabilities: ``"softmax"`` over the classes, ``"sigmoid"`` per class (SigLIP: the
+            model's own scale and bias, ``logit_scale`` is then not used), or ``"auto"``:
+            sigmoid for models with a ``logit_bias``, softmax for the others.
     """
 
     def __init__(
@@ -149,12 +157,21 @@ class ZeroShotClassifier:
         batch_size: int = 256,
         logit_scale: float | None = 100.0,
         use_model_scale: bool = False,
+        probabilities: Literal["auto", "softmax", "sigmoid"] = "auto",
     ) -> None:
         if isinstance(classnames, str):
             raise TypeError("classnames must be a sequence of strings, not one string")
         self.classnames = list(classnames)
         if not self.classnames or not all(isinstance(c, str) for c in self.classnames):
             raise ValueError("classnames must be a non-empty sequence of strings")
+        if probabilities not in ("auto", "softmax", "sigmoid"):
+            raise ValueError(
+                f"probabilities must be auto, softmax or sigmoid, got {probabilities!r}"
+            )
+        bias = model.logit_bias
+        if probabilities == "sigmoid" and bias is None:
+            raise ValueError("sigmoid probabilities need a model with a logit_bias (SigLIP)")
+        self.sigmoid = bias is not None and probabilities != "softmax"
         self.model = model
         self.templates = get_templates(templates)
         self.batch_size = batch_size
@@ -165,7 +182,7 @@ class ZeroShotClassifier:
     @property
     def scale(self) -> float:
         """The multiplier applied to cosine similarities to get logits."""
-        if self.use_model_scale:
+        if self.use_model_scale or self.sigmoid:
             return float(self.model.logit_scale.detach().float().exp())
         return self._fixed_scale  # type: ignore[return-value]
 
@@ -195,10 +212,18 @@ class ZeroShotClassifier:
         self._class_embeddings = None
 
     def logits(self, image_embeddings: torch.Tensor) -> torch.Tensor:
-        """``(N, D)`` image embeddings (normalised here) → ``(N, C)`` logits."""
+        """``(N, D)`` image embeddings (normalised here) → ``(N, C)`` logits (plus the
+        model's ``logit_bias`` in sigmoid mode)."""
         classes = self.class_embeddings
         image = F.normalize(image_embeddings.to(classes.device, torch.float32), dim=-1)
-        return self.scale * image @ classes.T
+        logits = self.scale * image @ classes.T
+        if self.sigmoid:
+            logits = logits + float(self.model.logit_bias.detach().float())
+        return logits
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities from :meth:`logits`: per-class sigmoids or a softmax."""
+        return logits.sigmoid() if self.sigmoid else logits.softmax(dim=-1)
 
     def predict(
         self,
@@ -224,7 +249,7 @@ class ZeroShotClassifier:
 
         def classify(indices: list[int], features: torch.Tensor) -> None:
             kept.extend(indices)
-            probs.append(self.logits(features).softmax(dim=-1).cpu())
+            probs.append(self.probabilities(self.logits(features)).cpu())
 
         failed = stream_image_embeddings(
             self.model,
