@@ -11,7 +11,14 @@ import torch
 from torch import nn
 
 import clipforge
-from clipforge.configs import ClipConfig, ResNetConfig, TextConfig, ViTConfig
+from clipforge.configs import (
+    ClipConfig,
+    ResNetConfig,
+    SigLipTextConfig,
+    SigLipVisionConfig,
+    TextConfig,
+    ViTConfig,
+)
 from clipforge.configs.config import register_vision_config
 from clipforge.lora import apply_lora
 from clipforge.models import Tower, TowerSettings, build_tower, register_tower, towers_in
@@ -24,6 +31,14 @@ TINY_TOWERS = {
     "vit": (ViTConfig(image_size=32, patch_size=8, width=32, layers=3, heads=2), "image"),
     "resnet": (ResNetConfig(image_size=64, layers=(1, 1, 2, 1), width=8, heads=2), "image"),
     "text": (TextConfig(context_length=16, vocab_size=100, width=32, heads=2, layers=3), "text"),
+    "siglip_vit": (
+        SigLipVisionConfig(image_size=30, patch_size=7, width=16, layers=3, heads=2, proj=True),
+        "image",
+    ),
+    "siglip_text": (
+        SigLipTextConfig(context_length=16, vocab_size=100, width=32, heads=2, layers=3),
+        "text",
+    ),
 }
 
 
@@ -86,6 +101,12 @@ def test_patch_dropout_only_where_declared():
     vit, _ = _tower("vit")
     vit.set_patch_dropout(0.5)
     assert vit.patch_dropout == 0.5
+    siglip, images = _tower("siglip_vit")
+    siglip.set_patch_dropout(0.5)
+    siglip.train()
+    assert siglip._tokens(images).shape[1] == 8  # half of the 4x4 grid
+    siglip.eval()
+    assert siglip._tokens(images).shape[1] == 16
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         vit.set_patch_dropout(1.0)
     resnet, _ = _tower("resnet")

@@ -87,6 +87,8 @@ def load(
         activation = activation or _activation_hint(name_or_path)
     model = create_model(cfg, towers=towers, activation=activation, preprocess=preprocess)
     apply_state(model, select_towers(ckpt.state, towers), ckpt.source)
+    if ckpt.tokenizer is not None:  # e.g. a SigLIP checkpoint's own SentencePiece vocabulary
+        model.set_tokenizer(ckpt.tokenizer)
     return model.to(device).eval() if device is not None else model.eval()
 
 

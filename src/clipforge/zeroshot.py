@@ -1,7 +1,10 @@
 """Zero-shot image classification with prompt-template ensembles (Radford et al., 2021).
 
 Each class is embedded as the mean of its L2-normalised prompt embeddings (one prompt per
-template), normalised again; an image's logits are ``scale * cos(image, class)``.
+template), normalised again; an image's logits are ``scale * cos(image, class)``, and its
+class probabilities their softmax — or, for a SigLIP model (one with a ``logit_bias``), the
+per-class sigmoids of ``exp(logit_scale) * cos + logit_bias``, as the SigLIP paper and
+transformers' zero-shot pipeline define them.
 
 Prompt templates (named sets, files, lists) live in :mod:`clipforge.templates`; their names
 are re-exported here.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -42,7 +46,8 @@ class ZeroShotResult:
     """Zero-shot predictions for the inputs that could be read.
 
     Attributes:
-        probs: float32 ``(N_ok, C)`` softmax probabilities, one row per readable input.
+        probs: float32 ``(N_ok, C)`` probabilities, one row per readable input (softmax rows;
+            per-class sigmoids for SigLIP models, see :class:`ZeroShotClassifier`).
         top_k_indices: int64 ``(N_ok, k)`` class indices, most probable first.
         top_k_scores: float32 ``(N_ok, k)`` their probabilities.
         top_k_labels: the class names of ``top_k_indices``.
@@ -88,6 +93,9 @@ class ZeroShotClassifier:
         use_model_scale: use the model's ``exp(logit_scale)`` instead of ``logit_scale``.
         precision: "fp32", "bf16" or "fp16": run the model under autocast (the model runs
             where its weights are; move it with ``model.to(device)``).
+        probabilities: ``"softmax"`` over the classes, ``"sigmoid"`` per class (SigLIP: the
+            model's own scale and bias, ``logit_scale`` is then not used), or ``"auto"``:
+            sigmoid for models with a ``logit_bias``, softmax for the others.
     """
 
     def __init__(
@@ -99,12 +107,21 @@ class ZeroShotClassifier:
         logit_scale: float | None = 100.0,
         use_model_scale: bool = False,
         precision: Precision | None = None,
+        probabilities: Literal["auto", "softmax", "sigmoid"] = "auto",
     ) -> None:
         if isinstance(classnames, str):
             raise TypeError("classnames must be a sequence of strings, not one string")
         self.classnames = list(classnames)
         if not self.classnames or not all(isinstance(c, str) for c in self.classnames):
             raise ValueError("classnames must be a non-empty sequence of strings")
+        if probabilities not in ("auto", "softmax", "sigmoid"):
+            raise ValueError(
+                f"probabilities must be auto, softmax or sigmoid, got {probabilities!r}"
+            )
+        bias = model.logit_bias
+        if probabilities == "sigmoid" and bias is None:
+            raise ValueError("sigmoid probabilities need a model with a logit_bias (SigLIP)")
+        self.sigmoid = bias is not None and probabilities != "softmax"
         self.model = model
         self.templates = get_templates(templates)
         self.batch_size = batch_size
@@ -116,7 +133,7 @@ class ZeroShotClassifier:
     @property
     def scale(self) -> float:
         """The multiplier applied to cosine similarities to get logits."""
-        if self.use_model_scale:
+        if self.use_model_scale or self.sigmoid:
             return float(self.model.logit_scale.detach().float().exp())
         return self._fixed_scale  # type: ignore[return-value]
 
@@ -148,10 +165,18 @@ class ZeroShotClassifier:
         self._class_embeddings = None
 
     def logits(self, image_embeddings: torch.Tensor) -> torch.Tensor:
-        """``(N, D)`` image embeddings (normalised here) → ``(N, C)`` logits."""
+        """``(N, D)`` image embeddings (normalised here) → ``(N, C)`` logits (plus the
+        model's ``logit_bias`` in sigmoid mode)."""
         classes = self.class_embeddings
         image = F.normalize(image_embeddings.to(classes.device, torch.float32), dim=-1)
-        return self.scale * image @ classes.T
+        logits = self.scale * image @ classes.T
+        if self.sigmoid:
+            logits = logits + float(self.model.logit_bias.detach().float())
+        return logits
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities from :meth:`logits`: per-class sigmoids or a softmax."""
+        return logits.sigmoid() if self.sigmoid else logits.softmax(dim=-1)
 
     def predict(
         self,
@@ -177,7 +202,7 @@ class ZeroShotClassifier:
 
         def classify(indices: list[int], features: torch.Tensor) -> None:
             kept.extend(indices)
-            probs.append(self.logits(features).softmax(dim=-1).cpu())
+            probs.append(self.probabilities(self.logits(features)).cpu())
 
         failed = stream_image_embeddings(
             self.model,

@@ -1,12 +1,14 @@
 """Model configurations, the config engine and the registry of named architectures."""
 
 from .config import (
+    TEXT_CONFIGS,
     VISION_CONFIGS,
     ClipConfig,
     ResNetConfig,
     TextConfig,
     VisionConfig,
     ViTConfig,
+    register_text_config,
     register_vision_config,
 )
 from .engine import ConfigError
@@ -18,12 +20,16 @@ from .registry import (
     read_architecture_file,
     register_architecture,
 )
+from .siglip import SigLipTextConfig, SigLipVisionConfig
 
 __all__ = [
+    "TEXT_CONFIGS",
     "VISION_CONFIGS",
     "ClipConfig",
     "ConfigError",
     "ResNetConfig",
+    "SigLipTextConfig",
+    "SigLipVisionConfig",
     "TextConfig",
     "ViTConfig",
     "VisionConfig",
@@ -32,5 +38,6 @@ __all__ = [
     "list_architectures",
     "read_architecture_file",
     "register_architecture",
+    "register_text_config",
     "register_vision_config",
 ]

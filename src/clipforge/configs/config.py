@@ -2,7 +2,9 @@
 
 An architecture is data: one JSON file in ``architectures/`` per name. The JSON holds an
 ``embed_dim``, an activation, a ``vision`` block whose ``type`` selects the tower
-(``"vit"`` or ``"resnet"``) and a ``text`` block. New architectures need a new file, not code.
+(``"vit"``, ``"resnet"``, ``"siglip_vit"``, ...) and a ``text`` block whose optional ``type``
+selects the text tower (CLIP's causal transformer when absent). New architectures need a new
+file, not code.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ class TextConfig:
     id); an integer pools at the first occurrence of that id (transformers' rule).
     """
 
+    type: ClassVar[str] = "clip"
     context_length: int = 77
     vocab_size: int = 49408
     width: int = 512
@@ -136,16 +139,46 @@ class TextConfig:
         return int(self.width * self.mlp_ratio)
 
 
+TEXT_CONFIGS: dict[str, type] = {}
+#: the text ``type`` of a ``text`` block that names none: CLIP's causal transformer
+DEFAULT_TEXT_TYPE = "clip"
+
+
+def register_text_config(config_class: type) -> type:
+    """Make ``{"text": {"type": config_class.type, ...}}`` build ``config_class``.
+
+    Like :func:`register_vision_config`: a frozen dataclass with a ``type: ClassVar[str]``,
+    a ``context_length`` and a ``vocab_size``, paired with a registered tower class.
+    """
+    if not dataclasses.is_dataclass(config_class) or not isinstance(config_class.type, str):
+        raise TypeError(f"{config_class!r} must be a dataclass with a 'type' ClassVar")
+    TEXT_CONFIGS[config_class.type] = config_class
+    return config_class
+
+
+register_text_config(TextConfig)
+
+
+def _text_to_dict(text: Any) -> dict[str, Any]:
+    data = dataclasses.asdict(text)
+    return data if text.type == DEFAULT_TEXT_TYPE else {"type": text.type, **data}
+
+
 @dataclass(frozen=True)
 class ClipConfig:
-    """A whole CLIP model: two towers projected into a shared ``embed_dim`` space."""
+    """A whole CLIP model: two towers projected into a shared ``embed_dim`` space.
+
+    ``init_logit_bias`` (SigLIP) gives the model a learnable ``logit_bias`` added to the
+    scaled similarities; ``None`` (CLIP) means no bias parameter.
+    """
 
     embed_dim: int
     vision: VisionConfig
-    text: TextConfig = field(default_factory=TextConfig)
+    text: Any = field(default_factory=TextConfig)  # a registered text config
     activation: ActivationName = "gelu"
     norm_eps: float = 1e-5
     init_logit_scale: float = 2.6592600345611572  # ln(1 / 0.07)
+    init_logit_bias: float | None = None
 
     def __post_init__(self) -> None:
         _require_positive("model", embed_dim=self.embed_dim, norm_eps=self.norm_eps)
@@ -159,14 +192,17 @@ class ClipConfig:
     def to_dict(self) -> dict[str, Any]:
         vision = {"type": self.vision.type, **dataclasses.asdict(self.vision)}
         vision = {k: list(v) if isinstance(v, tuple) else v for k, v in vision.items()}
-        return {
+        data = {
             "embed_dim": self.embed_dim,
             "activation": self.activation,
             "norm_eps": self.norm_eps,
             "init_logit_scale": self.init_logit_scale,
             "vision": vision,
-            "text": dataclasses.asdict(self.text),
+            "text": _text_to_dict(self.text),
         }
+        if self.init_logit_bias is not None:
+            data["init_logit_bias"] = self.init_logit_bias
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], prefix: str = "") -> ClipConfig:
@@ -187,5 +223,12 @@ class ClipConfig:
         if "embed_dim" not in data:
             raise ConfigError(f"model config needs '{dot}embed_dim'")
         data["vision"] = build(VISION_CONFIGS[kind], vision, f"{dot}vision")
-        data["text"] = build(TextConfig, data.get("text") or {}, f"{dot}text")
+        text = data.get("text") or {}
+        if not isinstance(text, dict):
+            raise ConfigError(f"'{dot}text' must be a mapping, got {type(text).__name__}")
+        text = dict(text)
+        text_kind = text.pop("type", DEFAULT_TEXT_TYPE)
+        if text_kind not in TEXT_CONFIGS:
+            raise unknown_name(f"{dot}text.type", str(text_kind), TEXT_CONFIGS)
+        data["text"] = build(TEXT_CONFIGS[text_kind], text, f"{dot}text")
         return build(cls, data, prefix)

@@ -25,15 +25,15 @@ def register_parameter_counter(config_class: type, count: Callable[[Any, int], i
     _COUNTERS[config_class] = count
 
 
-def _layer_norm(width: int) -> int:
+def layer_norm(width: int) -> int:
     return 2 * width
 
 
-def _transformer(width: int, layers: int, mlp_width: int) -> int:
+def transformer(width: int, layers: int, mlp_width: int) -> int:
     """``layers`` pre-LN blocks: two LayerNorms, fused-QKV attention, two-layer MLP."""
     attention = 4 * width * width + 4 * width
     mlp = 2 * width * mlp_width + mlp_width + width
-    return layers * (2 * _layer_norm(width) + attention + mlp)
+    return layers * (2 * layer_norm(width) + attention + mlp)
 
 
 def _vit(cfg: ViTConfig, embed_dim: int) -> int:
@@ -42,8 +42,8 @@ def _vit(cfg: ViTConfig, embed_dim: int) -> int:
         3 * w * cfg.patch_size**2  # conv1 (no bias)
         + w  # class embedding
         + (cfg.grid_size**2 + 1) * w  # positional embedding
-        + 2 * _layer_norm(w)  # ln_pre, ln_post
-        + _transformer(w, cfg.layers, cfg.mlp_width)
+        + 2 * layer_norm(w)  # ln_pre, ln_post
+        + transformer(w, cfg.layers, cfg.mlp_width)
         + w * embed_dim  # proj
     )
 
@@ -76,8 +76,8 @@ def _text(cfg: TextConfig, embed_dim: int) -> int:
     return (
         cfg.vocab_size * w
         + cfg.context_length * w
-        + _transformer(w, cfg.layers, cfg.mlp_width)
-        + _layer_norm(w)
+        + transformer(w, cfg.layers, cfg.mlp_width)
+        + layer_norm(w)
         + w * embed_dim
     )
 
@@ -88,7 +88,8 @@ def count_parameters(cfg: ClipConfig) -> dict[str, int]:
     if vision is None or text is None:
         return _count_on_meta(cfg)
     image, txt = vision(cfg.vision, cfg.embed_dim), text(cfg.text, cfg.embed_dim)
-    return {"image": image, "text": txt, "total": image + txt + 1}  # + logit_scale
+    scalars = 1 + (cfg.init_logit_bias is not None)  # logit_scale (+ logit_bias)
+    return {"image": image, "text": txt, "total": image + txt + scalars}
 
 
 def _count_on_meta(cfg: ClipConfig) -> dict[str, int]:

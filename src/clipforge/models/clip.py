@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import ClipConfig
+from ..configs.config import DEFAULT_TEXT_TYPE
 from ..preprocess import PreprocessConfig, build_preprocess
-from . import resnet, text, vit  # noqa: F401  (register the built-in towers)
+from . import resnet, siglip_text, siglip_vision, text, vit  # noqa: F401  (register the towers)
 from .bf16_cpu import bf16_cpu_context
 from .tower import Tower, TowerSettings, build_tower
 
@@ -19,7 +20,8 @@ Towers = Literal["both", "image", "text"]
 
 
 class CLIP(nn.Module):
-    """Two towers plus a learnable temperature (``logit_scale``).
+    """Two towers plus a learnable temperature (``logit_scale``) and, for SigLIP
+    architectures (``config.init_logit_bias`` set), a learnable ``logit_bias``.
 
     ``towers="image"`` or ``"text"`` builds only that tower: the other is never allocated.
     """
@@ -41,6 +43,9 @@ class CLIP(nn.Module):
         )
         self.text: Tower | None = build_tower(config.text, settings) if towers != "image" else None
         self.logit_scale = nn.Parameter(torch.tensor(config.init_logit_scale))
+        self.logit_bias: nn.Parameter | None = None
+        if config.init_logit_bias is not None:
+            self.logit_bias = nn.Parameter(torch.tensor(float(config.init_logit_bias)))
         self.preprocess_config = preprocess_config or PreprocessConfig(
             image_size=config.vision.image_size
         )
@@ -90,14 +95,27 @@ class CLIP(nn.Module):
         return self._preprocess
 
     def tokenize(self, texts: str | Sequence[str], truncate: bool = True) -> torch.Tensor:
-        """Texts → (N, context_length) int64 token ids."""
+        """Texts → (N, context_length) int64 token ids, with this checkpoint's tokenizer
+        (CLIP's BPE unless :meth:`set_tokenizer` gave another)."""
         if self._tokenizer is None:
+            if self.config.text.type != DEFAULT_TEXT_TYPE:  # e.g. SigLIP's SentencePiece
+                raise NotImplementedError(
+                    f"a {self.config.text.type!r} text tower needs its checkpoint's own "
+                    "tokenizer: model.set_tokenizer(SentencePieceTokenizer.from_dir(path)), "
+                    "or pass token ids to encode_text"
+                )
             from ..tokenizer import get_tokenizer
 
             self._tokenizer = get_tokenizer()
         return self._tokenizer(
             texts, context_length=self.config.text.context_length, truncate=truncate
         )
+
+    def set_tokenizer(self, tokenizer: Callable[..., torch.Tensor]) -> None:
+        """Make :meth:`tokenize` use ``tokenizer``, called as
+        ``tokenizer(texts, context_length=..., truncate=...)`` (e.g. a SigLIP checkpoint's
+        :class:`~clipforge.tokenizer.sentencepiece.SentencePieceTokenizer`)."""
+        self._tokenizer = tokenizer
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Trade compute for memory in both towers."""

@@ -23,7 +23,18 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
-ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
+class GELUTanh(nn.GELU):
+    """GELU with the tanh approximation (big_vision's ``gelu``; SigLIP 2 towers use it)."""
+
+    def __init__(self) -> None:
+        super().__init__(approximate="tanh")
+
+
+ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {
+    "gelu": nn.GELU,
+    "gelu_tanh": GELUTanh,
+    "quick_gelu": QuickGELU,
+}
 
 
 class SelfAttention(nn.Module):

@@ -32,21 +32,25 @@ ContextFactory = Callable[[], contextlib.AbstractContextManager]
 class ContrastiveModel(nn.Module):
     """A CLIP model plus SigLIP's learnable logit bias (when ``init_bias`` is given).
 
-    ``forward`` returns ``(image_features, text_features, exp(logit_scale), bias or None)``,
-    the features L2-normalised.
+    A model that has its own ``logit_bias`` (a SigLIP architecture) trains that one;
+    otherwise a bias starting at ``init_bias`` is added here. ``forward`` returns
+    ``(image_features, text_features, exp(logit_scale), bias or None)``, the features
+    L2-normalised.
     """
 
     def __init__(self, clip: nn.Module, init_bias: float | None = None) -> None:
         super().__init__()
         self.clip = clip
-        self.logit_bias = (
-            nn.Parameter(torch.tensor(float(init_bias))) if init_bias is not None else None
-        )
+        self.uses_bias = init_bias is not None
+        own = self.uses_bias and clip.logit_bias is None
+        self.logit_bias = nn.Parameter(torch.tensor(float(init_bias))) if own else None
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> Outputs:
         image_features, text_features, scale = self.clip(images, tokens)
-        bias = self.logit_bias * 1.0 if self.logit_bias is not None else None
-        return image_features, text_features, scale, bias
+        bias = self.logit_bias
+        if bias is None and self.uses_bias:
+            bias = self.clip.logit_bias
+        return image_features, text_features, scale, bias * 1.0 if bias is not None else None
 
 
 class RngState:

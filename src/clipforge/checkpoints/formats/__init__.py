@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError, UnknownFormatError
 from ..reader import read_state_dict
-from . import eva_keys, hf, native, open_clip, openai
+from . import eva_keys, hf, native, open_clip, openai, siglip_hf_keys, siglip_keys
 from .base import CheckpointFormat, LoadedCheckpoint, StateDict
 
 FORMATS: dict[str, CheckpointFormat] = {}
@@ -30,7 +30,7 @@ def register_format(fmt: CheckpointFormat, replace: bool = False) -> CheckpointF
     return fmt
 
 
-for _module in (native, open_clip, eva_keys, hf, openai):
+for _module in (native, open_clip, eva_keys, siglip_keys, hf, siglip_hf_keys, openai):
     register_format(_module.FORMAT)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,12 +22,54 @@ StateDict = dict[str, torch.Tensor]
 
 @dataclass
 class LoadedCheckpoint:
-    """A checkpoint translated to clipforge's layout."""
+    """A checkpoint translated to clipforge's layout (``tokenizer``: the checkpoint's own,
+    when it ships one that differs from CLIP's BPE, e.g. SigLIP's ``tokenizer.json``)."""
 
     state: StateDict
     config: ClipConfig | None
     preprocess: PreprocessConfig | None
     source: str
+    tokenizer: Any = None
+
+
+@dataclass(frozen=True)
+class LayoutFamily:
+    """A model family whose checkpoints in a directory format need their own translation
+    (open_clip's EVA and SigLIP towers are timm trunks; transformers' SigLIP is
+    ``SiglipModel``). A directory format tries its registered families before its default.
+
+    - ``owns_config(config_dict)`` / ``owns_model(config)``: whether the format's config
+      JSON, or a clipforge config, belongs to this family;
+    - ``config_to_native`` / ``config_from_native``: the config JSON translation;
+    - ``to_native`` / ``from_native``: the state-dict translation;
+    - ``read_tokenizer(directory)``: the checkpoint's own tokenizer, or ``None``.
+    """
+
+    name: str
+    owns_config: Callable[[dict[str, Any]], bool]
+    owns_model: Callable[[ClipConfig], bool]
+    config_to_native: Callable[[dict[str, Any]], ClipConfig]
+    config_from_native: Callable[[ClipConfig], dict[str, Any]]
+    to_native: Callable[[StateDict], StateDict]
+    from_native: Callable[[StateDict], StateDict]
+    read_tokenizer: Callable[[Path], Any] | None = None
+
+
+class Families:
+    """The families of one directory format, tried in registration order."""
+
+    def __init__(self) -> None:
+        self._families: dict[str, LayoutFamily] = {}
+
+    def register(self, family: LayoutFamily) -> LayoutFamily:
+        self._families[family.name] = family
+        return family
+
+    def for_config(self, config_dict: dict[str, Any]) -> LayoutFamily | None:
+        return next((f for f in self._families.values() if f.owns_config(config_dict)), None)
+
+    def for_model(self, config: ClipConfig) -> LayoutFamily | None:
+        return next((f for f in self._families.values() if f.owns_model(config)), None)
 
 
 DirReader = Callable[[Path, bool], LoadedCheckpoint]

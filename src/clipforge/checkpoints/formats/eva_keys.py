@@ -20,8 +20,8 @@ import torch
 
 from ...configs import ClipConfig, ConfigError, TextConfig
 from ...configs.eva import EvaVisionConfig
-from .base import CheckpointFormat
-from .open_clip import _UNSUPPORTED_TEXT, OpenClipFamily, _reject_unsupported, register_family
+from .base import CheckpointFormat, LayoutFamily
+from .open_clip import _UNSUPPORTED_TEXT, _reject_unsupported, register_family
 
 __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
 
@@ -274,7 +274,7 @@ def _owns_config(model_cfg: dict[str, Any]) -> bool:
 
 
 register_family(
-    OpenClipFamily(
+    LayoutFamily(
         name="eva",
         owns_config=_owns_config,
         owns_model=lambda cfg: isinstance(cfg.vision, EvaVisionConfig),

@@ -17,7 +17,7 @@ from ...preprocess import PreprocessConfig
 from ..directory import find_weights, read_json, write_directory
 from ..reader import read_state_dict
 from . import hf_preprocess
-from .base import CheckpointFormat, LoadedCheckpoint, StateDict
+from .base import CheckpointFormat, Families, LoadedCheckpoint, StateDict
 
 NAME = "hf"
 CONFIG_FILE = "config.json"
@@ -223,28 +223,38 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
     }
 
 
+#: model families with their own transformers classes (``SiglipModel``)
+FAMILIES = Families()
+register_family = FAMILIES.register
+
+
 def read_dir(directory: Path, trust_pickle: bool) -> LoadedCheckpoint:
-    """A transformers ``save_pretrained`` directory of a ``CLIPModel``."""
-    cfg = config_to_native(read_json(directory / CONFIG_FILE))
+    """A transformers ``save_pretrained`` directory of a ``CLIPModel`` (or a family's model)."""
+    config_json = read_json(directory / CONFIG_FILE)
+    family = FAMILIES.for_config(config_json)
+    cfg = (family.config_to_native if family else config_to_native)(config_json)
     pp_file = directory / hf_preprocess.FILE
     if pp_file.is_file():
         preprocess = hf_preprocess.preprocess_to_native(read_json(pp_file))
     else:
         preprocess = PreprocessConfig(image_size=cfg.vision.image_size, pipeline="hf")
     weights = find_weights(directory, WEIGHTS_FILES)
-    state = to_native(read_state_dict(weights, trust_pickle))
-    return LoadedCheckpoint(state, cfg, preprocess, str(weights))
+    state = (family.to_native if family else to_native)(read_state_dict(weights, trust_pickle))
+    tokenizer = family.read_tokenizer(directory) if family and family.read_tokenizer else None
+    return LoadedCheckpoint(state, cfg, preprocess, str(weights), tokenizer)
 
 
 def write_dir(
     config: ClipConfig, preprocess: PreprocessConfig, state: StateDict, directory: Path
 ) -> None:
     """Write ``config.json``, ``preprocessor_config.json`` and ``model.safetensors``."""
+    family = FAMILIES.for_model(config)
     files = {
-        CONFIG_FILE: config_from_native(config),
+        CONFIG_FILE: (family.config_from_native if family else config_from_native)(config),
         hf_preprocess.FILE: hf_preprocess.preprocess_from_native(preprocess),
     }
-    write_directory(directory, files, WEIGHTS_FILES[0], from_native(state))
+    tensors = (family.from_native if family else from_native)(state)
+    write_directory(directory, files, WEIGHTS_FILES[0], tensors)
 
 
 FORMAT = CheckpointFormat(

@@ -7,8 +7,6 @@ put the text tower under ``text.``, as clipforge does. This format owns the dire
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ from ..directory import find_weights, read_json, write_directory
 from ..errors import CheckpointError
 from ..reader import read_state_dict
 from . import openai
-from .base import CheckpointFormat, LoadedCheckpoint, StateDict
+from .base import CheckpointFormat, Families, LoadedCheckpoint, StateDict
 
 NAME = "open_clip"
 CONFIG_FILE = "open_clip_config.json"
@@ -149,41 +147,9 @@ def preprocess_from_native(pp: PreprocessConfig) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class OpenClipFamily:
-    """A model family whose open_clip checkpoints need their own translation (EVA and SigLIP
-    towers are timm trunks with timm key names). The plain CLIP family is the default.
-
-    - ``owns_config(model_cfg)`` / ``owns_model(config)``: whether an open_clip ``model_cfg``
-      or a clipforge config belongs to this family;
-    - ``config_to_native`` / ``config_from_native``: the ``model_cfg`` translation;
-    - ``to_native`` / ``from_native``: the state-dict translation.
-    """
-
-    name: str
-    owns_config: Callable[[dict[str, Any]], bool]
-    owns_model: Callable[[ClipConfig], bool]
-    config_to_native: Callable[[dict[str, Any]], ClipConfig]
-    config_from_native: Callable[[ClipConfig], dict[str, Any]]
-    to_native: Callable[[StateDict], StateDict]
-    from_native: Callable[[StateDict], StateDict]
-
-
-FAMILIES: list[OpenClipFamily] = []
-
-
-def register_family(family: OpenClipFamily) -> OpenClipFamily:
-    """Route open_clip checkpoints of ``family`` through its own translation."""
-    FAMILIES[:] = [f for f in FAMILIES if f.name != family.name] + [family]
-    return family
-
-
-def _family_of_config(model_cfg: dict[str, Any]) -> OpenClipFamily | None:
-    return next((f for f in FAMILIES if f.owns_config(model_cfg)), None)
-
-
-def _family_of_model(config: ClipConfig) -> OpenClipFamily | None:
-    return next((f for f in FAMILIES if f.owns_model(config)), None)
+#: tower families with their own open_clip layout (EVA, SigLIP: timm trunks)
+FAMILIES = Families()
+register_family = FAMILIES.register
 
 
 def read_dir(directory: Path, trust_pickle: bool) -> LoadedCheckpoint:
@@ -193,13 +159,14 @@ def read_dir(directory: Path, trust_pickle: bool) -> LoadedCheckpoint:
     meta = read_json(directory / CONFIG_FILE)
     if "model_cfg" not in meta:
         raise CheckpointError(f"{directory / CONFIG_FILE}: missing 'model_cfg'")
-    family = _family_of_config(meta["model_cfg"])
+    family = FAMILIES.for_config(meta["model_cfg"])
     cfg = (family.config_to_native if family else config_to_native)(meta["model_cfg"])
     preprocess = preprocess_to_native(meta.get("preprocess_cfg", {}), cfg.vision.image_size)
     weights = find_weights(directory, WEIGHTS_FILES)
     raw = read_state_dict(weights, trust_pickle)
     if family is not None:
-        return LoadedCheckpoint(family.to_native(raw), cfg, preprocess, str(weights))
+        tokenizer = family.read_tokenizer(directory) if family.read_tokenizer else None
+        return LoadedCheckpoint(family.to_native(raw), cfg, preprocess, str(weights), tokenizer)
     # Detected, not assumed: CLIP weights have OpenAI's keys, CustomTextCLIP weights ours.
     return LoadedCheckpoint(to_native_state(raw, str(weights)), cfg, preprocess, str(weights))
 
@@ -208,7 +175,7 @@ def write_dir(
     config: ClipConfig, preprocess: PreprocessConfig, state: StateDict, directory: Path
 ) -> None:
     """Write ``open_clip_config.json`` and the weights in open_clip's layout for the family."""
-    family = _family_of_model(config)
+    family = FAMILIES.for_model(config)
     meta = {
         "model_cfg": (family.config_from_native if family else config_from_native)(config),
         "preprocess_cfg": preprocess_from_native(preprocess),

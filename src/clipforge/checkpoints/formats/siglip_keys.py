@@ -1,0 +1,243 @@
+"""SigLIP key mapping: open_clip's layout (timm trunk under ``visual.trunk.``) ↔ clipforge's,
+and open_clip's SigLIP ``model_cfg`` ↔ :class:`ClipConfig`.
+
+Pure functions on state dicts and config dicts; no I/O. The text tower, ``logit_scale`` and ``logit_bias``
+have the same names in both layouts; the image tower is renamed block by block, and two
+tensors change shape: timm's ``pos_embed`` ``(1, L, C)`` ↔ ``positional_embedding``
+``(L, C)`` and the pooling query ``latent`` ``(1, 1, C)`` ↔ ``(1, C)``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...configs import ClipConfig, ConfigError, SigLipTextConfig, SigLipVisionConfig
+from .base import CheckpointFormat, LayoutFamily
+from .open_clip import register_family
+
+__all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
+
+_TIMM = "visual.trunk."
+#: (timm name under ``visual.trunk.``, clipforge name under ``visual.``): a name ending in
+#: "." renames a module prefix, any other a whole parameter; ``{i}`` is a block index
+_VISION_NAMES: tuple[tuple[str, str], ...] = (
+    ("patch_embed.proj.", "patch_embed."),
+    ("pos_embed", "positional_embedding"),
+    ("blocks.{i}.norm1.", "transformer.resblocks.{i}.ln_1."),
+    ("blocks.{i}.norm2.", "transformer.resblocks.{i}.ln_2."),
+    ("blocks.{i}.attn.qkv.weight", "transformer.resblocks.{i}.attn.in_proj_weight"),
+    ("blocks.{i}.attn.qkv.bias", "transformer.resblocks.{i}.attn.in_proj_bias"),
+    ("blocks.{i}.attn.proj.", "transformer.resblocks.{i}.attn.out_proj."),
+    ("blocks.{i}.mlp.fc1.", "transformer.resblocks.{i}.mlp.c_fc."),
+    ("blocks.{i}.mlp.fc2.", "transformer.resblocks.{i}.mlp.c_proj."),
+    ("norm.", "ln_post."),
+    ("attn_pool.latent", "attn_pool.latent"),
+    ("attn_pool.q.", "attn_pool.q_proj."),
+    ("attn_pool.kv.", "attn_pool.kv_proj."),
+    ("attn_pool.proj.", "attn_pool.out_proj."),
+    ("attn_pool.norm.", "attn_pool.ln."),
+    ("attn_pool.mlp.fc1.", "attn_pool.mlp.c_fc."),
+    ("attn_pool.mlp.fc2.", "attn_pool.mlp.c_proj."),
+)
+_UNBATCHED = ("positional_embedding", "attn_pool.latent")  # native names without timm's 1-dims
+
+
+def _rules(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """Name templates → (compiled pattern, replacement) for :func:`re.Pattern.sub`."""
+    rules = []
+    for source, target in pairs:
+        pattern = re.escape(source).replace(re.escape("{i}"), r"(\d+)")
+        end = "" if source.endswith(".") else "$"
+        rules.append((re.compile(f"^{pattern}{end}"), target.replace("{i}", r"\1")))
+    return tuple(rules)
+
+
+_TO_NATIVE = _rules(_VISION_NAMES)
+_FROM_NATIVE = _rules(tuple((native, timm) for timm, native in _VISION_NAMES))
+
+
+def _rename(name: str, rules: tuple[tuple[re.Pattern[str], str], ...]) -> str:
+    for pattern, replacement in rules:
+        new, count = pattern.subn(replacement, name, count=1)
+        if count:
+            return new
+    raise KeyError(f"no SigLIP mapping for image-tower key {name!r}")
+
+
+def matches(state: dict[str, torch.Tensor]) -> bool:
+    """Whether ``state`` is an open_clip SigLIP state dict (timm trunk with a MAP head)."""
+    return f"{_TIMM}attn_pool.latent" in state and f"{_TIMM}pos_embed" in state
+
+
+def to_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """open_clip SigLIP state dict → clipforge's (same tensors, renamed and reshaped)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.startswith(_TIMM):
+            name = _rename(key.removeprefix(_TIMM), _TO_NATIVE)
+            if name in _UNBATCHED:
+                value = value.reshape(value.shape[-2:] if value.ndim == 3 else value.shape)
+            out[f"visual.{name}"] = value
+        else:
+            out[key] = value
+    return out
+
+
+def from_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """clipforge SigLIP state dict → open_clip's (inverse of :func:`to_native`)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.startswith("visual."):
+            name = key.removeprefix("visual.")
+            if name in _UNBATCHED:
+                value = value.unsqueeze(0)
+            out[_TIMM + _rename(name, _FROM_NATIVE)] = value
+        else:
+            out[key] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- configs
+#: timm SigLIP trunk families: (width, layers, heads, mlp_ratio)
+_FAMILIES: dict[str, tuple[int, int, int, float]] = {
+    "base": (768, 12, 12, 4.0),
+    "large": (1024, 24, 16, 4.0),
+    "so400m": (1152, 27, 16, 3.7362),
+    "giantopt": (1536, 40, 16, 4.0),
+}
+#: the timm SigLIP trunks built with tanh-GELU (the others use exact GELU)
+_TANH_TRUNKS = frozenset({
+    "vit_base_patch32_siglip_256", "vit_large_patch16_siglip_512",
+    "vit_so400m_patch16_siglip_256", "vit_so400m_patch16_siglip_384",
+    "vit_so400m_patch16_siglip_512", "vit_giantopt_patch16_siglip_256",
+    "vit_giantopt_patch16_siglip_384",
+})  # fmt: skip
+_TRUNK_NAME = re.compile(r"^vit_(base|large|so400m|giantopt)_patch(\d+)_siglip_(\d+)$")
+
+
+def _vision_to_native(vision: dict[str, Any]) -> SigLipVisionConfig:
+    name = str(vision.get("timm_model_name"))
+    found = _TRUNK_NAME.match(name)
+    if found is None or vision.get("timm_pool") != "map":
+        raise ConfigError(f"not a SigLIP timm trunk with a MAP head: {name!r}")
+    if vision.get("timm_proj", "linear") != "none":  # open_clip cannot build others with 'map'
+        raise ConfigError("a SigLIP timm trunk's head must be timm_proj 'none'")
+    width, layers, heads, mlp_ratio = _FAMILIES[found[1]]
+    return SigLipVisionConfig(
+        image_size=int(found[3]),  # open_clip builds the trunk at its name's resolution
+        patch_size=int(found[2]),
+        width=width,
+        layers=layers,
+        heads=heads,
+        mlp_ratio=mlp_ratio,
+        activation="gelu_tanh" if name in _TANH_TRUNKS else None,  # None: the model-wide gelu
+    )
+
+
+def _text_to_native(text: dict[str, Any]) -> SigLipTextConfig:
+    eps = (text.get("norm_kwargs") or {}).get("eps", 1e-5)
+    if not text.get("no_causal_mask") or text.get("pool_type") != "last" or eps != 1e-6:
+        raise ConfigError(
+            "SigLIP text needs no_causal_mask, pool_type 'last' and LayerNorm eps 1e-6"
+        )
+    tanh = (text.get("act_kwargs") or {}).get("approximate") == "tanh"
+    proj = "none" if text.get("proj_type") == "none" else "linear"
+    if proj == "linear" and not text.get("proj_bias"):
+        raise ConfigError("SigLIP text projection must be biased (proj_bias: true)")
+    return SigLipTextConfig(
+        context_length=text.get("context_length", 64),
+        vocab_size=text.get("vocab_size", 32000),
+        width=text.get("width", 768),
+        heads=text.get("heads", 12),
+        layers=text.get("layers", 12),
+        mlp_ratio=text.get("mlp_ratio", 4.0),
+        activation="gelu_tanh" if tanh else None,
+        proj=proj,
+    )
+
+
+def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
+    """open_clip SigLIP ``model_cfg`` (as in its JSON configs and hub directories) →
+    :class:`ClipConfig`."""
+    return ClipConfig(
+        embed_dim=model_cfg["embed_dim"],
+        vision=_vision_to_native(dict(model_cfg.get("vision_cfg", {}))),
+        text=_text_to_native(dict(model_cfg.get("text_cfg", {}))),
+        norm_eps=1e-6,
+        init_logit_bias=model_cfg.get("init_logit_bias"),
+    )
+
+
+def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
+    """:class:`ClipConfig` of a SigLIP model → open_clip ``model_cfg`` (a timm trunk by name)."""
+    v, t = cfg.vision, cfg.text
+    if not isinstance(v, SigLipVisionConfig) or not isinstance(t, SigLipTextConfig):
+        raise ConfigError("not a SigLIP architecture")
+    shape = (v.width, v.layers, v.heads, v.mlp_ratio)
+    family = next((k for k, dims in _FAMILIES.items() if dims == shape), None)
+    name = f"vit_{family}_patch{v.patch_size}_siglip_{v.image_size}"
+    vision_act = v.activation or cfg.activation
+    if family is None or vision_act != ("gelu_tanh" if name in _TANH_TRUNKS else "gelu"):
+        raise ConfigError(f"no timm SigLIP trunk has this image tower ({v})")
+    if v.proj:
+        raise ConfigError("open_clip's SigLIP models have no image projection (vision.proj)")
+    text_act = t.activation or cfg.activation
+    if cfg.norm_eps != 1e-6 or text_act not in ("gelu", "gelu_tanh"):
+        raise ConfigError("open_clip SigLIP text towers use LayerNorm eps 1e-6 and GELU")
+    text: dict[str, Any] = {
+        "context_length": t.context_length, "vocab_size": t.vocab_size, "width": t.width,
+        "heads": t.heads, "layers": t.layers, "mlp_ratio": t.mlp_ratio,
+        "no_causal_mask": True, "pool_type": "last", "norm_kwargs": {"eps": 1e-6},
+    }  # fmt: skip
+    text.update({"proj_type": "none"} if t.proj == "none" else {"proj_bias": True})
+    if text_act == "gelu_tanh":
+        text["act_kwargs"] = {"approximate": "tanh"}
+    return {
+        "embed_dim": cfg.embed_dim,
+        "init_logit_bias": cfg.init_logit_bias,
+        "custom_text": True,
+        "vision_cfg": {
+            "image_size": v.image_size, "timm_model_name": name, "timm_model_pretrained": False,
+            "timm_pool": "map", "timm_proj": "none",
+        },
+        "text_cfg": text,
+    }  # fmt: skip
+
+
+def read_tokenizer(directory: Path) -> Any:
+    """The checkpoint's SentencePiece ``tokenizer.json`` (``None`` when it ships none)."""
+    if not (directory / "tokenizer.json").is_file():
+        return None
+    from ...tokenizer.sentencepiece import SentencePieceTokenizer
+
+    return SentencePieceTokenizer.from_dir(directory)
+
+
+def _owns_config(model_cfg: dict[str, Any]) -> bool:
+    vision = dict(model_cfg.get("vision_cfg") or {})
+    return _TRUNK_NAME.match(str(vision.get("timm_model_name"))) is not None
+
+
+register_family(
+    LayoutFamily(
+        name="siglip",
+        owns_config=_owns_config,
+        owns_model=lambda cfg: isinstance(cfg.vision, SigLipVisionConfig),
+        config_to_native=config_to_native,
+        config_from_native=config_from_native,
+        to_native=to_native,
+        from_native=from_native,
+        read_tokenizer=read_tokenizer,
+    )
+)
+
+#: bare open_clip SigLIP state dicts (timm trunk under ``visual.trunk.``), recognised before
+#: clipforge's own layout (they share its ``text.*`` keys)
+FORMAT = CheckpointFormat(
+    name="open_clip_siglip", matches=matches, to_native=to_native, from_native=from_native,
+    priority=40,
+)  # fmt: skip

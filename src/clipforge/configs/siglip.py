@@ -1,0 +1,133 @@
+"""SigLIP tower configurations (``vision.type: "siglip_vit"``, ``text.type: "siglip_text"``).
+
+SigLIP (Zhai et al., 2023) pairs a class-token-free ViT pooled by a multi-head attention
+head ("MAP") with a bidirectional text transformer pooled at its last position. Both towers
+may use their own activation (SigLIP 2 checkpoints use tanh-GELU in the text tower only);
+``activation=None`` means the model-wide one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from .config import _require_positive, register_text_config, register_vision_config
+from .engine import ConfigError
+from .param_counts import layer_norm, register_parameter_counter, transformer
+
+TowerActivation = Literal["gelu", "gelu_tanh", "quick_gelu"]
+
+
+def _check_heads(section: str, width: int, heads: int) -> None:
+    if width % heads:
+        raise ConfigError(f"{section}.width {width} is not divisible by heads {heads}")
+
+
+@register_vision_config
+@dataclass(frozen=True)
+class SigLipVisionConfig:
+    """SigLIP image tower: biased patch conv, no class token, pre-LN ViT, MAP head.
+
+    ``image_size`` need not be a multiple of ``patch_size``: the patch convolution drops the
+    remainder (SO400M/14 at 384 px sees a 27×27 grid, as big_vision and timm do).
+    ``proj`` adds a bias-free linear projection to ``embed_dim`` after the head, for towers
+    narrower or wider than the embedding (no release has one: open_clip cannot build it).
+    """
+
+    type: ClassVar[str] = "siglip_vit"
+    image_size: int = 224
+    patch_size: int = 16
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    activation: TowerActivation | None = None
+    proj: bool = False
+
+    def __post_init__(self) -> None:
+        _require_positive(
+            "vision",
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            width=self.width,
+            layers=self.layers,
+            heads=self.heads,
+            mlp_ratio=self.mlp_ratio,
+        )
+        _check_heads("vision", self.width, self.heads)
+        if self.patch_size > self.image_size:
+            raise ConfigError(
+                f"vision.patch_size {self.patch_size} exceeds image_size {self.image_size}"
+            )
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def mlp_width(self) -> int:
+        return int(self.width * self.mlp_ratio)
+
+
+@register_text_config
+@dataclass(frozen=True)
+class SigLipTextConfig:
+    """SigLIP text tower: bidirectional transformer, pooled at the last position.
+
+    Sequences are always padded to ``context_length`` (the pooled position is the last one,
+    so padding is part of the input). ``proj`` is ``"linear"`` (a biased linear head to
+    ``embed_dim``) or ``"none"`` (the width is the embedding width).
+    """
+
+    type: ClassVar[str] = "siglip_text"
+    context_length: int = 64
+    vocab_size: int = 32000
+    width: int = 768
+    heads: int = 12
+    layers: int = 12
+    mlp_ratio: float = 4.0
+    activation: TowerActivation | None = None
+    proj: Literal["linear", "none"] = "linear"
+
+    def __post_init__(self) -> None:
+        _require_positive(
+            "text",
+            context_length=self.context_length,
+            vocab_size=self.vocab_size,
+            width=self.width,
+            heads=self.heads,
+            layers=self.layers,
+            mlp_ratio=self.mlp_ratio,
+        )
+        _check_heads("text", self.width, self.heads)
+
+    @property
+    def mlp_width(self) -> int:
+        return int(self.width * self.mlp_ratio)
+
+
+def _count_vision(cfg: SigLipVisionConfig, embed_dim: int) -> int:
+    w = cfg.width
+    head = w + 4 * (w * w + w) + layer_norm(w) + 2 * w * cfg.mlp_width + cfg.mlp_width + w
+    return (
+        3 * w * cfg.patch_size**2 + w  # biased patch convolution
+        + cfg.grid_size**2 * w  # positional embedding (no class token)
+        + transformer(w, cfg.layers, cfg.mlp_width)
+        + layer_norm(w)  # ln_post
+        + head  # latent, q/kv/out projections, LayerNorm, MLP
+        + (w * embed_dim if cfg.proj else 0)
+    )  # fmt: skip
+
+
+def _count_text(cfg: SigLipTextConfig, embed_dim: int) -> int:
+    w = cfg.width
+    return (
+        (cfg.vocab_size + cfg.context_length) * w
+        + transformer(w, cfg.layers, cfg.mlp_width)
+        + layer_norm(w)
+        + (w * embed_dim + embed_dim if cfg.proj == "linear" else 0)
+    )
+
+
+register_parameter_counter(SigLipVisionConfig, _count_vision)
+register_parameter_counter(SigLipTextConfig, _count_text)

@@ -1,0 +1,84 @@
+"""SigLIP text tower: a bidirectional transformer pooled at the last position."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..configs import SigLipTextConfig
+from .layers import Transformer
+from .tower import Tower, TowerSettings, register_tower
+
+
+@register_tower(SigLipTextConfig)
+class SigLipTextTransformer(Tower):
+    """Token + positional embeddings, unmasked transformer, ``ln_final``, last-token pooling,
+    biased linear ``text_projection``.
+
+    Attention is bidirectional, so padding changes every position: token ids must be padded
+    to ``context_length`` exactly as the checkpoint was trained (no trimming here). Only the
+    last position is pooled, so the last block computes just that row.
+    """
+
+    head_names = ("ln_final", "text_projection")
+
+    def __init__(self, cfg: SigLipTextConfig, settings: TowerSettings) -> None:
+        super().__init__()
+        activation, eps = cfg.activation or settings.activation, settings.norm_eps
+        if cfg.proj == "none" and cfg.width != settings.embed_dim:
+            raise ValueError(
+                f"SigLIP text width {cfg.width} differs from embed_dim {settings.embed_dim}: "
+                "text.proj must be 'linear'"
+            )
+        self.context_length = cfg.context_length
+        self.vocab_size = cfg.vocab_size
+        self.output_dim = settings.embed_dim
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
+        self.transformer = Transformer(
+            cfg.width, cfg.layers, cfg.heads, cfg.mlp_width, activation, eps, causal=False
+        )
+        self.ln_final = nn.LayerNorm(cfg.width, eps=eps)
+        self.text_projection = (
+            nn.Linear(cfg.width, settings.embed_dim) if cfg.proj == "linear" else None
+        )
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        self.transformer.init_weights()
+        if self.text_projection is not None:
+            nn.init.normal_(self.text_projection.weight, std=self.transformer.width**-0.5)
+            nn.init.zeros_(self.text_projection.bias)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.transformer.resblocks
+
+    def adapter_blocks(self) -> list[tuple[str, nn.Module]]:
+        return [(f"transformer.resblocks.{i}", b) for i, b in enumerate(self.blocks)]
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.transformer.grad_checkpointing = enable
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.ndim != 2:
+            raise ValueError(f"tokens must be (batch, length), got shape {tuple(tokens.shape)}")
+        if tokens.shape[1] > self.context_length:
+            raise ValueError(
+                f"token sequences of length {tokens.shape[1]} exceed the model's "
+                f"context length {self.context_length}"
+            )
+        x = self.token_embedding(tokens)
+        return x + self.positional_embedding[: tokens.shape[1]].to(x.dtype)
+
+    def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(N, length, width)``: every position's feature after ``ln_final``."""
+        return self.ln_final(self.transformer(self._embed(inputs)))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self._embed(tokens)
+        last = torch.full((x.shape[0],), x.shape[1] - 1, dtype=torch.long, device=x.device)
+        pooled = self.ln_final(self.transformer(x, pool_index=last))
+        return self.text_projection(pooled) if self.text_projection is not None else pooled
