@@ -21,12 +21,14 @@ StateDict = dict[str, torch.Tensor]
 
 @dataclass
 class LoadedCheckpoint:
-    """A checkpoint translated to clipforge's layout."""
+    """A checkpoint translated to clipforge's layout (``config_source``: the file its
+    config was read from, named in errors about the config)."""
 
     state: StateDict
     config: ClipConfig | None
     preprocess: PreprocessConfig | None
     source: str
+    config_source: str | None = None
 
 
 DirReader = Callable[[Path, bool], LoadedCheckpoint]

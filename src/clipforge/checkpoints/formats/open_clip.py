@@ -12,7 +12,7 @@ from typing import Any
 
 from ...configs import ClipConfig, ConfigError, ResNetConfig, TextConfig, ViTConfig
 from ...preprocess import PreprocessConfig
-from ..directory import find_weights, read_json, write_directory
+from ..directory import config_errors, find_weights, read_json, write_directory
 from ..errors import CheckpointError
 from ..reader import read_state_dict
 from . import openai
@@ -151,15 +151,17 @@ def read_dir(directory: Path, trust_pickle: bool) -> LoadedCheckpoint:
     """An open_clip hub directory (``open_clip_config.json`` + weights)."""
     from . import to_native_state  # the registry imports this module
 
-    meta = read_json(directory / CONFIG_FILE)
+    config_file = directory / CONFIG_FILE
+    meta = read_json(config_file)
     if "model_cfg" not in meta:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: missing 'model_cfg'")
-    cfg = config_to_native(meta["model_cfg"])
-    preprocess = preprocess_to_native(meta.get("preprocess_cfg", {}), cfg.vision.image_size)
+        raise CheckpointError(f"{config_file}: missing 'model_cfg'")
+    with config_errors(config_file):
+        cfg = config_to_native(meta["model_cfg"])
+        preprocess = preprocess_to_native(meta.get("preprocess_cfg", {}), cfg.vision.image_size)
     weights = find_weights(directory, WEIGHTS_FILES)
     # Detected, not assumed: CLIP weights have OpenAI's keys, CustomTextCLIP weights ours.
     state = to_native_state(read_state_dict(weights, trust_pickle), str(weights))
-    return LoadedCheckpoint(state, cfg, preprocess, str(weights))
+    return LoadedCheckpoint(state, cfg, preprocess, str(weights), str(config_file))
 
 
 def write_dir(
