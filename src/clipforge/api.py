@@ -17,8 +17,7 @@ from .checkpoints import (
 )
 from .checkpoints.errors import CheckpointError
 from .checkpoints.fit import check_fits
-from .checkpoints.formats import LoadedCheckpoint
-from .checkpoints.formats import list_formats
+from .checkpoints.formats import LoadedCheckpoint, list_formats
 from .configs import ClipConfig, get_config
 from .models import CLIP
 from .models.clip import Towers

@@ -120,7 +120,9 @@ def infer_config(state: dict[str, torch.Tensor]) -> ClipConfig:
     except KeyError as err:
         raise CheckpointError(f"cannot infer the architecture: weight {err} is missing") from err
     except (IndexError, ValueError, ZeroDivisionError) as err:  # wrong ranks, zero sizes
-        raise CheckpointError(f"cannot infer the architecture from the weights' shapes: {err}") from err
+        raise CheckpointError(
+            f"cannot infer the architecture from the weights' shapes: {err}"
+        ) from err
     if embed_dim is None:
         raise CheckpointError("cannot infer the architecture: no image or text tower weights")
     cfg = ClipConfig(embed_dim=embed_dim, vision=vision, text=text)
