@@ -39,6 +39,9 @@ def demo(
         table.add_row(f"retrieval {name}", f"{value:.1%}", f"~{chance:.1%}")
     console.print(table)
     console.print(f"report: {report.extra['report']}")
+    console.print(f"trained model: {report.model_path}")
+    console.print("classify the held-out samples with it:")
+    console.print(report.next_command, markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
