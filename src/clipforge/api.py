@@ -16,7 +16,8 @@ from .checkpoints import (
     select_towers,
 )
 from .checkpoints.errors import CheckpointError
-from .checkpoints.formats import list_formats
+from .checkpoints.fit import check_fits
+from .checkpoints.formats import LoadedCheckpoint, list_formats
 from .configs import ClipConfig, get_config
 from .models import CLIP
 from .models.clip import Towers
@@ -47,6 +48,7 @@ def load(
     device: str | torch.device | None = None,
     cache_dir: str | Path | None = None,
     trust_pickle: bool = False,
+    max_parameters: int | None = None,
 ) -> CLIP:
     """Load a model from a checkpoint in any supported format.
 
@@ -56,9 +58,14 @@ def load(
       directory's config or inferred from the weights' shapes.
     - ``load(ClipConfig(...), weights="file.pt")``: a custom architecture.
     - ``load("ViT-B-32", pretrained="openai")``: a registered checkpoint from the hub (cached).
+    - ``load("runs/demo")`` or ``load("runs/demo/latest")``: the newest intact checkpoint of
+      a training run.
 
     ``activation`` overrides GELU/QuickGELU (weights do not record it); the model is
-    returned in eval mode, fp32.
+    returned in eval mode, fp32. Before any weight is allocated the config is checked
+    against the checkpoint (a model built on the ``meta`` device) and against a parameter
+    cap (``max_parameters``; default 5e9 or ``$CLIPFORGE_MAX_PARAMETERS``):
+    :class:`~clipforge.checkpoints.CheckpointError` names the file otherwise.
     """
     name = name_or_path if isinstance(name_or_path, ClipConfig) else str(name_or_path)
     preprocess = None
@@ -82,14 +89,24 @@ def load(
         raise ValueError("load(config) needs weights=...; use create_model(config) for random init")
     else:
         ckpt = read_checkpoint(name_or_path, trust_pickle)
-        cfg = ckpt.config or infer_config(ckpt.state)
+        cfg = ckpt.config or _infer(ckpt)
         preprocess = preprocess or ckpt.preprocess
         activation = activation or _activation_hint(name_or_path)
+    state = select_towers(ckpt.state, towers)
+    check_fits(cfg, state, ckpt.config_source or ckpt.source, towers, max_parameters)
     model = create_model(cfg, towers=towers, activation=activation, preprocess=preprocess)
-    apply_state(model, select_towers(ckpt.state, towers), ckpt.source)
+    apply_state(model, state, ckpt.source)
     if ckpt.tokenizer is not None:  # e.g. a SigLIP checkpoint's own SentencePiece vocabulary
         model.set_tokenizer(ckpt.tokenizer)
     return model.to(device).eval() if device is not None else model.eval()
+
+
+def _infer(ckpt: LoadedCheckpoint) -> ClipConfig:
+    """The architecture inferred from the weights, errors naming the file."""
+    try:
+        return infer_config(ckpt.state)
+    except CheckpointError as err:
+        raise CheckpointError(f"{ckpt.source}: {err}") from err
 
 
 def _activation_hint(path: str | Path) -> str | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import html
 import json
+import platform
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,9 @@ DEMO_MODEL = {
 }
 ZERO_SHOT_TEMPLATES = ["a {c}.", "a photo of a {c}.", "a picture of a {c}."]
 
+#: A run is healthy when its held-out scores reach this multiple of chance.
+HEALTHY_TIMES_CHANCE = 3.0
+
 
 @dataclass
 class DemoReport:
@@ -45,6 +50,16 @@ class DemoReport:
     retrieval_chance_r1: float
     output_dir: Path
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_path(self) -> Path:
+        """The trained model: the run's ``latest`` pointer (``clipforge.load`` / ``--model``)."""
+        return self.output_dir / "latest"
+
+    @property
+    def next_command(self) -> str:
+        """The shell command that classifies the saved sample images with the trained model."""
+        return str(self.extra["next_command"])
 
 
 def demo_config(output_dir: Path, steps: int, batch_size: int, seed: int):
@@ -127,7 +142,81 @@ def _plots(history: list[dict[str, Any]], model, images, captions, out: Path) ->
     return ["loss.png", "similarity.png"]
 
 
-def _write_html(report: DemoReport, plots: list[str]) -> Path:
+def versions() -> dict[str, str]:
+    """Versions of clipforge, torch and Python (recorded in the report)."""
+    import clipforge
+
+    return {
+        "clipforge": clipforge.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+    }
+
+
+def write_samples(out: Path, seed: int) -> tuple[Path, list[str]]:
+    """One rendered image per held-out pair in ``out/samples`` (named by its true class)."""
+    from .data.procedural import render_zero_shot, zero_shot_task
+
+    classnames, samples = zero_shot_task("test", 1)
+    folder = out / "samples"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for image, label in render_zero_shot(samples, 32, seed):
+        names.append(classnames[label])
+        image.save(folder / f"{classnames[label].replace(' ', '_')}.png")
+    return folder, names
+
+
+def classify_command(model: Path, images: Path, labels: list[str]) -> str:
+    """``clipforge classify`` of ``images`` with the trained ``model`` (shell-quoted)."""
+    return shlex.join(
+        ["clipforge", "classify", str(images), "--model", str(model)]
+        + ["--labels", ",".join(labels), "--templates", "a photo of a {c}."]
+    )
+
+
+def _table(rows: dict[str, Any]) -> str:
+    cells = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items()
+    )
+    return f"<table border=1 cellpadding=4>{cells}</table>"
+
+
+def _split_section() -> str:
+    from .data.procedural import TEST_PAIRS
+
+    pairs = ", ".join(f"{c} {s}" for c, s in TEST_PAIRS)
+    return (
+        "<h2>What is held out</h2><p>Training captions never contain these colour–shape "
+        f"pairs: <b>{html.escape(pairs)}</b> (every colour and shape still occurs in training, "
+        "only in other combinations). Zero-shot accuracy: 20 single-object renders per "
+        "held-out pair, classified among all 35 pair names (templates "
+        f"{html.escape(', '.join(ZERO_SHOT_TEMPLATES))}). Retrieval: 200 test scenes, each "
+        "containing at least one held-out pair; identical captions are merged. So both "
+        "measure compositional generalisation to unseen combinations.</p>"
+    )
+
+
+def health(report: DemoReport, batch_size: int) -> dict[str, str]:
+    """What a healthy run scores, beside this run's numbers (multiples of chance)."""
+    import math
+
+    zs = report.zero_shot_accuracy / report.zero_shot_chance
+    r1 = [v / report.retrieval_chance_r1 for k, v in report.retrieval.items() if "R@1" in k]
+    start = math.log(batch_size)  # contrastive loss of an untrained model
+    times = f"at least {HEALTHY_TIMES_CHANCE:.0f}× chance"
+    return {
+        "final loss": f"clearly below ln(batch) = {start:.2f}; this run {report.final_loss:.2f}",
+        "zero-shot accuracy, held-out pairs": f"{times}; this run {zs:.1f}× chance",
+        "retrieval R@1 (both directions)": f"{times}; this run {min(r1):.1f}×–{max(r1):.1f}×",
+        "verdict": "healthy"
+        if report.final_loss < start and min([zs, *r1]) >= HEALTHY_TIMES_CHANCE
+        else "not yet: train longer (the default is 200 steps) or check the install",
+    }
+
+
+def _write_html(report: DemoReport, plots: list[str], config: dict[str, Any]) -> Path:
     rows = {
         "training steps": report.steps,
         "training time (s)": f"{report.train_seconds:.0f}",
@@ -136,14 +225,20 @@ def _write_html(report: DemoReport, plots: list[str]) -> Path:
         **{f"retrieval {k}": f"{v:.1%}" for k, v in report.retrieval.items()},
         "retrieval R@1 chance": f"{report.retrieval_chance_r1:.1%}",
     }
-    table = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items()
-    )
     images = "".join(f'<p><img src="{p}" style="max-width:100%"></p>' for p in plots)
     page = (
-        f"<!doctype html><meta charset='utf-8'><title>clipforge demo</title>"
-        f"<h1>clipforge demo: CLIP trained from scratch on procedural shapes</h1>"
-        f"<table border=1 cellpadding=4>{table}</table>{images}"
+        "<!doctype html><meta charset='utf-8'><title>clipforge demo</title>"
+        "<h1>clipforge demo: CLIP trained from scratch on procedural shapes</h1>"
+        f"{_table(rows)}{_split_section()}"
+        "<h2>What a healthy run scores</h2><p>Training must lower the loss and lift the "
+        "held-out scores well above chance; a few-step run stays near chance.</p>"
+        f"{_table(report.extra['health'])}"
+        f"<h2>Use the model</h2><p>Trained model: <code>{html.escape(str(report.model_path))}"
+        "</code> (<code>clipforge.load(...)</code> in Python, <code>--model</code> on the "
+        f"command line):</p><pre>{html.escape(report.next_command)}</pre>{images}"
+        f"<h2>Configuration (seed {config['seed']})</h2>"
+        f"<pre>{html.escape(json.dumps(config, indent=2))}</pre>"
+        f"<h2>Versions</h2>{_table(report.extra['versions'])}"
     )
     path = report.output_dir / "report.html"
     path.write_text(page, encoding="utf-8")
@@ -160,6 +255,7 @@ def run_demo(
     """Train, evaluate on held-out combinations, write ``report.html``; return the numbers."""
     import clipforge
 
+    from .train.config import config_to_dict
     from .train.loop import train
 
     out = Path(output_dir)
@@ -169,7 +265,7 @@ def run_demo(
     start = time.perf_counter()
     result = train(cfg, overwrite=True)  # the demo always starts afresh in its run dir
     seconds = time.perf_counter() - start
-    model = clipforge.load(result.last_checkpoint)
+    model = clipforge.load(out / "latest")  # what the user is told to load
     accuracy, chance = zero_shot_accuracy(model, 32, seed + 1)
     retrieval, images, captions, r1_chance = retrieval_metrics(model, 200, 32, seed + 2)
     report = DemoReport(
@@ -182,8 +278,13 @@ def run_demo(
         r1_chance,
         out,
     )
+    samples, labels = write_samples(out, seed + 3)
+    report.extra["model"] = str(report.model_path)
+    report.extra["next_command"] = classify_command(report.model_path, samples, labels)
+    report.extra["versions"] = versions()
+    report.extra["health"] = health(report, batch_size)
     plots = _plots(result.history, model, images, captions, out)
-    report.extra["report"] = str(_write_html(report, plots))
+    report.extra["report"] = str(_write_html(report, plots, config_to_dict(cfg)))
     (out / "demo_metrics.json").write_text(
         json.dumps(
             {k: v for k, v in report.__dict__.items() if k != "output_dir"}, indent=2, default=str

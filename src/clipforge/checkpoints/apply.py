@@ -19,16 +19,28 @@ def select_towers(state: dict[str, torch.Tensor], towers: str) -> dict[str, torc
     return {k: v for k, v in state.items() if k.startswith(keep) or "." not in k}
 
 
-def apply_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``state`` into ``model``; raise :class:`CheckpointMismatchError` listing all problems."""
-    expected = model.state_dict()
+def check_state(
+    expected: dict[str, tuple[int, ...]], state: dict[str, torch.Tensor], source: str
+) -> None:
+    """Raise :class:`CheckpointMismatchError` listing every key of ``state`` that does not fit
+    the ``expected`` shapes (works with shapes of a model built on the ``meta`` device)."""
     missing = [k for k in expected if k not in state and not k.endswith(_OPTIONAL_SUFFIXES)]
     unexpected = [k for k in state if k not in expected]
     mismatched = [
-        (k, tuple(v.shape), tuple(expected[k].shape))
+        (k, tuple(v.shape), expected[k])
         for k, v in state.items()
-        if k in expected and v.shape != expected[k].shape
+        if k in expected and tuple(v.shape) != expected[k]
     ]
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError(source, missing, unexpected, mismatched)
+
+
+def state_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """``{key: shape}`` of a model's state dict."""
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def apply_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``state`` into ``model``; raise :class:`CheckpointMismatchError` listing all problems."""
+    check_state(state_shapes(model), state, source)
     model.load_state_dict(state, strict=False)

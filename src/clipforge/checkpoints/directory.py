@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,30 @@ from .errors import CheckpointError
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A JSON config file, or :class:`CheckpointError` naming the file."""
+    """A JSON object from a config file, or :class:`CheckpointError` naming the file."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise CheckpointError(f"{path}: unreadable JSON config: {err}") from err
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: a JSON config must be an object, got {type(data).__name__}")
+    return data
+
+
+@contextmanager
+def config_errors(path: Path) -> Iterator[None]:
+    """Turn any error while interpreting the config file ``path`` into one
+    :class:`CheckpointError` naming the file (and the key, for a missing one)."""
+    try:
+        yield
+    except CheckpointError as err:
+        if str(path) in str(err):
+            raise
+        raise CheckpointError(f"{path}: {err}") from err
+    except KeyError as err:
+        raise CheckpointError(f"{path}: missing key {err}") from err
+    except (ValueError, TypeError, AttributeError) as err:  # ConfigError is a ValueError
+        raise CheckpointError(f"{path}: invalid config: {err}") from err
 
 
 def find_weights(directory: Path, candidates: tuple[str, ...]) -> Path:

@@ -23,9 +23,22 @@ from .errors import CheckpointError
 
 
 def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
+    """Number of blocks ``prefix{i}.*``; the indices must run 0..n-1 without a gap (a stray
+    ``resblocks.999999`` key would otherwise make a million-layer model)."""
     pattern = re.compile(rf"^{re.escape(prefix)}(\d+)\.")
-    indices = {int(m[1]) for k in state if (m := pattern.match(k))}
-    return max(indices) + 1 if indices else 0
+    keys = {}
+    for key in state:
+        if m := pattern.match(key):
+            keys.setdefault(int(m[1]), key)
+    count = len(keys)
+    if keys and max(keys) != count - 1:
+        stray = keys[max(keys)]
+        gap = min(set(range(count + 1)) - set(keys))
+        raise CheckpointError(
+            f"weight {stray!r} is block {max(keys)}, but block {gap} is missing "
+            f"({count} blocks under {prefix}*): not a consistent checkpoint"
+        )
+    return count
 
 
 def _grid(positions: int) -> int:
@@ -106,6 +119,10 @@ def infer_config(state: dict[str, torch.Tensor]) -> ClipConfig:
             embed_dim = state["text.text_projection"].shape[1]
     except KeyError as err:
         raise CheckpointError(f"cannot infer the architecture: weight {err} is missing") from err
+    except (IndexError, ValueError, ZeroDivisionError) as err:  # wrong ranks, zero sizes
+        raise CheckpointError(
+            f"cannot infer the architecture from the weights' shapes: {err}"
+        ) from err
     if embed_dim is None:
         raise CheckpointError("cannot infer the architecture: no image or text tower weights")
     cfg = ClipConfig(embed_dim=embed_dim, vision=vision, text=text)

@@ -7,11 +7,14 @@ Every entry is an open_clip-layout hub repository.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import CheckpointError
 from .formats import open_clip
@@ -56,11 +59,54 @@ def get_pretrained(architecture: str, tag: str) -> PretrainedWeights:
     return PretrainedWeights(architecture=architecture, tag=tag, **tags[tag])
 
 
+def _offline_reason(timeout: float = 3.0) -> str | None:
+    """Why the hub cannot be reached right now (``None``: it can), decided in seconds."""
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+    except OSError as err:
+        return f"cannot connect to {endpoint}: {err}"
+    return None
+
+
+def _how_to_get(entry: PretrainedWeights) -> str:
+    return (
+        f"Pre-download it where there is network: `hf download {entry.hub_id} --local-dir DIR` "
+        f"(older: `huggingface-cli download {entry.hub_id} --local-dir DIR`), then load the "
+        "directory: --model DIR on the command line, clipforge.load('DIR') in Python. "
+        "(A populated Hugging Face cache also works, with HF_HUB_OFFLINE=1.)"
+    )
+
+
 def download_weights(entry: PretrainedWeights, cache_dir: str | Path | None = None) -> Path:
-    """Local path of the entry's weights file, downloaded on first use (safetensors first)."""
+    """Local path of the entry's weights file, downloaded on first use (safetensors first).
+
+    A cached copy is used without touching the network. Offline (``HF_HUB_OFFLINE`` set or
+    the endpoint unreachable within seconds) this fails at once, saying how to pre-download.
+    """
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
+    for filename in open_clip.WEIGHTS_FILES:
+        try:
+            path = hf_hub_download(
+                entry.hub_id, filename, cache_dir=cache_dir, local_files_only=True
+            )
+            return Path(path)
+        except (EntryNotFoundError, LocalEntryNotFoundError, OSError):
+            continue
+    offline = _offline_reason()
+    if offline is not None:
+        raise CheckpointError(
+            f"pretrained weights {entry.architecture}/{entry.tag} ({entry.hub_id}) are not "
+            f"in the local cache and the hub is unreachable ({offline}). {_how_to_get(entry)}"
+        )
     errors = []
     for filename in open_clip.WEIGHTS_FILES:
         try:
@@ -71,6 +117,5 @@ def download_weights(entry: PretrainedWeights, cache_dir: str | Path | None = No
             errors.append(f"{filename}: {err}")
     raise CheckpointError(
         f"could not get weights for {entry.architecture}/{entry.tag} from the hub repo "
-        f"{entry.hub_id} ({'; '.join(errors)}). Offline? Set HF_HUB_OFFLINE=1 with a "
-        "populated cache, or pass weights='path/to/file'."
+        f"{entry.hub_id} ({'; '.join(errors)}). {_how_to_get(entry)}"
     )

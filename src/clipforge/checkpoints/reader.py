@@ -9,6 +9,7 @@ archives (tensors only, no code executed). Training checkpoints that wrap the we
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 
 from .errors import CheckpointError, UnsafeCheckpointError
 from .torchscript import is_torchscript_archive, read_torchscript_tensors
+from .views import check_tensors
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
@@ -28,12 +30,31 @@ def _load_pickle(path: Path, trust_pickle: bool) -> Any:
             raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {err}") from err
         raise UnsafeCheckpointError(
             f"{path}: refused to unpickle: the file asks to run code or build objects that are "
-            f"not plain tensors ({str(err).splitlines()[0][:200]}). Loading it could execute "
-            "arbitrary code. Convert it to safetensors, or pass trust_pickle=True only if you "
-            "fully trust its origin."
+            f"not plain tensors (it references {_unsafe_globals(path, err)}). Loading it could "
+            "execute arbitrary code. Convert it to safetensors, or pass trust_pickle=True only "
+            "if you fully trust its origin."
         ) from err
     except (RuntimeError, EOFError, OSError, KeyError, IndexError, ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {err}") from err
+
+
+_OS_MODULES = {"posix": "os", "nt": "os"}  # how os functions are pickled per platform
+
+
+def _unsafe_globals(path: Path, err: Exception) -> str:
+    """The globals a refused pickle asks for, e.g. ``os.system``."""
+    names = re.findall(r"GLOBAL ([\w.]+)", str(err))
+    if not names:
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - only a hint for the message
+            names = []
+    shown = []
+    for name in dict.fromkeys(names):
+        module, _, attr = name.rpartition(".")
+        alias = _OS_MODULES.get(module)
+        shown.append(f"{alias}.{attr} ({name})" if alias else name)
+    return ", ".join(shown[:5]) or "a non-tensor object"
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -72,6 +93,7 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, t
         state = read_torchscript_tensors(path)
     else:
         state = _unwrap(_load_pickle(path, trust_pickle), path)
+        check_tensors(state, str(path))
     for prefix in ("module.", "_orig_mod."):
         state = strip_prefix(state, prefix)
     return state

@@ -38,7 +38,11 @@ def demo(
         chance = report.retrieval_chance_r1 * (5 if name.endswith("@5") else 1)
         table.add_row(f"retrieval {name}", f"{value:.1%}", f"~{chance:.1%}")
     console.print(table)
+    console.print(f"verdict: {report.extra['health']['verdict']}")
     console.print(f"report: {report.extra['report']}")
+    console.print(f"trained model: {report.model_path}")
+    console.print("classify the held-out samples with it:")
+    console.print(report.next_command, markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError, UnknownFormatError
 from ..reader import read_state_dict
+from ..runs import is_run_directory, is_run_pointer, resolve_run
 from . import eva_keys, hf, native, open_clip, openai, siglip_hf_keys, siglip_keys
 from .base import CheckpointFormat, LoadedCheckpoint, StateDict
 
@@ -92,8 +93,16 @@ def read_directory(directory: str | Path, trust_pickle: bool = False) -> LoadedC
 
 
 def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> LoadedCheckpoint:
-    """A file or directory checkpoint, translated to clipforge's layout."""
+    """A file or directory checkpoint, translated to clipforge's layout.
+
+    A training run directory, or its ``latest`` pointer file, reads the newest intact
+    ``step_N`` directory (:func:`clipforge.checkpoints.runs.resolve_run`).
+    """
     path = Path(path)
+    if is_run_pointer(path) or (
+        path.is_dir() and detect_directory_format(path) is None and is_run_directory(path)
+    ):
+        path = resolve_run(path)
     if path.is_dir():
         return read_directory(path, trust_pickle)
     state = read_state_dict(path, trust_pickle)

@@ -22,13 +22,15 @@ StateDict = dict[str, torch.Tensor]
 
 @dataclass
 class LoadedCheckpoint:
-    """A checkpoint translated to clipforge's layout (``tokenizer``: the checkpoint's own,
-    when it ships one that differs from CLIP's BPE, e.g. SigLIP's ``tokenizer.json``)."""
+    """A checkpoint translated to clipforge's layout. ``config_source``: the file its config
+    was read from, named in errors about the config; ``tokenizer``: the checkpoint's own, when
+    it ships one that differs from CLIP's BPE (SigLIP's ``tokenizer.json``)."""
 
     state: StateDict
     config: ClipConfig | None
     preprocess: PreprocessConfig | None
     source: str
+    config_source: str | None = None
     tokenizer: Any = None
 
 

@@ -14,7 +14,7 @@ import torch
 
 from ...configs import ClipConfig, ConfigError, TextConfig, ViTConfig
 from ...preprocess import PreprocessConfig
-from ..directory import find_weights, read_json, write_directory
+from ..directory import config_errors, find_weights, read_json, write_directory
 from ..reader import read_state_dict
 from . import hf_preprocess
 from .base import CheckpointFormat, Families, LoadedCheckpoint, StateDict
@@ -137,36 +137,64 @@ def from_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _section(hf: dict[str, Any], name: str) -> dict[str, Any]:
+    value = hf.get(name) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _get(section: dict[str, Any], where: str, key: str, default: Any, kind: type) -> Any:
+    """``section[key]`` (or ``default``) checked to be a ``kind``, naming ``where.key``."""
+    value = section.get(key, default)
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok:
+        expected = {int: "an integer", float: "a number", str: "a string"}[kind]
+        raise ConfigError(f"{where}{key} must be {expected}, got {value!r:.80}")
+    return value
+
+
 def config_to_native(hf: dict[str, Any]) -> ClipConfig:
-    """A transformers ``CLIPConfig`` dict → :class:`ClipConfig`."""
-    vision, text = hf.get("vision_config") or {}, hf.get("text_config") or {}
-    acts = {vision.get("hidden_act", "quick_gelu"), text.get("hidden_act", "quick_gelu")}
+    """A transformers ``CLIPConfig`` dict → :class:`ClipConfig` (every field type-checked)."""
+    vision, text = _section(hf, "vision_config"), _section(hf, "text_config")
+
+    def v(key: str, default: Any, kind: type = int) -> Any:
+        return _get(vision, "vision_config.", key, default, kind)
+
+    def t(key: str, default: Any, kind: type = int) -> Any:
+        return _get(text, "text_config.", key, default, kind)
+
+    acts = {v("hidden_act", "quick_gelu", str), t("hidden_act", "quick_gelu", str)}
     if len(acts) != 1 or not acts <= set(_ACTS):
         raise ConfigError(f"unsupported activations {sorted(acts)} (need one of {sorted(_ACTS)})")
-    eps = {vision.get("layer_norm_eps", 1e-5), text.get("layer_norm_eps", 1e-5)}
+    eps = {v("layer_norm_eps", 1e-5, float), t("layer_norm_eps", 1e-5, float)}
     if len(eps) != 1:
         raise ConfigError(f"different layer-norm eps per tower are not supported: {eps}")
-    v_width, t_width = vision.get("hidden_size", 768), text.get("hidden_size", 512)
+    v_width, t_width = v("hidden_size", 768), t("hidden_size", 512)
+    if v_width <= 0 or t_width <= 0:
+        raise ConfigError(f"hidden_size must be positive, got {v_width} / {t_width}")
     return ClipConfig(
-        embed_dim=hf.get("projection_dim", 512),
+        embed_dim=_get(hf, "", "projection_dim", 512, int),
         activation=_ACTS[acts.pop()],
         norm_eps=eps.pop(),
-        init_logit_scale=hf.get("logit_scale_init_value", 2.6592),
+        init_logit_scale=_get(hf, "", "logit_scale_init_value", 2.6592, float),
         vision=ViTConfig(
-            image_size=vision.get("image_size", 224),
-            patch_size=vision.get("patch_size", 32),
+            image_size=v("image_size", 224),
+            patch_size=v("patch_size", 32),
             width=v_width,
-            layers=vision.get("num_hidden_layers", 12),
-            heads=vision.get("num_attention_heads", 12),
-            mlp_ratio=vision.get("intermediate_size", 3072) / v_width,
+            layers=v("num_hidden_layers", 12),
+            heads=v("num_attention_heads", 12),
+            mlp_ratio=v("intermediate_size", 3072) / v_width,
         ),
         text=TextConfig(
-            context_length=text.get("max_position_embeddings", 77),
-            vocab_size=text.get("vocab_size", 49408),
+            context_length=t("max_position_embeddings", 77),
+            vocab_size=t("vocab_size", 49408),
             width=t_width,
-            heads=text.get("num_attention_heads", 8),
-            layers=text.get("num_hidden_layers", 12),
-            mlp_ratio=text.get("intermediate_size", 2048) / t_width,
+            heads=t("num_attention_heads", 8),
+            layers=t("num_hidden_layers", 12),
+            mlp_ratio=t("intermediate_size", 2048) / t_width,
             eot_token_id=_hf_eot_rule(text),
         ),
     )
@@ -175,8 +203,8 @@ def config_to_native(hf: dict[str, Any]) -> ClipConfig:
 def _hf_eot_rule(text: dict[str, Any]) -> int | None:
     """transformers pools at argmax when ``eos_token_id == 2`` (legacy configs), else at the
     first ``eos_token_id``; that equals argmax when EOT is the largest id."""
-    eos = text.get("eos_token_id", 49407)
-    vocab = text.get("vocab_size", 49408)
+    eos = _get(text, "text_config.", "eos_token_id", 49407, int)
+    vocab = _get(text, "text_config.", "vocab_size", 49408, int)
     return None if eos in (2, vocab - 1) else eos
 
 
@@ -230,18 +258,23 @@ register_family = FAMILIES.register
 
 def read_dir(directory: Path, trust_pickle: bool) -> LoadedCheckpoint:
     """A transformers ``save_pretrained`` directory of a ``CLIPModel`` (or a family's model)."""
-    config_json = read_json(directory / CONFIG_FILE)
+    config_file = directory / CONFIG_FILE
+    config_json = read_json(config_file)
     family = FAMILIES.for_config(config_json)
-    cfg = (family.config_to_native if family else config_to_native)(config_json)
+    with config_errors(config_file):
+        cfg = (family.config_to_native if family else config_to_native)(config_json)
     pp_file = directory / hf_preprocess.FILE
     if pp_file.is_file():
-        preprocess = hf_preprocess.preprocess_to_native(read_json(pp_file))
+        with config_errors(pp_file):
+            preprocess = hf_preprocess.preprocess_to_native(read_json(pp_file))
     else:
         preprocess = PreprocessConfig(image_size=cfg.vision.image_size, pipeline="hf")
     weights = find_weights(directory, WEIGHTS_FILES)
     state = (family.to_native if family else to_native)(read_state_dict(weights, trust_pickle))
     tokenizer = family.read_tokenizer(directory) if family and family.read_tokenizer else None
-    return LoadedCheckpoint(state, cfg, preprocess, str(weights), tokenizer)
+    return LoadedCheckpoint(
+        state, cfg, preprocess, str(weights), config_source=str(config_file), tokenizer=tokenizer
+    )
 
 
 def write_dir(

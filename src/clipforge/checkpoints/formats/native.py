@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ...configs import ClipConfig
 from ...preprocess import PreprocessConfig
-from ..directory import find_weights, read_json, write_directory
+from ..directory import config_errors, find_weights, read_json, write_directory
+from ..errors import CheckpointError
 from ..reader import read_state_dict
 from .base import CheckpointFormat, LoadedCheckpoint, StateDict, identity
 
@@ -36,11 +37,16 @@ def from_native(state: StateDict) -> StateDict:
 
 def read_dir(directory: Path, trust_pickle: bool) -> LoadedCheckpoint:
     """A directory written by ``clipforge.save(..., format="clipforge")``."""
-    meta = read_json(directory / CONFIG_FILE)
-    cfg = ClipConfig.from_dict(meta["model"])
-    preprocess = PreprocessConfig.from_dict(meta["preprocess"]) if "preprocess" in meta else None
+    config_file = directory / CONFIG_FILE
+    meta = read_json(config_file)
+    if "model" not in meta:
+        raise CheckpointError(f"{config_file}: missing key 'model' (the architecture)")
+    with config_errors(config_file):
+        cfg = ClipConfig.from_dict(meta["model"], "model")
+        pp = meta.get("preprocess")
+        preprocess = PreprocessConfig.from_dict(pp) if pp is not None else None
     state = read_state_dict(find_weights(directory, (WEIGHTS_FILE,)), trust_pickle)
-    return LoadedCheckpoint(state, cfg, preprocess, str(directory))
+    return LoadedCheckpoint(state, cfg, preprocess, str(directory), str(config_file))
 
 
 def write_dir(

@@ -12,7 +12,7 @@ from typing import Any
 
 from ...configs import ClipConfig, ConfigError, ResNetConfig, TextConfig, ViTConfig
 from ...preprocess import PreprocessConfig
-from ..directory import find_weights, read_json, write_directory
+from ..directory import config_errors, find_weights, read_json, write_directory
 from ..errors import CheckpointError
 from ..reader import read_state_dict
 from . import openai
@@ -156,19 +156,25 @@ def read_dir(directory: Path, trust_pickle: bool) -> LoadedCheckpoint:
     """An open_clip hub directory (``open_clip_config.json`` + weights)."""
     from . import to_native_state  # the registry imports this module
 
-    meta = read_json(directory / CONFIG_FILE)
+    config_file = directory / CONFIG_FILE
+    meta = read_json(config_file)
     if "model_cfg" not in meta:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: missing 'model_cfg'")
+        raise CheckpointError(f"{config_file}: missing 'model_cfg'")
     family = FAMILIES.for_config(meta["model_cfg"])
-    cfg = (family.config_to_native if family else config_to_native)(meta["model_cfg"])
-    preprocess = preprocess_to_native(meta.get("preprocess_cfg", {}), cfg.vision.image_size)
+    with config_errors(config_file):
+        cfg = (family.config_to_native if family else config_to_native)(meta["model_cfg"])
+        preprocess = preprocess_to_native(meta.get("preprocess_cfg", {}), cfg.vision.image_size)
     weights = find_weights(directory, WEIGHTS_FILES)
     raw = read_state_dict(weights, trust_pickle)
     if family is not None:
         tokenizer = family.read_tokenizer(directory) if family.read_tokenizer else None
-        return LoadedCheckpoint(family.to_native(raw), cfg, preprocess, str(weights), tokenizer)
+        return LoadedCheckpoint(
+            family.to_native(raw), cfg, preprocess, str(weights),
+            config_source=str(config_file), tokenizer=tokenizer,
+        )  # fmt: skip
     # Detected, not assumed: CLIP weights have OpenAI's keys, CustomTextCLIP weights ours.
-    return LoadedCheckpoint(to_native_state(raw, str(weights)), cfg, preprocess, str(weights))
+    state = to_native_state(raw, str(weights))
+    return LoadedCheckpoint(state, cfg, preprocess, str(weights), config_source=str(config_file))
 
 
 def write_dir(
