@@ -187,11 +187,26 @@ def test_the_bias_reaches_the_sigmoid_loss():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["ViT-B-16-SigLIP", "ViT-B-16-SigLIP2"])
-def test_full_size_matches_open_clip(name):
+def test_full_size_matches_open_clip(name, tmp_path):
+    """Through a real open_clip hub directory: ``clipforge.load`` picks the SigLIP family of
+    the open_clip format, and ``save(format="open_clip")`` writes open_clip's layout back."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
     torch.manual_seed(0)
     ref = perturb_(open_clip.create_model(name)).eval()
-    model = clipforge.create_model(name).eval()
-    model.load_state_dict(siglip_keys.to_native(ref.state_dict()))
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    model_cfg = open_clip.get_model_config(name)
+    (hub / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()},
+              str(hub / "open_clip_model.safetensors"))  # fmt: skip
+    model = clipforge.load(hub)
+    assert model.config == clipforge.get_config(name)
     diffs = _compare(ref, model, model.config.vision.image_size)
     assert max(diffs.values()) <= TOL, diffs
     _round_trip(ref, model)
+    out = clipforge.save(model, tmp_path / "saved", format="open_clip")
+    back, state = load_file(str(out / "open_clip_model.safetensors")), ref.state_dict()
+    assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)

@@ -5,6 +5,7 @@ round-trips back into transformers exactly."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from transformers import SiglipConfig, SiglipModel
 import clipforge
 from clipforge.checkpoints.formats import siglip_hf_keys
 
-from .conftest import max_diff, perturb_, sample_images
+from .conftest import max_diff, perturb_, sample_images, shared_path
 
 TOL = 1e-5
 REDUCED = {
@@ -95,6 +96,20 @@ def test_reduced_siglip_matches_transformers(name):
     _check(ref, clipforge.create_model(config))
 
 
+def test_transformers_directories_load_and_save_through_the_registry(tmp_path):
+    """``save_pretrained`` → ``clipforge.load(dir)`` (the hf format's SigLIP family) →
+    ``clipforge.save(format="hf")`` → ``SiglipModel.from_pretrained``: the same model."""
+    vision, text = REDUCED[sorted(REDUCED)[0]]
+    ref = _reference(SiglipConfig(vision_config=vision, text_config=text))
+    ref.save_pretrained(tmp_path / "hf")
+    model = clipforge.load(tmp_path / "hf")
+    _check(ref, model)
+    out = clipforge.save(model, tmp_path / "saved", format="hf")
+    again = SiglipModel.from_pretrained(out).eval()
+    _check(again, model)
+    assert clipforge.load(out).preprocess_config == model.preprocess_config
+
+
 def test_open_clip_architecture_with_transformers_weights():
     """transformers' B/16 uses tanh-GELU where open_clip's uses exact GELU: the converted
     config says so, and our built-in architecture differs only in that."""
@@ -110,3 +125,27 @@ def test_full_size_base_matches_transformers():
     ref = _reference(SiglipConfig(), sharpen=False)  # google/siglip-base-patch16-224's shapes
     config = siglip_hf_keys.config_to_native(ref.config.to_dict())
     _check(ref, clipforge.create_model(config))
+
+
+@pytest.mark.parametrize("size", [224, 384])
+def test_siglip_preprocessor_config_is_read_and_written_exactly(size):
+    """``SiglipImageProcessor`` configs (crop-free square resize) become our squash pipeline,
+    equal to transformers' PIL backend on the shared photos (bit-exact), and round-trip."""
+    from PIL import Image
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    from clipforge.checkpoints.formats.hf_preprocess import (
+        preprocess_from_native,
+        preprocess_to_native,
+    )
+    from clipforge.preprocess import build_preprocess
+
+    proc = SiglipImageProcessorPil(size={"height": size, "width": size})
+    config = preprocess_to_native(json.loads(proc.to_json_string()))
+    assert (config.image_size, config.resize_mode, config.mean) == (size, "squash", (0.5,) * 3)
+    assert preprocess_to_native(preprocess_from_native(config)) == config
+    ours = build_preprocess(config)
+    for path in sorted(shared_path("data", "photos").iterdir()):
+        image = Image.open(path)
+        ref = proc(images=image, return_tensors="pt")["pixel_values"][0]
+        assert torch.equal(ours(image), ref), path.name

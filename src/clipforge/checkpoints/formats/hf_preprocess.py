@@ -11,8 +11,22 @@ FILE = "preprocessor_config.json"
 _RESAMPLE = {"bicubic": 3, "bilinear": 2, "nearest": 0}
 
 
+def _squash_size(pp: dict[str, Any]) -> int | None:
+    """The side of a crop-free ``{"height", "width"}`` resize (SiglipImageProcessor), if any."""
+    size = pp.get("size")
+    if pp.get("do_center_crop", False) or not isinstance(size, dict) or "height" not in size:
+        return None
+    if size.get("width", size["height"]) != size["height"]:
+        raise CheckpointError(f"only square HF resizes are supported, got {size}")
+    return int(size["height"])
+
+
 def preprocess_to_native(pp: dict[str, Any]) -> PreprocessConfig:
-    """transformers ``preprocessor_config.json`` → :class:`PreprocessConfig` (HF pipeline)."""
+    """transformers ``preprocessor_config.json`` → :class:`PreprocessConfig` (HF pipeline):
+    ``CLIPImageProcessor`` (shortest side + centre crop) or ``SiglipImageProcessor`` (squash)."""
+    squash = _squash_size(pp)
+    if squash is not None:
+        return PreprocessConfig(image_size=squash, resize_mode="squash", **_common(pp))
     crop = pp.get("crop_size", 224)
     crop = crop.get("height", 224) if isinstance(crop, dict) else crop
     size = pp.get("size", crop)
@@ -21,17 +35,34 @@ def preprocess_to_native(pp: dict[str, Any]) -> PreprocessConfig:
         raise CheckpointError(
             f"HF preprocessing with resize {shortest} != crop {crop} is not supported"
         )
-    fields: dict[str, Any] = {"image_size": crop, "pipeline": "hf"}
+    return PreprocessConfig(image_size=crop, **_common(pp))
+
+
+def _common(pp: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {"pipeline": "hf"}
     for field, key in (("mean", "image_mean"), ("std", "image_std")):
         if key in pp:
             fields[field] = tuple(pp[key])
     if pp.get("resample", 3) != 3:
         fields["interpolation"] = {2: "bilinear", 0: "nearest"}.get(pp["resample"], "bicubic")
-    return PreprocessConfig(**fields)
+    return fields
 
 
 def preprocess_from_native(pp: PreprocessConfig) -> dict[str, Any]:
     """:class:`PreprocessConfig` → transformers ``preprocessor_config.json``."""
+    if pp.resize_mode == "squash":
+        return {
+            "image_processor_type": "SiglipImageProcessor",
+            "do_resize": True,
+            "size": {"height": pp.image_size, "width": pp.image_size},
+            "resample": _RESAMPLE[pp.interpolation],
+            "do_rescale": True,
+            "rescale_factor": 1 / 255,
+            "do_normalize": True,
+            "image_mean": list(pp.mean),
+            "image_std": list(pp.std),
+            "do_convert_rgb": True,
+        }
     return {
         "image_processor_type": "CLIPImageProcessor",
         "do_resize": True,
