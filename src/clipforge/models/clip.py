@@ -99,10 +99,11 @@ class CLIP(nn.Module):
         (CLIP's BPE unless :meth:`set_tokenizer` gave another)."""
         if self._tokenizer is None:
             if self.config.text.type != DEFAULT_TEXT_TYPE:  # e.g. SigLIP's SentencePiece
-                raise NotImplementedError(
+                raise ValueError(
                     f"a {self.config.text.type!r} text tower needs its checkpoint's own "
-                    "tokenizer: model.set_tokenizer(SentencePieceTokenizer.from_dir(path)), "
-                    "or pass token ids to encode_text"
+                    "tokenizer (tokenizer.json, which this checkpoint does not ship): "
+                    "model.set_tokenizer(SentencePieceTokenizer.from_dir(path)), or pass "
+                    "token ids to encode_text"
                 )
             from ..tokenizer import get_tokenizer
 
