@@ -34,7 +34,9 @@ __all__ = [
     "CLASSIFICATION_KINDS",
     "LabelledImages",
     "builtin_classnames",
+    "data_config_for",
     "dataset_name",
+    "guess_kind",
     "load_captions",
     "load_classification",
     "resolve_classnames",
@@ -239,3 +241,33 @@ def load_captions(data: DataConfig, limit: int | None = None) -> tuple[list[str]
     keep = subset_indices(len(captions), limit)
     paths = list(captions)
     return [paths[i] for i in keep], [captions[paths[i]] for i in keep]
+
+
+_ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
+def guess_kind(path: str | os.PathLike) -> str:
+    """The data kind of ``path``: ``archive`` (tar), ``csv`` (table), ``mnist`` (a
+    directory of IDX files) or ``folder``."""
+    name = os.fspath(path).lower()
+    if name.endswith(_ARCHIVE_SUFFIXES):
+        return "archive"
+    if name.endswith((".csv", ".tsv", ".tab", ".parquet", ".pq", ".csv.gz", ".tsv.gz")):
+        return "csv"
+    if Path(path).is_dir() and any(p.name.endswith(("-idx3-ubyte", "-idx3-ubyte.gz"))
+                                   for p in Path(path).iterdir()):  # fmt: skip
+        return "mnist"
+    return "folder"
+
+
+def data_config_for(
+    path: str | os.PathLike, kind: str | None = None, options: dict[str, Any] | None = None,
+    num_workers: int = 0,
+) -> DataConfig:  # fmt: skip
+    """A :class:`DataConfig` for ``path``, its kind guessed (:func:`guess_kind`) if not given."""
+    return DataConfig(
+        kind=kind or guess_kind(path),
+        path=os.fspath(path),
+        options=dict(options or {}),
+        num_workers=num_workers,
+    )
