@@ -106,6 +106,7 @@ def _task_command(task: str) -> Any:
         data: Path = DATA,
         output: Path = typer.Option(Path("results.json"), "--output", "-o", help="Results JSON."),
         report: Path = typer.Option(None, "--report", help="Also write an HTML report."),
+        run_dir: Path = typer.Option(None, "--run-dir", help="Report: add this run's curves."),
         weights: Path = WEIGHTS,
         pretrained: str = PRETRAINED,
         device: str = DEVICE,
@@ -144,7 +145,7 @@ def _task_command(task: str) -> Any:
         if report is not None:
             from ..eval.report import write_report
 
-            write_report([(record, result)], report)
+            write_report([(record, result)], report, run_dir)
         err_console.print(f"wrote {output}" + (f" and {report}" if report else ""))
 
     command.__doc__ = f"Run the {task} evaluator and write its results JSON."

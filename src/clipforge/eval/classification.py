@@ -121,12 +121,19 @@ def _task(data: DataConfig, options: Options) -> tuple[LabelledImages, Prompts]:
     return task, resolve_prompts(templates, task.classnames)
 
 
+def _spread(rows: np.ndarray, n: int) -> np.ndarray:
+    """At most ``n`` of ``rows``, evenly spaced."""
+    return (
+        rows[np.unique(np.linspace(0, len(rows) - 1, n).round().astype(int))] if len(rows) else rows
+    )
+
+
 def _examples(task: LabelledImages, kept: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
     """Report material: a few hits and misses, and a sample of the similarity matrix."""
     order = np.argsort(-logits, axis=1, kind="stable")[:, :5]
     labels = task.labels[kept]
-    hits = np.flatnonzero(order[:, 0] == labels)[: N_EXAMPLES // 2]
-    misses = np.flatnonzero(order[:, 0] != labels)[: N_EXAMPLES - len(hits)]
+    hits = _spread(np.flatnonzero(order[:, 0] == labels), N_EXAMPLES // 2)
+    misses = _spread(np.flatnonzero(order[:, 0] != labels), N_EXAMPLES - len(hits))
     rows = sorted([*hits.tolist(), *misses.tolist()])
     sample = np.unique(np.linspace(0, len(kept) - 1, min(12, len(kept))).round().astype(int))
     columns = np.arange(min(20, logits.shape[1]))
