@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from .common import BATCH, DEVICE, PRECISION, PRETRAINED, WEIGHTS, WORKERS, err_console, load_model
-from .errors import UsageError
+from .errors import UsageError, warn
 
 eval_app = typer.Typer(
     help="Evaluate models: zero-shot, retrieval, linear probe, compositional probes.",
@@ -92,6 +92,8 @@ def run_task(task: str, model: str, data: Path | None, options: dict[str, Any], 
 def _print_metrics(record: dict[str, Any]) -> None:
     counts = ", ".join(f"{k}={v}" for k, v in record["counts"].items())
     err_console.print(f"[bold]{record['task']}[/bold] {record['dataset']} ({counts})")
+    if record["failures"]:
+        warn(f"{len(record['failures'])} unreadable input(s) excluded (listed in the results)")
     metrics = record["metrics"]
     for key, value in metrics.items():
         chance = metrics.get(key.replace("_acc", "_chance")) if key.endswith("_acc") else None

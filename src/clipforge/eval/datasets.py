@@ -162,11 +162,11 @@ def _csv_task(data: DataConfig, classnames: Any) -> LabelledImages:
     return LabelledImages(paths, np.asarray([index[v] for v in raw]), names, None)
 
 
-def _load(data: DataConfig, classnames: Any, n_per_class: int) -> LabelledImages:
+def _load(data: DataConfig, classnames: Any, n_per_class: int, limit: int | None) -> LabelledImages:
     if data.kind == "archive":
         from ..data.archive import inner_config
 
-        return _load(inner_config(data), classnames, n_per_class)
+        return _load(inner_config(data), classnames, n_per_class, limit)
     if data.kind == "folder":
         from ..data.folder import class_names, scan_folder
 
@@ -184,6 +184,8 @@ def _load(data: DataConfig, classnames: Any, n_per_class: int) -> LabelledImages
 
         opts = data.typed_options()
         images, labels = load_mnist(data.path, opts.split)
+        keep = subset_indices(len(labels), limit)  # before the (slow) PIL conversion
+        images, labels = images[keep], labels[keep]
         names = opts.classnames or [str(i) for i in range(10)]
         return LabelledImages(
             [to_pil(i) for i in images],
@@ -210,7 +212,7 @@ def load_classification(
     data: DataConfig, classnames: Any = None, limit: int | None = None, n_per_class: int = 2
 ) -> LabelledImages:
     """The labelled images of ``data`` (``limit``: an evenly spaced subset)."""
-    task = _load(data, classnames, n_per_class)
+    task = _load(data, classnames, n_per_class, limit)
     keep = subset_indices(len(task.images), limit)
     if len(keep) < len(task.images):
         task.images = [task.images[i] for i in keep]

@@ -89,14 +89,14 @@ def _classification(details: dict[str, Any]) -> str:
     if labels:
         ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    parts = [_png(fig)]
+    parts = ["<h3>confusion matrix</h3>", _png(fig)]
     recall = [np.nan if r is None else r for r in details["per_class_recall"]]
     fig, ax = _figure(max(4, 0.25 * len(names) + 2), 3)
     ax.bar(range(len(names)), recall, color="#4a7")
     ax.set(title="per-class accuracy (recall)", ylim=(0, 1))
     if labels:
         ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-    parts.append(_png(fig))
+    parts += ["<h3>per-class accuracy</h3>", _png(fig)]
     sample = np.asarray(details["similarity_sample"])
     fig, ax = _figure(max(4, 0.3 * sample.shape[1] + 2), max(3, 0.3 * len(sample) + 1))
     image = ax.imshow(sample, cmap="viridis", aspect="auto")
@@ -105,7 +105,7 @@ def _classification(details: dict[str, Any]) -> str:
     ax.set_yticks(range(len(sample)), [f"#{i} ({names[y]})" for i, y in
                                        enumerate(details["similarity_rows"])], fontsize=7)  # fmt: skip
     fig.colorbar(image)
-    parts.append(_png(fig))
+    parts += ["<h3>similarity heat map (sample)</h3>", _png(fig)]
     strip = "".join(
         f'<div class="thumb">{_thumb(img)}<br>#{i}</div>'
         for i, img in enumerate(details.get("_similarity_images", []))
