@@ -38,9 +38,18 @@ def shared(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    """A tiny CLIP trained for 4 steps by clipforge.train on procedural shapes."""
+    """A tiny CLIP trained for 4 steps by clipforge.train on procedural shapes, scored on
+    MNIST (zero-shot) and Flickr8k (retrieval) every 4 steps through the same evaluators."""
     out = tmp_path_factory.mktemp("run")
+    evals = [
+        {"name": "zeroshot_classification", "label": "mnist", "options": {"limit": 30},
+         "data": {"kind": "mnist", "path": shared(MNIST)}},
+        {"name": "zeroshot_retrieval", "label": "flickr", "options": {"limit": 20},
+         "data": {"kind": "archive", "path": shared(FLICKR),
+                  "options": {"cache_dir": str(tmp_path_factory.mktemp("cache"))}}},
+    ]  # fmt: skip
     cfg = config_from_dict({
+        "eval": evals, "eval_every": 4,
         "model": {"architecture": TINY},
         "data": {"kind": "procedural", "image_size": 32, "options": {"size": 256}},
         "optim": {"lr": 1e-3, "warmup_steps": 1}, "batch_size": 16, "steps": 4, "log_every": 2,
@@ -83,6 +92,13 @@ def test_cifar10_tar_zero_shot_json_and_report(run_dir, cache, tmp_path):
     page = (tmp_path / "c10.html").read_text()
     assert page.count("data:image/png;base64,") > 20 and "http" not in page
     assert "confusion matrix" in page and "training curves" in page
+
+
+def test_training_eval_list_scores_mnist_and_flickr(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    evals = [r for r in map(json.loads, lines) if r["event"] == "eval"]
+    assert [r["step"] for r in evals] == [4]
+    assert 0 <= evals[0]["mnist/acc1"] <= 1 and 0 <= evals[0]["flickr/text_to_image_R@5"] <= 1
 
 
 def test_mnist_idx_zero_shot(run_dir, tmp_path):
