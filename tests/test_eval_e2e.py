@@ -4,10 +4,12 @@ MNIST (IDX) and Flickr8k (tar of a caption table), compositional probes, linear 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +201,25 @@ def test_report_renders_in_headless_chromium(run_dir, cache, tmp_path):
     assert pixels.shape[:2] == (1600, 1280)
     # figures and thumbnails drew something: many distinct colours, not a blank page
     assert len(np.unique(pixels.reshape(-1, 3)[::7], axis=0)) > 500 and pixels.std() > 20
+
+
+def test_clip_benchmark_webdataset_layout(run_dir, tmp_path):
+    """``classnames.txt`` + templates file + ``test/*.tar`` shards of ``.png``/``.cls``."""
+    root = tmp_path / "wds"
+    (root / "test").mkdir(parents=True)
+    (root / "classnames.txt").write_text("cat\ndog\n")
+    (root / "zeroshot_classification_templates.txt").write_text("a photo of a {c}.\n")
+    with tarfile.open(root / "test" / "0.tar", "w") as tar:
+        for key, payload, label in (("s0", "good", 0), ("s1", "good", 1), ("s2", "bad", 1)):
+            buffer = io.BytesIO()
+            Image.new("RGB", (24, 24), (200 * label, 90, 40)).save(buffer, format="PNG")
+            data = buffer.getvalue() if payload == "good" else b"\x89PNG broken"
+            for ext, content in (("png", data), ("cls", str(label).encode())):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    cli("zeroshot_classification", "-m", str(run_dir / "step_4"), "--data", str(root),
+        "-o", str(tmp_path / "wds.json"))  # fmt: skip
+    record = read(tmp_path / "wds.json")
+    assert record["counts"] == {"images": 3, "evaluated": 2, "failed": 1, "classes": 2}
+    assert record["failures"][0][0] == "0.tar:s2" and record["details"]["n_prompts"] == 2

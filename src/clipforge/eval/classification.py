@@ -165,6 +165,7 @@ def details(model: Any, data: DataConfig | None, options: Options) -> EvalOutput
         model, classes, task.images, options, data.num_workers, "zeroshot_classification"
     )
     labels = task.labels[kept]
+    failures = task.failures + failures
     n_classes = len(task.classnames)
     if labels.max() >= n_classes:
         raise ConfigError(f"label {int(labels.max())} but only {n_classes} class names")
@@ -176,7 +177,7 @@ def details(model: Any, data: DataConfig | None, options: Options) -> EvalOutput
     return EvalOutput(
         metrics=classification_metrics(logits, labels),
         counts={
-            "images": len(task.images),
+            "images": len(task.images) + len(task.failures),
             "evaluated": len(kept),
             "failed": len(failures),
             "classes": n_classes,

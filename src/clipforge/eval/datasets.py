@@ -2,8 +2,8 @@
 
 :func:`load_classification` reads any classification dataset — ``folder``
 (``root/<class>/*``), ``csv`` (``filepath,label`` tables, CSV/TSV/Parquet), ``mnist`` (IDX
-files), ``archive`` (a tar of one of these, extracted to a cache directory) or
-``procedural`` shapes — as image paths (or PIL images) with integer labels, class names and
+files), ``archive`` (a tar of one of these, extracted to a cache directory),
+``clip_benchmark`` (CLIP_benchmark's WebDataset layout) or ``procedural`` shapes — as image paths (or PIL images) with integer labels, class names and
 prompt templates. :func:`load_captions` reads image-caption tables (several captions per
 image) for retrieval. Nothing is downloaded.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -44,7 +44,7 @@ __all__ = [
     "subset_indices",
 ]
 
-CLASSIFICATION_KINDS = ("folder", "csv", "mnist", "archive", "procedural")
+CLASSIFICATION_KINDS = ("folder", "csv", "mnist", "archive", "clip_benchmark", "procedural")
 Prompts = list[str] | dict[str, list[str]]
 
 
@@ -56,6 +56,7 @@ class LabelledImages:
     labels: np.ndarray
     classnames: list[str]
     templates: Prompts | None  # None: the caller's default
+    failures: list[tuple[str, str]] = field(default_factory=list)  # unreadable, left out
 
 
 @cache
@@ -162,6 +163,27 @@ def _csv_task(data: DataConfig, classnames: Any) -> LabelledImages:
     return LabelledImages(paths, np.asarray([index[v] for v in raw]), names, None)
 
 
+def _clip_benchmark_task(data: DataConfig, classnames: Any, limit: int | None) -> LabelledImages:
+    from ..data.clip_benchmark_wds import decode, read_shards
+    from ..preprocess import ImageDecodeError
+
+    root = Path(data.path)
+    samples = read_shards(root, data.typed_options().split)
+    samples = [samples[i] for i in subset_indices(len(samples), limit)]
+    names = [n.strip() for n in (root / "classnames.txt").read_text("utf-8").splitlines()]
+    template_file = root / "zeroshot_classification_templates.txt"
+    templates = str(template_file) if template_file.is_file() else None
+    images, labels, failures = [], [], []
+    for sample in samples:
+        try:
+            images.append(decode(sample))
+            labels.append(int(sample["cls"]))
+        except (ImageDecodeError, KeyError, ValueError) as err:
+            failures.append((f"{sample['__shard__']}:{sample['__key__']}", str(err)))
+    names = resolve_classnames(classnames, [n for n in names if n])
+    return LabelledImages(images, np.asarray(labels, dtype=np.int64), names, templates, failures)
+
+
 def _load(data: DataConfig, classnames: Any, n_per_class: int, limit: int | None) -> LabelledImages:
     if data.kind == "archive":
         from ..data.archive import inner_config
@@ -193,6 +215,8 @@ def _load(data: DataConfig, classnames: Any, n_per_class: int, limit: int | None
             resolve_classnames(classnames, names),
             opts.templates,
         )
+    if data.kind == "clip_benchmark":
+        return _clip_benchmark_task(data, classnames, limit)
     if data.kind == "procedural":
         from ..data.procedural import render_zero_shot, zero_shot_task
 
@@ -249,13 +273,15 @@ _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
 def guess_kind(path: str | os.PathLike) -> str:
-    """The data kind of ``path``: ``archive`` (tar), ``csv`` (table), ``mnist`` (a
-    directory of IDX files) or ``folder``."""
+    """The data kind of ``path``: ``archive`` (tar), ``csv`` (table), ``clip_benchmark``
+    (a directory with ``classnames.txt``), ``mnist`` (a directory of IDX files) or ``folder``."""
     name = os.fspath(path).lower()
     if name.endswith(_ARCHIVE_SUFFIXES):
         return "archive"
     if name.endswith((".csv", ".tsv", ".tab", ".parquet", ".pq", ".csv.gz", ".tsv.gz")):
         return "csv"
+    if (Path(path) / "classnames.txt").is_file():
+        return "clip_benchmark"
     if Path(path).is_dir() and any(p.name.endswith(("-idx3-ubyte", "-idx3-ubyte.gz"))
                                    for p in Path(path).iterdir()):  # fmt: skip
         return "mnist"

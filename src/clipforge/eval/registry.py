@@ -177,7 +177,7 @@ def evaluate_detailed(
     return result
 
 
-_KINDS = ("folder", "csv", "mnist", "archive", "procedural")
+_KINDS = ("folder", "csv", "mnist", "archive", "clip_benchmark", "procedural")
 for _name, _module, _kinds, _description, _detailed in (
     (
         "zeroshot_classification",
