@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,7 @@ def run_task(task: str, model: str, data: Path | None, options: dict[str, Any], 
     config = None
     if data is not None:
         config = data_config_for(data, kind, data_options, workers)
-    if precision != "fp32" and "precision" in {
-        f for f in evaluator.options_class.__dataclass_fields__
-    }:
+    if precision != "fp32" and "precision" in {f.name for f in fields(evaluator.options_class)}:
         options.setdefault("precision", precision)
     evaluator_options(task, options)  # option errors before the model is loaded
     evaluator.check_data(config, "--data")
