@@ -237,3 +237,13 @@ def test_cli_lists_every_builtin_evaluator():
     from clipforge.cli.evaluate import TASKS
 
     assert sorted(TASKS) == list_evaluators()
+
+
+def test_builtin_classnames_are_clip_benchmarks():
+    reference = json.loads((Path(__file__).resolve().parents[2] / "shared" / "reference"
+                            / "en_classnames.json").read_text())  # fmt: skip
+    assert builtin_classnames("imagenet1k") == reference["imagenet1k"]
+    assert builtin_classnames("mnist") == reference["mnist"]
+    cifar100 = builtin_classnames("cifar100")
+    assert len(cifar100) == 100 and cifar100 == sorted(cifar100) and "aquarium_fish" in cifar100
+    assert builtin_classnames("cifar10")[:2] == ["airplane", "automobile"]
