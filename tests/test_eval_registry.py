@@ -108,8 +108,8 @@ def test_classification_metrics_hand_computed():
          r"'data\.options\.templtes'.*did you mean 'templates'"),
         ({"eval": [{"name": "zeroshot_clasification"}]},
          r"evaluator 'zeroshot_clasification'.*did you mean 'zeroshot_classification'"),
-        ({"eval": [{"name": "zeroshot_classification", "data": {"kind": "csv", "path": "t.csv"}}]},
-         r"cannot use data of kind 'csv'"),
+        ({"eval": [{"name": "zeroshot_classification", "data": {"kind": "webdataset", "path": "t.tar"}}]},
+         r"cannot use data of kind 'webdataset'"),
         ({"eval": [{"name": "zeroshot_retrieval", "data": {"kind": "csv", "path": "t.csv"},
                     "options": {"k": [1]}}]}, r"'eval\.options\.k'.*did you mean 'ks'"),
         ({"eval": [{"name": "procedural_zeroshot", "options": {"n_per_class": 0}}]},
@@ -195,15 +195,18 @@ def test_zeroshot_retrieval_groups_captions_and_skips_broken(model, class_folder
     table.write_text("filepath\tcaption\n" + "".join(f"{p}\t{c}\n" for p, c in rows))
     data = {"kind": "csv", "path": str(table), "options": {"root": str(class_folder)}}
     metrics = evaluate("zeroshot_retrieval", model, {"ks": [1, 3, 4]}, data)
-    keys = {f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 3, 4)}
-    assert set(metrics) == keys
+    directions = ("image_to_text", "text_to_image")
+    keys = {f"{d}_R@{k}" for d in directions for k in (1, 3, 4)}
+    ranks = {f"{d}_{s}_rank" for d in directions for s in ("mean", "median")}
+    assert set(metrics) == keys | ranks
     # the broken image and its caption are left out: 3 images, 4 captions
     assert metrics["text_to_image_R@3"] == 1.0 and metrics["image_to_text_R@4"] == 1.0
     paths = [str(class_folder / p) for p in ("red/0.png", "blue/1.png", "green/2.png")]
     images = clipforge.embed_images(model, paths).embeddings
     texts = clipforge.embed_texts(model, [c for _, c in rows[:4]])
     expected = retrieval_recall(images, texts, [[0, 1], [2], [3]], ks=(1, 3, 4))
-    assert metrics == pytest.approx(expected)
+    assert {k: metrics[k] for k in keys} == pytest.approx(expected)
+    assert 1.0 <= metrics["text_to_image_mean_rank"] <= 3.0
 
 
 def test_procedural_zeroshot_keeps_the_historical_keys(model):

@@ -69,11 +69,12 @@ def check_result(result: ZeroShotResult, n: int, n_classes: int, k: int) -> None
 
 def test_template_sets_are_the_reference_ones() -> None:
     reference = json.loads(require(TEMPLATES_REF).read_text())
-    assert set(TEMPLATE_SETS) == {"openai_imagenet", "simple", "cifar10", "cifar100"}
+    assert set(TEMPLATE_SETS) == {"openai_imagenet", "simple", "cifar10", "cifar100", "mnist"}
     assert list(TEMPLATE_SETS["openai_imagenet"]) == reference["imagenet1k"]
     assert len(TEMPLATE_SETS["openai_imagenet"]) == 80
     assert list(TEMPLATE_SETS["cifar10"]) == reference["cifar10"]
     assert list(TEMPLATE_SETS["cifar100"]) == reference["cifar100"]
+    assert list(TEMPLATE_SETS["mnist"]) == reference["mnist"]
     assert get_templates("simple") == ["a photo of a {c}."]
 
 

@@ -6,6 +6,7 @@ import typer
 
 from .demo import register as _register_demo
 from .errors import friendly_errors, set_debug
+from .evaluate import register as _register_eval
 from .export import register as _register_export
 from .inference import register as _register_inference
 from .search import register as _register_search
@@ -39,6 +40,7 @@ _register_inference(app)
 _register_export(app)
 _register_train(app)
 _register_search(app)
+_register_eval(app)
 
 
 def _wrap_commands(typer_app: typer.Typer) -> None:

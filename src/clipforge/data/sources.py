@@ -125,6 +125,9 @@ for _name, _module in (
     ("csv", "clipforge.data.tabular"),
     ("folder", "clipforge.data.folder"),
     ("webdataset", "clipforge.data.webdataset_source"),
+    ("archive", "clipforge.data.archive"),
+    ("mnist", "clipforge.data.mnist"),
+    ("clip_benchmark", "clipforge.data.clip_benchmark_wds"),
 ):
     register_data_source(
         _name, f"{_module}:Options", f"{_module}:build", needs_path=_name != "procedural"

@@ -6,7 +6,8 @@ directory of Parquet files) with pyarrow and returns an :class:`ImageCaptionTabl
 
 ``cfg.options`` (:class:`Options`):
 
-* ``image_column`` (``"filepath"``) and ``caption_column`` (``"caption"``);
+* ``image_column`` (``"filepath"``) and ``caption_column`` (``"caption"``); for
+  classification (evaluation), ``label_column`` (``"label"``: a class name or index);
 * ``root``: directory that relative image paths are relative to (default: as written,
   i.e. relative to the working directory, as open_clip's CSV datasets);
 * ``format``: ``"csv"``, ``"tsv"`` or ``"parquet"`` (default: from the extension);
@@ -56,6 +57,7 @@ class Options:
 
     image_column: str = "filepath"
     caption_column: str = "caption"
+    label_column: str = "label"  # classification tables (evaluation): class name or index
     root: str | None = None  # relative image paths are relative to this directory
     format: str | None = None  # "csv" | "tsv" | "parquet"; None: from the extension
     separator: str | None = None  # CSV delimiter; None: "," ("\\t" for .tsv/.tab)

@@ -2,14 +2,20 @@
 
 >>> from clipforge.eval import evaluate, list_evaluators
 >>> evaluate("zeroshot_classification", model, data={"kind": "folder", "path": "val/"})  # doctest: +SKIP
+
+:func:`evaluate_detailed` returns an :class:`EvalOutput` (metrics, counts, failures, report
+material); :mod:`.results` writes CLIP_benchmark-shaped JSON and tables, :mod:`.report`
+the HTML report, :mod:`.datasets` reads evaluation datasets from disk.
 """
 
 from .config import EvalConfig
 from .metrics import classification_metrics
+from .output import EvalOutput
 from .registry import (
     EVALUATORS,
     Evaluator,
     evaluate,
+    evaluate_detailed,
     evaluator_options,
     get_evaluator,
     list_evaluators,
@@ -20,9 +26,11 @@ from .retrieval import retrieval_recall
 __all__ = [
     "EVALUATORS",
     "EvalConfig",
+    "EvalOutput",
     "Evaluator",
     "classification_metrics",
     "evaluate",
+    "evaluate_detailed",
     "evaluator_options",
     "get_evaluator",
     "list_evaluators",

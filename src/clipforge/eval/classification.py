@@ -1,10 +1,16 @@
-"""``zeroshot_classification``: zero-shot accuracy on class folders or procedural shapes.
+"""``zeroshot_classification``: zero-shot accuracy on labelled images.
 
-Data: ``folder`` (``root/<class>/*``; class names and templates from the folder source's
-options) or ``procedural`` (single rendered objects of every colour+shape class, for the
-pairs of ``data.options.split``). Metrics: ``acc1``, ``acc5`` (>= 5 classes) and
-``mean_per_class_recall``, as CLIP_benchmark defines them (:mod:`clipforge.eval.metrics`).
-Unreadable images are logged and excluded from the counts.
+Data: any kind :func:`clipforge.eval.datasets.load_classification` reads (``folder``,
+``csv`` with a label column, ``mnist``, ``archive``, ``procedural``). Class names: the
+``classnames`` option (a built-in set such as ``cifar10``, a file or a list), else the
+dataset's; templates: the ``templates`` option, else the built-in set named like the class
+names (``cifar10``, ``cifar100``, ``mnist``; ``imagenet1k`` → OpenAI's 80), else the
+dataset's (``procedural``: shape prompts). A JSON file ``{class: [prompts]}`` gives per-class
+prompts (CuPL). Each class embedding is the normalised mean of its normalised prompt
+embeddings; logits are ``100 · cos`` (a SigLIP sigmoid head is monotone in the cosine, so
+every metric here is the same with it). Metrics: ``acc1``, ``acc5`` (>= 5 classes) and
+``mean_per_class_recall``, as CLIP_benchmark defines them. Unreadable images are logged,
+reported and excluded from the counts.
 """
 
 from __future__ import annotations
@@ -14,87 +20,182 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from ..configs import ConfigError
 from ..data.config import DataConfig
-from ..data.sources import validate_options
+from .datasets import LabelledImages, Prompts, load_classification, resolve_prompts
 from .metrics import classification_metrics
+from .output import EvalOutput
 
-__all__ = ["Options", "run"]
+__all__ = ["Options", "class_embeddings", "details", "image_logits", "run"]
 
 logger = logging.getLogger("clipforge.eval")
 
 #: Prompts for the procedural shapes ("a red circle.", ...), as the demo uses.
 PROCEDURAL_TEMPLATES = ["a {c}.", "a photo of a {c}.", "a picture of a {c}."]
+#: Template set used with a built-in class-name set when no templates are given.
+TEMPLATES_OF_CLASSNAMES = {
+    "cifar10": "cifar10",
+    "cifar100": "cifar100",
+    "mnist": "mnist",
+    "imagenet1k": "openai_imagenet",
+}
+N_EXAMPLES = 24
 
 
 @dataclass
 class Options:
     """Options of ``zeroshot_classification``."""
 
-    templates: str | list[str] | None = None  # None: the folder's templates / shape prompts
+    templates: str | list[str] | dict[str, list[str]] | None = None  # see the module docstring
+    classnames: str | list[str] | None = None  # None: the dataset's
     batch_size: int = 32  # images per batch (decoded by data.num_workers workers)
     n_per_class: int = 2  # procedural data: rendered images per class
+    limit: int | None = None  # evaluate an evenly spaced subset of this many images
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.n_per_class < 1:
             raise ConfigError("zeroshot_classification: batch_size and n_per_class must be >= 1")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError("zeroshot_classification: limit must be >= 1")
 
 
-def _folder_task(data: DataConfig, options: Options) -> tuple[list[str], list[Any], Any, list]:
-    from ..data.folder import class_names, scan_folder
+def class_embeddings(
+    model: Any, classnames: list[str], prompts: Prompts, precision: str = "fp32"
+) -> torch.Tensor:
+    """``(C, D)``: per class, the normalised mean of its normalised prompt embeddings."""
+    from ..embedding import encode_texts
 
-    source = validate_options("folder", data.options)
-    folders, samples = scan_folder(data.path)
-    templates = options.templates if options.templates is not None else source.templates
-    labels = [label for _, label in samples]
-    return class_names(folders, source.classnames), [p for p, _ in samples], labels, templates
-
-
-def _procedural_task(data: DataConfig, options: Options) -> tuple[list[str], list, list, Any]:
-    from ..data.procedural import render_zero_shot, zero_shot_task
-
-    source = validate_options("procedural", data.options)
-    classnames, samples = zero_shot_task(source.split, options.n_per_class)
-    rendered = render_zero_shot(samples, data.image_size or 64, source.seed or 0)
-    templates = options.templates if options.templates is not None else PROCEDURAL_TEMPLATES
-    return classnames, [image for image, _ in rendered], [y for _, y in rendered], templates
+    if isinstance(prompts, dict):
+        per_class = [prompts[c] for c in classnames]
+    else:
+        per_class = [[t.replace("{c}", c) for t in prompts] for c in classnames]
+    flat = [p for group in per_class for p in group]
+    emb = encode_texts(model, flat, normalize=True, precision=precision)
+    chunks = torch.split(emb, [len(group) for group in per_class])
+    return F.normalize(torch.stack([c.mean(dim=0) for c in chunks]), dim=-1).clone()
 
 
-def _logits(model: Any, classifier: Any, images: list, batch_size: int, workers: int) -> tuple:
-    """``(logits (N_ok, C), kept input indices)``; unreadable images logged and left out."""
+def image_logits(
+    model: Any, classes: torch.Tensor, images: list, options: Options, workers: int, name: str
+) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    """``(logits (N_ok, C), kept indices, failures)``; unreadable images are logged."""
     from ..embedding import describe_input, stream_image_embeddings
 
     logits: list[np.ndarray] = []
     kept: list[int] = []
 
-    def on_batch(indices: list[int], features: Any) -> None:
+    def on_batch(indices: list[int], features: torch.Tensor) -> None:
         kept.extend(indices)
-        logits.append(classifier.logits(features).cpu().numpy())
+        feats = F.normalize(features.to(classes.device, torch.float32), dim=-1)
+        logits.append((100.0 * feats @ classes.T).cpu().numpy())
 
-    _ = classifier.class_embeddings  # built before the image loop
     failed = stream_image_embeddings(
-        model, images, on_batch, batch_size=batch_size, num_workers=workers
+        model,
+        images,
+        on_batch,
+        batch_size=options.batch_size,
+        num_workers=workers,
+        precision=options.precision,
     )
-    for index, reason in failed:
-        logger.warning(
-            "zeroshot_classification: skipped %s: %s", describe_input(images[index], index), reason
-        )
+    failures = [(describe_input(images[i], i), reason) for i, reason in failed]
+    for item, reason in failures:
+        logger.warning("%s: skipped %s: %s", name, item, reason)
     if not kept:
-        raise RuntimeError("zeroshot_classification: no readable image")
-    return np.concatenate(logits), np.asarray(kept, dtype=np.int64)
+        raise RuntimeError(f"{name}: no readable image")
+    return np.concatenate(logits), np.asarray(kept, dtype=np.int64), failures
+
+
+def _task(data: DataConfig, options: Options) -> tuple[LabelledImages, Prompts]:
+    task = load_classification(data, options.classnames, options.limit, options.n_per_class)
+    templates = options.templates
+    if templates is None and isinstance(options.classnames, str):
+        templates = TEMPLATES_OF_CLASSNAMES.get(options.classnames)
+    if templates is None:
+        templates = task.templates
+    if templates is None:
+        templates = PROCEDURAL_TEMPLATES if data.kind == "procedural" else "openai_imagenet"
+    return task, resolve_prompts(templates, task.classnames)
+
+
+def _spread(rows: np.ndarray, n: int) -> np.ndarray:
+    """At most ``n`` of ``rows``, evenly spaced."""
+    return (
+        rows[np.unique(np.linspace(0, len(rows) - 1, n).round().astype(int))] if len(rows) else rows
+    )
+
+
+def _examples(task: LabelledImages, kept: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
+    """Report material: a few hits and misses, and a sample of the similarity matrix."""
+    order = np.argsort(-logits, axis=1, kind="stable")[:, :5]
+    labels = task.labels[kept]
+    hits = _spread(np.flatnonzero(order[:, 0] == labels), N_EXAMPLES // 2)
+    misses = _spread(np.flatnonzero(order[:, 0] != labels), N_EXAMPLES - len(hits))
+    rows = sorted([*hits.tolist(), *misses.tolist()])
+    sample = np.unique(np.linspace(0, len(kept) - 1, min(12, len(kept))).round().astype(int))
+    columns = np.arange(min(20, logits.shape[1]))
+    return {
+        "examples": [
+            {
+                "input": str(task.images[kept[r]])
+                if isinstance(task.images[kept[r]], str)
+                else None,
+                "label": int(labels[r]),
+                "top5": order[r].tolist(),
+            }
+            for r in rows
+        ],
+        "_example_images": [task.images[kept[r]] for r in rows],
+        "similarity_sample": (logits[np.ix_(sample, columns)] / 100.0).tolist(),
+        "similarity_rows": [int(labels[r]) for r in sample],
+        "_similarity_images": [task.images[kept[r]] for r in sample],
+    }
+
+
+def details(model: Any, data: DataConfig | None, options: Options) -> EvalOutput:
+    """Metrics, counts, confusion matrix, per-class recall and examples."""
+    if data is None:
+        raise ConfigError("zeroshot_classification needs a dataset (data.kind folder, csv, ...)")
+    task, prompts = _task(data, options)
+    classes = class_embeddings(model, task.classnames, prompts, options.precision)
+    logits, kept, failures = image_logits(
+        model, classes, task.images, options, data.num_workers, "zeroshot_classification"
+    )
+    labels = task.labels[kept]
+    failures = task.failures + failures
+    n_classes = len(task.classnames)
+    if labels.max() >= n_classes:
+        raise ConfigError(f"label {int(labels.max())} but only {n_classes} class names")
+    predictions = logits.argmax(axis=1)
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predictions), 1)
+    support = confusion.sum(axis=1)
+    recall = [float(confusion[c, c] / support[c]) if support[c] else None for c in range(n_classes)]
+    return EvalOutput(
+        metrics=classification_metrics(logits, labels),
+        counts={
+            "images": len(task.images) + len(task.failures),
+            "evaluated": len(kept),
+            "failed": len(failures),
+            "classes": n_classes,
+        },
+        failures=failures,
+        details={
+            "classnames": task.classnames,
+            "confusion_matrix": confusion.tolist(),
+            "per_class_recall": recall,
+            "support": support.tolist(),
+            "n_prompts": sum(len(v) for v in prompts.values())
+            if isinstance(prompts, dict)
+            else len(prompts) * n_classes,
+            **_examples(task, kept, logits),
+        },
+    )
 
 
 def run(model: Any, data: DataConfig | None, options: Options) -> dict[str, float]:
     """Zero-shot classification metrics of ``model`` on ``data``."""
-    from ..zeroshot import ZeroShotClassifier
-
-    if data is None:
-        raise ConfigError(
-            "zeroshot_classification needs a dataset (data.kind folder or procedural)"
-        )
-    task = _folder_task if data.kind == "folder" else _procedural_task
-    classnames, images, labels, templates = task(data, options)
-    classifier = ZeroShotClassifier(model, classnames, templates=templates)
-    logits, kept = _logits(model, classifier, images, options.batch_size, data.num_workers)
-    return classification_metrics(logits, np.asarray(labels)[kept])
+    return details(model, data, options).metrics

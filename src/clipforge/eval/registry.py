@@ -24,6 +24,7 @@ __all__ = [
     "Evaluator",
     "as_data_config",
     "evaluate",
+    "evaluate_detailed",
     "evaluator_options",
     "get_evaluator",
     "list_evaluators",
@@ -43,6 +44,9 @@ class Evaluator:
         run: ``run(model, data, options) -> metrics`` (or ``"module:function"``).
         data_kinds: the data kinds it accepts; ``()``: it takes no dataset.
         description: one line for listings.
+        details: optional ``details(model, data, options) -> EvalOutput`` (or
+            ``"module:function"``): the metrics plus counts, failures and report material;
+            ``clipforge eval`` uses it when present.
     """
 
     name: str
@@ -50,6 +54,7 @@ class Evaluator:
     run: Callable[[Any, DataConfig | None, Any], Metrics] | str
     data_kinds: tuple[str, ...] = ()
     description: str = ""
+    details: Callable[[Any, DataConfig | None, Any], Any] | str | None = None
 
     @property
     def options_class(self) -> type:
@@ -87,12 +92,13 @@ def register_evaluator(
     *,
     data_kinds: tuple[str, ...] | list[str] = (),
     description: str = "",
+    details: Callable[..., Any] | str | None = None,
     replace: bool = False,
 ) -> Evaluator:
     """Register evaluator ``name``; ``replace=True`` overrides an existing one."""
     if name in EVALUATORS and not replace:
         raise ValueError(f"evaluator {name!r} is already registered (pass replace=True)")
-    evaluator = Evaluator(name, options, run, tuple(data_kinds), description)
+    evaluator = Evaluator(name, options, run, tuple(data_kinds), description, details)
     EVALUATORS[name] = evaluator
     return evaluator
 
@@ -147,26 +153,73 @@ def evaluate(
     return {str(k): float(v) for k, v in metrics.items()}
 
 
-for _name, _module, _kinds, _description in (
+def evaluate_detailed(
+    name: str,
+    model: Any,
+    options: Any = None,
+    data: DataConfig | Mapping[str, Any] | None = None,
+) -> Any:
+    """Like :func:`evaluate`, but an :class:`~clipforge.eval.output.EvalOutput` (metrics,
+    counts, failures, report material); evaluators without ``details`` give metrics only."""
+    from ..embedding import eval_mode
+    from .output import EvalOutput
+
+    evaluator = get_evaluator(name)
+    opts = evaluator_options(name, options)
+    data = as_data_config(data)
+    evaluator.check_data(data)
+    function = resolve(evaluator.details or evaluator.run)
+    with eval_mode(model):
+        result = function(model, data, opts)
+    if not isinstance(result, EvalOutput):
+        result = EvalOutput(metrics=dict(result))
+    result.metrics = {str(k): float(v) for k, v in result.metrics.items()}
+    return result
+
+
+_KINDS = ("folder", "csv", "mnist", "archive", "clip_benchmark", "procedural")
+for _name, _module, _kinds, _description, _detailed in (
     (
         "zeroshot_classification",
         "clipforge.eval.classification",
-        ("folder", "procedural"),
-        "acc1, acc5, mean per-class recall on class folders or procedural shapes",
+        _KINDS,
+        "acc1, acc5, mean per-class recall (+ confusion matrix) on labelled images",
+        True,
     ),
     (
         "zeroshot_retrieval",
         "clipforge.eval.retrieval_task",
-        ("csv",),
-        "image↔text recall@K on a filepath,caption table (several captions per image)",
+        ("csv", "archive"),
+        "image↔text recall@K, mean/median rank on a filepath,caption table (chunked)",
+        True,
+    ),
+    (
+        "linear_probe",
+        "clipforge.eval.linear_probe",
+        _KINDS[:-1],
+        "linear probe on frozen image features (CLIP_benchmark protocol, few-shot, logreg)",
+        True,
+    ),
+    (
+        "image_caption_selection",
+        "clipforge.eval.caption_selection",
+        (),
+        "pick the true caption among hard negatives: binding, counting, spatial probes",
+        True,
     ),
     (
         "procedural_zeroshot",
         "clipforge.eval.procedural",
         (),
         "colour+shape zero-shot accuracy on held-out (test) and seen (val) procedural pairs",
+        False,
     ),
 ):
     register_evaluator(
-        _name, f"{_module}:Options", f"{_module}:run", data_kinds=_kinds, description=_description
+        _name,
+        f"{_module}:Options",
+        f"{_module}:run",
+        data_kinds=_kinds,
+        description=_description,
+        details=f"{_module}:details" if _detailed else None,
     )

@@ -1,9 +1,11 @@
 """``zeroshot_retrieval``: image↔text recall@K on a ``filepath,caption`` table.
 
-Data: ``csv`` (CSV/TSV/Parquet; the table source's options: columns, root, format, ...).
-Rows with the same image path are one image with several captions: an image→text query
-hits at K if any of its captions is in the top K. Unreadable images are logged and
-excluded with their captions. Metrics: ``image_to_text_R@K``, ``text_to_image_R@K``.
+Data: ``csv`` (CSV/TSV/Parquet; the table source's options: columns, root, format, ...) or an
+``archive`` holding such a table. Rows with the same image path are one image with several
+captions: an image→text query hits at K if any of its captions is in the top K. Scores are
+computed in blocks of ``chunk_size`` queries (:func:`~clipforge.eval.retrieval.chunked_ranks`),
+so memory grows with N·k, not N². Unreadable images are logged, reported and excluded with
+their captions. Metrics: ``image_to_text_R@K``, ``text_to_image_R@K``, mean/median ranks.
 """
 
 from __future__ import annotations
@@ -12,13 +14,18 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..configs import ConfigError
 from ..data.config import DataConfig
-from .retrieval import retrieval_recall
+from .datasets import load_captions
+from .output import EvalOutput
+from .retrieval import chunked_ranks, rank_metrics
 
-__all__ = ["Options", "read_pairs", "run"]
+__all__ = ["Options", "details", "read_pairs", "run"]
 
 logger = logging.getLogger("clipforge.eval")
+N_EXAMPLES = 8
 
 
 @dataclass
@@ -27,44 +34,84 @@ class Options:
 
     ks: list[int] = field(default_factory=lambda: [1, 5, 10])
     batch_size: int = 32  # images per batch (decoded by data.num_workers workers)
+    chunk_size: int = 1024  # queries per score block
+    limit: int | None = None  # evaluate an evenly spaced subset of this many images
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
 
     def __post_init__(self) -> None:
-        if not self.ks or min(self.ks) < 1 or self.batch_size < 1:
-            raise ConfigError("zeroshot_retrieval: ks and batch_size must be >= 1")
+        if not self.ks or min(self.ks) < 1 or self.batch_size < 1 or self.chunk_size < 1:
+            raise ConfigError("zeroshot_retrieval: ks, batch_size and chunk_size must be >= 1")
 
 
 def read_pairs(data: DataConfig) -> tuple[list[str], list[list[str]]]:
     """Unique image paths (first-appearance order) and the captions of each."""
-    from ..data import tabular
-
-    def identity(x: Any) -> Any:
-        return x
-
-    table = tabular.build(data, identity, identity, seed=0, rank=0, world_size=1)
-    captions: dict[str, list[str]] = {}
-    for row in range(len(table)):
-        raw, caption = table.image_path(row), table.caption(row)
-        if raw and caption and caption.strip():
-            captions.setdefault(table.resolve(raw), []).append(caption)
-    return list(captions), list(captions.values())
+    return load_captions(data)
 
 
-def run(model: Any, data: DataConfig | None, options: Options) -> dict[str, float]:
-    """Recall@K both ways of ``model`` on the table ``data``."""
+def _examples(paths: list[str], texts: list[str], owner: np.ndarray, ranks: Any) -> dict:
+    queries = np.unique(np.linspace(0, len(paths) - 1, min(N_EXAMPLES, len(paths))).astype(int))
+    caption_queries = [int(np.flatnonzero(owner == q)[0]) for q in queries]
+    return {
+        "image_to_text": [
+            {
+                "image": paths[q],
+                "top": [texts[t] for t in ranks.i2t_top[q][:5]],
+                "hits": [bool(owner[t] == q) for t in ranks.i2t_top[q][:5]],
+            }
+            for q in queries
+        ],
+        "text_to_image": [
+            {
+                "caption": texts[t],
+                "top": [paths[i] for i in ranks.t2i_top[t][:5]],
+                "hits": [bool(i == owner[t]) for i in ranks.t2i_top[t][:5]],
+            }
+            for t in caption_queries
+        ],
+    }
+
+
+def details(model: Any, data: DataConfig | None, options: Options) -> EvalOutput:
+    """Recall@K both ways, ranks, counts and example retrievals of ``model`` on ``data``."""
     from ..embedding import embed_images, embed_texts
 
     if data is None:
-        raise ConfigError("zeroshot_retrieval needs a dataset (data.kind csv)")
-    paths, captions = read_pairs(data)
-    images = embed_images(model, paths, batch_size=options.batch_size, num_workers=data.num_workers)
+        raise ConfigError("zeroshot_retrieval needs a dataset (data.kind csv or archive)")
+    paths, captions = load_captions(data, options.limit)
+    images = embed_images(
+        model,
+        paths,
+        batch_size=options.batch_size,
+        num_workers=data.num_workers,
+        precision=options.precision,
+    )
     for path, reason in images.failures:
         logger.warning("zeroshot_retrieval: skipped %s: %s", path, reason)
     if len(images) == 0:
         raise RuntimeError(f"zeroshot_retrieval: no readable image in {data.path!r}")
     texts: list[str] = []
-    texts_of_image: list[list[int]] = []
-    for index in images.indices:
-        texts_of_image.append(list(range(len(texts), len(texts) + len(captions[index]))))
+    owner: list[int] = []
+    for row, index in enumerate(images.indices):
         texts.extend(captions[index])
-    text_emb = embed_texts(model, texts)
-    return retrieval_recall(images.embeddings, text_emb, texts_of_image, ks=options.ks)
+        owner.extend([row] * len(captions[index]))
+    text_emb = embed_texts(model, texts, precision=options.precision)
+    ranks = chunked_ranks(
+        images.embeddings, text_emb, owner, k=max(max(options.ks), 5), chunk_size=options.chunk_size
+    )
+    kept_paths = [paths[i] for i in images.indices]
+    return EvalOutput(
+        metrics=rank_metrics(ranks, options.ks),
+        counts={
+            "images": len(paths),
+            "evaluated": len(images),
+            "failed": len(images.failures),
+            "texts": len(texts),
+        },
+        failures=list(images.failures),
+        details=_examples(kept_paths, texts, np.asarray(owner), ranks),
+    )
+
+
+def run(model: Any, data: DataConfig | None, options: Options) -> dict[str, float]:
+    """Recall@K both ways of ``model`` on the table ``data``."""
+    return details(model, data, options).metrics

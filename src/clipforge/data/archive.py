@@ -1,0 +1,123 @@
+"""Tar archives of a class folder or an image-caption table, read through a cache directory.
+
+``build(cfg, ...)`` extracts ``cfg.path`` (``.tar``, ``.tar.gz``, ``.tgz``, ``.tar.bz2``,
+``.tar.xz``) once into a cache directory (never next to the archive) and hands the inner
+dataset to the ``folder`` or ``csv`` source. ``cfg.options`` (:class:`Options`):
+
+* ``inner``: the path inside the archive of a class folder or a table file (default: found
+  by descending single sub-directories; a directory holding a ``.csv``/``.tsv``/``.parquet``
+  file is that table, with image paths relative to it);
+* ``cache_dir``: where archives are extracted (default ``$CLIPFORGE_CACHE/archives`` or
+  ``~/.cache/clipforge/archives``); one sub-directory per archive (path, size, mtime);
+* ``source``: options of the inner ``folder`` or ``csv`` source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..configs import ConfigError
+from .sources import resolve_builder, source_options
+from .tabular import Tokenize, Transform
+
+__all__ = ["Options", "build", "extract_archive", "inner_config", "locate"]
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet", ".pq")
+
+
+@dataclass
+class Options:
+    """``data.options`` of the ``archive`` kind (see the module docstring)."""
+
+    inner: str | None = None
+    cache_dir: str | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def default_cache_dir() -> Path:
+    """``$CLIPFORGE_CACHE/archives`` or ``~/.cache/clipforge/archives``."""
+    base = os.environ.get("CLIPFORGE_CACHE") or Path.home() / ".cache" / "clipforge"
+    return Path(base) / "archives"
+
+
+def extract_archive(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The directory ``path`` is extracted to (extracted now unless already there)."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ConfigError(f"archive {os.fspath(path)!r}: no such file")
+    stat = path.stat()
+    key = hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    target = cache / f"{path.name.split('.')[0]}-{key}"
+    if (target / ".complete").exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=cache))
+    try:
+        with tarfile.open(path) as tar:
+            tar.extractall(staging, filter="data")
+        (staging / ".complete").touch()
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished first
+            shutil.rmtree(staging, ignore_errors=True)
+    except (tarfile.TarError, EOFError) as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ConfigError(f"archive {os.fspath(path)!r}: cannot extract: {err}") from None
+    return target
+
+
+def _visible(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+
+
+def locate(root: Path, inner: str | None) -> tuple[str, Path]:
+    """``("folder" | "csv", path)`` of the dataset inside an extracted archive."""
+    if inner is not None:
+        target = root / inner
+        if not target.exists():
+            raise ConfigError(f"data.options.inner {inner!r}: not in the archive")
+        if target.is_file():
+            return "csv", target
+    else:
+        target = root
+        while len(entries := _visible(target)) == 1 and entries[0].is_dir():
+            target = entries[0]
+    tables = [p for p in _visible(target) if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES]
+    if len(tables) == 1:
+        return "csv", tables[0]
+    return "folder", target
+
+
+def inner_config(cfg: Any) -> Any:
+    """The ``folder``/``csv`` :class:`DataConfig` of the dataset inside archive ``cfg``."""
+    from .config import DataConfig
+
+    opts: Options = source_options(cfg, "archive", what="archive data option")
+    kind, path = locate(extract_archive(cfg.path, opts.cache_dir), opts.inner)
+    options = dict(opts.source)
+    if kind == "csv":
+        options.setdefault("root", os.fspath(path.parent))
+    return DataConfig(
+        kind=kind,
+        path=os.fspath(path),
+        options=options,
+        image_size=cfg.image_size,
+        num_workers=cfg.num_workers,
+    )
+
+
+def build(
+    cfg: Any, transform: Transform, tokenize: Tokenize, *, seed: int, rank: int, world_size: int
+) -> Any:
+    """The inner folder or table dataset of archive ``cfg.path``."""
+    inner = inner_config(cfg)
+    builder = resolve_builder(inner.kind)
+    return builder(inner, transform, tokenize, seed=seed, rank=rank, world_size=world_size)

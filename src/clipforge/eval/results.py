@@ -1,0 +1,184 @@
+"""Results files in CLIP_benchmark's shape, and tables merging several of them.
+
+A record is ``{"dataset", "model", "pretrained", "task", "metrics"}`` (as CLIP_benchmark
+writes) plus ``checkpoint_sha256``, ``counts``, ``failures``, ``timing``, ``versions``,
+``options`` and ``details`` (report material). :func:`merge` reads many records and
+:func:`write_table` writes them as CSV, Markdown or JSON (one row per record).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import platform
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CLIP_BENCHMARK_ALIASES",
+    "checkpoint_hash",
+    "make_record",
+    "merge",
+    "table_rows",
+    "to_jsonable",
+    "versions",
+    "write_table",
+]
+
+#: Our metric names → CLIP_benchmark's, added to retrieval records for its tools.
+CLIP_BENCHMARK_ALIASES = {
+    "image_to_text_R@{k}": "text_retrieval_recall@{k}",
+    "text_to_image_R@{k}": "image_retrieval_recall@{k}",
+}
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` with numpy types as Python ones; dict keys starting with ``_`` dropped."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def checkpoint_hash(path: str | os.PathLike | None) -> str | None:
+    """SHA-256 of a checkpoint file, or of a directory's files in sorted order."""
+    if path is None or not Path(path).exists():
+        return None
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.relative_to(path).as_posix().encode() if path.is_dir() else b"")
+        with open(file, "rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, torch, numpy and clipforge."""
+    import torch
+
+    import clipforge
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "clipforge": getattr(clipforge, "__version__", "unknown"),
+    }
+
+
+def _aliases(metrics: dict[str, float]) -> dict[str, float]:
+    out = dict(metrics)
+    for ours, theirs in CLIP_BENCHMARK_ALIASES.items():
+        prefix = ours.split("{k}")[0]
+        for key, value in metrics.items():
+            if key.startswith(prefix) and key[len(prefix) :].isdigit():
+                out[theirs.format(k=key[len(prefix) :])] = value
+    return out
+
+
+def make_record(
+    *,
+    task: str,
+    dataset: str,
+    model: str,
+    pretrained: str | None,
+    output: Any,
+    checkpoint: str | os.PathLike | None = None,
+    seconds: float | None = None,
+    options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One results record (see the module docstring) from an ``EvalOutput``."""
+    evaluated = output.counts.get("evaluated") or output.counts.get("test") or 0
+    return to_jsonable(
+        {
+            "dataset": dataset,
+            "model": model,
+            "pretrained": pretrained or "",
+            "task": task,
+            "metrics": _aliases(output.metrics),
+            "checkpoint_sha256": checkpoint_hash(checkpoint),
+            "counts": output.counts,
+            "failures": [list(f) for f in output.failures],
+            "timing": {
+                "seconds": seconds,
+                "images_per_second": evaluated / seconds if seconds and evaluated else None,
+            },
+            "versions": versions(),
+            "options": options or {},
+            "details": output.details,
+        }
+    )
+
+
+def merge(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+    """The records of several results files (each a record or a list of records)."""
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        data = json.loads(Path(path).read_text("utf-8"))
+        for record in data if isinstance(data, list) else [data]:
+            missing = {"dataset", "model", "task", "metrics"} - set(record)
+            if missing:
+                raise ValueError(f"{path}: not a results file (no {sorted(missing)})")
+            records.append(record)
+    return records
+
+
+def table_rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """``(columns, rows)``: model, pretrained, dataset, task, then every metric seen."""
+    metric_names: list[str] = []
+    for record in records:
+        metric_names.extend(m for m in record["metrics"] if m not in metric_names)
+    columns = ["model", "pretrained", "dataset", "task", *metric_names]
+    rows = [
+        {
+            **{c: record.get(c, "") for c in columns[:4]},
+            **{m: record["metrics"].get(m, "") for m in metric_names},
+        }
+        for record in records
+    ]
+    return columns, rows
+
+
+def _markdown(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    def fmt(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(records: Sequence[dict[str, Any]], path: str | os.PathLike) -> str:
+    """Write ``records`` as ``.csv``, ``.md`` or ``.json`` (by suffix); returns the text."""
+    columns, rows = table_rows(records)
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    elif suffix in (".md", ".markdown"):
+        text = _markdown(columns, rows)
+    elif suffix == ".json":
+        text = json.dumps(rows, indent=2) + "\n"
+    else:
+        raise ValueError(f"table {os.fspath(path)!r}: use a .csv, .md or .json file name")
+    Path(path).write_text(text, "utf-8")
+    return text
