@@ -154,6 +154,7 @@ def _run_offline(script: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # the registered ViT-B-32: full-size weights written, then read in a subprocess
 def test_pretrained_download_uses_hub_cache_offline(tmp_path):
     """HF_HUB_OFFLINE=1: the download code resolves a hub-layout cache without network."""
     entry = get_pretrained("ViT-B-32", "openai")
