@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -34,6 +35,7 @@ class _Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
+@functools.cache  # built once per architecture; no test modifies it
 def _small(architecture: str = "ViT-S-32") -> clipforge.CLIP:
     torch.manual_seed(0)
     return perturb_(clipforge.create_model(architecture)).eval()
