@@ -10,6 +10,30 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_intra_op_thread():
+    """One torch thread for the whole session: the tests' tensors are too small to gain from
+    a second, and on a shared machine a second thread spins waiting for a busy core (the
+    fast tier ran 2-4x slower under load). Slow tests get the default back
+    (``_every_thread_for_slow_tests``): full-size models gain from the second core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _every_thread_for_slow_tests(request, _one_intra_op_thread):
+    """Slow-tier tests (full-size models, the full demo) run with torch's default threads."""
+    if request.node.get_closest_marker("slow") is None:
+        yield
+        return
+    torch.set_num_threads(DEFAULT_THREADS)
+    yield
+    torch.set_num_threads(1)
 
 
 def shared_path(*parts: str) -> Path:
