@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The test suite on a fresh machine: set up .venv with test extras, lint, run pytest.
-# Needs ../shared (data and reference files) beside the repository.
+# Runs every tier (plain `pytest` deselects the slow one, see pyproject.toml); a -m of
+# your own replaces ours: `bash scripts/test.sh -m "not slow"`. Needs ../shared beside
+# the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh dev
 .venv/bin/ruff check src tests benchmarks
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q -m "slow or not slow" "$@"

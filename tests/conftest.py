@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,30 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_intra_op_thread():
+    """One torch thread for the whole session: the tests' tensors are too small to gain from
+    a second, and on a shared machine a second thread spins waiting for a busy core (the
+    fast tier ran 2-4x slower under load). Slow tests get the default back
+    (``_every_thread_for_slow_tests``): full-size models gain from the second core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _every_thread_for_slow_tests(request, _one_intra_op_thread):
+    """Slow-tier tests (full-size models, the full demo) run with torch's default threads."""
+    if request.node.get_closest_marker("slow") is None:
+        yield
+        return
+    torch.set_num_threads(DEFAULT_THREADS)
+    yield
+    torch.set_num_threads(1)
 
 
 def shared_path(*parts: str) -> Path:
@@ -55,19 +80,44 @@ def sample_images(size: int, n: int = 2) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(3))
 
 
-def tiny_model():
-    """A seeded, tiny random ViT CLIP (32-px images, 2+2 layers) for fast API tests."""
-    import clipforge
+def tiny_vit_config():
+    """A tiny ViT CLIP config (32-px images, 2+2 layers, CLIP's 77-token context)."""
     from clipforge.configs import ClipConfig, TextConfig, ViTConfig
 
-    torch.manual_seed(0)
-    cfg = ClipConfig(
+    return ClipConfig(
         embed_dim=32,
         vision=ViTConfig(image_size=32, patch_size=8, width=64, layers=2, heads=2),
         text=TextConfig(width=64, heads=2, layers=2),
     )
-    return clipforge.create_model(cfg).eval()
+
+
+def tiny_model():
+    """A seeded, tiny random ViT CLIP (32-px images, 2+2 layers) for fast API tests."""
+    import clipforge
+
+    torch.manual_seed(0)
+    return clipforge.create_model(tiny_vit_config()).eval()
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
+
+
+def open_clip_tiny_twin(name: str) -> dict:
+    """open_clip's config of ``name`` with the sizes shrunk and everything else kept.
+
+    Activation, patch size, ResNet stage depths, context length and vocabulary stay as in
+    the full-size model; widths, depths and the image (3x3 patches, or 2x2 ResNet cells)
+    shrink, so a parity test on the twin runs every code path of the variant in milliseconds.
+    """
+    import open_clip  # only the parity tests need it
+
+    cfg = copy.deepcopy(open_clip.get_model_config(name))
+    vision = cfg["vision_cfg"]
+    if isinstance(vision["layers"], list):  # ModifiedResNet: same stage depths, thin stages
+        vision.update(image_size=64, width=8, head_width=16)
+    else:
+        vision.update(image_size=3 * vision["patch_size"], layers=2, width=64, head_width=32)
+    cfg["text_cfg"].update(width=64, heads=2, layers=2)
+    cfg["embed_dim"] = 32
+    return cfg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -34,6 +35,7 @@ class _Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
+@functools.cache  # built once per architecture; no test modifies it
 def _small(architecture: str = "ViT-S-32") -> clipforge.CLIP:
     torch.manual_seed(0)
     return perturb_(clipforge.create_model(architecture)).eval()
@@ -154,6 +156,7 @@ def _run_offline(script: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # the registered ViT-B-32: full-size weights written, then read in a subprocess
 def test_pretrained_download_uses_hub_cache_offline(tmp_path):
     """HF_HUB_OFFLINE=1: the download code resolves a hub-layout cache without network."""
     entry = get_pretrained("ViT-B-32", "openai")

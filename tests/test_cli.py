@@ -1,4 +1,8 @@
-"""The command line, end to end, with a random-weight model (no downloads)."""
+"""The command line, end to end, with random-weight models (no downloads).
+
+Most commands load a tiny checkpoint directory (``--model DIR``); ``embed --texts`` builds
+a named architecture with random weights, the other way ``--model`` is read.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,13 @@ import tarfile
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 from typer.testing import CliRunner
 
+import clipforge
 from clipforge.cli import app
 
-from .conftest import shared_path
+from .conftest import perturb_, shared_path, tiny_vit_config
 
 runner = CliRunner()
 CIFAR_CLASSES = [
@@ -45,6 +51,18 @@ def cifar_images(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> str:
+    """A tiny random ViT CLIP saved as a clipforge directory, for ``--model``."""
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny")
+    clipforge.save(perturb_(clipforge.create_model(tiny_vit_config())), out)
+    return str(out)
+
+
+DIM = tiny_vit_config().embed_dim
+
+
 def test_models_lists_architectures_as_json():
     result = runner.invoke(app, ["models", "--json"])
     assert result.exit_code == 0, result.output
@@ -52,7 +70,7 @@ def test_models_lists_architectures_as_json():
     assert {"ViT-B-32", "RN50"} <= names
 
 
-def test_classify_cifar10_zero_shot_end_to_end(cifar_images):
+def test_classify_cifar10_zero_shot_end_to_end(cifar_images, tiny):
     result = runner.invoke(
         app,
         [
@@ -63,7 +81,7 @@ def test_classify_cifar10_zero_shot_end_to_end(cifar_images):
             "--templates",
             "cifar10",
             "--model",
-            "ViT-S-32",
+            tiny,
             "--top-k",
             "3",
             "--json",
@@ -80,7 +98,7 @@ def test_classify_cifar10_zero_shot_end_to_end(cifar_images):
         assert {t["label"] for t in row["top_k"]} <= set(CIFAR_CLASSES)
 
 
-def test_embed_reports_bad_files_and_keeps_good_ones(cifar_images, tmp_path):
+def test_embed_reports_bad_files_and_keeps_good_ones(cifar_images, tiny, tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
     good = sorted(cifar_images.iterdir())[:3]
@@ -90,13 +108,13 @@ def test_embed_reports_bad_files_and_keeps_good_ones(cifar_images, tmp_path):
     (folder / "empty.png").write_bytes(b"")
     out = tmp_path / "emb.npy"
     result = runner.invoke(
-        app, ["embed", str(folder), "-o", str(out), "--model", "ViT-S-32", "--workers", "0"]
+        app, ["embed", str(folder), "-o", str(out), "--model", tiny, "--workers", "0"]
     )
     assert result.exit_code == 1
     assert "broken.jpg" in result.output and "empty.png" in result.output
     vectors = np.load(out)
     ids = out.with_suffix(".ids.txt").read_text().split()
-    assert vectors.shape == (3, 384) and len(ids) == 3
+    assert vectors.shape == (3, DIM) and len(ids) == 3
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
 
 
@@ -111,7 +129,7 @@ def test_embed_texts_to_parquet(tmp_path):
     assert len(table.column("embedding")[0]) == 384
 
 
-def test_similarity_plot_and_score(cifar_images, tmp_path):
+def test_similarity_plot_and_score(cifar_images, tiny, tmp_path):
     images = sorted(cifar_images.iterdir())[:2]
     plot = tmp_path / "sim.png"
     args = [
@@ -124,7 +142,7 @@ def test_similarity_plot_and_score(cifar_images, tmp_path):
         "--texts",
         "a ship",
         "-m",
-        "ViT-S-32",
+        tiny,
         "--json",
     ]
     result = runner.invoke(app, ["similarity", *args, "--plot", str(plot)])

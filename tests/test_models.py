@@ -7,24 +7,27 @@ import torch
 
 import clipforge
 
-from .conftest import perturb_
+from .conftest import perturb_, tiny_vit_config
+
+TINY = tiny_vit_config()  # a ViT CLIP with the 77-token text tower, at 1/1000 of ViT-S-32
+SIZE, DIM = TINY.vision.image_size, TINY.embed_dim
 
 
 @pytest.fixture(scope="module")
 def model() -> clipforge.CLIP:
     torch.manual_seed(0)
-    return perturb_(clipforge.create_model("ViT-S-32")).eval()
+    return perturb_(clipforge.create_model(TINY)).eval()
 
 
 def test_encoders_shapes_and_normalisation(model):
-    pixels = torch.randn(3, 3, 224, 224)
+    pixels = torch.randn(3, 3, SIZE, SIZE)
     tokens = model.tokenize(["a photo of a cat", "a dog", ""])
     assert tokens.shape == (3, 77) and tokens.dtype == torch.int64
     with torch.no_grad():
         image = model.encode_image(pixels, normalize=True)
         text = model.encode_text(tokens, normalize=True)
         raw = model.encode_text(tokens)
-    assert image.shape == (3, 384) and text.shape == (3, 384)
+    assert image.shape == (3, DIM) and text.shape == (3, DIM)
     assert torch.allclose(image.norm(dim=-1), torch.ones(3), atol=1e-6)
     assert torch.allclose(text, raw / raw.norm(dim=-1, keepdim=True), atol=1e-6)
 
@@ -36,7 +39,7 @@ def test_trimming_text_padding_is_exact(model):
     differs), which proves exactness; fp32 agrees within the parity tolerance.
     """
     tokens = model.tokenize(["a", "a photo of a big red dog on the grass", "x " * 100])
-    text64 = clipforge.create_model("ViT-S-32", towers="text").double().eval()
+    text64 = clipforge.create_model(TINY, towers="text").double().eval()
     text64.load_state_dict(
         {k: v for k, v in model.state_dict().items() if not k.startswith("visual.")}
     )
@@ -49,16 +52,16 @@ def test_trimming_text_padding_is_exact(model):
 
 
 def test_logit_scale_init_and_forward(model):
-    fresh = clipforge.create_model("ViT-S-32")
+    fresh = clipforge.create_model(TINY)
     assert abs(fresh.logit_scale.exp().item() - 1 / 0.07) < 1e-4
-    image, text, scale = model(torch.randn(2, 3, 224, 224), model.tokenize(["a", "b"]))
-    assert image.shape == text.shape == (2, 384) and scale.ndim == 0
+    image, text, scale = model(torch.randn(2, 3, SIZE, SIZE), model.tokenize(["a", "b"]))
+    assert image.shape == text.shape == (2, DIM) and scale.ndim == 0
 
 
 def test_quick_gelu_changes_the_function():
     torch.manual_seed(0)
-    gelu = perturb_(clipforge.create_model("ViT-S-32")).eval()
-    quick = clipforge.create_model("ViT-S-32", activation="quick_gelu").eval()
+    gelu = perturb_(clipforge.create_model(TINY)).eval()
+    quick = clipforge.create_model(TINY, activation="quick_gelu").eval()
     quick.load_state_dict(gelu.state_dict())
     tokens = gelu.tokenize(["hello"])
     with torch.no_grad():

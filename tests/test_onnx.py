@@ -15,7 +15,7 @@ from clipforge.cli import app
 from clipforge.configs import ClipConfig, ResNetConfig, TextConfig
 from clipforge.onnx import OnnxClip, export_onnx
 
-from .conftest import REPO, perturb_, shared_path
+from .conftest import REPO, perturb_, shared_path, tiny_vit_config
 
 TOL = 1e-4
 TINY_RESNET = ClipConfig(
@@ -25,10 +25,10 @@ TINY_RESNET = ClipConfig(
 )
 
 
-@pytest.fixture(scope="module", params=["ViT-S-32", "tiny-resnet"])
+@pytest.fixture(scope="module", params=["tiny-vit", "tiny-resnet"])
 def exported(request, tmp_path_factory):
     torch.manual_seed(0)
-    arch = TINY_RESNET if request.param == "tiny-resnet" else request.param
+    arch = TINY_RESNET if request.param == "tiny-resnet" else tiny_vit_config()
     model = perturb_(clipforge.create_model(arch)).eval()
     out = tmp_path_factory.mktemp(request.param)
     export_onnx(model, out)
@@ -78,7 +78,20 @@ def test_runtime_imports_without_torch(exported):
 
 
 def test_cli_export_onnx(tmp_path):
-    result = CliRunner().invoke(app, ["export", "onnx", "-m", "ViT-S-32", "-o", str(tmp_path)])
+    """``export onnx -m <checkpoint dir>``, on a tiny model: the encoders carry every weight."""
+    torch.manual_seed(0)
+    model = perturb_(clipforge.create_model(tiny_vit_config())).eval()
+    clipforge.save(model, tmp_path / "ckpt")
+    out = tmp_path / "onnx"
+    result = CliRunner().invoke(
+        app, ["export", "onnx", "-m", str(tmp_path / "ckpt"), "-o", str(out)]
+    )
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "image_encoder.onnx").stat().st_size > 1_000_000
-    assert OnnxClip(tmp_path).embed_texts(["hi"]).shape == (1, 384)
+    weight_bytes = 4 * model.num_parameters()["image"]
+    assert (out / "image_encoder.onnx").stat().st_size > weight_bytes
+    runtime = OnnxClip(out)
+    with torch.no_grad():
+        want = model.encode_text(model.tokenize(["hi"])).numpy()
+    got = runtime.embed_texts(["hi"], normalize=False)
+    assert got.shape == (1, model.config.embed_dim)
+    assert np.abs(got - want).max() <= TOL

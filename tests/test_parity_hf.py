@@ -10,10 +10,19 @@ import torch
 from transformers import CLIPConfig, CLIPModel
 
 import clipforge
+from clipforge.checkpoints.formats import open_clip as open_clip_format
 
-from .conftest import max_diff, perturb_, sample_images, sample_tokens
+from .conftest import (
+    max_diff,
+    open_clip_tiny_twin,
+    perturb_,
+    sample_images,
+    sample_tokens,
+    tiny_vit_config,
+)
 
 TOL = 1e-5
+pytestmark = pytest.mark.parity
 SMALL = {
     "text_config": {
         "hidden_size": 64,
@@ -41,6 +50,20 @@ SMALL_GELU_FIRST_EOS = {  # GELU, and an EOS id that is not the largest: first-o
     "vision_config": {**SMALL["vision_config"], "hidden_act": "gelu"},
     "projection_dim": 24,
 }
+TINY_DEFAULT = {  # transformers' default CLIPConfig (ViT-B/32) with the sizes shrunk
+    "text_config": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
+                    "num_attention_heads": 2},
+    "vision_config": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
+                      "num_attention_heads": 2, "image_size": 96},
+    "projection_dim": 32,
+}  # fmt: skip
+CONFIGS = {
+    "small": SMALL,
+    "small-gelu-first-eos": SMALL_GELU_FIRST_EOS,
+    "tiny-default": TINY_DEFAULT,
+    "default": {},  # full size: the slow tier's one HF check
+}
+SMALL_CONFIGS = ["small", "small-gelu-first-eos", "tiny-default"]
 
 
 def _features(model: CLIPModel, images, tokens) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,16 +82,21 @@ def _inputs(cfg: CLIPConfig) -> tuple[torch.Tensor, torch.Tensor]:
     return sample_images(cfg.vision_config.image_size), tokens
 
 
-@pytest.fixture(scope="module", params=["default", "small", "small-gelu-first-eos"])
+@pytest.fixture(scope="module")
 def hf_checkpoint(request, tmp_path_factory):
-    kwargs = {"default": {}, "small": SMALL, "small-gelu-first-eos": SMALL_GELU_FIRST_EOS}
+    """A perturbed CLIPModel of CONFIGS[param], saved with save_pretrained (built once)."""
     torch.manual_seed(0)
-    model = perturb_(CLIPModel(CLIPConfig(**kwargs[request.param]))).eval()
+    model = perturb_(CLIPModel(CLIPConfig(**CONFIGS[request.param]))).eval()
     path = tmp_path_factory.mktemp(request.param)
     model.save_pretrained(path)
     return model, path
 
 
+@pytest.mark.parametrize(
+    "hf_checkpoint",
+    [*SMALL_CONFIGS, pytest.param("default", marks=pytest.mark.slow)],
+    indirect=True,
+)
 def test_hf_directory_parity(hf_checkpoint):
     ref, path = hf_checkpoint
     images, tokens = _inputs(ref.config)
@@ -80,6 +108,7 @@ def test_hf_directory_parity(hf_checkpoint):
     assert model.preprocess_config.pipeline == "hf"
 
 
+@pytest.mark.parametrize("hf_checkpoint", SMALL_CONFIGS, indirect=True)
 def test_pytorch_model_bin_is_read_too(hf_checkpoint, tmp_path):
     ref, _ = hf_checkpoint
     ref.config.save_pretrained(tmp_path)
@@ -90,6 +119,7 @@ def test_pytorch_model_bin_is_read_too(hf_checkpoint, tmp_path):
         assert max_diff(clipforge.load(tmp_path).encode_image(images), want_image) <= TOL
 
 
+@pytest.mark.parametrize("hf_checkpoint", SMALL_CONFIGS, indirect=True)
 def test_save_hf_round_trip_loads_in_transformers(hf_checkpoint, tmp_path):
     ref, path = hf_checkpoint
     ours = clipforge.load(path)
@@ -109,11 +139,13 @@ def test_save_hf_round_trip_loads_in_transformers(hf_checkpoint, tmp_path):
 
 @pytest.mark.parametrize("architecture", ["ViT-B-32-quickgelu", "RN50"])
 def test_save_open_clip_round_trip_loads_in_open_clip(architecture, tmp_path):
+    """On the tiny twin of the architecture (same config, sizes shrunk)."""
+    cfg = open_clip_format.config_to_native(open_clip_tiny_twin(architecture))
     torch.manual_seed(0)
-    ours = perturb_(clipforge.create_model(architecture)).eval()
+    ours = perturb_(clipforge.create_model(cfg)).eval()
     clipforge.save(ours, tmp_path, format="open_clip")
     ref = open_clip.create_model(f"local-dir:{tmp_path}").eval()
-    images, tokens = sample_images(224), sample_tokens()
+    images, tokens = sample_images(cfg.vision.image_size), sample_tokens()
     with torch.no_grad():
         assert max_diff(ref.encode_image(images), ours.encode_image(images)) <= TOL
         assert max_diff(ref.encode_text(tokens), ours.encode_text(tokens)) <= TOL
@@ -121,7 +153,7 @@ def test_save_open_clip_round_trip_loads_in_open_clip(architecture, tmp_path):
 
 def test_save_clipforge_round_trip(tmp_path):
     torch.manual_seed(0)
-    ours = perturb_(clipforge.create_model("ViT-S-32", activation="quick_gelu")).eval()
+    ours = perturb_(clipforge.create_model(tiny_vit_config(), activation="quick_gelu")).eval()
     clipforge.save(ours, tmp_path, format="clipforge")
     back = clipforge.load(tmp_path)
     assert back.config == ours.config
