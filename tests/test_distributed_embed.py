@@ -83,6 +83,7 @@ def assert_matches(found: dict[str, np.ndarray], expected: dict[str, np.ndarray]
     assert worst <= 1e-6, worst
 
 
+@pytest.mark.slow  # a local Ray instance: engine end to end
 def test_folder_to_parquet_equals_embed_images(local_ray, model_dir, folder, tmp_path):
     out = tmp_path / "out"
     report = embed(folder, out, model=model_dir, shard_size=4, batch_size=3)
@@ -102,6 +103,7 @@ class Interrupted(Exception):
     pass
 
 
+@pytest.mark.slow  # a local Ray instance: engine end to end
 def test_rerun_after_interruption_skips_finished_shards(local_ray, model_dir, folder, tmp_path):
     out = tmp_path / "out"
 
@@ -145,6 +147,7 @@ def killing_factory(model_dir: Path, marker: Path):
     return factory
 
 
+@pytest.mark.slow  # a local Ray instance: engine end to end
 def test_killed_worker_still_yields_every_good_image_once(local_ray, model_dir, folder, tmp_path):
     marker = tmp_path / "killed"
     out = tmp_path / "out"
@@ -155,6 +158,7 @@ def test_killed_worker_still_yields_every_good_image_once(local_ray, model_dir, 
     assert_matches(read_output(out), reference(model_dir, folder))
 
 
+@pytest.mark.slow  # a local Ray instance: engine end to end
 def test_cli_embed_engine_ray(local_ray, model_dir, folder, tmp_path):
     from typer.testing import CliRunner
 

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import clipforge
 from tests.conftest import REPO, tiny_model
 from tests.index_helpers import write_images
@@ -48,6 +50,7 @@ def _run_and_kill(db: Path, photos: Path, after_rows: int) -> int:
             proc.kill()
 
 
+@pytest.mark.slow  # subprocesses killed mid-index: end to end
 def test_kill_9_mid_index_then_rerun_indexes_every_good_image_once(tmp_path):
     photos = tmp_path / "photos"
     good = write_images(photos, 300)

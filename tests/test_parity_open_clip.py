@@ -185,4 +185,4 @@ def test_builtin_architecture_equals_open_clip_config(name):
     """Loading by name uses the built-in config: it must be open_clip's, for every name."""
     reference = open_clip.get_model_config(name)
     assert reference is not None, f"open_clip has no {name}"
-    assert clipforge.get_config(name) == open_clip_format.config_to_native(reference)
+    assert clipforge.get_config(name) == open_clip_format.model_config_to_native(reference)

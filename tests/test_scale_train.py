@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import clipforge
@@ -112,6 +113,7 @@ def single_process(tmp_path: Path, **overrides: object):
     return result, final_weights(tmp_path / "single", RUN["steps"])
 
 
+@pytest.mark.slow  # torchrun process groups: end to end
 def test_two_node_torchrun_matches_single_process(tmp_path):
     """Two launchers, one process each, meeting through a c10d rendezvous on loopback."""
     config, out = run_config(tmp_path, "two_nodes")
@@ -148,6 +150,7 @@ def two_procs(*args: str) -> list[str]:
     return torchrun(*rdzv, str(WORKER), *args)
 
 
+@pytest.mark.slow  # torchrun process groups: end to end
 def test_fsdp_gradients_match_ddp_and_one_process(tmp_path):
     """One step (GradCache micro-batches of 2) under FSDP and DDP, against one process."""
     from . import dist_train_worker as worker
@@ -168,6 +171,7 @@ def test_fsdp_gradients_match_ddp_and_one_process(tmp_path):
     assert min(g.abs().max().item() for g in reference.values()) > 0  # real gradients
 
 
+@pytest.mark.slow  # torchrun process groups: end to end
 def test_fsdp_trains_like_ddp_and_resumes_from_sharded_checkpoints(tmp_path):
     """DDP for 4 steps; FSDP for 2, then resumed from its sharded step_2 for 2 more."""
     ddp_config, ddp_out = run_config(tmp_path, "ddp", **FSDP_RUN)

@@ -53,9 +53,11 @@ def image_size(path: str) -> tuple[int, int]:
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """A digest of the architecture, the preprocessing and (a sample of) every weight.
+    """A digest of the architecture, the preprocessing and the exact bytes of every weight.
 
-    Two models give the same fingerprint only if their embeddings can be compared.
+    Two models give the same fingerprint only if their embeddings can be compared. Bytes,
+    not sums: a float reduction depends on the thread count, and the same model must get
+    the same id in every process.
     """
     digest = hashlib.sha256()
     config = {
@@ -64,9 +66,8 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     }
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
-        flat = tensor.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // 4096)].float().cpu().contiguous()
+        raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
         digest.update(name.encode())
-        digest.update(sample.numpy().tobytes())
-        digest.update(repr(float(flat.float().sum())).encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(memoryview(raw.numpy()))
     return digest.hexdigest()[:32]

@@ -152,6 +152,13 @@ FAMILIES = Families()
 register_family = FAMILIES.register
 
 
+def model_config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
+    """Any open_clip ``model_cfg`` → :class:`ClipConfig`: its family's translation (EVA,
+    SigLIP), or the plain CLIP one."""
+    family = FAMILIES.for_config(model_cfg)
+    return (family.config_to_native if family else config_to_native)(model_cfg)
+
+
 def read_dir(directory: Path, trust_pickle: bool) -> LoadedCheckpoint:
     """An open_clip hub directory (``open_clip_config.json`` + weights)."""
     from . import to_native_state  # the registry imports this module
@@ -162,7 +169,7 @@ def read_dir(directory: Path, trust_pickle: bool) -> LoadedCheckpoint:
         raise CheckpointError(f"{config_file}: missing 'model_cfg'")
     family = FAMILIES.for_config(meta["model_cfg"])
     with config_errors(config_file):
-        cfg = (family.config_to_native if family else config_to_native)(meta["model_cfg"])
+        cfg = model_config_to_native(meta["model_cfg"])
         preprocess = preprocess_to_native(meta.get("preprocess_cfg", {}), cfg.vision.image_size)
     weights = find_weights(directory, WEIGHTS_FILES)
     raw = read_state_dict(weights, trust_pickle)
