@@ -121,3 +121,18 @@ def open_clip_tiny_twin(name: str) -> dict:
     cfg["text_cfg"].update(width=64, heads=2, layers=2)
     cfg["embed_dim"] = 32
     return cfg
+
+
+#: one architecture per family runs in the fast tier; the others in the slow tier
+FAST_ARCHITECTURES = frozenset(
+    {"ViT-B-32", "RN50", "ViT-B-16-SigLIP", "ViT-B-16-SigLIP2", "ViT-SO400M-14-SigLIP-384",
+     "EVA02-B-16", "EVA02-E-14"}
+)  # fmt: skip
+
+
+def tiered(names) -> list:
+    """``names`` as parameters: family representatives fast, every other one ``slow``."""
+    return [
+        n if n in FAST_ARCHITECTURES else pytest.param(n, marks=pytest.mark.slow, id=n)
+        for n in names
+    ]

@@ -76,6 +76,7 @@ def read(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+@pytest.mark.slow  # the CIFAR-10 test tar end to end
 def test_cifar10_tar_zero_shot_json_and_report(run_dir, cache, tmp_path):
     ckpt = run_dir / "step_4"
     cli("zeroshot_classification", "-m", str(ckpt), "--data", shared(CIFAR),
@@ -149,6 +150,7 @@ def test_linear_probe_fewshot_and_logreg(run_dir, tmp_path):
     assert len(list(features.glob("*.npz"))) == 2  # train and test features, computed once
 
 
+@pytest.mark.slow  # the CIFAR-10 test tar end to end
 def test_compare_and_build_tables(run_dir, cache, tmp_path):
     second = tmp_path / "copy"
     shutil.copytree(run_dir / "step_4", second)

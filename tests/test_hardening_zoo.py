@@ -13,7 +13,7 @@ import clipforge
 from clipforge.configs import ClipConfig, ResNetConfig, TextConfig, ViTConfig
 from clipforge.configs.param_counts import count_parameters
 
-from .conftest import REPO
+from .conftest import REPO, tiered
 
 ODD = [
     ClipConfig(
@@ -30,7 +30,9 @@ ODD = [
 
 
 @pytest.mark.parametrize(
-    "cfg", [*clipforge.list_architectures(), *ODD], ids=lambda c: c if isinstance(c, str) else ""
+    "cfg",
+    [*tiered(clipforge.list_architectures()), *ODD],
+    ids=lambda c: c if isinstance(c, str) else "",
 )
 def test_counts_from_config_equal_the_built_model(cfg):
     config = clipforge.get_config(cfg) if isinstance(cfg, str) else cfg

@@ -73,6 +73,7 @@ def test_search_with_another_model_is_refused(built, tmp_path):
     assert "built with model id" in result.output
 
 
+@pytest.mark.slow  # a real server process on loopback: end to end
 def test_serve_command_answers_on_loopback(built):
     root, _, _ = built
     with socket.socket() as sock:

@@ -98,6 +98,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow  # a torchrun process group: end to end
 def test_distributed_two_ranks_match_single_process(tmp_path) -> None:
     out = tmp_path / "results.pt"
     cmd = [

@@ -145,6 +145,7 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # a killed subprocess and a resumed run: end to end
 def test_resume_after_sigkill_continues_the_same_trajectory(tmp_path):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({**BASE, "patch_dropout": 0.25, "micro_batch_size": 8}))
