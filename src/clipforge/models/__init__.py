@@ -4,7 +4,14 @@ from .clip import CLIP
 from .eva import EvaVisionTransformer
 from .resnet import ModifiedResNet
 from .text import TextTransformer
-from .tower import Tower, TowerSettings, build_tower, register_tower, towers_in
+from .tower import (
+    Tower,
+    TowerSettings,
+    TransformerTower,
+    build_tower,
+    register_tower,
+    towers_in,
+)
 from .vit import VisionTransformer
 
 __all__ = [
@@ -14,6 +21,7 @@ __all__ = [
     "TextTransformer",
     "Tower",
     "TowerSettings",
+    "TransformerTower",
     "VisionTransformer",
     "build_tower",
     "register_tower",

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..configs.eva import EvaVisionConfig
-from .tower import Tower, TowerSettings, register_tower
+from .tower import TowerSettings, TransformerTower, register_tower
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # (sin, cos), each (1 or N, 1, patches, head_width)
 
@@ -170,7 +170,7 @@ class EvaTransformer(nn.Module):
 
 
 @register_tower(EvaVisionConfig)
-class EvaVisionTransformer(Tower):
+class EvaVisionTransformer(TransformerTower):
     """Biased patch conv, class token, learned positions (+ rotary on patches), EVA blocks,
     ``ln_post`` on the class token, biased linear ``proj`` to ``embed_dim``."""
 
@@ -202,16 +202,6 @@ class EvaVisionTransformer(Tower):
         for i, block in enumerate(self.blocks):  # depth-scaled residual outputs
             block.attn.out_proj.weight.data.div_((2.0 * (i + 1)) ** 0.5)
             block.mlp.c_proj.weight.data.div_((2.0 * (i + 1)) ** 0.5)
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.transformer.resblocks
-
-    def adapter_blocks(self) -> list[tuple[str, nn.Module]]:
-        return [(f"transformer.resblocks.{i}", b) for i, b in enumerate(self.blocks)]
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.transformer.grad_checkpointing = enable
 
     def no_weight_decay(self) -> set[str]:
         """The default rule plus the position and class embeddings (as EVA trains them)."""

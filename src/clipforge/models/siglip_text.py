@@ -7,11 +7,11 @@ from torch import nn
 
 from ..configs import SigLipTextConfig
 from .layers import Transformer
-from .tower import Tower, TowerSettings, register_tower
+from .tower import TowerSettings, TransformerTower, register_tower
 
 
 @register_tower(SigLipTextConfig)
-class SigLipTextTransformer(Tower):
+class SigLipTextTransformer(TransformerTower):
     """Token + positional embeddings, unmasked transformer, ``ln_final``, last-token pooling,
     biased linear ``text_projection``.
 
@@ -51,16 +51,6 @@ class SigLipTextTransformer(Tower):
         if self.text_projection is not None:
             nn.init.normal_(self.text_projection.weight, std=self.transformer.width**-0.5)
             nn.init.zeros_(self.text_projection.bias)
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.transformer.resblocks
-
-    def adapter_blocks(self) -> list[tuple[str, nn.Module]]:
-        return [(f"transformer.resblocks.{i}", b) for i, b in enumerate(self.blocks)]
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.transformer.grad_checkpointing = enable
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.ndim != 2:

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..configs import SigLipVisionConfig
 from .layers import Mlp, Transformer, init_scaled_normal_
-from .tower import Tower, TowerSettings, register_tower
+from .tower import TowerSettings, TransformerTower, register_tower
 
 
 class AttentionPool(nn.Module):
@@ -42,7 +42,7 @@ class AttentionPool(nn.Module):
 
 
 @register_tower(SigLipVisionConfig)
-class SigLipVisionTransformer(Tower):
+class SigLipVisionTransformer(TransformerTower):
     """Biased patch conv + learned positions, pre-LN transformer, ``ln_post``, MAP head.
 
     Parameters: ``patch_embed``, ``positional_embedding`` (grid², width),
@@ -74,16 +74,6 @@ class SigLipVisionTransformer(Tower):
         self.proj = nn.Linear(cfg.width, settings.embed_dim, bias=False) if cfg.proj else None
         nn.init.normal_(self.positional_embedding, std=0.02)
         self.transformer.init_weights()
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.transformer.resblocks
-
-    def adapter_blocks(self) -> list[tuple[str, nn.Module]]:
-        return [(f"transformer.resblocks.{i}", b) for i, b in enumerate(self.blocks)]
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.transformer.grad_checkpointing = enable
 
     def set_patch_dropout(self, rate: float) -> None:
         if not 0.0 <= rate < 1.0:

@@ -7,11 +7,11 @@ from torch import nn
 
 from ..configs import TextConfig
 from .layers import Transformer, init_scaled_normal_
-from .tower import Tower, TowerSettings, register_tower
+from .tower import TowerSettings, TransformerTower, register_tower
 
 
 @register_tower(TextConfig)
-class TextTransformer(Tower):
+class TextTransformer(TransformerTower):
     """Token + positional embeddings, causal transformer, ``ln_final``, EOT pooling, projection.
 
     The pooled feature is taken at the end-of-text token, found as the argmax of the token
@@ -45,16 +45,6 @@ class TextTransformer(Tower):
         nn.init.normal_(self.positional_embedding, std=0.01)
         self.transformer.init_weights()
         init_scaled_normal_(self.text_projection, self.text_projection.shape[0])
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.transformer.resblocks
-
-    def adapter_blocks(self) -> list[tuple[str, nn.Module]]:
-        return [(f"transformer.resblocks.{i}", b) for i, b in enumerate(self.blocks)]
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.transformer.grad_checkpointing = enable
 
     def eot_positions(self, tokens: torch.Tensor) -> torch.Tensor:
         """Index of the pooled (end-of-text) token in each row."""

@@ -98,6 +98,24 @@ class Tower(nn.Module, ABC):
         raise ValueError(f"{type(self).__name__} does not support patch dropout")
 
 
+class TransformerTower(Tower):
+    """A tower around a stack of residual attention blocks at ``self.transformer``
+    (:class:`~clipforge.models.layers.Transformer` or one with the same ``resblocks`` and
+    ``grad_checkpointing``): its blocks, LoRA sites and checkpointing switch."""
+
+    transformer: nn.Module
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.transformer.resblocks
+
+    def adapter_blocks(self) -> list[tuple[str, nn.Module]]:
+        return [(f"transformer.resblocks.{i}", b) for i, b in enumerate(self.blocks)]
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.transformer.grad_checkpointing = enable
+
+
 T = TypeVar("T", bound=type[Tower])
 _TOWERS: dict[type, type[Tower]] = {}
 

@@ -7,11 +7,11 @@ from torch import nn
 
 from ..configs import ViTConfig
 from .layers import Transformer, init_scaled_normal_
-from .tower import Tower, TowerSettings, register_tower
+from .tower import TowerSettings, TransformerTower, register_tower
 
 
 @register_tower(ViTConfig)
-class VisionTransformer(Tower):
+class VisionTransformer(TransformerTower):
     """Patchify, prepend a class token, pre-LN transformer, project the class token."""
 
     head_names = ("ln_post", "proj")
@@ -39,16 +39,6 @@ class VisionTransformer(Tower):
         for param in (self.class_embedding, self.positional_embedding, self.proj):
             init_scaled_normal_(param, width)
         self.transformer.init_weights()
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.transformer.resblocks
-
-    def adapter_blocks(self) -> list[tuple[str, nn.Module]]:
-        return [(f"transformer.resblocks.{i}", b) for i, b in enumerate(self.blocks)]
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.transformer.grad_checkpointing = enable
 
     def set_patch_dropout(self, rate: float) -> None:
         if not 0.0 <= rate < 1.0:

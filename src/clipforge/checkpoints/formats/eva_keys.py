@@ -22,6 +22,7 @@ from ...configs import ClipConfig, ConfigError, TextConfig
 from ...configs.eva import EvaVisionConfig
 from .base import CheckpointFormat, LayoutFamily
 from .open_clip import _UNSUPPORTED_TEXT, _reject_unsupported, register_family
+from .renames import Renames, compile_template
 
 __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
 
@@ -63,25 +64,12 @@ _MERGES: tuple[tuple[tuple[str, ...], str], ...] = (
 )  # fmt: skip
 
 
-def _pattern(template: str) -> re.Pattern[str]:
-    body = re.escape(template).replace(re.escape("{i}"), r"(\d+)")
-    return re.compile(f"^{body}{'' if template.endswith('.') else '$'}")
-
-
-def _rules(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[re.Pattern[str], str], ...]:
-    return tuple((_pattern(a), b.replace("{i}", r"\1")) for a, b in pairs)
-
-
-_TO_NATIVE = _rules(_RENAMES)
-_FROM_NATIVE = _rules(tuple((b, a) for a, b in _RENAMES if "q_proj" not in a and "v_proj" not in a))
-
-
-def _rename(name: str, rules: tuple[tuple[re.Pattern[str], str], ...]) -> str:
-    for pattern, replacement in rules:
-        new, count = pattern.subn(replacement, name, count=1)
-        if count:
-            return new
-    raise KeyError(f"no EVA mapping for image-tower key {name!r}")
+_TO_NATIVE = Renames(_RENAMES, "EVA", "image-tower key")
+_FROM_NATIVE = Renames(
+    tuple((b, a) for a, b in _RENAMES if "q_proj" not in a and "v_proj" not in a),
+    "EVA",
+    "image-tower key",
+)
 
 
 def matches(state: StateDict) -> bool:
@@ -95,7 +83,7 @@ def _merge_target(name: str) -> tuple[str, int, int] | None:
     """``(native name, part index, part count)`` when timm ``name`` is one part of a merge."""
     for parts, target in _MERGES:
         for index, part in enumerate(parts):
-            found = _pattern(part).match(name)
+            found = compile_template(part).match(name)
             if found:
                 return target.replace("{i}", found[1]), index, len(parts)
     return None
@@ -115,7 +103,7 @@ def to_native(state: StateDict) -> StateDict:
             target, index, count = merge
             pending.setdefault(target, [None] * count)[index] = value
             continue
-        name = _rename(name, _TO_NATIVE)
+        name = _TO_NATIVE(name)
         if name in _UNBATCHED:  # (1, 1, C) -> (C), (1, L, C) -> (L, C)
             value = value.reshape(-1) if value.shape[1] == 1 else value[0]
         out[_NATIVE + name] = value
@@ -175,7 +163,7 @@ def from_native(state: StateDict, split_qkv: bool | None = None) -> StateDict:
             out.update({_TIMM + k: v for k, v in parts.items()})  # type: ignore[misc]
             continue
         name = key.removeprefix(_NATIVE)
-        out[_TIMM + _rename(name, _FROM_NATIVE)] = (
+        out[_TIMM + _FROM_NATIVE(name)] = (
             value.reshape(1, *([1] if value.ndim == 1 else []), *value.shape)
             if name in _UNBATCHED
             else value

@@ -17,6 +17,7 @@ import torch
 from ...configs import ClipConfig, ConfigError, SigLipTextConfig, SigLipVisionConfig
 from .base import CheckpointFormat, LayoutFamily
 from .hf import register_family
+from .renames import Renames
 from .siglip_keys import read_tokenizer
 
 __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
@@ -46,25 +47,8 @@ _HEAD_IN = re.compile(r"^head\.attention\.in_proj_(weight|bias)$")
 _POOL_IN = re.compile(r"^attn_pool\.(q|kv)_proj\.(weight|bias)$")
 
 
-def _rules(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[re.Pattern[str], str], ...]:
-    rules = []
-    for source, target in pairs:
-        pattern = re.escape(source).replace(re.escape("{i}"), r"(\d+)")
-        end = "" if source.endswith(".") else "$"
-        rules.append((re.compile(f"^{pattern}{end}"), target.replace("{i}", r"\1")))
-    return tuple(rules)
-
-
-_TO_NATIVE = _rules(_NAMES)
-_FROM_NATIVE = _rules(tuple((native, hf) for hf, native in _NAMES))
-
-
-def _rename(name: str, rules: tuple[tuple[re.Pattern[str], str], ...]) -> str:
-    for pattern, replacement in rules:
-        new, count = pattern.subn(replacement, name, count=1)
-        if count:
-            return new
-    raise KeyError(f"no SigLIP (transformers) mapping for key {name!r}")
+_TO_NATIVE = Renames(_NAMES, "SigLIP (transformers)")
+_FROM_NATIVE = Renames(tuple((native, hf) for hf, native in _NAMES), "SigLIP (transformers)")
 
 
 def matches(state: dict[str, torch.Tensor]) -> bool:
@@ -85,7 +69,7 @@ def _tower_to_native(name: str, value: torch.Tensor, out: dict, qkv: dict) -> No
     elif name == "head.probe":
         out["attn_pool.latent"] = value.reshape(value.shape[-2:])
     else:
-        out[_rename(name, _TO_NATIVE)] = value
+        out[_TO_NATIVE(name)] = value
 
 
 def to_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -117,7 +101,7 @@ def _tower_from_native(name: str, value: torch.Tensor, out: dict, pool: dict) ->
     elif name == "attn_pool.latent":
         out["head.probe"] = value.unsqueeze(0)
     else:
-        out[_rename(name, _FROM_NATIVE)] = value
+        out[_FROM_NATIVE(name)] = value
 
 
 def from_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ import torch
 from ...configs import ClipConfig, ConfigError, SigLipTextConfig, SigLipVisionConfig
 from .base import CheckpointFormat, LayoutFamily
 from .open_clip import register_family
+from .renames import Renames
 
 __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
 
@@ -46,26 +47,10 @@ _VISION_NAMES: tuple[tuple[str, str], ...] = (
 _UNBATCHED = ("positional_embedding", "attn_pool.latent")  # native names without timm's 1-dims
 
 
-def _rules(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[re.Pattern[str], str], ...]:
-    """Name templates → (compiled pattern, replacement) for :func:`re.Pattern.sub`."""
-    rules = []
-    for source, target in pairs:
-        pattern = re.escape(source).replace(re.escape("{i}"), r"(\d+)")
-        end = "" if source.endswith(".") else "$"
-        rules.append((re.compile(f"^{pattern}{end}"), target.replace("{i}", r"\1")))
-    return tuple(rules)
-
-
-_TO_NATIVE = _rules(_VISION_NAMES)
-_FROM_NATIVE = _rules(tuple((native, timm) for timm, native in _VISION_NAMES))
-
-
-def _rename(name: str, rules: tuple[tuple[re.Pattern[str], str], ...]) -> str:
-    for pattern, replacement in rules:
-        new, count = pattern.subn(replacement, name, count=1)
-        if count:
-            return new
-    raise KeyError(f"no SigLIP mapping for image-tower key {name!r}")
+_TO_NATIVE = Renames(_VISION_NAMES, "SigLIP", "image-tower key")
+_FROM_NATIVE = Renames(
+    tuple((native, timm) for timm, native in _VISION_NAMES), "SigLIP", "image-tower key"
+)
 
 
 def matches(state: dict[str, torch.Tensor]) -> bool:
@@ -78,7 +63,7 @@ def to_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key.startswith(_TIMM):
-            name = _rename(key.removeprefix(_TIMM), _TO_NATIVE)
+            name = _TO_NATIVE(key.removeprefix(_TIMM))
             if name in _UNBATCHED:
                 value = value.reshape(value.shape[-2:] if value.ndim == 3 else value.shape)
             out[f"visual.{name}"] = value
@@ -95,7 +80,7 @@ def from_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             name = key.removeprefix("visual.")
             if name in _UNBATCHED:
                 value = value.unsqueeze(0)
-            out[_TIMM + _rename(name, _FROM_NATIVE)] = value
+            out[_TIMM + _FROM_NATIVE(name)] = value
         else:
             out[key] = value
     return out
