@@ -25,8 +25,40 @@ def _require_positive(owner: str, **values: float) -> None:
             raise ConfigError(f"{owner}.{name} must be positive, got {value!r}")
 
 
+class TransformerGeometry:
+    """Shared by the configs of transformer towers (``width``, ``heads``, ``layers``,
+    ``mlp_ratio``; ``image_size``/``patch_size`` for image towers): derived sizes and the
+    checks every such tower needs. ``section`` names the tower in errors."""
+
+    section: ClassVar[str] = "vision"
+
+    def check_transformer(self, **extra: float) -> None:
+        """Every size positive and ``width`` divisible by ``heads`` (``ConfigError`` if not)."""
+        sizes = {k: getattr(self, k) for k in ("width", "heads", "layers", "mlp_ratio")}
+        for name in ("image_size", "patch_size", "context_length", "vocab_size"):
+            if name in self.__dataclass_fields__:  # type: ignore[attr-defined]
+                sizes[name] = getattr(self, name)
+        _require_positive(self.section, **sizes, **extra)
+        if self.width % self.heads:
+            raise ConfigError(
+                f"{self.section}.width {self.width} is not divisible by heads {self.heads}"
+            )
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size  # type: ignore[attr-defined]
+
+    @property
+    def head_width(self) -> int:
+        return self.width // self.heads  # type: ignore[attr-defined]
+
+    @property
+    def mlp_width(self) -> int:
+        return int(self.width * self.mlp_ratio)  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
-class ViTConfig:
+class ViTConfig(TransformerGeometry):
     """Vision transformer image tower (class token, pre-LN, ``ln_pre``/``ln_post``)."""
 
     type: ClassVar[str] = "vit"
@@ -38,29 +70,11 @@ class ViTConfig:
     mlp_ratio: float = 4.0
 
     def __post_init__(self) -> None:
-        _require_positive(
-            "vision",
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-            width=self.width,
-            layers=self.layers,
-            heads=self.heads,
-            mlp_ratio=self.mlp_ratio,
-        )
-        if self.width % self.heads:
-            raise ConfigError(f"vision.width {self.width} is not divisible by heads {self.heads}")
+        self.check_transformer()
         if self.image_size % self.patch_size:
             raise ConfigError(
                 f"vision.image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
             )
-
-    @property
-    def grid_size(self) -> int:
-        return self.image_size // self.patch_size
-
-    @property
-    def mlp_width(self) -> int:
-        return int(self.width * self.mlp_ratio)
 
 
 @dataclass(frozen=True)
@@ -105,7 +119,7 @@ register_vision_config(ResNetConfig)
 
 
 @dataclass(frozen=True)
-class TextConfig:
+class TextConfig(TransformerGeometry):
     """Causal text transformer with EOT pooling.
 
     ``eot_token_id=None`` pools at the argmax of the token ids (OpenAI; EOT is the largest
@@ -113,6 +127,7 @@ class TextConfig:
     """
 
     type: ClassVar[str] = "clip"
+    section: ClassVar[str] = "text"
     context_length: int = 77
     vocab_size: int = 49408
     width: int = 512
@@ -122,21 +137,7 @@ class TextConfig:
     eot_token_id: int | None = None
 
     def __post_init__(self) -> None:
-        _require_positive(
-            "text",
-            context_length=self.context_length,
-            vocab_size=self.vocab_size,
-            width=self.width,
-            heads=self.heads,
-            layers=self.layers,
-            mlp_ratio=self.mlp_ratio,
-        )
-        if self.width % self.heads:
-            raise ConfigError(f"text.width {self.width} is not divisible by heads {self.heads}")
-
-    @property
-    def mlp_width(self) -> int:
-        return int(self.width * self.mlp_ratio)
+        self.check_transformer()
 
 
 TEXT_CONFIGS: dict[str, type] = {}

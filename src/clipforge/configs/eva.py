@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .config import _require_positive, register_vision_config
+from .config import TransformerGeometry, register_vision_config
 from .engine import ConfigError, bounded
 from .param_counts import register_parameter_counter
 
@@ -22,7 +22,7 @@ __all__ = ["EvaVisionConfig"]
 
 @register_vision_config
 @dataclass(frozen=True)
-class EvaVisionConfig:
+class EvaVisionConfig(TransformerGeometry):
     """EVA / EVA-02 ViT image tower with a biased linear head to ``embed_dim``.
 
     ``rope_ref_grid`` is the patch grid the rotary embedding was trained for: positions of a
@@ -46,18 +46,7 @@ class EvaVisionConfig:
     norm_eps: float = bounded(1e-6, gt=0.0)
 
     def __post_init__(self) -> None:
-        _require_positive(
-            "vision",
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-            width=self.width,
-            layers=self.layers,
-            heads=self.heads,
-            mlp_ratio=self.mlp_ratio,
-            rope_ref_grid=self.rope_ref_grid,
-        )
-        if self.width % self.heads:
-            raise ConfigError(f"vision.width {self.width} is not divisible by heads {self.heads}")
+        self.check_transformer(rope_ref_grid=self.rope_ref_grid)
         if self.image_size % self.patch_size:
             raise ConfigError(
                 f"vision.image_size {self.image_size} is not a multiple of "
@@ -67,18 +56,6 @@ class EvaVisionConfig:
             raise ConfigError(
                 f"vision rope needs a head width divisible by 4, got {self.head_width}"
             )
-
-    @property
-    def grid_size(self) -> int:
-        return self.image_size // self.patch_size
-
-    @property
-    def head_width(self) -> int:
-        return self.width // self.heads
-
-    @property
-    def mlp_width(self) -> int:
-        return int(self.width * self.mlp_ratio)
 
 
 def _eva_parameters(cfg: EvaVisionConfig, embed_dim: int) -> int:

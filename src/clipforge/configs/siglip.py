@@ -11,21 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from .config import _require_positive, register_text_config, register_vision_config
+from .config import TransformerGeometry, register_text_config, register_vision_config
 from .engine import ConfigError
 from .param_counts import layer_norm, register_parameter_counter, transformer
 
 TowerActivation = Literal["gelu", "gelu_tanh", "quick_gelu"]
 
 
-def _check_heads(section: str, width: int, heads: int) -> None:
-    if width % heads:
-        raise ConfigError(f"{section}.width {width} is not divisible by heads {heads}")
-
-
 @register_vision_config
 @dataclass(frozen=True)
-class SigLipVisionConfig:
+class SigLipVisionConfig(TransformerGeometry):
     """SigLIP image tower: biased patch conv, no class token, pre-LN ViT, MAP head.
 
     ``image_size`` need not be a multiple of ``patch_size``: the patch convolution drops the
@@ -45,33 +40,16 @@ class SigLipVisionConfig:
     proj: bool = False
 
     def __post_init__(self) -> None:
-        _require_positive(
-            "vision",
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-            width=self.width,
-            layers=self.layers,
-            heads=self.heads,
-            mlp_ratio=self.mlp_ratio,
-        )
-        _check_heads("vision", self.width, self.heads)
+        self.check_transformer()
         if self.patch_size > self.image_size:
             raise ConfigError(
                 f"vision.patch_size {self.patch_size} exceeds image_size {self.image_size}"
             )
 
-    @property
-    def grid_size(self) -> int:
-        return self.image_size // self.patch_size
-
-    @property
-    def mlp_width(self) -> int:
-        return int(self.width * self.mlp_ratio)
-
 
 @register_text_config
 @dataclass(frozen=True)
-class SigLipTextConfig:
+class SigLipTextConfig(TransformerGeometry):
     """SigLIP text tower: bidirectional transformer, pooled at the last position.
 
     Sequences are always padded to ``context_length`` (the pooled position is the last one,
@@ -80,6 +58,7 @@ class SigLipTextConfig:
     """
 
     type: ClassVar[str] = "siglip_text"
+    section: ClassVar[str] = "text"
     context_length: int = 64
     vocab_size: int = 32000
     width: int = 768
@@ -90,20 +69,7 @@ class SigLipTextConfig:
     proj: Literal["linear", "none"] = "linear"
 
     def __post_init__(self) -> None:
-        _require_positive(
-            "text",
-            context_length=self.context_length,
-            vocab_size=self.vocab_size,
-            width=self.width,
-            heads=self.heads,
-            layers=self.layers,
-            mlp_ratio=self.mlp_ratio,
-        )
-        _check_heads("text", self.width, self.heads)
-
-    @property
-    def mlp_width(self) -> int:
-        return int(self.width * self.mlp_ratio)
+        self.check_transformer()
 
 
 def _count_vision(cfg: SigLipVisionConfig, embed_dim: int) -> int:
