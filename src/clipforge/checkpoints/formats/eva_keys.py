@@ -21,7 +21,12 @@ import torch
 from ...configs import ClipConfig, ConfigError, TextConfig
 from ...configs.eva import EvaVisionConfig
 from .base import CheckpointFormat, LayoutFamily
-from .open_clip import _UNSUPPORTED_TEXT, _reject_unsupported, register_family
+from .open_clip import (
+    _UNSUPPORTED_TEXT,
+    _reject_unsupported,
+    register_family,
+    text_config_to_native,
+)
 from .renames import Renames, compile_template
 
 __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
@@ -219,14 +224,7 @@ def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
     return ClipConfig(
         embed_dim=model_cfg["embed_dim"],
         vision=TRUNKS[name].config(),
-        text=TextConfig(
-            context_length=text.get("context_length", 77),
-            vocab_size=text.get("vocab_size", 49408),
-            width=text.get("width", 512),
-            heads=text.get("heads", 8),
-            layers=text.get("layers", 12),
-            mlp_ratio=text.get("mlp_ratio", 4.0),
-        ),
+        text=text_config_to_native(text),
     )
 
 

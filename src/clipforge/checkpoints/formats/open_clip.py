@@ -76,14 +76,19 @@ def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
         embed_dim=model_cfg["embed_dim"],
         activation="quick_gelu" if model_cfg.get("quick_gelu") else "gelu",
         vision=vision_cfg,
-        text=TextConfig(
-            context_length=text.get("context_length", 77),
-            vocab_size=text.get("vocab_size", 49408),
-            width=text.get("width", 512),
-            heads=text.get("heads", 8),
-            layers=text.get("layers", 12),
-            mlp_ratio=text.get("mlp_ratio", 4.0),
-        ),
+        text=text_config_to_native(text),
+    )
+
+
+def text_config_to_native(text: dict[str, Any]) -> TextConfig:
+    """open_clip ``text_cfg`` of CLIP's causal text transformer → :class:`TextConfig`."""
+    return TextConfig(
+        context_length=text.get("context_length", 77),
+        vocab_size=text.get("vocab_size", 49408),
+        width=text.get("width", 512),
+        heads=text.get("heads", 8),
+        layers=text.get("layers", 12),
+        mlp_ratio=text.get("mlp_ratio", 4.0),
     )
 
 
