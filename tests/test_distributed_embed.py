@@ -171,3 +171,16 @@ def test_cli_embed_engine_ray(local_ray, model_dir, folder, tmp_path):
     assert result.exit_code == 1, result.output  # the broken file is reported: exit 1
     assert "broken.jpg" in result.output and "wrote 10 embeddings in 2 shard(s)" in result.output
     assert_matches(read_output(out), reference(model_dir, folder))
+
+
+def test_cpu_encoder_uses_the_threads_it_is_given(model_dir):
+    """Ray pins a 1-CPU actor to one OpenMP thread; the encoder sets its own count."""
+    from clipforge.distributed.ray_embed import _Encoder
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        _Encoder(str(model_dir), None, "cpu", None, True, threads=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

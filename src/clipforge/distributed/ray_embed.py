@@ -72,7 +72,9 @@ class _Encoder:
     """Actor: holds the model, embeds the good rows of each batch."""
 
     def __init__(self, spec: ModelSpec, pretrained: str | None, device: str,
-                 precision: str | None, normalize: bool) -> None:  # fmt: skip
+                 precision: str | None, normalize: bool, threads: int) -> None:  # fmt: skip
+        if device == "cpu":  # Ray pins OMP_NUM_THREADS to the actor's num_cpus otherwise
+            torch.set_num_threads(threads)
         self.model = _load_model(spec, pretrained).to(device)
         self.precision, self.normalize = precision, normalize
         self.dim = int(self.model.config.embed_dim)
@@ -159,6 +161,7 @@ def embed(
     num_actors: int = 1,
     gpus_per_actor: float = 0.0,
     cpus_per_actor: float = 1.0,
+    threads_per_actor: int | None = None,
     precision: str | None = None,
     normalize: bool = True,
     address: str | None = None,
@@ -171,7 +174,9 @@ def embed(
     each with ``gpus_per_actor`` GPUs (CUDA when > 0). Connects to the Ray cluster at
     ``address`` ("auto": a running one), or starts a local Ray when none is initialised
     (and shuts it down afterwards). ``on_shard(name)`` is called after each shard is
-    recorded. See the module docstring for the output and resume semantics.
+    recorded. ``threads_per_actor`` sets a CPU encoder's torch threads (default: this
+    machine's cores divided among the actors, as one process would use them; Ray alone
+    would pin each 1-CPU actor to one thread). See the module docstring for the output and resume semantics.
     """
     import ray
 
@@ -194,12 +199,13 @@ def embed(
         (report.skipped.append(name) if done else plan.pending.append(k))
     if not plan.pending:
         return report
+    threads = threads_per_actor or max(1, len(os.sched_getaffinity(0)) // num_actors)
     owns = not ray.is_initialized()
     if owns:
         ray.init(address=address)
     try:
         encoder = {"fn_constructor_args": (model, pretrained, "cuda" if gpus_per_actor else
-                                           "cpu", precision, normalize),
+                                           "cpu", precision, normalize, threads),
                    "concurrency": num_actors, "num_gpus": gpus_per_actor or None,
                    "num_cpus": cpus_per_actor}  # fmt: skip
         _run(ray, plan, model, pretrained, batch_size, encoder, manifest, report, on_shard)
