@@ -18,7 +18,7 @@ from .checkpoints import (
 from .checkpoints.errors import CheckpointError
 from .checkpoints.fit import check_fits
 from .checkpoints.formats import LoadedCheckpoint, list_formats
-from .configs import ClipConfig, get_config
+from .configs import ClipConfig, get_config, get_preprocess
 from .models import CLIP
 from .models.clip import Towers
 from .preprocess import PreprocessConfig
@@ -32,8 +32,14 @@ def create_model(
     activation: str | None = None,
     preprocess: PreprocessConfig | None = None,
 ) -> CLIP:
-    """A randomly initialised model of a named architecture (or an explicit config)."""
+    """A randomly initialised model of a named architecture (or an explicit config).
+
+    A named architecture preprocesses as its family does (SigLIP: squash resize, mean/std
+    0.5) unless ``preprocess`` says otherwise; a bare config, as OpenAI's CLIP.
+    """
     cfg = get_config(architecture) if isinstance(architecture, str) else architecture
+    if preprocess is None and isinstance(architecture, str):
+        preprocess = _architecture_preprocess(architecture)
     if activation is not None:
         cfg = cfg.replace(activation=activation)
     return CLIP(cfg, towers=towers, preprocess_config=preprocess)
@@ -75,15 +81,13 @@ def load(
         entry = get_pretrained(name, pretrained)
         weights = download_weights(entry, cache_dir)
         activation = activation or entry.activation
-        base = get_config(name)
-        pp_fields = {"image_size": base.vision.image_size, **entry.preprocess}
-        preprocess = PreprocessConfig.from_dict(
-            {k: tuple(v) if isinstance(v, list) else v for k, v in pp_fields.items()}
-        )
+        preprocess = _architecture_preprocess(name, entry.preprocess)
     if weights is not None:
         cfg = get_config(name) if isinstance(name, str) else name
         ckpt = read_checkpoint(weights, trust_pickle)
         preprocess = preprocess or ckpt.preprocess
+        if preprocess is None and isinstance(name, str):
+            preprocess = _architecture_preprocess(name)
         activation = activation or _activation_hint(weights)
     elif isinstance(name_or_path, ClipConfig):
         raise ValueError("load(config) needs weights=...; use create_model(config) for random init")
@@ -99,6 +103,14 @@ def load(
     if ckpt.tokenizer is not None:  # e.g. a SigLIP checkpoint's own SentencePiece vocabulary
         model.set_tokenizer(ckpt.tokenizer)
     return model.to(device).eval() if device is not None else model.eval()
+
+
+def _architecture_preprocess(name: str, overrides: dict | None = None) -> PreprocessConfig:
+    """The preprocessing an architecture declares, with a pretrained entry's ``overrides``."""
+    fields = {**get_preprocess(name), **(overrides or {})}
+    return PreprocessConfig.from_dict(
+        {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    )
 
 
 def _infer(ckpt: LoadedCheckpoint) -> ClipConfig:

@@ -15,6 +15,7 @@ from .engine import ConfigError
 from .eva import EvaVisionConfig  # noqa: F401  (registers vision.type "eva")
 from .registry import (
     get_config,
+    get_preprocess,
     is_architecture,
     list_architectures,
     read_architecture_file,
@@ -34,6 +35,7 @@ __all__ = [
     "ViTConfig",
     "VisionConfig",
     "get_config",
+    "get_preprocess",
     "is_architecture",
     "list_architectures",
     "read_architecture_file",

@@ -3,6 +3,10 @@
 A user's architecture is reachable everywhere a name is (``--model``, a training YAML's
 ``model.architecture``, ``create_model``): register it once with
 :func:`register_architecture`, or name its JSON file's path directly.
+
+A file may hold a ``"preprocess"`` section: the image preprocessing of its family (SigLIP:
+squash resize, mean/std 0.5), used by a model created by name and by pretrained weights
+that do not say otherwise (:func:`get_preprocess`); without one, OpenAI's CLIP pipeline.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from .engine import did_you_mean
 
 _PACKAGE = "clipforge.configs.architectures"
 _USER_ARCHITECTURES: dict[str, ClipConfig] = {}
+_USER_PREPROCESS: dict[str, dict[str, Any]] = {}
+PREPROCESS_KEY = "preprocess"
 
 
 @cache
@@ -35,25 +41,44 @@ def list_architectures() -> list[str]:
     return sorted({*_architecture_files(), *_USER_ARCHITECTURES})
 
 
-def _parse(text: str, source: str) -> ClipConfig:
+def _parse_document(text: str, source: str) -> tuple[ClipConfig, dict[str, Any]]:
+    """An architecture file's config and its ``preprocess`` section (``{}`` when absent)."""
     try:
         data: Any = json.loads(text)
     except json.JSONDecodeError as err:
         raise ConfigError(f"{source}: not valid JSON: {err}") from err
     try:
-        return ClipConfig.from_dict(data)
+        preprocess = data.pop(PREPROCESS_KEY, {}) if isinstance(data, dict) else {}
+        config = ClipConfig.from_dict(data)
+        return config, _checked_preprocess(preprocess, config)
     except (ConfigError, TypeError) as err:
         raise ConfigError(f"{source}: invalid architecture: {err}") from err
 
 
+def _checked_preprocess(section: Any, config: ClipConfig) -> dict[str, Any]:
+    """The ``preprocess`` section, validated as a preprocessing config of the image size."""
+    from ..preprocess.config import PreprocessConfig  # preprocess builds on configs
+
+    if not isinstance(section, dict):
+        raise ConfigError(f"'{PREPROCESS_KEY}' must be a mapping, got {type(section).__name__}")
+    if "image_size" in section or "size" in section:
+        raise ConfigError(f"'{PREPROCESS_KEY}' takes its image size from vision.image_size")
+    PreprocessConfig.from_dict({"image_size": config.vision.image_size, **section})
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
+
+
 def read_architecture_file(path: str | Path) -> ClipConfig:
     """The validated architecture in a JSON file (same schema as the built-in ones)."""
+    return _read_document(path)[0]
+
+
+def _read_document(path: str | Path) -> tuple[ClipConfig, dict[str, Any]]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read architecture file {path}: {err}") from err
-    return _parse(text, str(path))
+    return _parse_document(text, str(path))
 
 
 def is_architecture_file(name: str | Path) -> bool:
@@ -68,20 +93,26 @@ def register_architecture(
     """Make an architecture available by name; returns the name.
 
     ``source`` is a JSON file (named after its stem unless ``name`` is given), a config
-    dict or a :class:`ClipConfig`. Built-in names cannot be shadowed.
+    dict or a :class:`ClipConfig`; a file or dict may hold a ``preprocess`` section.
+    Built-in names cannot be shadowed.
     """
+    preprocess: dict[str, Any] = {}
     if isinstance(source, ClipConfig):
         config = source
     elif isinstance(source, dict):
+        source = dict(source)
+        section = source.pop(PREPROCESS_KEY, {})
         config = ClipConfig.from_dict(source)
+        preprocess = _checked_preprocess(section, config)
     else:
-        config = read_architecture_file(source)
+        config, preprocess = _read_document(source)
         name = name or Path(source).stem
     if not name:
         raise ConfigError("register_architecture needs a name for a dict or ClipConfig source")
     if name in _architecture_files():
         raise ConfigError(f"architecture {name!r} is built in; register it under another name")
     _USER_ARCHITECTURES[name] = config
+    _USER_PREPROCESS[name] = preprocess
     return name
 
 
@@ -116,4 +147,25 @@ def get_config(name: str | Path) -> ClipConfig:
         raise unknown_architecture(str(name))
     if resolved in _USER_ARCHITECTURES:
         return _USER_ARCHITECTURES[resolved]
-    return _parse(_architecture_files()[resolved], f"built-in architecture {resolved!r}")
+    return _builtin(resolved)[0]
+
+
+def get_preprocess(name: str | Path) -> dict[str, Any]:
+    """The image preprocessing an architecture declares for its family: a
+    :class:`~clipforge.preprocess.PreprocessConfig` dict with its ``image_size``."""
+    if is_architecture_file(name):
+        config, section = _read_document(name)
+    else:
+        resolved = resolve_architecture_name(str(name))
+        if resolved is None:
+            raise unknown_architecture(str(name))
+        if resolved in _USER_ARCHITECTURES:
+            config, section = _USER_ARCHITECTURES[resolved], _USER_PREPROCESS[resolved]
+        else:
+            config, section = _builtin(resolved)
+    return {"image_size": config.vision.image_size, **section}
+
+
+@cache
+def _builtin(name: str) -> tuple[ClipConfig, dict[str, Any]]:
+    return _parse_document(_architecture_files()[name], f"built-in architecture {name!r}")

@@ -1,0 +1,90 @@
+"""A model created by architecture name preprocesses as its family's released weights do.
+
+open_clip keeps a family's preprocessing on its pretrained tags (``get_pretrained_cfg``), not
+on its model configs: the reference is open_clip's transform for the architecture's released
+weights, built as ``create_model_and_transforms(name, pretrained=tag)`` builds it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+import open_clip
+import pytest
+import torch
+from open_clip.transform import PreprocessCfg, image_transform_v2
+from PIL import Image
+
+import clipforge
+from clipforge.configs import ConfigError, get_preprocess, register_architecture
+
+from .conftest import max_diff, shared_path
+
+NAMES = [
+    "ViT-B-16-SigLIP",
+    "ViT-B-16-SigLIP-384",
+    "ViT-SO400M-14-SigLIP-384",
+    "ViT-B-16-SigLIP2-256",
+    "ViT-SO400M-14-SigLIP2-378",
+    "EVA02-B-16",
+    "EVA02-L-14-336",
+    "ViT-H-14-quickgelu",
+]
+PHOTOS = ["chelsea.png", "coins.png", "hubble_deep_field.jpg"]
+
+
+def open_clip_transform(name: str):
+    """open_clip's eval transform for the first released tag of ``name``."""
+    tag = open_clip.list_pretrained_tags_by_model(name)[0]
+    pcfg = open_clip.get_pretrained_cfg(name, tag)
+    keys = {f.name for f in fields(PreprocessCfg)}
+    size = open_clip.get_model_config(name)["vision_cfg"]["image_size"]
+    pp = PreprocessCfg(**{k: v for k, v in pcfg.items() if k in keys}, size=size)
+    return image_transform_v2(pp, is_train=False)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_created_by_name_preprocesses_like_open_clip(name):
+    with torch.device("meta"):  # no weights needed: only the preprocessing is compared
+        model = clipforge.create_model(name)
+    ref = open_clip_transform(name)
+    for photo in PHOTOS:
+        image = Image.open(shared_path("data", "photos", photo))
+        want = ref(image)
+        got = model.preprocess(image)
+        assert got.shape == want.shape
+        assert max_diff(got, want) <= 1e-6, photo
+
+
+def test_siglip_family_default_and_explicit_override():
+    assert get_preprocess("ViT-B-16-SigLIP2-512") == {
+        "image_size": 512,
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5),
+        "interpolation": "bicubic",
+        "resize_mode": "squash",
+    }
+    assert get_preprocess("ViT-B-32") == {"image_size": 224}  # OpenAI's pipeline
+    explicit = clipforge.PreprocessConfig(image_size=224)
+    with torch.device("meta"):
+        model = clipforge.create_model("ViT-B-16-SigLIP", preprocess=explicit)
+        by_config = clipforge.create_model(clipforge.get_config("ViT-B-16-SigLIP"))
+    assert model.preprocess_config == explicit
+    assert by_config.preprocess_config.resize_mode == "shortest"  # a bare config: CLIP's
+
+
+def test_user_architecture_declares_its_preprocessing(tmp_path):
+    data = clipforge.get_config("ViT-B-32").to_dict()
+    data["preprocess"] = {"resize_mode": "squash", "interpolation": "bilinear"}
+    path = tmp_path / "my-squash-b32.json"
+    path.write_text(json.dumps(data))
+    name = register_architecture(path)
+    with torch.device("meta"):
+        model = clipforge.create_model(name)
+    assert model.preprocess_config.resize_mode == "squash"
+    assert model.preprocess_config.interpolation == "bilinear"
+    data["preprocess"] = {"resize_mode": "crop"}
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="'preprocess.resize_mode': 'crop' is not one of"):
+        clipforge.get_config(path)
