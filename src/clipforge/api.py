@@ -8,6 +8,7 @@ import torch
 
 from .checkpoints import (
     apply_state,
+    download_tokenizer,
     download_weights,
     get_format,
     get_pretrained,
@@ -74,12 +75,13 @@ def load(
     :class:`~clipforge.checkpoints.CheckpointError` names the file otherwise.
     """
     name = name_or_path if isinstance(name_or_path, ClipConfig) else str(name_or_path)
-    preprocess = None
+    preprocess, tokenizer_dir = None, None
     if pretrained is not None:
         if not isinstance(name, str):
             raise ValueError("pretrained=... needs an architecture name")
         entry = get_pretrained(name, pretrained)
         weights = download_weights(entry, cache_dir)
+        tokenizer_dir = download_tokenizer(entry, cache_dir)
         activation = activation or entry.activation
         preprocess = _architecture_preprocess(name, entry.preprocess)
     if weights is not None:
@@ -102,6 +104,10 @@ def load(
     apply_state(model, state, ckpt.source)
     if ckpt.tokenizer is not None:  # e.g. a SigLIP checkpoint's own SentencePiece vocabulary
         model.set_tokenizer(ckpt.tokenizer)
+    elif tokenizer_dir is not None:  # a pretrained release's, from its hub repository
+        from .tokenizer.sentencepiece import SentencePieceTokenizer
+
+        model.set_tokenizer(SentencePieceTokenizer.from_dir(tokenizer_dir, cfg.text.context_length))
     return model.to(device).eval() if device is not None else model.eval()
 
 

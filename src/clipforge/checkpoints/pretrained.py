@@ -1,7 +1,10 @@
 """Registry of named pretrained weights (``pretrained.json``) and their download.
 
 Downloads go through ``huggingface_hub`` (cached; ``HF_HUB_OFFLINE=1`` uses the cache only).
-Every entry is an open_clip-layout hub repository.
+Every entry is an open_clip-layout hub repository. An entry records only what differs from
+its architecture: ``activation`` (QuickGELU releases), ``preprocess`` (fields over the
+architecture's ``preprocess`` section) and ``tokenizer`` (``{"kind": "sentencepiece",
+"hub_id": ...}``: the hub repository holding the ``tokenizer.json`` of a SigLIP release).
 """
 
 from __future__ import annotations
@@ -29,6 +32,21 @@ class PretrainedWeights:
     hub_id: str
     activation: str | None = None
     preprocess: dict[str, Any] = field(default_factory=dict)
+    tokenizer: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        tok = self.tokenizer
+        if tok is not None and (tok.get("kind") not in TOKENIZER_KINDS or not tok.get("hub_id")):
+            raise CheckpointError(
+                f"pretrained {self.architecture}/{self.tag}: tokenizer must be "
+                f"{{'kind': one of {TOKENIZER_KINDS}, 'hub_id': ...}}, got {self.tokenizer!r}"
+            )
+
+
+#: tokenizers a registry entry may name (CLIP's BPE, the default, ships with clipforge)
+TOKENIZER_KINDS = ("sentencepiece",)
+#: a SentencePiece tokenizer's files in its hub repository (the first one is required)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 @cache
@@ -75,10 +93,10 @@ def _offline_reason(timeout: float = 3.0) -> str | None:
     return None
 
 
-def _how_to_get(entry: PretrainedWeights) -> str:
+def _how_to_get(hub_id: str) -> str:
     return (
-        f"Pre-download it where there is network: `hf download {entry.hub_id} --local-dir DIR` "
-        f"(older: `huggingface-cli download {entry.hub_id} --local-dir DIR`), then load the "
+        f"Pre-download it where there is network: `hf download {hub_id} --local-dir DIR` "
+        f"(older: `huggingface-cli download {hub_id} --local-dir DIR`), then load the "
         "directory: --model DIR on the command line, clipforge.load('DIR') in Python. "
         "(A populated Hugging Face cache also works, with HF_HUB_OFFLINE=1.)"
     )
@@ -90,32 +108,71 @@ def download_weights(entry: PretrainedWeights, cache_dir: str | Path | None = No
     A cached copy is used without touching the network. Offline (``HF_HUB_OFFLINE`` set or
     the endpoint unreachable within seconds) this fails at once, saying how to pre-download.
     """
+    return _fetch(entry, entry.hub_id, open_clip.WEIGHTS_FILES, cache_dir, "weights")
+
+
+def download_tokenizer(
+    entry: PretrainedWeights, cache_dir: str | Path | None = None
+) -> Path | None:
+    """The local directory of the entry's own tokenizer files (``None``: CLIP's BPE, which
+    ships with clipforge); downloaded on first use like :func:`download_weights`."""
+    if entry.tokenizer is None:
+        return None
+    hub_id = entry.tokenizer["hub_id"]
+    path = _fetch(entry, hub_id, TOKENIZER_FILES[:1], cache_dir, "tokenizer")
+    optional = TOKENIZER_FILES[1:]  # the pad token's name, where the repo has them
+    missing = [name for name in optional if not _try_file(hub_id, name, cache_dir, True)]
+    if missing and _offline_reason() is None:
+        for name in missing:
+            _try_file(hub_id, name, cache_dir, False)
+    return path.parent
+
+
+def _try_file(hub_id: str, filename: str, cache_dir: str | Path | None, local: bool) -> bool:
+    """Fetch an optional file into the cache; whether it is there now."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    for filename in open_clip.WEIGHTS_FILES:
+    try:
+        hf_hub_download(hub_id, filename, cache_dir=cache_dir, local_files_only=local)
+    except (EntryNotFoundError, LocalEntryNotFoundError, OSError):
+        return False
+    return True
+
+
+def _fetch(
+    entry: PretrainedWeights,
+    hub_id: str,
+    filenames: tuple[str, ...],
+    cache_dir: str | Path | None,
+    what: str,
+) -> Path:
+    """The first of ``filenames`` in ``hub_id``: from the cache, else from the hub."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    for filename in filenames:
         try:
-            path = hf_hub_download(
-                entry.hub_id, filename, cache_dir=cache_dir, local_files_only=True
+            return Path(
+                hf_hub_download(hub_id, filename, cache_dir=cache_dir, local_files_only=True)
             )
-            return Path(path)
         except (EntryNotFoundError, LocalEntryNotFoundError, OSError):
             continue
     offline = _offline_reason()
     if offline is not None:
         raise CheckpointError(
-            f"pretrained weights {entry.architecture}/{entry.tag} ({entry.hub_id}) are not "
-            f"in the local cache and the hub is unreachable ({offline}). {_how_to_get(entry)}"
+            f"pretrained {what} {entry.architecture}/{entry.tag} ({hub_id}) are not "
+            f"in the local cache and the hub is unreachable ({offline}). {_how_to_get(hub_id)}"
         )
     errors = []
-    for filename in open_clip.WEIGHTS_FILES:
+    for filename in filenames:
         try:
-            return Path(hf_hub_download(entry.hub_id, filename, cache_dir=cache_dir))
+            return Path(hf_hub_download(hub_id, filename, cache_dir=cache_dir))
         except (EntryNotFoundError, LocalEntryNotFoundError) as err:
             errors.append(f"{filename}: {type(err).__name__}")
         except OSError as err:  # network failure without a cached copy
             errors.append(f"{filename}: {err}")
     raise CheckpointError(
-        f"could not get weights for {entry.architecture}/{entry.tag} from the hub repo "
-        f"{entry.hub_id} ({'; '.join(errors)}). {_how_to_get(entry)}"
+        f"could not get {what} for {entry.architecture}/{entry.tag} from the hub repo "
+        f"{hub_id} ({'; '.join(errors)}). {_how_to_get(hub_id)}"
     )
