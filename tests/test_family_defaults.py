@@ -8,8 +8,10 @@ weights, built as ``create_model_and_transforms(name, pretrained=tag)`` builds i
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import fields
 
+import huggingface_hub
 import open_clip
 import pytest
 import torch
@@ -17,9 +19,18 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
 import clipforge
-from clipforge.configs import ConfigError, get_preprocess, register_architecture
+from clipforge.checkpoints import CheckpointError
+from clipforge.configs import (
+    ConfigError,
+    get_preprocess,
+    get_tokenizer_source,
+    list_architectures,
+    register_architecture,
+)
+from clipforge.tokenizer.sentencepiece import SentencePieceTokenizer
 
-from .conftest import max_diff, shared_path
+from .conftest import fake_hub_snapshot, max_diff, shared_path
+from .test_tokenizer_siglip import captions, checkpoint_dir  # noqa: F401  (fixtures)
 
 NAMES = [
     "ViT-B-16-SigLIP",
@@ -88,3 +99,35 @@ def test_user_architecture_declares_its_preprocessing(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ConfigError, match="'preprocess.resize_mode': 'crop' is not one of"):
         clipforge.get_config(path)
+
+
+def test_family_tokenizer_sources_are_open_clips():
+    """Each architecture names the hub repository open_clip tokenizes it with (none: BPE)."""
+    for name in list_architectures():
+        ref = open_clip.get_model_config(name)
+        want = ref["text_cfg"].get("hf_tokenizer_name") if ref else None
+        source = get_tokenizer_source(name)
+        assert (source or {}).get("hub_id") == want, name
+        if source:
+            assert source["kind"] == "sentencepiece"
+
+
+def test_created_by_name_tokenizes_with_its_family_tokenizer(
+    tmp_path,
+    monkeypatch,
+    checkpoint_dir,  # noqa: F811
+):
+    """The vocabulary comes from the hub cache on first use, canonicalised and padded."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with torch.device("meta"):
+        model = clipforge.create_model("ViT-B-16-SigLIP", towers="text")
+    with pytest.raises(CheckpointError, match="timm/ViT-B-16-SigLIP.*not in the local cache"):
+        model.tokenize(["a cat"])
+    snapshot = fake_hub_snapshot(tmp_path, "timm/ViT-B-16-SigLIP")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(checkpoint_dir / name, snapshot / name)
+    want = SentencePieceTokenizer.from_dir(checkpoint_dir, 64)(["a dog runs", "two cats"])
+    assert torch.equal(model.tokenize(["A Dog, runs!", "two cats"]), want)
+    with torch.device("meta"):  # CLIP's BPE ships with clipforge: nothing to fetch
+        assert clipforge.create_model("EVA02-B-16", towers="text").tokenize("a").shape == (1, 77)

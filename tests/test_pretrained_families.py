@@ -15,10 +15,9 @@ from typer.testing import CliRunner
 
 import clipforge
 from clipforge.checkpoints import get_pretrained, list_pretrained
-from clipforge.checkpoints.errors import CheckpointError
 from clipforge.checkpoints.pretrained import PretrainedWeights
 from clipforge.cli import app
-from clipforge.configs import get_preprocess
+from clipforge.configs import ConfigError, get_preprocess
 from clipforge.preprocess import PreprocessConfig
 from clipforge.tokenizer.sentencepiece import SentencePieceTokenizer
 
@@ -77,7 +76,7 @@ def test_every_entry_is_open_clips(pair):
 
 
 def test_a_bad_tokenizer_entry_is_refused():
-    with pytest.raises(CheckpointError, match="tokenizer must be"):
+    with pytest.raises(ConfigError, match="'pretrained ViT-B-16-SigLIP/x tokenizer' must be"):
         PretrainedWeights("ViT-B-16-SigLIP", "x", "a/b", tokenizer={"kind": "wordpiece"})
 
 

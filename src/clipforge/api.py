@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from .checkpoints import (
+    HubTokenizer,
     apply_state,
     download_tokenizer,
     download_weights,
@@ -19,7 +20,7 @@ from .checkpoints import (
 from .checkpoints.errors import CheckpointError
 from .checkpoints.fit import check_fits
 from .checkpoints.formats import LoadedCheckpoint, list_formats
-from .configs import ClipConfig, get_config, get_preprocess
+from .configs import ClipConfig, get_config, get_preprocess, get_tokenizer_source, is_architecture
 from .models import CLIP
 from .models.clip import Towers
 from .preprocess import PreprocessConfig
@@ -35,15 +36,19 @@ def create_model(
 ) -> CLIP:
     """A randomly initialised model of a named architecture (or an explicit config).
 
-    A named architecture preprocesses as its family does (SigLIP: squash resize, mean/std
-    0.5) unless ``preprocess`` says otherwise; a bare config, as OpenAI's CLIP.
+    A named architecture preprocesses and tokenizes as its family does (SigLIP: squash
+    resize, mean/std 0.5, its SentencePiece vocabulary fetched from the hub on first
+    ``tokenize``) unless ``preprocess`` says otherwise; a bare config, as OpenAI's CLIP.
     """
     cfg = get_config(architecture) if isinstance(architecture, str) else architecture
     if preprocess is None and isinstance(architecture, str):
         preprocess = _architecture_preprocess(architecture)
     if activation is not None:
         cfg = cfg.replace(activation=activation)
-    return CLIP(cfg, towers=towers, preprocess_config=preprocess)
+    model = CLIP(cfg, towers=towers, preprocess_config=preprocess)
+    if isinstance(architecture, str):
+        _set_family_tokenizer(model, architecture)
+    return model
 
 
 def load(
@@ -108,6 +113,8 @@ def load(
         from .tokenizer.sentencepiece import SentencePieceTokenizer
 
         model.set_tokenizer(SentencePieceTokenizer.from_dir(tokenizer_dir, cfg.text.context_length))
+    elif isinstance(name, str) and is_architecture(name):  # weights without a tokenizer
+        _set_family_tokenizer(model, name)
     return model.to(device).eval() if device is not None else model.eval()
 
 
@@ -117,6 +124,14 @@ def _architecture_preprocess(name: str, overrides: dict | None = None) -> Prepro
     return PreprocessConfig.from_dict(
         {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
     )
+
+
+def _set_family_tokenizer(model: CLIP, architecture: str) -> None:
+    """Give ``model`` its family's tokenizer (fetched on first use), if the family has one."""
+    source = get_tokenizer_source(architecture)
+    if source is not None:
+        context = model.config.text.context_length
+        model.set_tokenizer(HubTokenizer(architecture, source, context))
 
 
 def _infer(ckpt: LoadedCheckpoint) -> ClipConfig:

@@ -20,6 +20,7 @@ from .formats import (
 )
 from .infer import infer_config, match_architecture
 from .pretrained import (
+    HubTokenizer,
     PretrainedWeights,
     download_tokenizer,
     download_weights,
@@ -32,6 +33,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointFormat",
     "CheckpointMismatchError",
+    "HubTokenizer",
     "LoadedCheckpoint",
     "PretrainedWeights",
     "UnknownFormatError",

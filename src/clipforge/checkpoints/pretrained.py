@@ -4,7 +4,9 @@ Downloads go through ``huggingface_hub`` (cached; ``HF_HUB_OFFLINE=1`` uses the 
 Every entry is an open_clip-layout hub repository. An entry records only what differs from
 its architecture: ``activation`` (QuickGELU releases), ``preprocess`` (fields over the
 architecture's ``preprocess`` section) and ``tokenizer`` (``{"kind": "sentencepiece",
-"hub_id": ...}``: the hub repository holding the ``tokenizer.json`` of a SigLIP release).
+"hub_id": ...}``, over the architecture's: where the release's ``tokenizer.json`` lives).
+A family tokenizer is fetched like weights: :func:`download_tokenizer`, or lazily on first
+use by a model created by name (:class:`HubTokenizer`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..configs.registry import check_tokenizer, get_tokenizer_source
 from .errors import CheckpointError
 from .formats import open_clip
 
@@ -35,16 +38,10 @@ class PretrainedWeights:
     tokenizer: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
-        tok = self.tokenizer
-        if tok is not None and (tok.get("kind") not in TOKENIZER_KINDS or not tok.get("hub_id")):
-            raise CheckpointError(
-                f"pretrained {self.architecture}/{self.tag}: tokenizer must be "
-                f"{{'kind': one of {TOKENIZER_KINDS}, 'hub_id': ...}}, got {self.tokenizer!r}"
-            )
+        where = f"pretrained {self.architecture}/{self.tag} tokenizer"
+        object.__setattr__(self, "tokenizer", check_tokenizer(self.tokenizer, where))
 
 
-#: tokenizers a registry entry may name (CLIP's BPE, the default, ships with clipforge)
-TOKENIZER_KINDS = ("sentencepiece",)
 #: a SentencePiece tokenizer's files in its hub repository (the first one is required)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -66,7 +63,8 @@ def list_pretrained(architecture: str | None = None) -> list[tuple[str, str]]:
 
 
 def get_pretrained(architecture: str, tag: str) -> PretrainedWeights:
-    """The registry entry for ``architecture`` + ``tag``, with a helpful error if unknown."""
+    """The registry entry for ``architecture`` + ``tag``, with a helpful error if unknown;
+    its ``tokenizer`` is the architecture's where the entry names none."""
     tags = _registry().get(architecture)
     if not tags:
         raise CheckpointError(f"no pretrained weights registered for {architecture!r}")
@@ -74,7 +72,8 @@ def get_pretrained(architecture: str, tag: str) -> PretrainedWeights:
         raise CheckpointError(
             f"unknown pretrained tag {tag!r} for {architecture}; available: {', '.join(tags)}"
         )
-    return PretrainedWeights(architecture=architecture, tag=tag, **tags[tag])
+    fields = {"tokenizer": get_tokenizer_source(architecture), **tags[tag]}
+    return PretrainedWeights(architecture=architecture, tag=tag, **fields)
 
 
 def _offline_reason(timeout: float = 3.0) -> str | None:
@@ -108,7 +107,8 @@ def download_weights(entry: PretrainedWeights, cache_dir: str | Path | None = No
     A cached copy is used without touching the network. Offline (``HF_HUB_OFFLINE`` set or
     the endpoint unreachable within seconds) this fails at once, saying how to pre-download.
     """
-    return _fetch(entry, entry.hub_id, open_clip.WEIGHTS_FILES, cache_dir, "weights")
+    label = f"{entry.architecture}/{entry.tag}"
+    return _fetch(label, entry.hub_id, open_clip.WEIGHTS_FILES, cache_dir, "weights")
 
 
 def download_tokenizer(
@@ -118,14 +118,39 @@ def download_tokenizer(
     ships with clipforge); downloaded on first use like :func:`download_weights`."""
     if entry.tokenizer is None:
         return None
-    hub_id = entry.tokenizer["hub_id"]
-    path = _fetch(entry, hub_id, TOKENIZER_FILES[:1], cache_dir, "tokenizer")
+    return _tokenizer_dir(f"{entry.architecture}/{entry.tag}", entry.tokenizer["hub_id"], cache_dir)
+
+
+def _tokenizer_dir(label: str, hub_id: str, cache_dir: str | Path | None) -> Path:
+    path = _fetch(label, hub_id, TOKENIZER_FILES[:1], cache_dir, "tokenizer")
     optional = TOKENIZER_FILES[1:]  # the pad token's name, where the repo has them
     missing = [name for name in optional if not _try_file(hub_id, name, cache_dir, True)]
     if missing and _offline_reason() is None:
         for name in missing:
             _try_file(hub_id, name, cache_dir, False)
     return path.parent
+
+
+class HubTokenizer:
+    """A family's SentencePiece tokenizer, fetched from its hub repository on first use (the
+    cache first; offline, a clear error saying how to pre-download). Called as
+    :class:`~clipforge.tokenizer.sentencepiece.SentencePieceTokenizer` is."""
+
+    def __init__(
+        self, label: str, source: dict[str, str], context_length: int,
+        cache_dir: str | Path | None = None,
+    ) -> None:  # fmt: skip
+        self.label, self.hub_id = label, check_tokenizer(source)["hub_id"]  # type: ignore[index]
+        self.context_length, self.cache_dir = context_length, cache_dir
+        self._tokenizer: Any = None
+
+    def __call__(self, texts: Any, context_length: int | None = None, truncate: bool = True) -> Any:
+        if self._tokenizer is None:
+            from ..tokenizer.sentencepiece import SentencePieceTokenizer
+
+            directory = _tokenizer_dir(self.label, self.hub_id, self.cache_dir)
+            self._tokenizer = SentencePieceTokenizer.from_dir(directory, self.context_length)
+        return self._tokenizer(texts, context_length=context_length, truncate=truncate)
 
 
 def _try_file(hub_id: str, filename: str, cache_dir: str | Path | None, local: bool) -> bool:
@@ -141,7 +166,7 @@ def _try_file(hub_id: str, filename: str, cache_dir: str | Path | None, local: b
 
 
 def _fetch(
-    entry: PretrainedWeights,
+    label: str,
     hub_id: str,
     filenames: tuple[str, ...],
     cache_dir: str | Path | None,
@@ -161,8 +186,8 @@ def _fetch(
     offline = _offline_reason()
     if offline is not None:
         raise CheckpointError(
-            f"pretrained {what} {entry.architecture}/{entry.tag} ({hub_id}) are not "
-            f"in the local cache and the hub is unreachable ({offline}). {_how_to_get(hub_id)}"
+            f"pretrained {what} of {label} ({hub_id}): not in the local cache, and the "
+            f"hub is unreachable ({offline}). {_how_to_get(hub_id)}"
         )
     errors = []
     for filename in filenames:
@@ -173,6 +198,6 @@ def _fetch(
         except OSError as err:  # network failure without a cached copy
             errors.append(f"{filename}: {err}")
     raise CheckpointError(
-        f"could not get {what} for {entry.architecture}/{entry.tag} from the hub repo "
+        f"could not get {what} for {label} from the hub repo "
         f"{hub_id} ({'; '.join(errors)}). {_how_to_get(hub_id)}"
     )

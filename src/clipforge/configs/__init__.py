@@ -16,6 +16,7 @@ from .eva import EvaVisionConfig  # noqa: F401  (registers vision.type "eva")
 from .registry import (
     get_config,
     get_preprocess,
+    get_tokenizer_source,
     is_architecture,
     list_architectures,
     read_architecture_file,
@@ -36,6 +37,7 @@ __all__ = [
     "VisionConfig",
     "get_config",
     "get_preprocess",
+    "get_tokenizer_source",
     "is_architecture",
     "list_architectures",
     "read_architecture_file",
