@@ -17,6 +17,7 @@ import pytest
 import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
+from safetensors.torch import save_file
 
 import clipforge
 from clipforge.checkpoints import CheckpointError
@@ -131,3 +132,33 @@ def test_created_by_name_tokenizes_with_its_family_tokenizer(
     assert torch.equal(model.tokenize(["A Dog, runs!", "two cats"]), want)
     with torch.device("meta"):  # CLIP's BPE ships with clipforge: nothing to fetch
         assert clipforge.create_model("EVA02-B-16", towers="text").tokenize("a").shape == (1, 77)
+
+
+def test_named_architecture_with_bare_weights_gets_family_defaults(
+    tmp_path,
+    monkeypatch,
+    checkpoint_dir,  # noqa: F811
+):
+    """load(name, weights=state dict): the family's preprocessing and tokenizer, as
+    create_model(name) has them (a registered tiny SigLIP-like architecture)."""
+    name = register_architecture({
+        "embed_dim": 32, "norm_eps": 1e-6, "init_logit_bias": -10.0,
+        "vision": {"type": "siglip_vit", "image_size": 32, "patch_size": 8, "width": 32,
+                   "layers": 1, "heads": 2},
+        "text": {"type": "siglip_text", "context_length": 16, "vocab_size": 600, "width": 32,
+                 "heads": 2, "layers": 1},
+        "preprocess": {"mean": 0.5, "std": 0.5, "resize_mode": "squash"},
+        "tokenizer": {"kind": "sentencepiece", "hub_id": "me/tiny-siglip"},
+    }, name="tiny-siglip-family")  # fmt: skip
+    torch.manual_seed(0)
+    save_file(clipforge.create_model(name).state_dict(), str(tmp_path / "w.safetensors"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = fake_hub_snapshot(tmp_path / "hub", "me/tiny-siglip")
+    shutil.copy(checkpoint_dir / "tokenizer.json", snapshot / "tokenizer.json")
+    model = clipforge.load(name, weights=tmp_path / "w.safetensors")
+    assert model.preprocess_config.resize_mode == "squash"
+    assert model.preprocess_config.mean == (0.5, 0.5, 0.5)
+    want = SentencePieceTokenizer.from_dir(checkpoint_dir, 16)(["a dog"])
+    assert torch.equal(model.tokenize("A dog!"), want)
+    with pytest.raises(ConfigError, match="'tokenizer' must be"):
+        register_architecture({**clipforge.get_config(name).to_dict(), "tokenizer": "bpe"}, "x")

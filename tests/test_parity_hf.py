@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import open_clip
@@ -209,3 +210,12 @@ def test_unsupported_activation_names_field_and_choices(tower, tmp_path):
     assert f"{tower}.hidden_act 'relu' is not supported" in message
     assert "allowed: quick_gelu, gelu, gelu_pytorch_tanh" in message
     assert "\n" not in message.strip()
+
+
+def test_open_clip_eva_layout_refuses_a_text_tower_override(tmp_path):
+    cfg = clipforge.get_config("EVA02-B-16")
+    cfg = cfg.replace(text=dataclasses.replace(cfg.text, activation="quick_gelu"))
+    with torch.device("meta"):
+        model = clipforge.create_model(cfg)
+    with pytest.raises(ValueError, match="open_clip EVA text towers use GELU"):
+        clipforge.save(model, tmp_path, format="open_clip")

@@ -80,7 +80,7 @@ def load(
     :class:`~clipforge.checkpoints.CheckpointError` names the file otherwise.
     """
     name = name_or_path if isinstance(name_or_path, ClipConfig) else str(name_or_path)
-    preprocess, tokenizer_dir = None, None
+    preprocess, tokenizer_dir, architecture = None, None, None
     if pretrained is not None:
         if not isinstance(name, str):
             raise ValueError("pretrained=... needs an architecture name")
@@ -93,8 +93,9 @@ def load(
         cfg = get_config(name) if isinstance(name, str) else name
         ckpt = read_checkpoint(weights, trust_pickle)
         preprocess = preprocess or ckpt.preprocess
-        if preprocess is None and isinstance(name, str):
-            preprocess = _architecture_preprocess(name)
+        architecture = name if isinstance(name, str) and is_architecture(name) else None
+        if preprocess is None and architecture is not None:
+            preprocess = _architecture_preprocess(architecture)
         activation = activation or _activation_hint(weights)
     elif isinstance(name_or_path, ClipConfig):
         raise ValueError("load(config) needs weights=...; use create_model(config) for random init")
@@ -113,8 +114,8 @@ def load(
         from .tokenizer.sentencepiece import SentencePieceTokenizer
 
         model.set_tokenizer(SentencePieceTokenizer.from_dir(tokenizer_dir, cfg.text.context_length))
-    elif isinstance(name, str) and is_architecture(name):  # weights without a tokenizer
-        _set_family_tokenizer(model, name)
+    elif architecture is not None:  # named architecture, weights without a tokenizer
+        _set_family_tokenizer(model, architecture)
     return model.to(device).eval() if device is not None else model.eval()
 
 
