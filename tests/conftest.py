@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +139,24 @@ def tiered(names) -> list:
         n if n in FAST_ARCHITECTURES else pytest.param(n, marks=pytest.mark.slow, id=n)
         for n in names
     ]
+
+
+def fake_hub_snapshot(cache: Path, repo_id: str) -> Path:
+    """The snapshot folder of ``repo_id`` in a huggingface_hub cache laid out exactly as
+    ``hf_hub_download`` leaves it (created once; write the repo's files into it)."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    return snapshot
+
+
+def run_offline(script: str) -> subprocess.CompletedProcess:
+    """Run ``script`` in a fresh interpreter with HF_HUB_OFFLINE=1 (read at import time)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=REPO,
+        timeout=300,
+    )  # fmt: skip

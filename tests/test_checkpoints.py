@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ from clipforge.checkpoints import (
 )
 from clipforge.checkpoints.formats import openai
 
-from .conftest import REPO, perturb_
+from .conftest import fake_hub_snapshot, perturb_, run_offline
 
 
 class _Exploit:
@@ -132,38 +130,13 @@ def test_registry_lists_openai_and_laion_tags():
         assert arch in clipforge.list_architectures()
 
 
-def _fake_hub_cache(cache: Path, repo_id: str, filename: str, state: dict) -> None:
-    """A huggingface_hub cache laid out exactly as hf_hub_download leaves it."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(revision)
-    snapshot = repo / "snapshots" / revision
-    snapshot.mkdir(parents=True)
-    torch.save(state, snapshot / filename)
-
-
-def _run_offline(script: str) -> subprocess.CompletedProcess:
-    """Run ``script`` in a fresh interpreter with HF_HUB_OFFLINE=1 (read at import time)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
-
-
 @pytest.mark.slow  # the registered ViT-B-32: full-size weights written, then read in a subprocess
 def test_pretrained_download_uses_hub_cache_offline(tmp_path):
     """HF_HUB_OFFLINE=1: the download code resolves a hub-layout cache without network."""
     entry = get_pretrained("ViT-B-32", "openai")
     big = perturb_(clipforge.create_model("ViT-B-32")).eval()
-    _fake_hub_cache(
-        tmp_path, entry.hub_id, "open_clip_pytorch_model.bin", openai.from_native(big.state_dict())
-    )
+    snapshot = fake_hub_snapshot(tmp_path, entry.hub_id)
+    torch.save(openai.from_native(big.state_dict()), snapshot / "open_clip_pytorch_model.bin")
     script = (
         "import clipforge, torch, sys\n"
         f"m = clipforge.load('ViT-B-32', pretrained='openai', cache_dir={str(tmp_path)!r})\n"
@@ -172,13 +145,13 @@ def test_pretrained_download_uses_hub_cache_offline(tmp_path):
         "print(m.config.activation, m.preprocess_config.interpolation, ok)\n"
     )
     torch.save(big.state_dict(), tmp_path / "ref.pt")
-    out = _run_offline(script)
+    out = run_offline(script)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["quick_gelu", "bicubic", "True"]
 
 
 def test_pretrained_offline_without_cache_gives_clear_error(tmp_path):
     script = f"import clipforge; clipforge.load('RN50', pretrained='openai', cache_dir={str(tmp_path)!r})"
-    out = _run_offline(script)
+    out = run_offline(script)
     assert out.returncode != 0
     assert "CheckpointError" in out.stderr and "timm/resnet50_clip.openai" in out.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import open_clip
@@ -57,13 +58,26 @@ TINY_DEFAULT = {  # transformers' default CLIPConfig (ViT-B/32) with the sizes s
                       "num_attention_heads": 2, "image_size": 96},
     "projection_dim": 32,
 }  # fmt: skip
+MIXED_TOWERS = {  # towers that differ: activation and LayerNorm eps per tower
+    "text_config": {**SMALL["text_config"], "hidden_act": "quick_gelu", "layer_norm_eps": 1e-3},
+    "vision_config": {**SMALL["vision_config"], "hidden_act": "gelu", "layer_norm_eps": 1e-5},
+    "projection_dim": 24,
+}
+MIXED_TANH = {  # tanh-GELU text tower (a per-tower-only activation), QuickGELU vision
+    "text_config": {**SMALL["text_config"], "hidden_act": "gelu_pytorch_tanh",
+                    "layer_norm_eps": 1e-6},
+    "vision_config": {**SMALL["vision_config"], "hidden_act": "quick_gelu"},
+    "projection_dim": 24,
+}  # fmt: skip
 CONFIGS = {
     "small": SMALL,
     "small-gelu-first-eos": SMALL_GELU_FIRST_EOS,
     "tiny-default": TINY_DEFAULT,
+    "mixed-towers": MIXED_TOWERS,
+    "mixed-tanh": MIXED_TANH,
     "default": {},  # full size: the slow tier's one HF check
 }
-SMALL_CONFIGS = ["small", "small-gelu-first-eos", "tiny-default"]
+SMALL_CONFIGS = ["small", "small-gelu-first-eos", "tiny-default", "mixed-towers", "mixed-tanh"]
 
 
 def _features(model: CLIPModel, images, tokens) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,3 +181,41 @@ def test_resnet_cannot_be_saved_as_hf(tmp_path):
         model = clipforge.create_model("RN50")
     with pytest.raises(ValueError, match="no ResNet"):
         clipforge.save(model, tmp_path, format="hf")
+
+
+@pytest.mark.parametrize("hf_checkpoint", ["mixed-towers"], indirect=True)
+def test_towers_that_differ_keep_their_own_settings(hf_checkpoint, tmp_path):
+    """Per-tower activation/eps are read exactly and survive a clipforge-format round trip;
+    open_clip's CLIP cannot express them, so saving there is refused (not silently wrong)."""
+    _, path = hf_checkpoint
+    model = clipforge.load(path)
+    cfg = model.config
+    assert (cfg.activation, cfg.norm_eps) == ("gelu", 1e-5)
+    assert (cfg.text.activation, cfg.text.norm_eps) == ("quick_gelu", 1e-3)
+    assert model.text.ln_final.eps == 1e-3 and model.visual.ln_post.eps == 1e-5
+    clipforge.save(model, tmp_path / "native", format="clipforge")
+    assert clipforge.load(tmp_path / "native").config == cfg
+    with pytest.raises(ValueError, match="text.activation, text.norm_eps per tower"):
+        clipforge.save(model, tmp_path / "oc", format="open_clip")
+
+
+@pytest.mark.parametrize("tower", ["text_config", "vision_config"])
+def test_unsupported_activation_names_field_and_choices(tower, tmp_path):
+    cfg = {**SMALL, tower: {**SMALL[tower], "hidden_act": "relu"}}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    torch.save({}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(ValueError) as err:
+        clipforge.load(tmp_path)
+    message = str(err.value)
+    assert f"{tower}.hidden_act 'relu' is not supported" in message
+    assert "allowed: quick_gelu, gelu, gelu_pytorch_tanh" in message
+    assert "\n" not in message.strip()
+
+
+def test_open_clip_eva_layout_refuses_a_text_tower_override(tmp_path):
+    cfg = clipforge.get_config("EVA02-B-16")
+    cfg = cfg.replace(text=dataclasses.replace(cfg.text, activation="quick_gelu"))
+    with torch.device("meta"):
+        model = clipforge.create_model(cfg)
+    with pytest.raises(ValueError, match="open_clip EVA text towers use GELU"):
+        clipforge.save(model, tmp_path, format="open_clip")

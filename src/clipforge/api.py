@@ -7,7 +7,9 @@ from pathlib import Path
 import torch
 
 from .checkpoints import (
+    HubTokenizer,
     apply_state,
+    download_tokenizer,
     download_weights,
     get_format,
     get_pretrained,
@@ -18,7 +20,7 @@ from .checkpoints import (
 from .checkpoints.errors import CheckpointError
 from .checkpoints.fit import check_fits
 from .checkpoints.formats import LoadedCheckpoint, list_formats
-from .configs import ClipConfig, get_config
+from .configs import ClipConfig, get_config, get_preprocess, get_tokenizer_source, is_architecture
 from .models import CLIP
 from .models.clip import Towers
 from .preprocess import PreprocessConfig
@@ -32,11 +34,21 @@ def create_model(
     activation: str | None = None,
     preprocess: PreprocessConfig | None = None,
 ) -> CLIP:
-    """A randomly initialised model of a named architecture (or an explicit config)."""
+    """A randomly initialised model of a named architecture (or an explicit config).
+
+    A named architecture preprocesses and tokenizes as its family does (SigLIP: squash
+    resize, mean/std 0.5, its SentencePiece vocabulary fetched from the hub on first
+    ``tokenize``) unless ``preprocess`` says otherwise; a bare config, as OpenAI's CLIP.
+    """
     cfg = get_config(architecture) if isinstance(architecture, str) else architecture
+    if preprocess is None and isinstance(architecture, str):
+        preprocess = _architecture_preprocess(architecture)
     if activation is not None:
         cfg = cfg.replace(activation=activation)
-    return CLIP(cfg, towers=towers, preprocess_config=preprocess)
+    model = CLIP(cfg, towers=towers, preprocess_config=preprocess)
+    if isinstance(architecture, str):
+        _set_family_tokenizer(model, architecture)
+    return model
 
 
 def load(
@@ -68,22 +80,22 @@ def load(
     :class:`~clipforge.checkpoints.CheckpointError` names the file otherwise.
     """
     name = name_or_path if isinstance(name_or_path, ClipConfig) else str(name_or_path)
-    preprocess = None
+    preprocess, tokenizer_dir, architecture = None, None, None
     if pretrained is not None:
         if not isinstance(name, str):
             raise ValueError("pretrained=... needs an architecture name")
         entry = get_pretrained(name, pretrained)
         weights = download_weights(entry, cache_dir)
+        tokenizer_dir = download_tokenizer(entry, cache_dir)
         activation = activation or entry.activation
-        base = get_config(name)
-        pp_fields = {"image_size": base.vision.image_size, **entry.preprocess}
-        preprocess = PreprocessConfig.from_dict(
-            {k: tuple(v) if isinstance(v, list) else v for k, v in pp_fields.items()}
-        )
+        preprocess = _architecture_preprocess(name, entry.preprocess)
     if weights is not None:
         cfg = get_config(name) if isinstance(name, str) else name
         ckpt = read_checkpoint(weights, trust_pickle)
         preprocess = preprocess or ckpt.preprocess
+        architecture = name if isinstance(name, str) and is_architecture(name) else None
+        if preprocess is None and architecture is not None:
+            preprocess = _architecture_preprocess(architecture)
         activation = activation or _activation_hint(weights)
     elif isinstance(name_or_path, ClipConfig):
         raise ValueError("load(config) needs weights=...; use create_model(config) for random init")
@@ -98,7 +110,29 @@ def load(
     apply_state(model, state, ckpt.source)
     if ckpt.tokenizer is not None:  # e.g. a SigLIP checkpoint's own SentencePiece vocabulary
         model.set_tokenizer(ckpt.tokenizer)
+    elif tokenizer_dir is not None:  # a pretrained release's, from its hub repository
+        from .tokenizer.sentencepiece import SentencePieceTokenizer
+
+        model.set_tokenizer(SentencePieceTokenizer.from_dir(tokenizer_dir, cfg.text.context_length))
+    elif architecture is not None:  # named architecture, weights without a tokenizer
+        _set_family_tokenizer(model, architecture)
     return model.to(device).eval() if device is not None else model.eval()
+
+
+def _architecture_preprocess(name: str, overrides: dict | None = None) -> PreprocessConfig:
+    """The preprocessing an architecture declares, with a pretrained entry's ``overrides``."""
+    fields = {**get_preprocess(name), **(overrides or {})}
+    return PreprocessConfig.from_dict(
+        {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    )
+
+
+def _set_family_tokenizer(model: CLIP, architecture: str) -> None:
+    """Give ``model`` its family's tokenizer (fetched on first use), if the family has one."""
+    source = get_tokenizer_source(architecture)
+    if source is not None:
+        context = model.config.text.context_length
+        model.set_tokenizer(HubTokenizer(architecture, source, context))
 
 
 def _infer(ckpt: LoadedCheckpoint) -> ClipConfig:

@@ -19,13 +19,21 @@ from .formats import (
     to_native_state,
 )
 from .infer import infer_config, match_architecture
-from .pretrained import PretrainedWeights, download_weights, get_pretrained, list_pretrained
+from .pretrained import (
+    HubTokenizer,
+    PretrainedWeights,
+    download_tokenizer,
+    download_weights,
+    get_pretrained,
+    list_pretrained,
+)
 from .reader import read_state_dict
 
 __all__ = [
     "CheckpointError",
     "CheckpointFormat",
     "CheckpointMismatchError",
+    "HubTokenizer",
     "LoadedCheckpoint",
     "PretrainedWeights",
     "UnknownFormatError",
@@ -33,6 +41,7 @@ __all__ = [
     "apply_state",
     "detect_directory_format",
     "detect_state_format",
+    "download_tokenizer",
     "download_weights",
     "get_format",
     "get_pretrained",

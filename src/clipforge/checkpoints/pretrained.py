@@ -1,7 +1,12 @@
 """Registry of named pretrained weights (``pretrained.json``) and their download.
 
 Downloads go through ``huggingface_hub`` (cached; ``HF_HUB_OFFLINE=1`` uses the cache only).
-Every entry is an open_clip-layout hub repository.
+Every entry is an open_clip-layout hub repository. An entry records only what differs from
+its architecture: ``activation`` (QuickGELU releases), ``preprocess`` (fields over the
+architecture's ``preprocess`` section) and ``tokenizer`` (``{"kind": "sentencepiece",
+"hub_id": ...}``, over the architecture's: where the release's ``tokenizer.json`` lives).
+A family tokenizer is fetched like weights: :func:`download_tokenizer`, or lazily on first
+use by a model created by name (:class:`HubTokenizer`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..configs.registry import check_tokenizer, get_tokenizer_source
 from .errors import CheckpointError
 from .formats import open_clip
 
@@ -29,6 +35,15 @@ class PretrainedWeights:
     hub_id: str
     activation: str | None = None
     preprocess: dict[str, Any] = field(default_factory=dict)
+    tokenizer: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        where = f"pretrained {self.architecture}/{self.tag} tokenizer"
+        object.__setattr__(self, "tokenizer", check_tokenizer(self.tokenizer, where))
+
+
+#: a SentencePiece tokenizer's files in its hub repository (the first one is required)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 @cache
@@ -48,7 +63,8 @@ def list_pretrained(architecture: str | None = None) -> list[tuple[str, str]]:
 
 
 def get_pretrained(architecture: str, tag: str) -> PretrainedWeights:
-    """The registry entry for ``architecture`` + ``tag``, with a helpful error if unknown."""
+    """The registry entry for ``architecture`` + ``tag``, with a helpful error if unknown;
+    its ``tokenizer`` is the architecture's where the entry names none."""
     tags = _registry().get(architecture)
     if not tags:
         raise CheckpointError(f"no pretrained weights registered for {architecture!r}")
@@ -56,7 +72,8 @@ def get_pretrained(architecture: str, tag: str) -> PretrainedWeights:
         raise CheckpointError(
             f"unknown pretrained tag {tag!r} for {architecture}; available: {', '.join(tags)}"
         )
-    return PretrainedWeights(architecture=architecture, tag=tag, **tags[tag])
+    fields = {"tokenizer": get_tokenizer_source(architecture), **tags[tag]}
+    return PretrainedWeights(architecture=architecture, tag=tag, **fields)
 
 
 def _offline_reason(timeout: float = 3.0) -> str | None:
@@ -75,10 +92,10 @@ def _offline_reason(timeout: float = 3.0) -> str | None:
     return None
 
 
-def _how_to_get(entry: PretrainedWeights) -> str:
+def _how_to_get(hub_id: str) -> str:
     return (
-        f"Pre-download it where there is network: `hf download {entry.hub_id} --local-dir DIR` "
-        f"(older: `huggingface-cli download {entry.hub_id} --local-dir DIR`), then load the "
+        f"Pre-download it where there is network: `hf download {hub_id} --local-dir DIR` "
+        f"(older: `huggingface-cli download {hub_id} --local-dir DIR`), then load the "
         "directory: --model DIR on the command line, clipforge.load('DIR') in Python. "
         "(A populated Hugging Face cache also works, with HF_HUB_OFFLINE=1.)"
     )
@@ -90,32 +107,97 @@ def download_weights(entry: PretrainedWeights, cache_dir: str | Path | None = No
     A cached copy is used without touching the network. Offline (``HF_HUB_OFFLINE`` set or
     the endpoint unreachable within seconds) this fails at once, saying how to pre-download.
     """
+    label = f"{entry.architecture}/{entry.tag}"
+    return _fetch(label, entry.hub_id, open_clip.WEIGHTS_FILES, cache_dir, "weights")
+
+
+def download_tokenizer(
+    entry: PretrainedWeights, cache_dir: str | Path | None = None
+) -> Path | None:
+    """The local directory of the entry's own tokenizer files (``None``: CLIP's BPE, which
+    ships with clipforge); downloaded on first use like :func:`download_weights`."""
+    if entry.tokenizer is None:
+        return None
+    return _tokenizer_dir(f"{entry.architecture}/{entry.tag}", entry.tokenizer["hub_id"], cache_dir)
+
+
+def _tokenizer_dir(label: str, hub_id: str, cache_dir: str | Path | None) -> Path:
+    path = _fetch(label, hub_id, TOKENIZER_FILES[:1], cache_dir, "tokenizer")
+    optional = TOKENIZER_FILES[1:]  # the pad token's name, where the repo has them
+    missing = [name for name in optional if not _try_file(hub_id, name, cache_dir, True)]
+    if missing and _offline_reason() is None:
+        for name in missing:
+            _try_file(hub_id, name, cache_dir, False)
+    return path.parent
+
+
+class HubTokenizer:
+    """A family's SentencePiece tokenizer, fetched from its hub repository on first use (the
+    cache first; offline, a clear error saying how to pre-download). Called as
+    :class:`~clipforge.tokenizer.sentencepiece.SentencePieceTokenizer` is."""
+
+    def __init__(
+        self, label: str, source: dict[str, str], context_length: int,
+        cache_dir: str | Path | None = None,
+    ) -> None:  # fmt: skip
+        self.label, self.hub_id = label, check_tokenizer(source)["hub_id"]  # type: ignore[index]
+        self.context_length, self.cache_dir = context_length, cache_dir
+        self._tokenizer: Any = None
+
+    def __call__(self, texts: Any, context_length: int | None = None, truncate: bool = True) -> Any:
+        if self._tokenizer is None:
+            from ..tokenizer.sentencepiece import SentencePieceTokenizer
+
+            directory = _tokenizer_dir(self.label, self.hub_id, self.cache_dir)
+            self._tokenizer = SentencePieceTokenizer.from_dir(directory, self.context_length)
+        return self._tokenizer(texts, context_length=context_length, truncate=truncate)
+
+
+def _try_file(hub_id: str, filename: str, cache_dir: str | Path | None, local: bool) -> bool:
+    """Fetch an optional file into the cache; whether it is there now."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    for filename in open_clip.WEIGHTS_FILES:
+    try:
+        hf_hub_download(hub_id, filename, cache_dir=cache_dir, local_files_only=local)
+    except (EntryNotFoundError, LocalEntryNotFoundError, OSError):
+        return False
+    return True
+
+
+def _fetch(
+    label: str,
+    hub_id: str,
+    filenames: tuple[str, ...],
+    cache_dir: str | Path | None,
+    what: str,
+) -> Path:
+    """The first of ``filenames`` in ``hub_id``: from the cache, else from the hub."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    for filename in filenames:
         try:
-            path = hf_hub_download(
-                entry.hub_id, filename, cache_dir=cache_dir, local_files_only=True
+            return Path(
+                hf_hub_download(hub_id, filename, cache_dir=cache_dir, local_files_only=True)
             )
-            return Path(path)
         except (EntryNotFoundError, LocalEntryNotFoundError, OSError):
             continue
     offline = _offline_reason()
     if offline is not None:
         raise CheckpointError(
-            f"pretrained weights {entry.architecture}/{entry.tag} ({entry.hub_id}) are not "
-            f"in the local cache and the hub is unreachable ({offline}). {_how_to_get(entry)}"
+            f"pretrained {what} of {label} ({hub_id}): not in the local cache, and the "
+            f"hub is unreachable ({offline}). {_how_to_get(hub_id)}"
         )
     errors = []
-    for filename in open_clip.WEIGHTS_FILES:
+    for filename in filenames:
         try:
-            return Path(hf_hub_download(entry.hub_id, filename, cache_dir=cache_dir))
+            return Path(hf_hub_download(hub_id, filename, cache_dir=cache_dir))
         except (EntryNotFoundError, LocalEntryNotFoundError) as err:
             errors.append(f"{filename}: {type(err).__name__}")
         except OSError as err:  # network failure without a cached copy
             errors.append(f"{filename}: {err}")
     raise CheckpointError(
-        f"could not get weights for {entry.architecture}/{entry.tag} from the hub repo "
-        f"{entry.hub_id} ({'; '.join(errors)}). {_how_to_get(entry)}"
+        f"could not get {what} for {label} from the hub repo "
+        f"{hub_id} ({'; '.join(errors)}). {_how_to_get(hub_id)}"
     )

@@ -15,6 +15,8 @@ from .engine import ConfigError
 from .eva import EvaVisionConfig  # noqa: F401  (registers vision.type "eva")
 from .registry import (
     get_config,
+    get_preprocess,
+    get_tokenizer_source,
     is_architecture,
     list_architectures,
     read_architecture_file,
@@ -34,6 +36,8 @@ __all__ = [
     "ViTConfig",
     "VisionConfig",
     "get_config",
+    "get_preprocess",
+    "get_tokenizer_source",
     "is_architecture",
     "list_architectures",
     "read_architecture_file",

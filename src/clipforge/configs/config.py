@@ -17,6 +17,10 @@ from .engine import ConfigError, build, unknown_name
 
 ActivationName = Literal["gelu", "quick_gelu"]
 ACTIVATIONS: tuple[str, ...] = ("gelu", "quick_gelu")
+#: a tower's own activation (``None``: the model-wide one); tanh-GELU only per tower
+TowerActivation = Literal["gelu", "gelu_tanh", "quick_gelu"]
+#: per-tower override fields: omitted from :meth:`ClipConfig.to_dict` while ``None``
+_TOWER_OVERRIDES = ("activation", "norm_eps")
 
 
 def _require_positive(owner: str, **values: float) -> None:
@@ -59,7 +63,11 @@ class TransformerGeometry:
 
 @dataclass(frozen=True)
 class ViTConfig(TransformerGeometry):
-    """Vision transformer image tower (class token, pre-LN, ``ln_pre``/``ln_post``)."""
+    """Vision transformer image tower (class token, pre-LN, ``ln_pre``/``ln_post``).
+
+    ``activation``/``norm_eps`` override the model-wide ones for this tower (``None``: the
+    model's), for checkpoints whose towers differ (e.g. a transformers ``CLIPConfig``).
+    """
 
     type: ClassVar[str] = "vit"
     image_size: int = 224
@@ -68,9 +76,11 @@ class ViTConfig(TransformerGeometry):
     layers: int = 12
     heads: int = 12
     mlp_ratio: float = 4.0
+    activation: TowerActivation | None = None
+    norm_eps: float | None = None
 
     def __post_init__(self) -> None:
-        self.check_transformer()
+        self.check_transformer(**_given(norm_eps=self.norm_eps))
         if self.image_size % self.patch_size:
             raise ConfigError(
                 f"vision.image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
@@ -135,9 +145,11 @@ class TextConfig(TransformerGeometry):
     layers: int = 12
     mlp_ratio: float = 4.0
     eot_token_id: int | None = None
+    activation: TowerActivation | None = None
+    norm_eps: float | None = None
 
     def __post_init__(self) -> None:
-        self.check_transformer()
+        self.check_transformer(**_given(norm_eps=self.norm_eps))
 
 
 TEXT_CONFIGS: dict[str, type] = {}
@@ -160,8 +172,24 @@ def register_text_config(config_class: type) -> type:
 register_text_config(TextConfig)
 
 
+def _given(**values: float | None) -> dict[str, float]:
+    """The values that are set (optional overrides are checked only when given)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def tower_to_dict(tower: Any) -> dict[str, Any]:
+    """A tower config's JSON form: tuples as lists, unset per-tower overrides left out."""
+    data = dataclasses.asdict(tower)
+    data = {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in data.items()
+        if not (k in _TOWER_OVERRIDES and v is None)
+    }
+    return data
+
+
 def _text_to_dict(text: Any) -> dict[str, Any]:
-    data = dataclasses.asdict(text)
+    data = tower_to_dict(text)
     return data if text.type == DEFAULT_TEXT_TYPE else {"type": text.type, **data}
 
 
@@ -191,8 +219,7 @@ class ClipConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        vision = {"type": self.vision.type, **dataclasses.asdict(self.vision)}
-        vision = {k: list(v) if isinstance(v, tuple) else v for k, v in vision.items()}
+        vision = {"type": self.vision.type, **tower_to_dict(self.vision)}
         data = {
             "embed_dim": self.embed_dim,
             "activation": self.activation,

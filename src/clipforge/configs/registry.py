@@ -3,11 +3,18 @@
 A user's architecture is reachable everywhere a name is (``--model``, a training YAML's
 ``model.architecture``, ``create_model``): register it once with
 :func:`register_architecture`, or name its JSON file's path directly.
+
+A file may hold the defaults of its family, used by a model created by name and by
+pretrained weights that do not say otherwise: a ``"preprocess"`` section (SigLIP: squash
+resize, mean/std 0.5; without one, OpenAI's CLIP pipeline; :func:`get_preprocess`) and a
+``"tokenizer"`` section (``{"kind": "sentencepiece", "hub_id": ...}``: the hub repository
+of the family's ``tokenizer.json``; without one, CLIP's BPE; :func:`get_tokenizer_source`).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -18,6 +25,22 @@ from .engine import did_you_mean
 
 _PACKAGE = "clipforge.configs.architectures"
 _USER_ARCHITECTURES: dict[str, ClipConfig] = {}
+PREPROCESS_KEY = "preprocess"
+TOKENIZER_KEY = "tokenizer"
+#: tokenizers an architecture or pretrained entry may name (CLIP's BPE is the default)
+TOKENIZER_KINDS = ("sentencepiece",)
+
+
+@dataclass(frozen=True)
+class FamilyDefaults:
+    """What an architecture file declares besides the model: preprocessing fields over
+    :class:`~clipforge.preprocess.PreprocessConfig`'s, and the tokenizer's source."""
+
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    tokenizer: dict[str, str] | None = None
+
+
+_USER_DEFAULTS: dict[str, FamilyDefaults] = {}
 
 
 @cache
@@ -35,25 +58,69 @@ def list_architectures() -> list[str]:
     return sorted({*_architecture_files(), *_USER_ARCHITECTURES})
 
 
-def _parse(text: str, source: str) -> ClipConfig:
+def _parse_document(text: str, source: str) -> tuple[ClipConfig, FamilyDefaults]:
+    """An architecture file's config and its family defaults."""
     try:
         data: Any = json.loads(text)
     except json.JSONDecodeError as err:
         raise ConfigError(f"{source}: not valid JSON: {err}") from err
     try:
-        return ClipConfig.from_dict(data)
+        return _split_document(data)
     except (ConfigError, TypeError) as err:
         raise ConfigError(f"{source}: invalid architecture: {err}") from err
 
 
+def _split_document(data: Any) -> tuple[ClipConfig, FamilyDefaults]:
+    data = dict(data) if isinstance(data, dict) else data
+    preprocess = data.pop(PREPROCESS_KEY, {}) if isinstance(data, dict) else {}
+    tokenizer = data.pop(TOKENIZER_KEY, None) if isinstance(data, dict) else None
+    config = ClipConfig.from_dict(data)
+    defaults = FamilyDefaults(_checked_preprocess(preprocess, config), check_tokenizer(tokenizer))
+    return config, defaults
+
+
+def check_tokenizer(section: Any, where: str = TOKENIZER_KEY) -> dict[str, str] | None:
+    """A ``tokenizer`` section (``None``: CLIP's BPE), validated; ``where`` names it."""
+    if section is None:
+        return None
+    if (
+        not isinstance(section, dict)
+        or set(section) != {"kind", "hub_id"}
+        or section["kind"] not in TOKENIZER_KINDS
+        or not isinstance(section["hub_id"], str)
+        or not section["hub_id"]
+    ):
+        raise ConfigError(
+            f"'{where}' must be {{'kind': one of {list(TOKENIZER_KINDS)}, 'hub_id': "
+            f"'owner/repo'}}, got {section!r:.120}"
+        )
+    return dict(section)
+
+
+def _checked_preprocess(section: Any, config: ClipConfig) -> dict[str, Any]:
+    """The ``preprocess`` section, validated as a preprocessing config of the image size."""
+    from ..preprocess.config import PreprocessConfig  # preprocess builds on configs
+
+    if not isinstance(section, dict):
+        raise ConfigError(f"'{PREPROCESS_KEY}' must be a mapping, got {type(section).__name__}")
+    if "image_size" in section or "size" in section:
+        raise ConfigError(f"'{PREPROCESS_KEY}' takes its image size from vision.image_size")
+    PreprocessConfig.from_dict({"image_size": config.vision.image_size, **section})
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
+
+
 def read_architecture_file(path: str | Path) -> ClipConfig:
     """The validated architecture in a JSON file (same schema as the built-in ones)."""
+    return _read_document(path)[0]
+
+
+def _read_document(path: str | Path) -> tuple[ClipConfig, FamilyDefaults]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read architecture file {path}: {err}") from err
-    return _parse(text, str(path))
+    return _parse_document(text, str(path))
 
 
 def is_architecture_file(name: str | Path) -> bool:
@@ -68,20 +135,24 @@ def register_architecture(
     """Make an architecture available by name; returns the name.
 
     ``source`` is a JSON file (named after its stem unless ``name`` is given), a config
-    dict or a :class:`ClipConfig`. Built-in names cannot be shadowed.
+    dict or a :class:`ClipConfig`; a file or dict may hold ``preprocess`` and
+    ``tokenizer`` sections.
+    Built-in names cannot be shadowed.
     """
+    defaults = FamilyDefaults()
     if isinstance(source, ClipConfig):
         config = source
     elif isinstance(source, dict):
-        config = ClipConfig.from_dict(source)
+        config, defaults = _split_document(source)
     else:
-        config = read_architecture_file(source)
+        config, defaults = _read_document(source)
         name = name or Path(source).stem
     if not name:
         raise ConfigError("register_architecture needs a name for a dict or ClipConfig source")
     if name in _architecture_files():
         raise ConfigError(f"architecture {name!r} is built in; register it under another name")
     _USER_ARCHITECTURES[name] = config
+    _USER_DEFAULTS[name] = defaults
     return name
 
 
@@ -116,4 +187,33 @@ def get_config(name: str | Path) -> ClipConfig:
         raise unknown_architecture(str(name))
     if resolved in _USER_ARCHITECTURES:
         return _USER_ARCHITECTURES[resolved]
-    return _parse(_architecture_files()[resolved], f"built-in architecture {resolved!r}")
+    return _builtin(resolved)[0]
+
+
+def _document(name: str | Path) -> tuple[ClipConfig, FamilyDefaults]:
+    if is_architecture_file(name):
+        return _read_document(name)
+    resolved = resolve_architecture_name(str(name))
+    if resolved is None:
+        raise unknown_architecture(str(name))
+    if resolved in _USER_ARCHITECTURES:
+        return _USER_ARCHITECTURES[resolved], _USER_DEFAULTS[resolved]
+    return _builtin(resolved)
+
+
+def get_preprocess(name: str | Path) -> dict[str, Any]:
+    """The image preprocessing an architecture declares for its family: a
+    :class:`~clipforge.preprocess.PreprocessConfig` dict with its ``image_size``."""
+    config, defaults = _document(name)
+    return {"image_size": config.vision.image_size, **defaults.preprocess}
+
+
+def get_tokenizer_source(name: str | Path) -> dict[str, str] | None:
+    """Where an architecture's family tokenizer lives (``{"kind", "hub_id"}``), or ``None``
+    for CLIP's BPE, which ships with clipforge."""
+    return _document(name)[1].tokenizer
+
+
+@cache
+def _builtin(name: str) -> tuple[ClipConfig, FamilyDefaults]:
+    return _parse_document(_architecture_files()[name], f"built-in architecture {name!r}")

@@ -11,11 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from .config import TransformerGeometry, register_text_config, register_vision_config
+from .config import (
+    TowerActivation,
+    TransformerGeometry,
+    register_text_config,
+    register_vision_config,
+)
 from .engine import ConfigError
 from .param_counts import layer_norm, register_parameter_counter, transformer
-
-TowerActivation = Literal["gelu", "gelu_tanh", "quick_gelu"]
 
 
 @register_vision_config

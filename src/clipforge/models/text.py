@@ -26,7 +26,8 @@ class TextTransformer(TransformerTower):
 
     def __init__(self, cfg: TextConfig, settings: TowerSettings) -> None:
         super().__init__()
-        embed_dim, activation, eps = settings.embed_dim, settings.activation, settings.norm_eps
+        embed_dim = settings.embed_dim
+        activation, eps = settings.for_tower(cfg.activation, cfg.norm_eps)
         self.context_length = cfg.context_length
         self.vocab_size = cfg.vocab_size
         self.output_dim = embed_dim

@@ -37,6 +37,11 @@ class TowerSettings:
     activation: str = "gelu"
     norm_eps: float = 1e-5
 
+    def for_tower(self, activation: str | None, norm_eps: float | None) -> tuple[str, float]:
+        """``(activation, norm_eps)`` of a tower: its own overrides where it sets them
+        (not ``None``), else the model-wide ones."""
+        return activation or self.activation, self.norm_eps if norm_eps is None else norm_eps
+
 
 class Tower(nn.Module, ABC):
     """An image or text encoder: input → ``(N, output_dim)`` features.

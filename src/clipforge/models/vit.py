@@ -19,7 +19,8 @@ class VisionTransformer(TransformerTower):
 
     def __init__(self, cfg: ViTConfig, settings: TowerSettings) -> None:
         super().__init__()
-        embed_dim, activation, eps = settings.embed_dim, settings.activation, settings.norm_eps
+        embed_dim = settings.embed_dim
+        activation, eps = settings.for_tower(cfg.activation, cfg.norm_eps)
         self.image_size = cfg.image_size
         self.output_dim = embed_dim
         self.patch_dropout = 0.0

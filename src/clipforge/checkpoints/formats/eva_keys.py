@@ -236,7 +236,8 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
     name = next((n for n, trunk in TRUNKS.items() if trunk.config() == v), None)
     if name is None:
         raise ConfigError(f"no timm EVA-CLIP trunk has this image tower ({v})")
-    if cfg.norm_eps != 1e-5 or cfg.activation != "gelu" or t.eot_token_id is not None:
+    text_act, text_eps = t.activation or cfg.activation, t.norm_eps or cfg.norm_eps
+    if text_eps != 1e-5 or text_act != "gelu" or t.eot_token_id is not None:
         raise ConfigError("open_clip EVA text towers use GELU, LayerNorm eps 1e-5, argmax pooling")
     text: dict[str, Any] = {
         "context_length": t.context_length, "vocab_size": t.vocab_size, "width": t.width,

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ...configs import ClipConfig, ConfigError, TextConfig, ViTConfig
+from ...configs.config import ACTIVATIONS
 from ...preprocess import PreprocessConfig
 from ..directory import config_errors, find_weights, read_json, write_directory
 from ..reader import read_state_dict
@@ -22,7 +23,9 @@ from .base import CheckpointFormat, Families, LoadedCheckpoint, StateDict
 NAME = "hf"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
-_ACTS = {"quick_gelu": "quick_gelu", "gelu": "gelu"}
+#: transformers ``hidden_act`` → clipforge activation (and back)
+_ACTS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh"}
+_HF_ACTS = {native: hf for hf, native in _ACTS.items()}
 
 # (hf name, native name) for per-layer and top-level parameters; {t} is the tower prefix.
 _BLOCK_RENAMES = (
@@ -166,19 +169,18 @@ def config_to_native(hf: dict[str, Any]) -> ClipConfig:
     def t(key: str, default: Any, kind: type = int) -> Any:
         return _get(text, "text_config.", key, default, kind)
 
-    acts = {v("hidden_act", "quick_gelu", str), t("hidden_act", "quick_gelu", str)}
-    if len(acts) != 1 or not acts <= set(_ACTS):
-        raise ConfigError(f"unsupported activations {sorted(acts)} (need one of {sorted(_ACTS)})")
-    eps = {v("layer_norm_eps", 1e-5, float), t("layer_norm_eps", 1e-5, float)}
-    if len(eps) != 1:
-        raise ConfigError(f"different layer-norm eps per tower are not supported: {eps}")
+    v_act = _activation(v("hidden_act", "quick_gelu", str), "vision_config")
+    t_act = _activation(t("hidden_act", "quick_gelu", str), "text_config")
+    v_eps, t_eps = v("layer_norm_eps", 1e-5, float), t("layer_norm_eps", 1e-5, float)
+    # The vision tower's settings are the model-wide ones; a tower that differs overrides.
+    model_act = v_act if v_act in ACTIVATIONS else "gelu"
     v_width, t_width = v("hidden_size", 768), t("hidden_size", 512)
     if v_width <= 0 or t_width <= 0:
         raise ConfigError(f"hidden_size must be positive, got {v_width} / {t_width}")
     return ClipConfig(
         embed_dim=_get(hf, "", "projection_dim", 512, int),
-        activation=_ACTS[acts.pop()],
-        norm_eps=eps.pop(),
+        activation=model_act,
+        norm_eps=v_eps,
         init_logit_scale=_get(hf, "", "logit_scale_init_value", 2.6592, float),
         vision=ViTConfig(
             image_size=v("image_size", 224),
@@ -187,6 +189,7 @@ def config_to_native(hf: dict[str, Any]) -> ClipConfig:
             layers=v("num_hidden_layers", 12),
             heads=v("num_attention_heads", 12),
             mlp_ratio=v("intermediate_size", 3072) / v_width,
+            activation=None if v_act == model_act else v_act,
         ),
         text=TextConfig(
             context_length=t("max_position_embeddings", 77),
@@ -196,8 +199,25 @@ def config_to_native(hf: dict[str, Any]) -> ClipConfig:
             layers=t("num_hidden_layers", 12),
             mlp_ratio=t("intermediate_size", 2048) / t_width,
             eot_token_id=_hf_eot_rule(text),
+            activation=None if t_act == model_act else t_act,
+            norm_eps=None if t_eps == v_eps else t_eps,
         ),
     )
+
+
+def _activation(hf_name: str, section: str) -> str:
+    """A transformers ``hidden_act`` → clipforge's name (one-line error naming the field)."""
+    if hf_name not in _ACTS:
+        raise ConfigError(
+            f"{section}.hidden_act {hf_name!r} is not supported (allowed: {', '.join(_ACTS)})"
+        )
+    return _ACTS[hf_name]
+
+
+def _tower_settings(cfg: ClipConfig, tower: Any) -> dict[str, Any]:
+    """A tower's ``hidden_act`` and ``layer_norm_eps``: its overrides, else the model's."""
+    eps = cfg.norm_eps if tower.norm_eps is None else tower.norm_eps
+    return {"hidden_act": _HF_ACTS[tower.activation or cfg.activation], "layer_norm_eps": eps}
 
 
 def _hf_eot_rule(text: dict[str, Any]) -> int | None:
@@ -215,7 +235,6 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
             "transformers' CLIPModel has no ResNet image tower; save as "
             "'open_clip' or 'clipforge' instead"
         )
-    common = {"hidden_act": cfg.activation, "layer_norm_eps": cfg.norm_eps}
     v, t = cfg.vision, cfg.text
     return {
         "architectures": ["CLIPModel"],
@@ -223,7 +242,7 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
         "projection_dim": cfg.embed_dim,
         "logit_scale_init_value": cfg.init_logit_scale,
         "vision_config": {
-            **common,
+            **_tower_settings(cfg, v),
             "hidden_size": v.width,
             "intermediate_size": v.mlp_width,
             "num_hidden_layers": v.layers,
@@ -234,7 +253,7 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
             "model_type": "clip_vision_model",
         },
         "text_config": {
-            **common,
+            **_tower_settings(cfg, t),
             "hidden_size": t.width,
             "intermediate_size": t.mlp_width,
             "num_hidden_layers": t.layers,

@@ -99,6 +99,17 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
         raise ConfigError("open_clip models use LayerNorm eps 1e-5")
     if t.eot_token_id is not None:
         raise ConfigError("open_clip pools text at argmax(tokens); eot_token_id is not expressible")
+    overrides = [
+        f"{name}.{key}"
+        for name, tower in (("vision", v), ("text", t))
+        for key in ("activation", "norm_eps")
+        if isinstance(tower, ViTConfig | TextConfig) and getattr(tower, key) is not None
+    ]
+    if overrides:
+        raise ConfigError(
+            f"open_clip's CLIP has one activation and LayerNorm eps for both towers; this "
+            f"model sets {', '.join(overrides)} per tower (save as 'hf' or 'clipforge')"
+        )
     if isinstance(v, ResNetConfig):
         vision = {
             "image_size": v.image_size,
