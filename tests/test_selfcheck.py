@@ -36,3 +36,19 @@ def test_selfcheck_cli_prints_the_table_and_refuses_unknown_names():
     )
     bad = CliRunner().invoke(app, ["selfcheck", "ViT-B-33"])
     assert bad.exit_code == 2 and "unknown architecture ViT-B-33" in bad.output
+
+
+def test_check_architecture_needs_no_network_for_a_hub_tokenizer(tmp_path, monkeypatch):
+    """A SigLIP-family name whose vocabulary is not cached: the towers are still checked."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    tiny = {
+        "embed_dim": 32, "norm_eps": 1e-6, "init_logit_bias": -10,
+        "vision": {"type": "siglip_vit", "image_size": 32, "patch_size": 16, "width": 32,
+                   "layers": 1, "heads": 2},
+        "text": {"type": "siglip_text", "context_length": 8, "vocab_size": 64, "width": 32,
+                 "heads": 2, "layers": 1},
+        "tokenizer": {"kind": "sentencepiece", "hub_id": "nobody/not-cached-tokenizer"},
+    }  # fmt: skip
+    check = check_architecture(register_architecture(tiny, name="selfcheck-siglip-tiny"))
+    assert check.embed_dim == 32 and math.isfinite(check.cosine) and check.text_ms > 0
