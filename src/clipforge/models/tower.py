@@ -97,6 +97,18 @@ class Tower(nn.Module, ABC):
         """Drop this fraction of patch tokens in training (FLIP); towers without patches refuse."""
         raise ValueError(f"{type(self).__name__} does not support patch dropout")
 
+    def export_forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``forward`` over the whole input, free of data-dependent shapes, for tracing
+        exporters (ONNX); the default is ``forward`` itself."""
+        return self(inputs)
+
+    def input_spec(self) -> dict[str, Any]:
+        """How a runtime without this code must feed the exported tower (a JSON-able dict,
+        stored with an ONNX export). Text towers declare their pooling: ``{"pooling":
+        "eot", "eot_token_id": ...}`` (causal, so padding after the pooled token may be
+        dropped) or ``{"pooling": "last"}`` (pad to the full context, never trim)."""
+        return {}
+
 
 class TransformerTower(Tower):
     """A tower around a stack of residual attention blocks at ``self.transformer``

@@ -52,10 +52,16 @@ class ModelConfig:
     init_from: str | None = None  # checkpoint path/dir (anything clipforge.load reads)
     pretrained: str | None = None  # registered tag for a named architecture
     activation: Literal["gelu", "quick_gelu"] | None = None
+    #: the text tokenizer: a ``tokenizer.json`` file or a directory holding one (e.g. a SigLIP
+    #: architecture trained from scratch), or ``"clip"`` (CLIP's BPE); default: the
+    #: checkpoint's own (a SigLIP checkpoint's tokenizer.json), else CLIP's BPE
+    tokenizer: str | None = None
 
     def __post_init__(self) -> None:
         if self.architecture is None and self.init_from is None:
             raise ConfigError("model: set 'model.architecture' or 'model.init_from'")
+        if self.tokenizer not in (None, "clip") and not Path(self.tokenizer).exists():
+            raise ConfigError(f"model.tokenizer: no such file or directory: {self.tokenizer}")
         if self.architecture is not None:
             self.clip_config()  # validated now, before anything is built
 
@@ -90,9 +96,11 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    """Contrastive objective."""
+    """Contrastive objective: ``clip`` (softmax) or ``siglip`` (sigmoid with a learnable
+    bias); ``None`` picks the model's own: sigmoid for a model with a ``logit_bias``
+    (SigLIP), softmax otherwise."""
 
-    kind: Literal["clip", "siglip"] = "clip"
+    kind: Literal["clip", "siglip"] | None = None
     local_loss: bool = False
 
 

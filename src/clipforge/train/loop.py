@@ -119,14 +119,38 @@ def _seed_all(seed: int) -> None:
 
 
 def build_model(cfg: ModelConfig) -> CLIP:
-    """A fresh model of ``cfg.architecture`` or one loaded from ``init_from``/``pretrained``."""
+    """A fresh model of ``cfg.architecture`` or one loaded from ``init_from``/``pretrained``,
+    with ``cfg.tokenizer`` when given (else the checkpoint's own, or CLIP's BPE)."""
     if cfg.init_from is not None:
-        return load(cfg.init_from, activation=cfg.activation).train()
-    if cfg.pretrained is not None:
+        model = load(cfg.init_from, activation=cfg.activation)
+    elif cfg.pretrained is not None:
         if not isinstance(cfg.architecture, str):
             raise ValueError("model.pretrained needs a named model.architecture")
-        return load(cfg.architecture, pretrained=cfg.pretrained, activation=cfg.activation).train()
-    return create_model(cfg.clip_config(), activation=cfg.activation).train()  # type: ignore[arg-type]
+        model = load(cfg.architecture, pretrained=cfg.pretrained, activation=cfg.activation)
+    else:
+        model = create_model(cfg.clip_config(), activation=cfg.activation)  # type: ignore[arg-type]
+    if cfg.tokenizer is not None:
+        model.set_tokenizer(_read_tokenizer(cfg.tokenizer, model.config.text.context_length))
+    return model.train()
+
+
+def _read_tokenizer(source: str, context_length: int) -> Any:
+    """``"clip"`` (CLIP's BPE), a ``tokenizer.json`` or a directory holding one."""
+    if source == "clip":
+        from ..tokenizer import get_tokenizer
+
+        return get_tokenizer()
+    from ..tokenizer.sentencepiece import TOKENIZER_FILE, SentencePieceTokenizer
+
+    path = Path(source)
+    return SentencePieceTokenizer(path / TOKENIZER_FILE if path.is_dir() else path, context_length)
+
+
+def loss_kind(cfg: LossConfig, model: CLIP) -> str:
+    """The configured loss, or the model's own: ``siglip`` for a model with a ``logit_bias``."""
+    if cfg.kind is not None:
+        return cfg.kind
+    return "siglip" if model.logit_bias is not None else "clip"
 
 
 def _prepare_model(clip: CLIP, cfg: TrainConfig) -> None:
@@ -139,8 +163,8 @@ def _prepare_model(clip: CLIP, cfg: TrainConfig) -> None:
     clip.set_grad_checkpointing(cfg.grad_checkpointing)
 
 
-def _make_loss(cfg: LossConfig) -> nn.Module:
-    if cfg.kind == "siglip":
+def _make_loss(cfg: LossConfig, kind: str) -> nn.Module:
+    if kind == "siglip":
         return SigLipLoss(gather=True)
     return ClipLoss(gather=True, local_loss=cfg.local_loss)
 
@@ -272,7 +296,8 @@ class _Trainer:
         self.cfg, self.d = cfg, d
         _seed_all(cfg.seed)
         self.clip = build_model(cfg.model)
-        siglip = cfg.loss.kind == "siglip"
+        self.loss_kind = loss_kind(cfg.loss, self.clip)
+        siglip = self.loss_kind == "siglip"
         if siglip and cfg.model.init_from is None and cfg.model.pretrained is None:
             self.clip.logit_scale.data.fill_(SIGLIP_INIT_SCALE)
         _prepare_model(self.clip, cfg)
@@ -304,7 +329,7 @@ class _Trainer:
             _seed_all(cfg.seed + d.rank)
         local = cfg.batch_size // d.world_size
         self.micro = cfg.micro_batch_size if (cfg.micro_batch_size or local) < local else None
-        self.loss_fn = _make_loss(cfg.loss)
+        self.loss_fn = _make_loss(cfg.loss, self.loss_kind)
         self.autocast = _autocast(cfg.precision, d.device)
         self.losses: dict[int, float] = {}
         self.metrics: dict[str, Any] = {}
