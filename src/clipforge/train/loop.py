@@ -15,7 +15,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -163,8 +163,9 @@ def _prepare_model(clip: CLIP, cfg: TrainConfig) -> None:
     clip.set_grad_checkpointing(cfg.grad_checkpointing)
 
 
-def _make_loss(cfg: LossConfig, kind: str) -> nn.Module:
-    if kind == "siglip":
+def _make_loss(cfg: LossConfig) -> nn.Module:
+    """The loss of ``cfg`` (its ``kind`` resolved: see :func:`loss_kind`)."""
+    if cfg.kind == "siglip":
         return SigLipLoss(gather=True)
     return ClipLoss(gather=True, local_loss=cfg.local_loss)
 
@@ -329,7 +330,7 @@ class _Trainer:
             _seed_all(cfg.seed + d.rank)
         local = cfg.batch_size // d.world_size
         self.micro = cfg.micro_batch_size if (cfg.micro_batch_size or local) < local else None
-        self.loss_fn = _make_loss(cfg.loss, self.loss_kind)
+        self.loss_fn = _make_loss(replace(cfg.loss, kind=self.loss_kind))
         self.autocast = _autocast(cfg.precision, d.device)
         self.losses: dict[int, float] = {}
         self.metrics: dict[str, Any] = {}
