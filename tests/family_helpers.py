@@ -18,6 +18,7 @@ from .conftest import perturb_, shared_path
 
 SIGLIP_CONTEXT = 64  # SigLIP's context: the tokenizer pads every text to it
 SIGLIP_VOCAB = 400
+#: SigLIP 2's layout (GELU-tanh text MLPs, biased text projection), reduced
 TINY_SIGLIP = {
     "embed_dim": 32, "norm_eps": 1e-6, "init_logit_bias": -10.0,
     "init_logit_scale": 2.302585092994046,
@@ -27,6 +28,12 @@ TINY_SIGLIP = {
              "vocab_size": SIGLIP_VOCAB, "width": 32, "heads": 2, "layers": 2,
              "activation": "gelu_tanh"},
 }  # fmt: skip
+#: the i18n / SO400M variant: GELU-tanh image MLPs, exact-GELU text, no text projection
+TINY_SIGLIP_NO_PROJ = {
+    **TINY_SIGLIP,
+    "vision": {**TINY_SIGLIP["vision"], "activation": "gelu_tanh"},
+    "text": {**TINY_SIGLIP["text"], "activation": None, "proj": "none"},
+}
 #: EVA-02's switches (2-D RoPE, SwiGLU, sub-LNs) on a reduced tower, CLIP's text tower
 TINY_EVA = {
     "embed_dim": 24,
@@ -76,10 +83,12 @@ def write_siglip_tokenizer(directory: Path) -> Path:
     return directory
 
 
-def tiny_siglip(tokenizer_dir: Path) -> clipforge.CLIP:
-    """A seeded, perturbed tiny SigLIP model using the tokenizer written in ``tokenizer_dir``."""
+def tiny_siglip(tokenizer_dir: Path, config: dict | None = None) -> clipforge.CLIP:
+    """A seeded, perturbed tiny SigLIP model (``TINY_SIGLIP`` unless ``config``) using the
+    tokenizer written in ``tokenizer_dir``."""
     torch.manual_seed(0)
-    model = perturb_(clipforge.create_model(ClipConfig.from_dict(TINY_SIGLIP))).eval()
+    cfg = ClipConfig.from_dict(config or TINY_SIGLIP)
+    model = perturb_(clipforge.create_model(cfg)).eval()
     write_siglip_tokenizer(tokenizer_dir)
     model.set_tokenizer(SentencePieceTokenizer.from_dir(tokenizer_dir, SIGLIP_CONTEXT))
     return model

@@ -18,17 +18,27 @@ from clipforge.cli import app
 from clipforge.onnx import OnnxClip, export_onnx
 
 from .conftest import REPO, shared_path
-from .family_helpers import SIGLIP_CONTEXT, tiny_eva, tiny_siglip
+from .family_helpers import (
+    SIGLIP_CONTEXT,
+    TINY_SIGLIP,
+    TINY_SIGLIP_NO_PROJ,
+    tiny_eva,
+    tiny_siglip,
+)
 
 TOL = 1e-5
 TEXTS = ["A dog runs on the beach!", "two children play in the water", "x", "", "a man",
          "a black and white dog jumps over a fence " * 12]  # fmt: skip
 
 
-@pytest.fixture(scope="module", params=["siglip", "eva"])
+@pytest.fixture(scope="module", params=["siglip2", "siglip-no-proj", "eva"])
 def exported(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(request.param)
-    model = tiny_siglip(tmp / "tokenizer") if request.param == "siglip" else tiny_eva()
+    if request.param == "eva":
+        model = tiny_eva()
+    else:
+        config = TINY_SIGLIP if request.param == "siglip2" else TINY_SIGLIP_NO_PROJ
+        model = tiny_siglip(tmp / "tokenizer", config)
     export_onnx(model, tmp / "onnx")
     return model, tmp / "onnx"
 
