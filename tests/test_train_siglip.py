@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import clipforge
 from clipforge.cli import app
 from clipforge.data.loader import TokenizeFn, build_dataset
-from clipforge.lora import apply_lora, lora_parameters, merge_lora
+from clipforge.lora import apply_lora, has_lora, lora_parameters, merge_lora, merged_state_dict
 from clipforge.losses import SigLipLoss
 from clipforge.train import config_from_dict, train
 from clipforge.train.config import LossConfig
@@ -159,8 +159,11 @@ def test_lora_fine_tunes_a_siglip_model_and_merges_exactly(table, tmp_path):
     model.eval()
     with torch.no_grad():
         adapted = model.encode_image(images), model.encode_text(tokens)
+    folded = merged_state_dict(model)  # what training checkpoints hold, model unchanged
+    assert has_lora(model)
     merge_lora(model)
     state = model.state_dict()
+    assert folded.keys() == state.keys() and all(torch.equal(folded[k], state[k]) for k in state)
     moved = {k for k in base if not torch.equal(state[k], base[k])}
     assert moved and all(ADAPTED.search(k) or k in ("logit_scale", "logit_bias") for k in moved)
     with torch.no_grad():
@@ -170,3 +173,23 @@ def test_lora_fine_tunes_a_siglip_model_and_merges_exactly(table, tmp_path):
     loaded = clipforge.load(tmp_path / "merged")
     with torch.no_grad():
         assert torch.equal(loaded.encode_text(loaded.tokenize(captions)), merged[1])
+
+
+def test_lora_training_run_saves_merged_checkpoints(table, tmp_path):
+    """``lora:`` in a training config: only adapted weights and the configured extras move,
+    and each checkpoint is an ordinary (merged) SigLIP model with its tokenizer."""
+    path, captions = table
+    before = tiny_siglip(tmp_path / "tokenizer")
+    clipforge.save(before, tmp_path / "init")
+    config = _config(path, tmp_path, {"init_from": str(tmp_path / "init")}, 3)
+    result = train(config_from_dict({**config, "lora": {"rank": 2, "alpha": 4}}))
+    assert result.losses[3] < result.losses[1]
+    after = clipforge.load(tmp_path / "run" / "step_3")
+    base, state = before.state_dict(), after.state_dict()
+    assert list(state) == list(base)
+    moved = {k for k in base if not torch.equal(state[k], base[k])}
+    assert "logit_bias" in moved and any(ADAPTED.search(k) for k in moved)
+    assert all(ADAPTED.search(k) or k in ("logit_scale", "logit_bias") for k in moved)
+    assert torch.equal(after.tokenize(captions), before.tokenize(captions))
+    with pytest.raises(clipforge.configs.ConfigError, match="not supported with LoRA"):
+        config_from_dict({**config, "lora": {}, "resume": "latest"})

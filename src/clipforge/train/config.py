@@ -32,6 +32,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "EvalConfig",
+    "LoraConfig",
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
@@ -105,6 +106,21 @@ class LossConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA fine-tuning (:func:`clipforge.lora.apply_lora`): adapters on the transformer
+    blocks, everything else frozen except the parameters named in ``trainable`` (substrings;
+    by default the temperature and, for SigLIP, the learnable bias). Checkpoints hold the
+    merged weights, loadable as an ordinary model."""
+
+    rank: int = bounded(8, ge=1)
+    alpha: float = bounded(16.0, gt=0.0)
+    dropout: float = bounded(0.0, ge=0.0, lt=1.0)
+    targets: list[str] = field(default_factory=lambda: ["attn", "mlp"])
+    towers: list[str] = field(default_factory=lambda: ["image", "text"])
+    trainable: list[str] = field(default_factory=lambda: ["logit_scale", "logit_bias"])
+
+
+@dataclass
 class TrainConfig:
     """A whole training run. ``batch_size`` is global (all ranks, all micro-batches)."""
 
@@ -125,6 +141,7 @@ class TrainConfig:
     lock_text: bool = False
     unlocked_last_n_layers: int = bounded(0, ge=0)  # LiT: blocks left trainable in locked towers
     patch_dropout: float = bounded(0.0, ge=0.0, lt=1.0)
+    lora: LoraConfig | None = None  # LoRA fine-tuning instead of full training
     seed: int = 0
     output_dir: str = "runs/clipforge"
     checkpoint_every: int = bounded(1000, ge=1)
@@ -141,6 +158,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_ranges(self)
         check_eval_list(self.eval)
+        if self.lora is not None and (self.strategy == "fsdp" or self.resume is not None):
+            raise ConfigError("lora: resuming and strategy=fsdp are not supported with LoRA yet")
 
 
 # ----------------------------------------------------------------------------- public API

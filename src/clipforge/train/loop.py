@@ -28,6 +28,7 @@ from torch import nn
 from ..api import create_model, load
 from ..data.loader import build_train_loader
 from ..eval.registry import evaluate
+from ..lora import apply_lora, has_lora, merged_state_dict
 from ..losses import SIGLIP_INIT_BIAS, SIGLIP_INIT_SCALE, ClipLoss, SigLipLoss, clamp_logit_scale_
 from ..models import CLIP
 from . import fsdp
@@ -161,6 +162,10 @@ def _prepare_model(clip: CLIP, cfg: TrainConfig) -> None:
     if cfg.patch_dropout > 0:
         clip.tower("image").set_patch_dropout(cfg.patch_dropout)
     clip.set_grad_checkpointing(cfg.grad_checkpointing)
+    if cfg.lora is not None:
+        lora = cfg.lora
+        apply_lora(clip, lora.rank, lora.alpha, lora.dropout, lora.targets, lora.towers,
+                   lora.trainable)  # fmt: skip
 
 
 def _make_loss(cfg: LossConfig) -> nn.Module:
@@ -441,6 +446,8 @@ class _Trainer:
         rng = gather_rng()  # a collective: every rank takes part
         cfg = self.cfg
         weights, sharded = self._save_shards(step) if self.fsdp else (None, None)
+        if has_lora(self.clip):  # the merged weights: an ordinary, loadable checkpoint
+            weights = merged_state_dict(self.clip)
         if self.d.main:
             bias = self.model.logit_bias
             state = training_state(
