@@ -46,7 +46,9 @@ class Tower(nn.Module, ABC):
     - ``blocks``: the residual blocks in order (LiT unlocks the last N, checkpointing wraps them);
     - ``adapter_blocks()``: the transformer blocks LoRA may adapt (none for convolutional towers);
     - ``head_names``: top-level parameter/module names after the blocks (unlocked with them);
-    - ``supports_patch_dropout``: whether ``set_patch_dropout`` is meaningful.
+    - ``supports_patch_dropout``: whether ``set_patch_dropout`` is meaningful;
+    - ``export_forward()`` / ``input_spec()``: the traceable forward an ONNX export records,
+      and how a runtime must feed it (a text tower's pooling: trimmable EOT or last token).
     """
 
     head_names: ClassVar[tuple[str, ...]] = ()
