@@ -193,3 +193,12 @@ def test_lora_training_run_saves_merged_checkpoints(table, tmp_path):
     assert torch.equal(after.tokenize(captions), before.tokenize(captions))
     with pytest.raises(clipforge.configs.ConfigError, match="not supported with LoRA"):
         config_from_dict({**config, "lora": {}, "resume": "latest"})
+
+
+@pytest.mark.parametrize("layout", ["clipforge", "hf"])
+def test_saved_checkpoints_carry_the_tokenizer(tmp_path, layout):
+    model = tiny_siglip(tmp_path / "tokenizer")
+    clipforge.save(model, tmp_path / layout, format=layout)
+    assert (tmp_path / layout / "tokenizer.json").is_file()
+    texts = ["A Dog, running!", flickr_captions()[0]]
+    assert torch.equal(clipforge.load(tmp_path / layout).tokenize(texts), model.tokenize(texts))
