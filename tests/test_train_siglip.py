@@ -21,7 +21,7 @@ from clipforge.lora import apply_lora, has_lora, lora_parameters, merge_lora, me
 from clipforge.losses import SigLipLoss
 from clipforge.train import config_from_dict, train
 from clipforge.train.config import LossConfig
-from clipforge.train.loop import loss_kind
+from clipforge.train.model import loss_kind
 
 from .conftest import shared_path
 from .family_helpers import (

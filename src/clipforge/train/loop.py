@@ -25,12 +25,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..api import create_model, load
 from ..data.loader import build_train_loader
 from ..eval.registry import evaluate
-from ..lora import apply_lora, has_lora, merged_state_dict
+from ..lora import has_lora, merged_state_dict
 from ..losses import SIGLIP_INIT_BIAS, SIGLIP_INIT_SCALE, ClipLoss, SigLipLoss, clamp_logit_scale_
-from ..models import CLIP
 from . import fsdp
 from .checkpoint import (
     Checkpoint,
@@ -44,8 +42,9 @@ from .checkpoint import (
     save_checkpoint,
     training_state,
 )
-from .config import LossConfig, ModelConfig, TrainConfig, config_to_dict
+from .config import LossConfig, TrainConfig, config_to_dict
 from .gradcache import ContrastiveModel, contrastive_step
+from .model import build_model, loss_kind, prepare_model
 from .optim import build_optimizer, build_scheduler
 from .outdir import claim_output_dir
 
@@ -117,55 +116,6 @@ def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def build_model(cfg: ModelConfig) -> CLIP:
-    """A fresh model of ``cfg.architecture`` or one loaded from ``init_from``/``pretrained``,
-    with ``cfg.tokenizer`` when given (else the checkpoint's own, or CLIP's BPE)."""
-    if cfg.init_from is not None:
-        model = load(cfg.init_from, activation=cfg.activation)
-    elif cfg.pretrained is not None:
-        if not isinstance(cfg.architecture, str):
-            raise ValueError("model.pretrained needs a named model.architecture")
-        model = load(cfg.architecture, pretrained=cfg.pretrained, activation=cfg.activation)
-    else:
-        model = create_model(cfg.clip_config(), activation=cfg.activation)  # type: ignore[arg-type]
-    if cfg.tokenizer is not None:
-        model.set_tokenizer(_read_tokenizer(cfg.tokenizer, model.config.text.context_length))
-    return model.train()
-
-
-def _read_tokenizer(source: str, context_length: int) -> Any:
-    """``"clip"`` (CLIP's BPE), a ``tokenizer.json`` or a directory holding one."""
-    if source == "clip":
-        from ..tokenizer import get_tokenizer
-
-        return get_tokenizer()
-    from ..tokenizer.sentencepiece import TOKENIZER_FILE, SentencePieceTokenizer
-
-    path = Path(source)
-    return SentencePieceTokenizer(path / TOKENIZER_FILE if path.is_dir() else path, context_length)
-
-
-def loss_kind(cfg: LossConfig, model: CLIP) -> str:
-    """The configured loss, or the model's own: ``siglip`` for a model with a ``logit_bias``."""
-    if cfg.kind is not None:
-        return cfg.kind
-    return "siglip" if model.logit_bias is not None else "clip"
-
-
-def _prepare_model(clip: CLIP, cfg: TrainConfig) -> None:
-    if cfg.lock_image:
-        clip.tower("image").lock(cfg.unlocked_last_n_layers)
-    if cfg.lock_text:
-        clip.tower("text").lock(cfg.unlocked_last_n_layers)
-    if cfg.patch_dropout > 0:
-        clip.tower("image").set_patch_dropout(cfg.patch_dropout)
-    clip.set_grad_checkpointing(cfg.grad_checkpointing)
-    if cfg.lora is not None:
-        lora = cfg.lora
-        apply_lora(clip, lora.rank, lora.alpha, lora.dropout, lora.targets, lora.towers,
-                   lora.trainable)  # fmt: skip
 
 
 def _make_loss(cfg: LossConfig) -> nn.Module:
@@ -306,7 +256,7 @@ class _Trainer:
         siglip = self.loss_kind == "siglip"
         if siglip and cfg.model.init_from is None and cfg.model.pretrained is None:
             self.clip.logit_scale.data.fill_(SIGLIP_INIT_SCALE)
-        _prepare_model(self.clip, cfg)
+        prepare_model(self.clip, cfg)
         self.model = ContrastiveModel(self.clip, SIGLIP_INIT_BIAS if siglip else None)
         self.model.to(d.device).train()
         self.fsdp = cfg.strategy == "fsdp" and d.world_size > 1
