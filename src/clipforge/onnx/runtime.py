@@ -49,6 +49,11 @@ class OnnxClip:
         spec = meta.get("tokenizer", {"kind": "clip_bpe"})
         self._tokenizer = load_tokenizer(spec, directory) if spec is not None else None
 
+    @property
+    def eot_token_id(self) -> int | None:
+        """The pooled token's id of an EOT-pooled text tower (``None``: argmax of the ids)."""
+        return self.text_input.get("eot_token_id")
+
     def preprocess(self, image) -> np.ndarray:
         """A PIL image or path → float32 (3, H, W), identical to the PyTorch pipeline."""
         return self._preprocess.to_array(image)
