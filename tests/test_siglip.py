@@ -98,7 +98,7 @@ def test_training_with_the_sigmoid_loss_updates_the_models_bias(tmp_path):
     before = _tiny()
     clipforge.save(before, tmp_path / "init")
     cfg = config_from_dict({
-        "model": {"init_from": str(tmp_path / "init")},
+        "model": {"init_from": str(tmp_path / "init"), "tokenizer": "clip"},
         "data": {"kind": "procedural", "image_size": 32, "options": {"size": 64}},
         "loss": {"kind": "siglip"}, "batch_size": 8, "steps": 2, "optim": {"lr": 1e-2},
         "output_dir": str(tmp_path / "run"), "progress": False, "tensorboard": False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from .configs import ClipConfig, get_config, get_preprocess, get_tokenizer_sourc
 from .models import CLIP
 from .models.clip import Towers
 from .preprocess import PreprocessConfig
+from .tokenizer.files import save_tokenizer
 
 SaveFormat = str  # a registered checkpoint format name: see clipforge.checkpoints.list_formats()
 
@@ -167,7 +169,21 @@ def save(model: CLIP, directory: str | Path, format: SaveFormat = "clipforge") -
     directory = Path(directory)
     # write_dir converts config and keys first (and may refuse), then copies tensors out.
     fmt.write_dir(model.config, model.preprocess_config, model.state_dict(), directory)
+    write_model_tokenizer(model, directory)
     return directory
+
+
+def write_model_tokenizer(model: CLIP, directory: Path) -> None:
+    """Write the model's own tokenizer files beside its weights (a SigLIP checkpoint's
+    ``tokenizer.json``; nothing for CLIP's bundled BPE), so that loading restores it."""
+    try:
+        tokenizer = model.get_tokenizer()
+    except ValueError:  # a tower that needs its own vocabulary, and the model has none
+        return
+    try:
+        save_tokenizer(tokenizer, directory)
+    except ValueError as err:
+        warnings.warn(f"{directory}: the model's tokenizer was not saved: {err}", stacklevel=3)
 
 
 __all__ = ["create_model", "load", "save"]

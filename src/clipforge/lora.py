@@ -220,6 +220,23 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
+@torch.no_grad()
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` as :func:`merge_lora` would leave it (the original keys, in
+    another order; adapters folded in float32 as there), without changing ``model``: what a
+    training run saves at each checkpoint while its adapters stay attached."""
+    names = {id(m): n for n, m in model.named_modules()}
+    state = model.state_dict()
+    for module, name, lora in _lora_sites(model):
+        prefix = f"{names[id(module)]}.parametrizations.{name}"
+        base = state.pop(f"{prefix}.original")
+        for key in [k for k in state if k.startswith(f"{prefix}.")]:
+            del state[key]  # the adapter tensors (lora_A, lora_B)
+        delta = (lora.lora_B.float() @ lora.lora_A.float()) * lora.scale
+        state[f"{names[id(module)]}.{name}"] = (base.float() + delta).to(base.dtype)
+    return state
+
+
 __all__ = [
     "LoRAParametrization",
     "apply_lora",
@@ -227,4 +244,5 @@ __all__ = [
     "lora_parameters",
     "lora_state_dict",
     "merge_lora",
+    "merged_state_dict",
 ]

@@ -19,11 +19,13 @@ def onnx(
     pretrained: str = PRETRAINED,
     opset: int = typer.Option(17, help="ONNX opset."),
 ) -> None:
-    """Export the image and text encoders (dynamic batch) plus preprocessing metadata."""
+    """Export the image and text encoders (dynamic batch) plus preprocessing metadata and the
+    model's own tokenizer (any family: CLIP, SigLIP, EVA)."""
     from clipforge.onnx.export import export_onnx
 
     export_onnx(load_model(model, weights, pretrained), output, opset=opset)
-    err_console.print(f"wrote {output}/image_encoder.onnx, text_encoder.onnx, clipforge_onnx.json")
+    files = ", ".join(sorted(p.name for p in output.iterdir() if p.is_file()))
+    err_console.print(f"wrote {output}/: {files}")
     err_console.print("use it without torch: clipforge.onnx.OnnxClip(directory)")
 
 

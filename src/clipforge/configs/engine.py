@@ -283,6 +283,8 @@ def apply_override(data: dict[str, Any], override: str, root: type) -> None:
             node[part] = _parse_value(raw)
             return
         hint = typing.get_type_hints(cls)[part] if cls is not None else None
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # e.g. LoraConfig | None
+            hint = next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), hint)
         child_cls = hint if hint is not None and dataclasses.is_dataclass(hint) else None
         if cls is not None and child_cls is None and not _dict_field(cls, part):
             raise ConfigError(f"config key '{'.'.join(parts[: depth + 1])}' has no sub-keys")

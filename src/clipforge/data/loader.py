@@ -57,11 +57,16 @@ Item = tuple[torch.Tensor, torch.Tensor] | None
 
 
 class TokenizeFn:
-    """Picklable ``caption -> (context_length,)`` int64 tokens (tokenizer built per process)."""
+    """Picklable ``caption -> (context_length,)`` int64 tokens with the model's tokenizer.
 
-    def __init__(self, context_length: int) -> None:
+    ``tokenizer`` is the model's own (:meth:`clipforge.models.CLIP.get_tokenizer`, e.g. a
+    SigLIP checkpoint's SentencePiece vocabulary); ``None`` or CLIP's shared BPE tokenizer
+    is rebuilt in each worker process instead of being pickled.
+    """
+
+    def __init__(self, context_length: int, tokenizer: Any = None) -> None:
         self.context_length = context_length
-        self._tokenizer: Any = None
+        self._tokenizer: Any = tokenizer
 
     def __call__(self, text: str) -> torch.Tensor:
         if self._tokenizer is None:
@@ -71,7 +76,11 @@ class TokenizeFn:
         return self._tokenizer(text, context_length=self.context_length, truncate=True)[0]
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"context_length": self.context_length, "_tokenizer": None}
+        from ..tokenizer import get_tokenizer
+
+        shared = self._tokenizer is None or self._tokenizer is get_tokenizer()
+        return {"context_length": self.context_length,
+                "_tokenizer": None if shared else self._tokenizer}  # fmt: skip
 
 
 class SafeDataset(Dataset):
@@ -160,7 +169,10 @@ def build_dataset(
 ) -> Dataset:
     """The dataset of ``cfg.kind``, with ``model``'s preprocessing and tokenizer."""
     builder = resolve_builder(cfg.kind)
-    tokenize = TokenizeFn(model.config.text.context_length)  # type: ignore[union-attr]
+    tokenize = TokenizeFn(
+        model.config.text.context_length,  # type: ignore[union-attr]
+        model.get_tokenizer(),  # type: ignore[operator]
+    )
     return builder(
         cfg, model.image_transform, tokenize, seed=seed, rank=rank, world_size=world_size
     )

@@ -97,6 +97,13 @@ class CLIP(nn.Module):
     def tokenize(self, texts: str | Sequence[str], truncate: bool = True) -> torch.Tensor:
         """Texts → (N, context_length) int64 token ids, with this checkpoint's tokenizer
         (CLIP's BPE unless :meth:`set_tokenizer` gave another)."""
+        return self.get_tokenizer()(
+            texts, context_length=self.config.text.context_length, truncate=truncate
+        )
+
+    def get_tokenizer(self) -> Callable[..., torch.Tensor]:
+        """The tokenizer :meth:`tokenize` calls: the checkpoint's own (:meth:`set_tokenizer`;
+        loaded with SigLIP checkpoints that ship ``tokenizer.json``) or CLIP's BPE."""
         if self._tokenizer is None:
             if self.config.text.type != DEFAULT_TEXT_TYPE:  # e.g. SigLIP's SentencePiece
                 raise ValueError(
@@ -108,9 +115,7 @@ class CLIP(nn.Module):
             from ..tokenizer import get_tokenizer
 
             self._tokenizer = get_tokenizer()
-        return self._tokenizer(
-            texts, context_length=self.config.text.context_length, truncate=truncate
-        )
+        return self._tokenizer
 
     def set_tokenizer(self, tokenizer: Callable[..., torch.Tensor]) -> None:
         """Make :meth:`tokenize` use ``tokenizer``, called as

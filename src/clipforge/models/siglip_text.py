@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -66,6 +68,10 @@ class SigLipTextTransformer(TransformerTower):
     def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
         """``(N, length, width)``: every position's feature after ``ln_final``."""
         return self.ln_final(self.transformer(self._embed(inputs)))
+
+    def input_spec(self) -> dict[str, Any]:
+        """Last-position pooling over bidirectional attention: pad to the context, never trim."""
+        return {"pooling": "last"}
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self._embed(tokens)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -68,6 +70,14 @@ class TextTransformer(TransformerTower):
                 f"token sequences of length {tokens.shape[1]} exceed the model's "
                 f"context length {self.context_length}"
             )
+
+    def export_forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The untrimmed forward (the length axis stays dynamic; a runtime trims itself)."""
+        return self(inputs, trim_padding=False)
+
+    def input_spec(self) -> dict[str, Any]:
+        """EOT pooling: argmax of the ids, or the first ``eot_token_id`` when set."""
+        return {"pooling": "eot", "eot_token_id": self.eot_token_id}
 
     def forward(self, tokens: torch.Tensor, trim_padding: bool = True) -> torch.Tensor:
         self._check_shape(tokens)

@@ -51,7 +51,9 @@ class Tower(nn.Module, ABC):
     - ``blocks``: the residual blocks in order (LiT unlocks the last N, checkpointing wraps them);
     - ``adapter_blocks()``: the transformer blocks LoRA may adapt (none for convolutional towers);
     - ``head_names``: top-level parameter/module names after the blocks (unlocked with them);
-    - ``supports_patch_dropout``: whether ``set_patch_dropout`` is meaningful.
+    - ``supports_patch_dropout``: whether ``set_patch_dropout`` is meaningful;
+    - ``export_forward()`` / ``input_spec()``: the traceable forward an ONNX export records,
+      and how a runtime must feed it (a text tower's pooling: trimmable EOT or last token).
     """
 
     head_names: ClassVar[tuple[str, ...]] = ()
@@ -101,6 +103,18 @@ class Tower(nn.Module, ABC):
     def set_patch_dropout(self, rate: float) -> None:
         """Drop this fraction of patch tokens in training (FLIP); towers without patches refuse."""
         raise ValueError(f"{type(self).__name__} does not support patch dropout")
+
+    def export_forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``forward`` over the whole input, free of data-dependent shapes, for tracing
+        exporters (ONNX); the default is ``forward`` itself."""
+        return self(inputs)
+
+    def input_spec(self) -> dict[str, Any]:
+        """How a runtime without this code must feed the exported tower (a JSON-able dict,
+        stored with an ONNX export). Text towers declare their pooling: ``{"pooling":
+        "eot", "eot_token_id": ...}`` (causal, so padding after the pooled token may be
+        dropped) or ``{"pooling": "last"}`` (pad to the full context, never trim)."""
+        return {}
 
 
 class TransformerTower(Tower):

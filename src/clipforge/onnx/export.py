@@ -1,4 +1,10 @@
-"""Export a CLIP model's image and text encoders to ONNX (dynamic batch)."""
+"""Export a CLIP model's image and text encoders to ONNX (dynamic batch), for every family.
+
+Each tower is traced through its :meth:`~clipforge.models.Tower.export_forward` and declares
+in :meth:`~clipforge.models.Tower.input_spec` how a runtime must feed it (EOT pooling that
+allows trimming, or last-token pooling over the full context); the model's own tokenizer
+(CLIP's BPE or a checkpoint's SentencePiece ``tokenizer.json``) travels with the bundle.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +12,25 @@ import copy
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..models import CLIP
+from ..models import CLIP, Tower
+from ..tokenizer.files import save_tokenizer
 from .runtime import IMAGE_FILE, META_FILE, TEXT_FILE
 
 
-class _ImageEncoder(nn.Module):
-    def __init__(self, model: CLIP) -> None:
+class _Encoder(nn.Module):
+    """One tower's exportable forward (see ``Tower.export_forward``)."""
+
+    def __init__(self, tower: Tower) -> None:
         super().__init__()
-        self.visual = model.visual
+        self.tower = tower
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.visual(pixels)
-
-
-class _TextEncoder(nn.Module):
-    """Full-graph text tower: the runtime trims padding itself (the length axis is dynamic)."""
-
-    def __init__(self, model: CLIP) -> None:
-        super().__init__()
-        self.text = model.text
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.text(tokens, trim_padding=False)
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.tower.export_forward(inputs)
 
 
 def _fp32_cpu(model: CLIP) -> CLIP:
@@ -46,8 +45,19 @@ def _fp32_cpu(model: CLIP) -> CLIP:
     return copy.deepcopy(model).to(device="cpu", dtype=torch.float32)
 
 
+def _save_tokenizer(model: CLIP, directory: Path) -> dict[str, Any] | None:
+    """Write the model's tokenizer into the bundle; ``None`` (with a warning) when it has
+    none that can travel (then the runtime takes token ids only)."""
+    try:
+        return save_tokenizer(model.get_tokenizer(), directory)
+    except ValueError as err:
+        warnings.warn(f"the ONNX export carries no tokenizer: {err}", stacklevel=3)
+        return None
+
+
 def export_onnx(model: CLIP, directory: str | Path, opset: int = 17) -> Path:
-    """Write ``image_encoder.onnx``, ``text_encoder.onnx`` and ``clipforge_onnx.json``.
+    """Write ``image_encoder.onnx``, ``text_encoder.onnx``, ``clipforge_onnx.json`` and the
+    model's tokenizer files (SigLIP: ``tokenizer.json``).
 
     Outputs are unnormalised features, exactly ``model.encode_image`` / ``encode_text``.
     The caller's model is left as it was: a half-precision or GPU model is exported from
@@ -60,11 +70,12 @@ def export_onnx(model: CLIP, directory: str | Path, opset: int = 17) -> Path:
     model = _fp32_cpu(model)
     size = model.config.vision.image_size
     pixels = torch.zeros(2, 3, size, size)
-    tokens = model.tokenize(["a photo of a cat", "a dog"])
+    context = model.config.text.context_length
+    tokens = torch.arange(2 * context).reshape(2, context) % model.config.text.vocab_size
     exports = [
         # wrappers in eval mode: the exporter restores each wrapper's mode (recursively)
-        (_ImageEncoder(model).eval(), pixels, "pixels", {0: "batch"}, IMAGE_FILE),
-        (_TextEncoder(model).eval(), tokens, "tokens", {0: "batch", 1: "length"}, TEXT_FILE),
+        (_Encoder(model.visual).eval(), pixels, "pixels", {0: "batch"}, IMAGE_FILE),
+        (_Encoder(model.text).eval(), tokens, "tokens", {0: "batch", 1: "length"}, TEXT_FILE),
     ]
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer chatter about shape-dependent Python values
@@ -81,8 +92,9 @@ def export_onnx(model: CLIP, directory: str | Path, opset: int = 17) -> Path:
             )
     meta = {
         "embed_dim": model.config.embed_dim,
-        "context_length": model.config.text.context_length,
-        "eot_token_id": model.config.text.eot_token_id,
+        "context_length": context,
+        "text_input": model.text.input_spec(),
+        "tokenizer": _save_tokenizer(model, directory),
         "preprocess": model.preprocess_config.to_dict(),
     }
     (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -1,7 +1,10 @@
 """CLIP inference with ONNX Runtime only: numpy + pillow + onnxruntime, no torch.
 
-Preprocessing and tokenization are clipforge's own (bit-exact) pipelines, so results match
-the PyTorch model (≤ 1e-4, tested).
+Preprocessing and tokenization are clipforge's own (bit-exact) pipelines, with the model's
+own tokenizer from the bundle (CLIP's BPE, or a SigLIP checkpoint's ``tokenizer.json``), so
+results match the PyTorch model (≤ 1e-5, tested). Text is fed as the exported tower declared
+(``text_input``): EOT-pooled causal towers get padding after the last EOT trimmed (exact and
+faster), last-token-pooled towers (SigLIP) get the full padded context.
 """
 
 from __future__ import annotations
@@ -9,11 +12,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..preprocess import PreprocessConfig, build_preprocess
-from ..tokenizer import ClipTokenizer
+from ..tokenizer.files import load_tokenizer
 
 IMAGE_FILE, TEXT_FILE, META_FILE = "image_encoder.onnx", "text_encoder.onnx", "clipforge_onnx.json"
 
@@ -37,18 +41,28 @@ class OnnxClip:
         self.image_session = ort.InferenceSession(str(directory / IMAGE_FILE), providers=providers)
         self.text_session = ort.InferenceSession(str(directory / TEXT_FILE), providers=providers)
         self.context_length = int(meta["context_length"])
-        self.eot_token_id = meta.get("eot_token_id")
+        # bundles written before every family exported: CLIP's EOT pooling and BPE
+        legacy = {"pooling": "eot", "eot_token_id": meta.get("eot_token_id")}
+        self.text_input: dict[str, Any] = meta.get("text_input", legacy)
         self.preprocess_config = PreprocessConfig.from_dict(meta["preprocess"])
         self._preprocess = build_preprocess(self.preprocess_config)
-        self._tokenizer = ClipTokenizer(context_length=self.context_length)
+        spec = meta.get("tokenizer", {"kind": "clip_bpe"})
+        self._tokenizer = load_tokenizer(spec, directory) if spec is not None else None
+
+    @property
+    def eot_token_id(self) -> int | None:
+        """The pooled token's id of an EOT-pooled text tower (``None``: argmax of the ids)."""
+        return self.text_input.get("eot_token_id")
 
     def preprocess(self, image) -> np.ndarray:
         """A PIL image or path → float32 (3, H, W), identical to the PyTorch pipeline."""
         return self._preprocess.to_array(image)
 
     def tokenize(self, texts: str | Sequence[str], truncate: bool = True) -> np.ndarray:
-        """Texts → (N, context_length) int64."""
-        return self._tokenizer.to_array(texts, truncate=truncate)
+        """Texts → (N, context_length) int64, with the exported model's own tokenizer."""
+        if self._tokenizer is None:
+            raise ValueError("this ONNX export carries no tokenizer: pass token ids to encode_text")
+        return self._tokenizer.to_array(texts, self.context_length, truncate=truncate)
 
     def encode_image(self, pixels: np.ndarray, normalize: bool = False) -> np.ndarray:
         """(N, 3, H, W) float32 → (N, D) features."""
@@ -56,13 +70,12 @@ class OnnxClip:
         return _normalize(out) if normalize else out
 
     def encode_text(self, tokens: np.ndarray, normalize: bool = False) -> np.ndarray:
-        """(N, L) int64 token ids → (N, D) features (padding after the last EOT is skipped)."""
+        """(N, L) int64 token ids → (N, D) features (for EOT pooling, padding after the last
+        EOT is skipped)."""
         tokens = np.asarray(tokens, dtype=np.int64)
-        if self.eot_token_id is None:
-            eot = tokens.argmax(axis=-1)
-        else:
-            eot = (tokens == self.eot_token_id).argmax(axis=-1)
-        if len(tokens):
+        if self.text_input.get("pooling") == "eot" and len(tokens):
+            eot_id = self.text_input.get("eot_token_id")
+            eot = tokens.argmax(axis=-1) if eot_id is None else (tokens == eot_id).argmax(axis=-1)
             tokens = tokens[:, : int(eot.max()) + 1]  # exact for a causal tower (EOT pooling)
         (out,) = self.text_session.run(None, {"tokens": tokens})
         return _normalize(out) if normalize else out

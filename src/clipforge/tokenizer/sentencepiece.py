@@ -11,7 +11,8 @@ tokenizer handles both for them:
   ``</s>``), never to the longest in the batch.
 
 The ``tokenizers`` library (a dependency of transformers) applies the file's normaliser,
-pre-tokeniser, Unigram model and end-of-sequence template.
+pre-tokeniser, Unigram model and end-of-sequence template. The module imports without torch
+(:meth:`SentencePieceTokenizer.to_array` serves the ONNX runtime).
 """
 
 from __future__ import annotations
@@ -21,11 +22,17 @@ import json
 import string
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import ftfy
-import torch
+import numpy as np
 
-__all__ = ["SentencePieceTokenizer", "canonicalize"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["TOKENIZER_CONFIG", "TOKENIZER_FILE", "SentencePieceTokenizer", "canonicalize"]
+
+TOKENIZER_FILE, TOKENIZER_CONFIG = "tokenizer.json", "tokenizer_config.json"
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
@@ -101,14 +108,37 @@ class SentencePieceTokenizer:
     @classmethod
     def from_dir(cls, directory: str | Path, context_length: int = 64) -> SentencePieceTokenizer:
         """The tokenizer of a checkpoint directory holding ``tokenizer.json``."""
-        return cls(Path(directory) / "tokenizer.json", context_length)
+        return cls(Path(directory) / TOKENIZER_FILE, context_length)
 
-    def __call__(
+    def save(self, directory: str | Path) -> dict[str, Any]:
+        """Write ``tokenizer.json`` and ``tokenizer_config.json`` (its pad token) into
+        ``directory`` (as hub checkpoints hold them); returns the settings as a dict."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / TOKENIZER_FILE).write_text(self.backend.to_str(), encoding="utf-8")
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": self.pad_token,
+                  "model_max_length": self.context_length}  # fmt: skip
+        (directory / TOKENIZER_CONFIG).write_text(json.dumps(config, indent=2) + "\n", "utf-8")
+        return {"kind": "sentencepiece", "file": TOKENIZER_FILE, "pad_token": self.pad_token,
+                "clean": self.clean, "context_length": self.context_length}  # fmt: skip
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (DataLoader workers): the backend travels as its JSON."""
+        state = dict(self.__dict__, backend=self.backend.to_str(), _configured={})
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from tokenizers import Tokenizer
+
+        self.__dict__.update(state, backend=Tokenizer.from_str(state["backend"]))
+
+    def to_array(
         self,
         texts: str | Sequence[str],
         context_length: int | None = None,
         truncate: bool = True,
-    ) -> torch.Tensor:
+    ) -> np.ndarray:
+        """Texts → ``(N, context_length)`` int64 ids (numpy; no torch needed)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         length = context_length or self.context_length
         if self.clean == "canonicalize":
@@ -117,4 +147,15 @@ class SentencePieceTokenizer:
         too_long = [i for i, row in enumerate(ids) if len(row) > length]
         if too_long:
             raise ValueError(f"text {too_long[0]} is longer than the context ({length} ids)")
-        return torch.tensor(ids, dtype=torch.long).reshape(len(texts), length)
+        return np.asarray(ids, dtype=np.int64).reshape(len(texts), length)
+
+    def __call__(
+        self,
+        texts: str | Sequence[str],
+        context_length: int | None = None,
+        truncate: bool = True,
+    ) -> torch.Tensor:
+        """Texts → ``(N, context_length)`` int64 tensor (see :meth:`to_array`)."""
+        import torch
+
+        return torch.from_numpy(self.to_array(texts, context_length, truncate))

@@ -234,7 +234,7 @@ def save_checkpoint(
     ``weights`` replaces ``model.state_dict()`` (an FSDP model's gathered weights);
     ``sharded``, a finished DCP directory, is moved in as ``sharded/``.
     """
-    from ..api import save
+    from ..api import save, write_model_tokenizer
     from ..checkpoints import get_format
 
     root = Path(output_dir)
@@ -247,6 +247,7 @@ def save_checkpoint(
     else:
         fmt = get_format("clipforge")
         fmt.write_dir(model.config, model.preprocess_config, weights, tmp)  # type: ignore[misc]
+        write_model_tokenizer(model, tmp)  # type: ignore[arg-type]
     torch.save({**state, "step": step}, tmp / STATE_FILE)
     if sharded is not None:
         os.replace(sharded, tmp / SHARDED_DIR)

@@ -32,6 +32,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "EvalConfig",
+    "LoraConfig",
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
@@ -52,10 +53,16 @@ class ModelConfig:
     init_from: str | None = None  # checkpoint path/dir (anything clipforge.load reads)
     pretrained: str | None = None  # registered tag for a named architecture
     activation: Literal["gelu", "quick_gelu"] | None = None
+    #: the text tokenizer: a ``tokenizer.json`` file or a directory holding one (e.g. a SigLIP
+    #: architecture trained from scratch), or ``"clip"`` (CLIP's BPE); default: the
+    #: checkpoint's own (a SigLIP checkpoint's tokenizer.json), else CLIP's BPE
+    tokenizer: str | None = None
 
     def __post_init__(self) -> None:
         if self.architecture is None and self.init_from is None:
             raise ConfigError("model: set 'model.architecture' or 'model.init_from'")
+        if self.tokenizer not in (None, "clip") and not Path(self.tokenizer).exists():
+            raise ConfigError(f"model.tokenizer: no such file or directory: {self.tokenizer}")
         if self.architecture is not None:
             self.clip_config()  # validated now, before anything is built
 
@@ -90,10 +97,27 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    """Contrastive objective."""
+    """Contrastive objective: ``clip`` (softmax) or ``siglip`` (sigmoid with a learnable
+    bias); ``None`` picks the model's own: sigmoid for a model with a ``logit_bias``
+    (SigLIP), softmax otherwise."""
 
-    kind: Literal["clip", "siglip"] = "clip"
+    kind: Literal["clip", "siglip"] | None = None
     local_loss: bool = False
+
+
+@dataclass
+class LoraConfig:
+    """LoRA fine-tuning (:func:`clipforge.lora.apply_lora`): adapters on the transformer
+    blocks, everything else frozen except the parameters named in ``trainable`` (substrings;
+    by default the temperature and, for SigLIP, the learnable bias). Checkpoints hold the
+    merged weights, loadable as an ordinary model."""
+
+    rank: int = bounded(8, ge=1)
+    alpha: float = bounded(16.0, gt=0.0)
+    dropout: float = bounded(0.0, ge=0.0, lt=1.0)
+    targets: list[str] = field(default_factory=lambda: ["attn", "mlp"])
+    towers: list[str] = field(default_factory=lambda: ["image", "text"])
+    trainable: list[str] = field(default_factory=lambda: ["logit_scale", "logit_bias"])
 
 
 @dataclass
@@ -117,6 +141,7 @@ class TrainConfig:
     lock_text: bool = False
     unlocked_last_n_layers: int = bounded(0, ge=0)  # LiT: blocks left trainable in locked towers
     patch_dropout: float = bounded(0.0, ge=0.0, lt=1.0)
+    lora: LoraConfig | None = None  # LoRA fine-tuning instead of full training
     seed: int = 0
     output_dir: str = "runs/clipforge"
     checkpoint_every: int = bounded(1000, ge=1)
@@ -133,6 +158,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_ranges(self)
         check_eval_list(self.eval)
+        if self.lora is not None and (self.strategy == "fsdp" or self.resume is not None):
+            raise ConfigError("lora: resuming and strategy=fsdp are not supported with LoRA yet")
 
 
 # ----------------------------------------------------------------------------- public API

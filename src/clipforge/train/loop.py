@@ -15,7 +15,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..api import create_model, load
 from ..data.loader import build_train_loader
 from ..eval.registry import evaluate
+from ..lora import has_lora, merged_state_dict
 from ..losses import SIGLIP_INIT_BIAS, SIGLIP_INIT_SCALE, ClipLoss, SigLipLoss, clamp_logit_scale_
-from ..models import CLIP
 from . import fsdp
 from .checkpoint import (
     Checkpoint,
@@ -43,8 +42,9 @@ from .checkpoint import (
     save_checkpoint,
     training_state,
 )
-from .config import LossConfig, ModelConfig, TrainConfig, config_to_dict
+from .config import LossConfig, TrainConfig, config_to_dict
 from .gradcache import ContrastiveModel, contrastive_step
+from .model import build_model, loss_kind, prepare_model
 from .optim import build_optimizer, build_scheduler
 from .outdir import claim_output_dir
 
@@ -118,28 +118,8 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg: ModelConfig) -> CLIP:
-    """A fresh model of ``cfg.architecture`` or one loaded from ``init_from``/``pretrained``."""
-    if cfg.init_from is not None:
-        return load(cfg.init_from, activation=cfg.activation).train()
-    if cfg.pretrained is not None:
-        if not isinstance(cfg.architecture, str):
-            raise ValueError("model.pretrained needs a named model.architecture")
-        return load(cfg.architecture, pretrained=cfg.pretrained, activation=cfg.activation).train()
-    return create_model(cfg.clip_config(), activation=cfg.activation).train()  # type: ignore[arg-type]
-
-
-def _prepare_model(clip: CLIP, cfg: TrainConfig) -> None:
-    if cfg.lock_image:
-        clip.tower("image").lock(cfg.unlocked_last_n_layers)
-    if cfg.lock_text:
-        clip.tower("text").lock(cfg.unlocked_last_n_layers)
-    if cfg.patch_dropout > 0:
-        clip.tower("image").set_patch_dropout(cfg.patch_dropout)
-    clip.set_grad_checkpointing(cfg.grad_checkpointing)
-
-
 def _make_loss(cfg: LossConfig) -> nn.Module:
+    """The loss of ``cfg`` (its ``kind`` resolved: see :func:`loss_kind`)."""
     if cfg.kind == "siglip":
         return SigLipLoss(gather=True)
     return ClipLoss(gather=True, local_loss=cfg.local_loss)
@@ -272,10 +252,11 @@ class _Trainer:
         self.cfg, self.d = cfg, d
         _seed_all(cfg.seed)
         self.clip = build_model(cfg.model)
-        siglip = cfg.loss.kind == "siglip"
+        self.loss_kind = loss_kind(cfg.loss, self.clip)
+        siglip = self.loss_kind == "siglip"
         if siglip and cfg.model.init_from is None and cfg.model.pretrained is None:
             self.clip.logit_scale.data.fill_(SIGLIP_INIT_SCALE)
-        _prepare_model(self.clip, cfg)
+        prepare_model(self.clip, cfg)
         self.model = ContrastiveModel(self.clip, SIGLIP_INIT_BIAS if siglip else None)
         self.model.to(d.device).train()
         self.fsdp = cfg.strategy == "fsdp" and d.world_size > 1
@@ -304,7 +285,7 @@ class _Trainer:
             _seed_all(cfg.seed + d.rank)
         local = cfg.batch_size // d.world_size
         self.micro = cfg.micro_batch_size if (cfg.micro_batch_size or local) < local else None
-        self.loss_fn = _make_loss(cfg.loss)
+        self.loss_fn = _make_loss(replace(cfg.loss, kind=self.loss_kind))
         self.autocast = _autocast(cfg.precision, d.device)
         self.losses: dict[int, float] = {}
         self.metrics: dict[str, Any] = {}
@@ -415,6 +396,8 @@ class _Trainer:
         rng = gather_rng()  # a collective: every rank takes part
         cfg = self.cfg
         weights, sharded = self._save_shards(step) if self.fsdp else (None, None)
+        if has_lora(self.clip):  # the merged weights: an ordinary, loadable checkpoint
+            weights = merged_state_dict(self.clip)
         if self.d.main:
             bias = self.model.logit_bias
             state = training_state(

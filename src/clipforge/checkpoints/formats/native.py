@@ -1,7 +1,7 @@
 """clipforge's own layout: ``visual.*``, ``text.*``, ``logit_scale`` (see models/).
 
-Directory: ``clipforge_config.json`` (``{"model": ..., "preprocess": ...}``) and
-``model.safetensors``.
+Directory: ``clipforge_config.json`` (``{"model": ..., "preprocess": ...}``),
+``model.safetensors`` and, for a model with its own vocabulary (SigLIP), ``tokenizer.json``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ...configs import ClipConfig
 from ...preprocess import PreprocessConfig
+from ...tokenizer.sentencepiece import TOKENIZER_FILE, SentencePieceTokenizer
 from ..directory import config_errors, find_weights, read_json, write_directory
 from ..errors import CheckpointError
 from ..reader import read_state_dict
@@ -46,7 +47,12 @@ def read_dir(directory: Path, trust_pickle: bool) -> LoadedCheckpoint:
         pp = meta.get("preprocess")
         preprocess = PreprocessConfig.from_dict(pp) if pp is not None else None
     state = read_state_dict(find_weights(directory, (WEIGHTS_FILE,)), trust_pickle)
-    return LoadedCheckpoint(state, cfg, preprocess, str(directory), str(config_file))
+    tokenizer = None
+    if (directory / TOKENIZER_FILE).is_file():  # written by save() for a model's own vocabulary
+        tokenizer = SentencePieceTokenizer.from_dir(directory, cfg.text.context_length)
+    return LoadedCheckpoint(
+        state, cfg, preprocess, str(directory), str(config_file), tokenizer=tokenizer
+    )
 
 
 def write_dir(
