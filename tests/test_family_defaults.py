@@ -160,5 +160,8 @@ def test_named_architecture_with_bare_weights_gets_family_defaults(
     assert model.preprocess_config.mean == (0.5, 0.5, 0.5)
     want = SentencePieceTokenizer.from_dir(checkpoint_dir, 16)(["a dog"])
     assert torch.equal(model.tokenize("A dog!"), want)
+    clipforge.save(model, tmp_path / "saved")  # the fetched family vocabulary travels along
+    assert (tmp_path / "saved" / "tokenizer.json").is_file()
+    assert torch.equal(clipforge.load(tmp_path / "saved").tokenize("A dog!"), want)
     with pytest.raises(ConfigError, match="'tokenizer' must be"):
         register_architecture({**clipforge.get_config(name).to_dict(), "tokenizer": "bpe"}, "x")

@@ -181,8 +181,10 @@ def write_model_tokenizer(model: CLIP, directory: Path) -> None:
     except ValueError:  # a tower that needs its own vocabulary, and the model has none
         return
     try:
+        if isinstance(tokenizer, HubTokenizer):  # a family vocabulary: its files, once fetched
+            tokenizer = tokenizer.resolved()
         save_tokenizer(tokenizer, directory)
-    except ValueError as err:
+    except (ValueError, CheckpointError) as err:
         warnings.warn(f"{directory}: the model's tokenizer was not saved: {err}", stacklevel=3)
 
 

@@ -145,12 +145,17 @@ class HubTokenizer:
         self._tokenizer: Any = None
 
     def __call__(self, texts: Any, context_length: int | None = None, truncate: bool = True) -> Any:
+        return self.resolved()(texts, context_length=context_length, truncate=truncate)
+
+    def resolved(self) -> Any:
+        """The :class:`~clipforge.tokenizer.sentencepiece.SentencePieceTokenizer` itself
+        (fetched now if it was not yet)."""
         if self._tokenizer is None:
             from ..tokenizer.sentencepiece import SentencePieceTokenizer
 
             directory = _tokenizer_dir(self.label, self.hub_id, self.cache_dir)
             self._tokenizer = SentencePieceTokenizer.from_dir(directory, self.context_length)
-        return self._tokenizer(texts, context_length=context_length, truncate=truncate)
+        return self._tokenizer
 
 
 def _try_file(hub_id: str, filename: str, cache_dir: str | Path | None, local: bool) -> bool:
