@@ -293,8 +293,21 @@ def describe_model(model, weights: str | None) -> str:
     if run is None:
         return f"{weights} [{arch}]; training data unknown (no train_config.json beside it)"
     data = run["data"]
-    return (f"{weights} [{arch}]; trained by clipforge train: {run['steps']} steps x batch "
-            f"{run['batch_size']} on {data['kind']} {data['path']} {data.get('options') or ''}")  # fmt: skip
+    return (f"{weights} [{arch}]; trained by clipforge train: step {checkpoint_step(weights)} of "
+            f"{run['steps']} x batch {run['batch_size']} on {data['kind']} {data['path']} "
+            f"{data.get('options') or ''}")  # fmt: skip
+
+
+def checkpoint_step(weights: str) -> int | None:
+    """The training step of the checkpoint ``weights`` names (a run: its newest intact one)."""
+    from clipforge.train.checkpoint import load_checkpoint, load_latest
+
+    path = Path(weights)
+    if path.name == "latest" or (path / "train_config.json").is_file():
+        ckpt = load_latest(path.parent if path.name == "latest" else path)
+    else:
+        ckpt = load_checkpoint(path) if (path / "state.pt").is_file() else None
+    return ckpt.step if ckpt is not None else None
 
 
 def training_photos(args) -> set[str] | None:
