@@ -13,18 +13,20 @@ indexing the Flickr photos end to end.
    ``--clients`` concurrent clients send ``--requests`` distinct text queries (no cache
    hits): errors, p50/p99 latency, queries/s.
 3. Flickr (``../shared/data/flickr8k-1k.tar.gz``): images/s of ``clipforge.embed_images`` vs
-   ``Index.sync`` on the same 1,000 files (indexing overhead) with the ``--weights`` model
-   (default a random ViT-B-32); with ``--weights``, caption→own-image recall@10 over the
-   index, reported separately for the photos the model was trained on and the held-out
-   ones (``--flickr-train``, default the run's own ``csv`` training table).
+   ``Index.sync`` on the same 1,000 files (indexing overhead) with the ``--flickr-weights``
+   model (default ``--weights``, else a random ViT-B-32); with a trained model,
+   caption→own-image recall@10 over the index, reported separately for the photos the
+   model was trained on and the held-out ones (``--flickr-train``, default the run's own
+   ``csv`` training table).
 
-``--weights`` is anything ``clipforge.load`` reads: a training run directory (its newest
+``--weights`` / ``--flickr-weights`` are anything ``clipforge.load`` reads: a training run directory (its newest
 intact checkpoint), ``RUN/latest``, ``RUN/step_N``, or a checkpoint file or directory; the
 architecture comes from the checkpoint and what it was trained on from the run's
 ``train_config.json``.
 
 Usage: python benchmarks/search.py [--n 100000] [--skip-vectors | --skip-synthetic]
-       [--skip-serve] [--skip-flickr] [--weights RUN_OR_CKPT] [--flickr-train TSV]
+       [--skip-serve] [--skip-flickr] [--weights RUN_OR_CKPT] [--flickr-weights RUN_OR_CKPT]
+       [--flickr-train TSV]
 """
 
 from __future__ import annotations
@@ -313,7 +315,7 @@ def checkpoint_step(weights: str) -> int | None:
 def training_photos(args) -> set[str] | None:
     """File names of the photos the model was trained on (``--flickr-train`` or its run's table)."""
     table, column = args.flickr_train, "filepath"
-    run = run_config(args.weights) if args.weights else None
+    run = run_config(args.flickr_weights) if args.flickr_weights else None
     if table is None and run is not None and run["data"]["kind"] == "csv":
         table = run["data"]["path"]
         column = run["data"].get("options", {}).get("image_column", column)
@@ -354,7 +356,7 @@ def bench_flickr(args) -> None:
             Path(extra).unlink()
         paths = paths[: args.flickr_limit]
     print(f"\n== flickr: {len(paths)} photos, batch 64, {args.workers} workers ==")
-    model = load_model(args.weights)
+    model = load_model(args.flickr_weights)
     clipforge.embed_images(model, paths[:64], batch_size=64)  # warm-up
     embed_s = index_s = float("inf")
     for round_ in range(args.rounds):  # alternate, keep the best: shared cores are noisy
@@ -368,7 +370,7 @@ def bench_flickr(args) -> None:
     print(f"embed_images {len(paths) / embed_s:.1f} images/s; Index.sync {report.added / index_s:.1f} images/s "
           f"(added {report.added}, failed {len(report.failed)}); overhead {100 * (index_s / embed_s - 1):+.1f} % "
           f"(best of {args.rounds})")  # fmt: skip
-    if not args.weights:
+    if not args.flickr_weights:
         print("caption recall@10: not measured (needs --weights: a trained model)")
         return
     caption_recall(index, work / "flickr8k-1k" / "captions.tsv", training_photos(args))
@@ -388,12 +390,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="Flickr timing rounds")
     parser.add_argument("--flickr-limit", type=int, default=0, help="index only N photos")
     parser.add_argument("--weights", default=None, help="trained model: run dir or checkpoint")
+    parser.add_argument("--flickr-weights", default=None, help="Flickr's model (default --weights)")
     parser.add_argument("--flickr-train", default=None, help="table the model was trained on")
     parser.add_argument("--skip-vectors", action="store_true", help="no vector rows at all")
     parser.add_argument("--skip-synthetic", action="store_true", help="only the CIFAR-10 rows")
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--skip-flickr", action="store_true")
     args = parser.parse_args()
+    args.flickr_weights = args.flickr_weights or args.weights
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
     if not (args.skip_vectors or args.skip_synthetic):
         bench_vectors(args)
