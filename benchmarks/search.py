@@ -7,16 +7,26 @@ indexing the Flickr photos end to end.
    to recall@10 >= 0.95 on separate tuning queries) and the index autofaiss's rules pick
    (HNSW32 when it fits in memory, efSearch tuned the same way): build time, index bytes,
    p50/p99 single-query latency, queries/s at batch 64, recall@10 vs exact. With
-   ``--weights`` (a trained ViT-B-32), the same rows on the CIFAR-10 test-set embeddings.
+   ``--weights``, the same rows on the CIFAR-10 test-set embeddings of that trained model.
 2. Serve (``--serve-n`` vectors, default 100,000): ``clipforge serve``'s app under uvicorn on
-   127.0.0.1 with a ViT-B-32 text tower; ``--clients`` concurrent clients send ``--requests``
-   distinct text queries (no cache hits): errors, p50/p99 latency, queries/s.
+   127.0.0.1 with a ViT-B-32 text tower (random weights: they do not change its speed);
+   ``--clients`` concurrent clients send ``--requests`` distinct text queries (no cache
+   hits): errors, p50/p99 latency, queries/s.
 3. Flickr (``../shared/data/flickr8k-1k.tar.gz``): images/s of ``clipforge.embed_images`` vs
-   ``Index.sync`` on the same 1,000 files (indexing overhead); caption→image recall@10 when
-   ``--weights`` gives a trained ViT-B-32 checkpoint.
+   ``Index.sync`` on the same 1,000 files (indexing overhead) with the ``--flickr-weights``
+   model (default ``--weights``, else a random ViT-B-32); with a trained model,
+   caption→own-image recall@10 over the index, reported separately for the photos the
+   model was trained on and the held-out ones (``--flickr-train``, default the run's own
+   ``csv`` training table).
 
-Usage: python benchmarks/search.py [--n 100000] [--skip-vectors] [--skip-serve]
-       [--skip-flickr] [--weights CKPT]
+``--weights`` / ``--flickr-weights`` are anything ``clipforge.load`` reads: a training run directory (its newest
+intact checkpoint), ``RUN/latest``, ``RUN/step_N``, or a checkpoint file or directory; the
+architecture comes from the checkpoint and what it was trained on from the run's
+``train_config.json``.
+
+Usage: python benchmarks/search.py [--n 100000] [--skip-vectors | --skip-synthetic]
+       [--skip-serve] [--skip-flickr] [--weights RUN_OR_CKPT] [--flickr-weights RUN_OR_CKPT]
+       [--flickr-train TSV]
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import json
 import statistics
 import tarfile
 import tempfile
@@ -34,6 +45,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import torch
 
 import clipforge
 from clipforge.index import Index, StoreOptions
@@ -163,7 +175,7 @@ def print_rows(rows: list[tuple]) -> None:
 
 
 def cifar_vectors(weights: str) -> np.ndarray:
-    """Embeddings of the 10,000 CIFAR-10 test images by a trained ViT-B-32 checkpoint."""
+    """Embeddings of the 10,000 CIFAR-10 test images by the trained model ``weights``."""
     archive = SHARED / "data" / "cifar10-test.tar.gz"
     if not archive.exists():
         raise SystemExit(f"missing {archive}")
@@ -171,7 +183,7 @@ def cifar_vectors(weights: str) -> np.ndarray:
     with tarfile.open(archive) as tar:
         tar.extractall(work, filter="data")
     paths = sorted(str(p) for p in (work / "cifar10" / "test").rglob("*.jpg"))
-    return clipforge.embed_images(load_vit_b32(weights), paths, num_workers=2).embeddings
+    return clipforge.embed_images(load_model(weights), paths, num_workers=2).embeddings
 
 
 def bench_real(args) -> None:
@@ -204,7 +216,8 @@ def bench_serve(args) -> None:
 
     print(f"\n== serve: {args.serve_n:,} vectors, ViT-B-32 text tower, {args.clients} clients, "
           f"{args.requests} distinct queries ==")  # fmt: skip
-    model = load_vit_b32(args.weights)
+    torch.manual_seed(0)
+    model = clipforge.create_model("ViT-B-32").eval()  # random weights: the speed is the same
     index = _fake_index(args.serve_n, model, Path(tempfile.mkdtemp()))
     server = uvicorn.Server(uvicorn.Config(create_app(index, ServeConfig()), host="127.0.0.1", port=args.port, log_level="warning"))  # fmt: skip
     threading.Thread(target=server.run, daemon=True).start()
@@ -248,13 +261,85 @@ async def _load(args) -> tuple[list[float], int, float]:
     return latencies, errors, elapsed
 
 
-def load_vit_b32(weights: str | None):
-    import torch
-
+def load_model(weights: str | None):
+    """The trained model ``weights`` (any path ``clipforge.load`` reads), else a random ViT-B-32."""
     if weights:
-        return clipforge.load("ViT-B-32", weights=weights)
-    torch.manual_seed(0)
-    return clipforge.create_model("ViT-B-32").eval()
+        model = clipforge.load(weights)
+    else:
+        torch.manual_seed(0)
+        model = clipforge.create_model("ViT-B-32").eval()
+    print(f"model: {describe_model(model, weights)}")
+    return model
+
+
+def run_config(weights: str) -> dict | None:
+    """``train_config.json`` of the training run ``weights`` is (or is a checkpoint of)."""
+    path = Path(weights)
+    for folder in (path, path.parent):
+        if (folder / "train_config.json").is_file():
+            return json.loads((folder / "train_config.json").read_text(encoding="utf-8"))
+    return None
+
+
+def describe_model(model, weights: str | None) -> str:
+    """Architecture (from the loaded config) and, for a training run, what it was trained on."""
+    cfg = model.config.to_dict()
+    vision, text = cfg["vision"], cfg["text"]
+    keys = ("image_size", "patch_size", "width", "layers")
+    arch = (f"{vision['type']} ({', '.join(f'{k} {vision[k]}' for k in keys if k in vision)}), "
+            f"text width {text.get('width')} x {text.get('layers')} layers, embed_dim "
+            f"{cfg['embed_dim']}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params")  # fmt: skip
+    if not weights:
+        return f"ViT-B-32 [{arch}], random weights (no --weights)"
+    run = run_config(weights)
+    if run is None:
+        return f"{weights} [{arch}]; training data unknown (no train_config.json beside it)"
+    data = run["data"]
+    return (f"{weights} [{arch}]; trained by clipforge train: step {checkpoint_step(weights)} of "
+            f"{run['steps']} x batch {run['batch_size']} on {data['kind']} {data['path']} "
+            f"{data.get('options') or ''}")  # fmt: skip
+
+
+def checkpoint_step(weights: str) -> int | None:
+    """The training step of the checkpoint ``weights`` names (a run: its newest intact one)."""
+    from clipforge.train.checkpoint import load_checkpoint, load_latest
+
+    path = Path(weights)
+    if path.name == "latest" or (path / "train_config.json").is_file():
+        ckpt = load_latest(path.parent if path.name == "latest" else path)
+    else:
+        ckpt = load_checkpoint(path) if (path / "state.pt").is_file() else None
+    return ckpt.step if ckpt is not None else None
+
+
+def training_photos(args) -> set[str] | None:
+    """File names of the photos the model was trained on (``--flickr-train`` or its run's table)."""
+    table, column = args.flickr_train, "filepath"
+    run = run_config(args.flickr_weights) if args.flickr_weights else None
+    if table is None and run is not None and run["data"]["kind"] == "csv":
+        table = run["data"]["path"]
+        column = run["data"].get("options", {}).get("image_column", column)
+    if table is None or not Path(table).is_file():
+        return None
+    with open(table, encoding="utf-8", newline="") as f:
+        delimiter = "\t" if Path(table).suffix in (".tsv", ".tab") else ","
+        return {Path(row[column]).name for row in csv.DictReader(f, delimiter=delimiter)}
+
+
+def caption_recall(index: Index, captions: Path, seen: set[str] | None) -> None:
+    """Recall@10 of each caption's own photo among all indexed photos (seen / held out)."""
+    with open(captions, encoding="utf-8") as f:
+        pairs = [row for row in csv.reader(f, delimiter="\t") if len(row) == 2][1:]  # header
+    hits = {Path(p).name: any(Path(h.path).name == Path(p).name for h in index.search(c, k=10)) for p, c in pairs}  # fmt: skip
+    chance = 10 / len(hits)
+    groups = {"all": list(hits.values())}
+    if seen is not None:
+        groups["trained on"] = [hit for name, hit in hits.items() if name in seen]
+        groups["held out"] = [hit for name, hit in hits.items() if name not in seen]
+    for group, values in groups.items():
+        if values:
+            print(f"caption -> own image recall@10 ({group}): {statistics.mean(values):.3f} over "
+                  f"{len(values)} captions, searching all {len(hits)} photos (chance {chance:.3f})")  # fmt: skip
 
 
 def bench_flickr(args) -> None:
@@ -270,9 +355,8 @@ def bench_flickr(args) -> None:
         for extra in paths[args.flickr_limit :]:
             Path(extra).unlink()
         paths = paths[: args.flickr_limit]
-    model = load_vit_b32(args.weights)
-    print(f"\n== flickr: {len(paths)} photos, ViT-B-32 ({'trained' if args.weights else 'random weights'}), "
-          f"batch 64, {args.workers} workers ==")  # fmt: skip
+    print(f"\n== flickr: {len(paths)} photos, batch 64, {args.workers} workers ==")
+    model = load_model(args.flickr_weights)
     clipforge.embed_images(model, paths[:64], batch_size=64)  # warm-up
     embed_s = index_s = float("inf")
     for round_ in range(args.rounds):  # alternate, keep the best: shared cores are noisy
@@ -286,13 +370,10 @@ def bench_flickr(args) -> None:
     print(f"embed_images {len(paths) / embed_s:.1f} images/s; Index.sync {report.added / index_s:.1f} images/s "
           f"(added {report.added}, failed {len(report.failed)}); overhead {100 * (index_s / embed_s - 1):+.1f} % "
           f"(best of {args.rounds})")  # fmt: skip
-    if not args.weights:
-        print("caption recall@10: not measured (needs --weights: a trained ViT-B-32 checkpoint)")
+    if not args.flickr_weights:
+        print("caption recall@10: not measured (needs --weights: a trained model)")
         return
-    with open(work / "flickr8k-1k" / "captions.tsv", encoding="utf-8") as f:
-        pairs = [row for row in csv.reader(f, delimiter="\t") if len(row) == 2]
-    hits = [any(Path(h.path).name == Path(p).name for h in index.search(c, k=10)) for p, c in pairs]
-    print(f"caption -> own image recall@10: {statistics.mean(hits):.3f} over {len(hits)} captions")
+    caption_recall(index, work / "flickr8k-1k" / "captions.tsv", training_photos(args))
 
 
 def main() -> None:
@@ -308,13 +389,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="Flickr timing rounds")
     parser.add_argument("--flickr-limit", type=int, default=0, help="index only N photos")
-    parser.add_argument("--weights", default=None, help="trained ViT-B-32 checkpoint")
-    parser.add_argument("--skip-vectors", action="store_true")
+    parser.add_argument("--weights", default=None, help="trained model: run dir or checkpoint")
+    parser.add_argument("--flickr-weights", default=None, help="Flickr's model (default --weights)")
+    parser.add_argument("--flickr-train", default=None, help="table the model was trained on")
+    parser.add_argument("--skip-vectors", action="store_true", help="no vector rows at all")
+    parser.add_argument("--skip-synthetic", action="store_true", help="only the CIFAR-10 rows")
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--skip-flickr", action="store_true")
     args = parser.parse_args()
+    args.flickr_weights = args.flickr_weights or args.weights
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
-    if not args.skip_vectors:
+    if not (args.skip_vectors or args.skip_synthetic):
         bench_vectors(args)
     if args.weights and not args.skip_vectors:
         bench_real(args)
