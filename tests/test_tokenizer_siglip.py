@@ -71,6 +71,8 @@ def _varied(captions: list[str], n: int = 10_000) -> list[str]:
     return texts
 
 
+@pytest.mark.slow
+@pytest.mark.parity
 def test_ids_equal_open_clip_on_10000_strings(checkpoint_dir, captions):
     ours = SentencePieceTokenizer.from_dir(checkpoint_dir, CONTEXT)
     reference = HFTokenizer(str(checkpoint_dir), context_length=CONTEXT, clean="canonicalize")

@@ -11,7 +11,12 @@ tokenizer handles both for them:
   ``</s>``), never to the longest in the batch.
 
 The ``tokenizers`` library (a dependency of transformers) applies the file's normaliser,
-pre-tokeniser, Unigram model and end-of-sequence template.
+pre-tokeniser, model (SigLIP's Unigram, SigLIP 2's Gemma BPE with byte fallback) and
+template (``$A </s>`` for SigLIP, ``$A <eos>`` for SigLIP 2). As in transformers ≥ 5 (and so
+open_clip), the file's template is authoritative — ``add_bos_token``/``add_eos_token`` in
+``tokenizer_config.json`` do not change it — and the config sets the padding side
+(``padding_side``, else the tokenizer class's default: left for Gemma's classes, right
+otherwise).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import string
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import ftfy
 import torch
@@ -37,17 +43,36 @@ def canonicalize(text: str) -> str:
     return " ".join(text.split())
 
 
-def _special_token(directory: Path, name: str) -> str | None:
-    """``name`` (e.g. ``pad_token``) from tokenizer_config.json or special_tokens_map.json."""
-    for file in ("tokenizer_config.json", "special_tokens_map.json"):
+def _tokenizer_config(directory: Path) -> dict[str, Any]:
+    """special_tokens_map.json overlaid by tokenizer_config.json (``{}`` when neither exists)."""
+    config: dict[str, Any] = {}
+    for file in ("special_tokens_map.json", "tokenizer_config.json"):
         path = directory / file
         if path.is_file():
-            value = json.loads(path.read_text(encoding="utf-8")).get(name)
-            if isinstance(value, dict):  # {"content": "</s>", ...}
-                value = value.get("content")
-            if isinstance(value, str):
-                return value
-    return None
+            config.update(json.loads(path.read_text(encoding="utf-8")))
+    return config
+
+
+def _special_token(config: dict[str, Any], name: str) -> str | None:
+    """``name`` (e.g. ``pad_token``) from a tokenizer config: a string or ``{"content": ...}``."""
+    value = config.get(name)
+    if isinstance(value, dict):  # {"content": "</s>", ...}
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+#: transformers' tokenizer classes whose default ``padding_side`` is "left"
+_LEFT_PADDING_CLASSES = {"GemmaTokenizer", "GemmaTokenizerFast", "Siglip2Tokenizer"}
+
+
+def _padding_side(config: dict[str, Any]) -> str:
+    """The config's ``padding_side``, else the default of its transformers tokenizer class."""
+    side = config.get("padding_side")
+    if side is None:
+        side = "left" if config.get("tokenizer_class") in _LEFT_PADDING_CLASSES else "right"
+    if side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
+    return side
 
 
 class SentencePieceTokenizer:
@@ -58,7 +83,7 @@ class SentencePieceTokenizer:
         context_length: pad/truncate to this many ids (the model's text context).
         pad_token: the padding token; ``None`` reads the checkpoint's tokenizer config next
             to the file and falls back to its end-of-sequence token ``</s>`` (SigLIP's).
-        clean: ``"canonicalize"`` (SigLIP) or ``"none"``.
+        clean: ``"canonicalize"`` (SigLIP, SigLIP 2) or ``"none"``.
     """
 
     def __init__(
@@ -73,12 +98,14 @@ class SentencePieceTokenizer:
         if clean not in ("canonicalize", "none"):
             raise ValueError(f"clean must be 'canonicalize' or 'none', got {clean!r}")
         path = Path(tokenizer_file)
+        config = _tokenizer_config(path.parent)
         self.backend = Tokenizer.from_file(str(path))
         self.backend.no_truncation()
         self.backend.no_padding()
         self.context_length = context_length
         self.clean = clean
-        pad_token = pad_token or _special_token(path.parent, "pad_token") or "</s>"
+        self.padding_side = _padding_side(config)
+        pad_token = pad_token or _special_token(config, "pad_token") or "</s>"
         pad_id = self.backend.token_to_id(pad_token)
         if pad_id is None:
             raise ValueError(f"pad token {pad_token!r} is not in the vocabulary of {path}")
@@ -94,7 +121,10 @@ class SentencePieceTokenizer:
             backend = Tokenizer.from_str(self.backend.to_str())
             if truncate:  # the end-of-sequence token is kept, as transformers' truncation does
                 backend.enable_truncation(max_length=length)
-            backend.enable_padding(length=length, pad_id=self.pad_id, pad_token=self.pad_token)
+            backend.enable_padding(
+                length=length, pad_id=self.pad_id, pad_token=self.pad_token,
+                direction=self.padding_side,
+            )  # fmt: skip
             self._configured[key] = backend
         return self._configured[key]
 
