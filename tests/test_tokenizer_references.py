@@ -171,8 +171,37 @@ def test_siglip_ids_equal_transformers_siglip_tokenizer(siglip_dir, texts):
     _equal_rows(got[agree], reference([texts[i] for i in agree], **pad).input_ids)
     # where transformers' canonicalisation differs, clipforge is transformers on big_vision's
     _equal_rows(got, reference([canonicalize(t) for t in texts], **pad).input_ids)
+    hf_layout = _spiece_only(siglip_dir, siglip_dir.parent / "siglip-hf")
+    _equal_rows(read_tokenizer(hf_layout)(texts), got)  # spiece.model alone: the same ids
     assert ours.pad_id == reference.eos_token_id and (got[:, -1] == ours.pad_id).all()
     assert (got[:, -2] != ours.pad_id).any()  # long strings were truncated, </s> kept last
+
+
+def _spiece_only(siglip_dir: Path, out: Path) -> Path:
+    """The tokenizer files of a Hugging Face SigLIP directory: spiece.model, no tokenizer.json."""
+    out.mkdir(exist_ok=True)
+    for name in ("spiece.model", "tokenizer_config.json"):
+        (out / name).write_bytes((siglip_dir / name).read_bytes())
+    return out
+
+
+def test_a_transformers_siglip_directory_tokenizes_with_its_spiece_model(tmp_path, siglip_dir):
+    """``SiglipModel.save_pretrained`` + spiece.model → ``clipforge.load`` → ``tokenize``:
+    no tokenizer.json, no user step; transformers' ids on big_vision's canonical text."""
+    import clipforge
+
+    text_cfg = dict(vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                    num_attention_heads=2, max_position_embeddings=CONTEXT)  # fmt: skip
+    vision_cfg = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, image_size=32, patch_size=16)  # fmt: skip
+    config = transformers.SiglipConfig(text_config=text_cfg, vision_config=vision_cfg)
+    transformers.SiglipModel(config).save_pretrained(tmp_path / "hf")
+    model = clipforge.load(str(_spiece_only(siglip_dir, tmp_path / "hf")))
+    texts = ["A dog_runs &amp; jumps!", "“Two” CATS", "a photo of a bird " * 20]
+    reference = transformers.SiglipTokenizer(vocab_file=str(siglip_dir / "spiece.model"))
+    expected = reference([canonicalize(t) for t in texts], padding="max_length",
+                         max_length=CONTEXT, truncation=True).input_ids  # fmt: skip
+    _equal_rows(model.tokenize(texts), expected)
 
 
 def test_siglip_canonicalisation_differences_are_pinned(siglip_dir):

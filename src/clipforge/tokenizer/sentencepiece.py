@@ -31,7 +31,7 @@ from typing import Any
 import ftfy
 import torch
 
-__all__ = ["SentencePieceTokenizer", "canonicalize"]
+__all__ = ["SentencePieceTokenizer", "canonicalize", "spiece_to_backend"]
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
@@ -75,11 +75,34 @@ def _padding_side(config: dict[str, Any]) -> str:
     return side
 
 
+def spiece_to_backend(spiece_model: str | Path) -> Any:
+    """A ``tokenizers`` backend for a SentencePiece ``spiece.model`` (Hugging Face SigLIP
+    directories ship no ``tokenizer.json``), converted by transformers' ``SpmConverter``
+    with SigLIP's ``$A </s>`` template. Needs transformers, sentencepiece and protobuf."""
+    from tokenizers import processors
+
+    try:
+        from transformers import SiglipTokenizer
+        from transformers.convert_slow_tokenizer import SpmConverter
+    except ImportError as err:  # transformers without sentencepiece lacks SiglipTokenizer
+        raise ImportError(
+            f"reading {spiece_model} needs transformers, sentencepiece and protobuf "
+            "(pip install 'clipforge[dev]', or ship the checkpoint's tokenizer.json)"
+        ) from err
+    backend = SpmConverter(SiglipTokenizer(vocab_file=str(spiece_model))).converted()
+    eos = backend.token_to_id("</s>")
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", eos)]
+    )
+    return backend
+
+
 class SentencePieceTokenizer:
     """Texts → ``(N, context_length)`` int64 ids, canonicalised and padded to the context.
 
     Args:
-        tokenizer_file: the checkpoint's ``tokenizer.json``.
+        tokenizer_file: the checkpoint's ``tokenizer.json``, or its ``spiece.model``
+            (converted by :func:`spiece_to_backend`).
         context_length: pad/truncate to this many ids (the model's text context).
         pad_token: the padding token; ``None`` reads the checkpoint's tokenizer config next
             to the file and falls back to its end-of-sequence token ``</s>`` (SigLIP's).
@@ -99,7 +122,10 @@ class SentencePieceTokenizer:
             raise ValueError(f"clean must be 'canonicalize' or 'none', got {clean!r}")
         path = Path(tokenizer_file)
         config = _tokenizer_config(path.parent)
-        self.backend = Tokenizer.from_file(str(path))
+        if path.suffix == ".model":
+            self.backend = spiece_to_backend(path)
+        else:
+            self.backend = Tokenizer.from_file(str(path))
         self.backend.no_truncation()
         self.backend.no_padding()
         self.context_length = context_length
@@ -130,8 +156,10 @@ class SentencePieceTokenizer:
 
     @classmethod
     def from_dir(cls, directory: str | Path, context_length: int = 64) -> SentencePieceTokenizer:
-        """The tokenizer of a checkpoint directory holding ``tokenizer.json``."""
-        return cls(Path(directory) / "tokenizer.json", context_length)
+        """The tokenizer of a checkpoint directory: its ``tokenizer.json``, else its
+        ``spiece.model``."""
+        path = Path(directory) / "tokenizer.json"
+        return cls(path if path.is_file() else path.with_name("spiece.model"), context_length)
 
     def __call__(
         self,

@@ -194,8 +194,9 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
 
 
 def read_tokenizer(directory: Path) -> Any:
-    """The checkpoint's SentencePiece ``tokenizer.json`` (``None`` when it ships none)."""
-    if not (directory / "tokenizer.json").is_file():
+    """The checkpoint's SentencePiece ``tokenizer.json``, else its ``spiece.model``
+    (Hugging Face SigLIP directories); ``None`` when it ships neither."""
+    if not any((directory / name).is_file() for name in ("tokenizer.json", "spiece.model")):
         return None
     from ...tokenizer.sentencepiece import SentencePieceTokenizer
 
