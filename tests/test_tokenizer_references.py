@@ -259,3 +259,18 @@ def test_gemma_template_and_padding_side_follow_transformers(tmp_path, gemma_jso
     body, pads = [*words, 1], [0] * (8 - len(words) - 1)  # <eos> = 1, <pad> = 0
     assert rows["siglip2"] == rows["flags-ignored"] == rows["plain-class"] == body + pads
     assert rows["class-default-side"] == pads + body
+
+
+def test_a_spiece_model_without_its_converter_warns_and_loads_no_tokenizer(
+    tmp_path, siglip_dir, monkeypatch
+):
+    """Without transformers/sentencepiece the weights still load; tokenize asks instead."""
+    from clipforge.tokenizer import sentencepiece
+
+    def missing(path):
+        raise ImportError(f"reading {path} needs transformers, sentencepiece and protobuf")
+
+    monkeypatch.setattr(sentencepiece, "spiece_to_backend", missing)
+    with pytest.warns(UserWarning, match="needs transformers"):
+        assert read_tokenizer(_spiece_only(siglip_dir, tmp_path / "hf")) is None
+    assert read_tokenizer(siglip_dir) is not None  # tokenizer.json needs no converter
