@@ -2,9 +2,13 @@
 
 Same random weights (open_clip's model is built first; clipforge and transformers load
 its weights), same threads, same dtype. Prints each figure and the ratio to the faster
-reference, plus the machine's measured matmul peak and our fraction of it.
+reference, plus the machine's measured matmul peak and our fraction of it. transformers
+runs CLIPModel for ViT CLIP, SiglipModel for SigLIP; it has no ResNet CLIP and no EVA-CLIP,
+so those rows compare with open_clip only.
 
-Usage: python benchmarks/inference.py [--reps N] [--skip-e2e]
+Usage: python benchmarks/inference.py [--reps N] [--skip-e2e] [--models NAME ...]
+(``--models`` picks rows: ViT-B-32 — with the tokenizer, preprocessing and end-to-end
+rows —, RN50, ViT-B-16, ViT-B-16-SigLIP, EVA02-B-16; all by default)
 """
 
 from __future__ import annotations
@@ -191,18 +195,32 @@ class Table:
 def build_models(name: str):
     """open_clip model with random weights; clipforge and HF copies of the same weights."""
     import open_clip
-    from transformers import CLIPModel
 
     torch.manual_seed(0)
     ref = open_clip.create_model(name).eval()
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(ref.state_dict(), Path(tmp) / "w.pt")
         ours = clipforge.load(name, weights=Path(tmp) / "w.pt")
-        hf = None
-        if isinstance(ours.config.vision, clipforge.configs.ViTConfig):
-            clipforge.save(ours, Path(tmp) / "hf", format="hf")
-            hf = CLIPModel.from_pretrained(Path(tmp) / "hf").eval()
+        hf = hf_copy(ours, Path(tmp) / "hf")
     return ours, ref, hf
+
+
+def hf_copy(ours, directory: Path):
+    """transformers' copy of ``ours`` (saved in its layout, loaded back): CLIPModel for a ViT
+    CLIP, SiglipModel for SigLIP; ``None`` for towers transformers lacks (ResNet, EVA)."""
+    from transformers import CLIPModel, SiglipModel
+
+    from clipforge.configs.siglip import SigLipVisionConfig
+
+    vision = ours.config.vision
+    if isinstance(vision, clipforge.configs.ViTConfig):
+        model_class = CLIPModel
+    elif isinstance(vision, SigLipVisionConfig):
+        model_class = SiglipModel
+    else:
+        return None
+    clipforge.save(ours, directory, format="hf")
+    return model_class.from_pretrained(directory).eval()
 
 
 def hf_image(hf):
@@ -272,21 +290,35 @@ def bf16_cosine(models) -> float:
     return torch.nn.functional.cosine_similarity(fp32, bf).min().item()
 
 
-def text_encode(table: Table, models, reps: int) -> None:
+def text_encode(table: Table, name: str, models, reps: int, n_prompts: int = 256) -> None:
+    """Text tower, interleaved across libraries: CIFAR-100 prompts through the model's own
+    tokenizer, or random ids at the full context where the model has none loaded (SigLIP
+    without its checkpoint's tokenizer.json; the tower costs the same)."""
+    from clipforge.configs.siglip import SigLipTextConfig
+
     ours, ref, hf = models
     prompts = [f"a photo of a {c.replace('_', ' ')}." for c in CIFAR100]
-    prompts = (prompts * 3)[:256]
-    tokens = ours.tokenize(prompts)
-    fns = {"clipforge": ours.encode_text, "open_clip": ref.encode_text, "hf": hf_text(hf)}
-    rates = {}
+    prompts = (prompts * 3)[:n_prompts]
+    text = ours.config.text
+    if isinstance(text, SigLipTextConfig):
+        generator = torch.Generator().manual_seed(0)
+        shape = (n_prompts, text.context_length)
+        tokens = torch.randint(0, text.vocab_size, shape, generator=generator)
+    else:
+        tokens = ours.tokenize(prompts)
+    fns = {"clipforge": ours.encode_text, "open_clip": ref.encode_text}
+    if hf is not None:
+        fns["hf"] = hf_text(hf)
+    calls = {}
     for label, fn in fns.items():
 
         def call(fn=fn):
             with torch.inference_mode():
                 fn(tokens)
 
-        rates[label] = len(prompts) / best_time(call, reps)
-    table.add("text ViT-B-32 256 prompts fp32", "texts/s", rates.pop("clipforge"), rates)
+        calls[label] = call
+    rates = {label: n_prompts / t for label, t in interleaved_times(calls, reps).items()}
+    table.add(f"text {name} {n_prompts} prompts fp32", "texts/s", rates.pop("clipforge"), rates)
 
 
 def tokenizer_speed(table: Table) -> None:
@@ -384,22 +416,18 @@ def end_to_end(table: Table, models, batch: int = 32) -> None:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--skip-e2e", action="store_true", help="skip the 1,000-photo run")
-    args = parser.parse_args()
-    started = time.perf_counter()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, CPU", flush=True)
-    peak32 = matmul_peak(torch.float32)
-    peak16 = matmul_peak(torch.bfloat16, n=512, reps=2)
-    print(f"matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.1f} GFLOP/s", flush=True)
+MODELS = ("ViT-B-32", "RN50", "ViT-B-16", "ViT-B-16-SigLIP", "EVA02-B-16")
+
+
+def vit_b32_rows(table: Table, args, peaks: tuple[float, float]) -> None:
+    """The headline rows: tokenizer, preprocessing, ViT-B-32 image (b1, b32, bf16), text,
+    end to end."""
+    peak32, peak16 = peaks
     # CPUs without native bf16 (no AVX512-BF16/AMX) emulate it far slower than fp32 in
     # torch; measure bf16 at a small batch there so the run stays within minutes.
     bf16_batch = 32 if peak16 > peak32 / 2 else 8
     if bf16_batch != 32:
         print("this CPU has no fast bf16 matmul: bf16 measured at batch 8", flush=True)
-    table = Table()
     tokenizer_speed(table)
     preprocessing_speed(table)
     vit_b32 = build_models("ViT-B-32")
@@ -409,14 +437,36 @@ def main() -> None:
         image_encode(table, "ViT-B-32", vit_b32, batch, reps, bf16=False, peak=peak32)
     image_encode(table, "ViT-B-32", vit_b32, bf16_batch, 1, bf16=True, peak=peak16)
     print(f"bf16 vs fp32 embeddings: min cosine {bf16_cosine(vit_b32):.5f}", flush=True)
-    text_encode(table, vit_b32, args.reps)
+    text_encode(table, "ViT-B-32", vit_b32, args.reps)
     if not args.skip_e2e:
         end_to_end(table, vit_b32)
-    del vit_b32
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--skip-e2e", action="store_true", help="skip the 1,000-photo run")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
+                        help="rows to run (default: all)")  # fmt: skip
+    args = parser.parse_args()
+    started = time.perf_counter()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, CPU", flush=True)
+    peak32 = matmul_peak(torch.float32)
+    peak16 = matmul_peak(torch.bfloat16, n=512, reps=2)
+    print(f"matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.1f} GFLOP/s", flush=True)
+    table = Table()
+    if "ViT-B-32" in args.models:
+        vit_b32_rows(table, args, (peak32, peak16))
     for name in ("RN50", "ViT-B-16"):
-        image_encode(
-            table, name, build_models(name), 32, max(1, args.reps - 1), bf16=False, peak=None
-        )
+        if name in args.models:
+            models = build_models(name)
+            image_encode(table, name, models, 32, max(1, args.reps - 1), bf16=False, peak=None)
+    for name in ("ViT-B-16-SigLIP", "EVA02-B-16"):  # image b32 and text, interleaved
+        if name in args.models:
+            models = build_models(name)
+            image_encode(table, name, models, 32, args.reps, bf16=False, peak=None)
+            text_encode(table, name, models, args.reps, n_prompts=64)
+            del models
     print(f"total benchmark time {time.perf_counter() - started:.0f} s")
 
 

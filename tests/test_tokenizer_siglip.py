@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import tarfile
 
 import pytest
@@ -71,6 +72,8 @@ def _varied(captions: list[str], n: int = 10_000) -> list[str]:
     return texts
 
 
+@pytest.mark.slow
+@pytest.mark.parity
 def test_ids_equal_open_clip_on_10000_strings(checkpoint_dir, captions):
     ours = SentencePieceTokenizer.from_dir(checkpoint_dir, CONTEXT)
     reference = HFTokenizer(str(checkpoint_dir), context_length=CONTEXT, clean="canonicalize")
@@ -117,3 +120,18 @@ def test_a_siglip_model_tokenizes_with_its_checkpoints_tokenizer(checkpoint_dir)
     tokens = model.tokenize(["A dog runs!", "a dog runs"])
     assert torch.equal(tokens[0], tokens[1]) and tokens.shape == (2, CONTEXT)
     assert model.encode_text(tokens).shape == (2, 32)
+
+
+def test_padding_side_survives_save_and_load(checkpoint_dir, tmp_path):
+    """A left-padding (Gemma-style) config is written back by save(), so reloading pads left."""
+    source = tmp_path / "src"
+    source.mkdir()
+    shutil.copy(checkpoint_dir / "tokenizer.json", source / "tokenizer.json")
+    (source / "tokenizer_config.json").write_text('{"pad_token": "</s>", "padding_side": "left"}')
+    left = SentencePieceTokenizer.from_dir(source, 16)
+    assert left.padding_side == "left"
+    left.save(tmp_path / "saved")
+    again = SentencePieceTokenizer.from_dir(tmp_path / "saved", 16)
+    assert again.padding_side == "left"
+    assert torch.equal(again(["a dog"]), left(["a dog"]))
+    assert again(["a dog"])[0, 0].item() == again.pad_id  # padding comes first

@@ -108,7 +108,7 @@ class CLIP(nn.Module):
             if self.config.text.type != DEFAULT_TEXT_TYPE:  # e.g. SigLIP's SentencePiece
                 raise ValueError(
                     f"a {self.config.text.type!r} text tower needs its checkpoint's own "
-                    "tokenizer (tokenizer.json, which this checkpoint does not ship): "
+                    "tokenizer (tokenizer.json or spiece.model; this checkpoint ships neither): "
                     "model.set_tokenizer(SentencePieceTokenizer.from_dir(path)), or pass "
                     "token ids to encode_text"
                 )

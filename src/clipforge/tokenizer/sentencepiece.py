@@ -11,7 +11,13 @@ tokenizer handles both for them:
   ``</s>``), never to the longest in the batch.
 
 The ``tokenizers`` library (a dependency of transformers) applies the file's normaliser,
-pre-tokeniser, Unigram model and end-of-sequence template. The module imports without torch
+pre-tokeniser, model (SigLIP's Unigram, SigLIP 2's Gemma BPE with byte fallback) and
+template (``$A </s>`` for SigLIP, ``$A <eos>`` for SigLIP 2). As in transformers ≥ 5 (and so
+open_clip), the file's template is authoritative — ``add_bos_token``/``add_eos_token`` in
+``tokenizer_config.json`` do not change it — and the config sets the padding side
+(``padding_side``, else the tokenizer class's default: left for Gemma's classes, right
+otherwise).
+The module imports without torch
 (:meth:`SentencePieceTokenizer.to_array` serves the ONNX runtime).
 """
 
@@ -30,7 +36,13 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["TOKENIZER_CONFIG", "TOKENIZER_FILE", "SentencePieceTokenizer", "canonicalize"]
+__all__ = [
+    "TOKENIZER_CONFIG",
+    "TOKENIZER_FILE",
+    "SentencePieceTokenizer",
+    "canonicalize",
+    "spiece_to_backend",
+]
 
 TOKENIZER_FILE, TOKENIZER_CONFIG = "tokenizer.json", "tokenizer_config.json"
 
@@ -44,28 +56,70 @@ def canonicalize(text: str) -> str:
     return " ".join(text.split())
 
 
-def _special_token(directory: Path, name: str) -> str | None:
-    """``name`` (e.g. ``pad_token``) from tokenizer_config.json or special_tokens_map.json."""
-    for file in ("tokenizer_config.json", "special_tokens_map.json"):
+def _tokenizer_config(directory: Path) -> dict[str, Any]:
+    """special_tokens_map.json overlaid by tokenizer_config.json (``{}`` when neither exists)."""
+    config: dict[str, Any] = {}
+    for file in ("special_tokens_map.json", "tokenizer_config.json"):
         path = directory / file
         if path.is_file():
-            value = json.loads(path.read_text(encoding="utf-8")).get(name)
-            if isinstance(value, dict):  # {"content": "</s>", ...}
-                value = value.get("content")
-            if isinstance(value, str):
-                return value
-    return None
+            config.update(json.loads(path.read_text(encoding="utf-8")))
+    return config
+
+
+def _special_token(config: dict[str, Any], name: str) -> str | None:
+    """``name`` (e.g. ``pad_token``) from a tokenizer config: a string or ``{"content": ...}``."""
+    value = config.get(name)
+    if isinstance(value, dict):  # {"content": "</s>", ...}
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+#: transformers' tokenizer classes whose default ``padding_side`` is "left"
+_LEFT_PADDING_CLASSES = {"GemmaTokenizer", "GemmaTokenizerFast", "Siglip2Tokenizer"}
+
+
+def _padding_side(config: dict[str, Any]) -> str:
+    """The config's ``padding_side``, else the default of its transformers tokenizer class."""
+    side = config.get("padding_side")
+    if side is None:
+        side = "left" if config.get("tokenizer_class") in _LEFT_PADDING_CLASSES else "right"
+    if side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
+    return side
+
+
+def spiece_to_backend(spiece_model: str | Path) -> Any:
+    """A ``tokenizers`` backend for a SentencePiece ``spiece.model`` (Hugging Face SigLIP
+    directories ship no ``tokenizer.json``), converted by transformers' ``SpmConverter``
+    with SigLIP's ``$A </s>`` template. Needs transformers, sentencepiece and protobuf."""
+    from tokenizers import processors
+
+    try:
+        from transformers import SiglipTokenizer
+        from transformers.convert_slow_tokenizer import SpmConverter
+    except ImportError as err:  # transformers without sentencepiece lacks SiglipTokenizer
+        raise ImportError(
+            f"reading {spiece_model} needs transformers, sentencepiece and protobuf "
+            "(pip install 'clipforge[dev]', or ship the checkpoint's tokenizer.json)"
+        ) from err
+    backend = SpmConverter(SiglipTokenizer(vocab_file=str(spiece_model))).converted()
+    eos = backend.token_to_id("</s>")
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", eos)]
+    )
+    return backend
 
 
 class SentencePieceTokenizer:
     """Texts → ``(N, context_length)`` int64 ids, canonicalised and padded to the context.
 
     Args:
-        tokenizer_file: the checkpoint's ``tokenizer.json``.
+        tokenizer_file: the checkpoint's ``tokenizer.json``, or its ``spiece.model``
+            (converted by :func:`spiece_to_backend`).
         context_length: pad/truncate to this many ids (the model's text context).
         pad_token: the padding token; ``None`` reads the checkpoint's tokenizer config next
             to the file and falls back to its end-of-sequence token ``</s>`` (SigLIP's).
-        clean: ``"canonicalize"`` (SigLIP) or ``"none"``.
+        clean: ``"canonicalize"`` (SigLIP, SigLIP 2) or ``"none"``.
     """
 
     def __init__(
@@ -80,12 +134,17 @@ class SentencePieceTokenizer:
         if clean not in ("canonicalize", "none"):
             raise ValueError(f"clean must be 'canonicalize' or 'none', got {clean!r}")
         path = Path(tokenizer_file)
-        self.backend = Tokenizer.from_file(str(path))
+        config = _tokenizer_config(path.parent)
+        if path.suffix == ".model":
+            self.backend = spiece_to_backend(path)
+        else:
+            self.backend = Tokenizer.from_file(str(path))
         self.backend.no_truncation()
         self.backend.no_padding()
         self.context_length = context_length
         self.clean = clean
-        pad_token = pad_token or _special_token(path.parent, "pad_token") or "</s>"
+        self.padding_side = _padding_side(config)
+        pad_token = pad_token or _special_token(config, "pad_token") or "</s>"
         pad_id = self.backend.token_to_id(pad_token)
         if pad_id is None:
             raise ValueError(f"pad token {pad_token!r} is not in the vocabulary of {path}")
@@ -101,14 +160,19 @@ class SentencePieceTokenizer:
             backend = Tokenizer.from_str(self.backend.to_str())
             if truncate:  # the end-of-sequence token is kept, as transformers' truncation does
                 backend.enable_truncation(max_length=length)
-            backend.enable_padding(length=length, pad_id=self.pad_id, pad_token=self.pad_token)
+            backend.enable_padding(
+                length=length, pad_id=self.pad_id, pad_token=self.pad_token,
+                direction=self.padding_side,
+            )  # fmt: skip
             self._configured[key] = backend
         return self._configured[key]
 
     @classmethod
     def from_dir(cls, directory: str | Path, context_length: int = 64) -> SentencePieceTokenizer:
-        """The tokenizer of a checkpoint directory holding ``tokenizer.json``."""
-        return cls(Path(directory) / TOKENIZER_FILE, context_length)
+        """The tokenizer of a checkpoint directory: its ``tokenizer.json``, else its
+        ``spiece.model``."""
+        path = Path(directory) / TOKENIZER_FILE
+        return cls(path if path.is_file() else path.with_name("spiece.model"), context_length)
 
     def save(self, directory: str | Path) -> dict[str, Any]:
         """Write ``tokenizer.json`` and ``tokenizer_config.json`` (its pad token) into
@@ -117,6 +181,7 @@ class SentencePieceTokenizer:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / TOKENIZER_FILE).write_text(self.backend.to_str(), encoding="utf-8")
         config = {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": self.pad_token,
+                  "padding_side": self.padding_side,
                   "model_max_length": self.context_length}  # fmt: skip
         (directory / TOKENIZER_CONFIG).write_text(json.dumps(config, indent=2) + "\n", "utf-8")
         return {"kind": "sentencepiece", "file": TOKENIZER_FILE, "pad_token": self.pad_token,

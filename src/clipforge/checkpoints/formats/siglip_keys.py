@@ -10,6 +10,7 @@ tensors change shape: timm's ``pos_embed`` ``(1, L, C)`` ↔ ``positional_embedd
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -194,12 +195,17 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
 
 
 def read_tokenizer(directory: Path) -> Any:
-    """The checkpoint's SentencePiece ``tokenizer.json`` (``None`` when it ships none)."""
-    if not (directory / "tokenizer.json").is_file():
+    """The checkpoint's SentencePiece ``tokenizer.json``, else its ``spiece.model``
+    (Hugging Face SigLIP directories); ``None`` when it ships neither."""
+    if not any((directory / name).is_file() for name in ("tokenizer.json", "spiece.model")):
         return None
     from ...tokenizer.sentencepiece import SentencePieceTokenizer
 
-    return SentencePieceTokenizer.from_dir(directory)
+    try:
+        return SentencePieceTokenizer.from_dir(directory)
+    except ImportError as err:  # spiece.model without transformers: the weights still load
+        warnings.warn(f"{err}; model.tokenize will ask for a tokenizer", stacklevel=2)
+        return None
 
 
 def _owns_config(model_cfg: dict[str, Any]) -> bool:
