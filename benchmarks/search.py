@@ -9,8 +9,12 @@ indexing the Flickr photos end to end.
    p50/p99 single-query latency, queries/s at batch 64, recall@10 vs exact. With
    ``--weights`` (a trained ViT-B-32), the same rows on the CIFAR-10 test-set embeddings.
 2. Serve (``--serve-n`` vectors, default 100,000): ``clipforge serve``'s app under uvicorn on
-   127.0.0.1 with a ViT-B-32 text tower; ``--clients`` concurrent clients send ``--requests``
-   distinct text queries (no cache hits): errors, p50/p99 latency, queries/s.
+   127.0.0.1 with a ViT-B-32 text tower, in its own process (restarted, so with an empty
+   query cache, for each run); this process is the client. Four runs of ``--requests``
+   queries each: closed loop (``--clients`` concurrent clients: throughput under saturation)
+   and open loop (Poisson arrivals at ``--rate`` per second: latency at that load), each with
+   all-distinct Flickr-caption queries and with a Zipf-repeating stream (``--zipf-s``):
+   errors, p50/p90/p99 latency, queries/s, batches and cache hits (``serve_load.py``).
 3. Flickr (``../shared/data/flickr8k-1k.tar.gz``): images/s of ``clipforge.embed_images`` vs
    ``Index.sync`` on the same 1,000 files (indexing overhead); caption→image recall@10 when
    ``--weights`` gives a trained ViT-B-32 checkpoint.
@@ -24,10 +28,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import os
 import statistics
 import tarfile
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -197,55 +201,81 @@ def _fake_index(n: int, model, folder: Path) -> Index:
     return index
 
 
-def bench_serve(args) -> None:
+def _serve_child(folder: str, weights: str | None, port: int, config: dict) -> None:
+    """The server process: open the fake index with the same model, serve it."""
     import uvicorn
 
     from clipforge.serve import ServeConfig, create_app
 
-    print(f"\n== serve: {args.serve_n:,} vectors, ViT-B-32 text tower, {args.clients} clients, "
-          f"{args.requests} distinct queries ==")  # fmt: skip
-    model = load_vit_b32(args.weights)
-    index = _fake_index(args.serve_n, model, Path(tempfile.mkdtemp()))
-    server = uvicorn.Server(uvicorn.Config(create_app(index, ServeConfig()), host="127.0.0.1", port=args.port, log_level="warning"))  # fmt: skip
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    latencies, errors, elapsed = asyncio.run(_load(args))
-    server.should_exit = True
-    p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (float("nan"),) * 2
-    qps = len(latencies) / elapsed
-    print(f"errors {errors}/{args.requests}; p50 {p50:.1f} ms, p99 {p99:.1f} ms; {qps:.0f} queries/s "
-          f"({qps / CLIP_RETRIEVAL_QPS:.1f}x clip-retrieval's published ~{CLIP_RETRIEVAL_QPS}/s); "
-          f"batching {server.config.app.state.batcher.stats()}")  # fmt: skip
+    index = Index.open(folder, load_vit_b32(weights))
+    app = create_app(index, ServeConfig(**config))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-async def _load(args) -> tuple[list[float], int, float]:
-    """Latencies (ms), error count and wall time of the bounded load."""
+def bench_serve(args) -> None:
+    """Closed- and open-loop runs, distinct and Zipf queries (server in another process)."""
+    import serve_load
+
+    folder = Path(tempfile.mkdtemp())
+    _fake_index(args.serve_n, load_vit_b32(args.weights), folder).close()
+    captions = flickr_captions()
+    n = args.requests
+    streams = {
+        "distinct": serve_load.distinct_queries(captions, n),
+        "zipf": serve_load.zipf_queries(captions, n, args.zipf_s),
+    }
+    threads = args.serve_threads or max(1, (os.cpu_count() or 1) - 1)  # as `clipforge serve`
+    config = {"threads": threads, "precision": args.serve_precision}
+    print(f"\n== serve: {args.serve_n:,} vectors, ViT-B-32 text tower "
+          f"({args.serve_precision or 'fp32'}), {threads} torch thread(s), "
+          f"{n} queries per run; zipf s={args.zipf_s}: {len(set(streams['zipf']))} distinct "
+          f"({100 * len(set(streams['zipf'])) / n:.0f} %) ==")  # fmt: skip
+    for mode in ("closed", "open"):
+        for stream, queries in streams.items():
+            _serve_run(args, folder, config, mode, stream, queries)
+
+
+def _serve_run(args, folder: Path, config: dict, mode: str, stream: str, queries) -> None:
+    """One load run against a fresh server process (so with an empty query cache)."""
+    import multiprocessing
+
     import httpx
 
-    latencies: list[float] = []
-    errors = 0
-    todo = iter(range(args.requests))
-    url = f"http://127.0.0.1:{args.port}/search"
+    import serve_load
 
-    async def client(http: httpx.AsyncClient) -> None:
-        nonlocal errors
-        for i in todo:
-            start = time.perf_counter()
-            try:
-                reply = await http.get(url, params={"q": f"a photo of thing number {i}", "k": 20})
-                ok = reply.status_code == 200 and len(reply.json()["results"]) == 20
-            except httpx.HTTPError:
-                ok = False
-            latencies.append((time.perf_counter() - start) * 1000)
-            errors += not ok
+    url = f"http://127.0.0.1:{args.port}"
+    child = multiprocessing.get_context("spawn").Process(
+        target=_serve_child, args=(str(folder), args.weights, args.port, config), daemon=True
+    )
+    child.start()
+    try:
+        _wait_healthy(url, child)
+        if mode == "closed":
+            load = serve_load.closed_loop(f"{url}/search", queries, args.clients)
+            label = f"closed loop, {args.clients} clients"
+        else:
+            load = serve_load.open_loop(f"{url}/search", queries, args.rate)
+            label = f"open loop, {args.rate:g}/s Poisson"
+        result = asyncio.run(load)
+        stats = httpx.get(f"{url}/health").json()["batching"]
+    finally:
+        child.terminate()
+        child.join()
+    qps = len(result.latencies) / result.elapsed
+    print(f"{label:30} {stream:8}: {result.summary()} ({qps / CLIP_RETRIEVAL_QPS:.1f}x "
+          f"clip-retrieval's ~{CLIP_RETRIEVAL_QPS}/s); batching {stats}")  # fmt: skip
 
-    limits = httpx.Limits(max_connections=args.clients)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
-        start = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(args.clients)))
-        elapsed = time.perf_counter() - start
-    return latencies, errors, elapsed
+
+def _wait_healthy(url: str, child) -> None:
+    import httpx
+
+    while child.is_alive():
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit("the server process died")
 
 
 def load_vit_b32(weights: str | None):
@@ -257,10 +287,23 @@ def load_vit_b32(weights: str | None):
     return clipforge.create_model("ViT-B-32").eval()
 
 
-def bench_flickr(args) -> None:
+def flickr_captions() -> list[str]:
+    """The 1,000 Flickr captions (one per photo)."""
+    with tarfile.open(flickr_archive()) as tar:
+        text = tar.extractfile("flickr8k-1k/captions.tsv").read().decode("utf-8")
+    rows = [row for row in csv.reader(text.splitlines(), delimiter="\t") if len(row) == 2]
+    return [caption for _, caption in rows[1:]]
+
+
+def flickr_archive() -> Path:
     archive = SHARED / "data" / "flickr8k-1k.tar.gz"
     if not archive.exists():
         raise SystemExit(f"missing {archive}")
+    return archive
+
+
+def bench_flickr(args) -> None:
+    archive = flickr_archive()
     work = Path(tempfile.mkdtemp())
     with tarfile.open(archive) as tar:
         tar.extractall(work, filter="data")
@@ -303,7 +346,11 @@ def main() -> None:
     parser.add_argument("--kinds", default="numpy,flat,auto,ivf,hnsw", help="rows to run")
     parser.add_argument("--serve-n", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=2000, help="queries per serve run")
+    parser.add_argument("--rate", type=float, default=100, help="open-loop queries/s")
+    parser.add_argument("--zipf-s", type=float, default=1.0, help="query popularity exponent")
+    parser.add_argument("--serve-threads", type=int, default=0, help="0: as serve")
+    parser.add_argument("--serve-precision", default=None, help="text tower: bf16 (default fp32)")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="Flickr timing rounds")
