@@ -250,6 +250,7 @@ def _serve_run(args, folder: Path, config: dict, mode: str, stream: str, queries
     child.start()
     try:
         _wait_healthy(url, child)
+        server_cpu, client_cpu = _cpu_seconds(child.pid), sum(os.times()[:2])
         if mode == "closed":
             load = serve_load.closed_loop(f"{url}/search", queries, args.clients)
             label = f"closed loop, {args.clients} clients"
@@ -257,13 +258,27 @@ def _serve_run(args, folder: Path, config: dict, mode: str, stream: str, queries
             load = serve_load.open_loop(f"{url}/search", queries, args.rate)
             label = f"open loop, {args.rate:g}/s Poisson"
         result = asyncio.run(load)
+        server_cpu = _cpu_seconds(child.pid) - server_cpu
+        client_cpu = sum(os.times()[:2]) - client_cpu
         stats = httpx.get(f"{url}/health").json()["batching"]
     finally:
         child.terminate()
         child.join()
     qps = len(result.latencies) / result.elapsed
+    done = max(len(result.latencies), 1)
     print(f"{label:30} {stream:8}: {result.summary()} ({qps / CLIP_RETRIEVAL_QPS:.1f}x "
-          f"clip-retrieval's ~{CLIP_RETRIEVAL_QPS}/s); batching {stats}")  # fmt: skip
+          f"clip-retrieval's ~{CLIP_RETRIEVAL_QPS}/s)\n{'':41}CPU per query: server "
+          f"{1000 * server_cpu / done:.1f} ms, load client {1000 * client_cpu / done:.1f} ms; "
+          f"batching {stats}")  # fmt: skip
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; else NaN)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_healthy(url: str, child) -> None:

@@ -57,25 +57,29 @@ class LoadResult:
     latencies: list[float]
     errors: int
     elapsed: float
+    short: int = 0
 
     def summary(self) -> str:
         lat = self.latencies or [float("nan")]
         p50, p90, p99 = np.percentile(lat, [50, 90, 99])
         qps = len(self.latencies) / self.elapsed
         return (
-            f"errors {self.errors}/{len(self.latencies)}; p50 {p50:.1f} ms, p90 {p90:.1f} ms, "
-            f"p99 {p99:.1f} ms; {qps:.1f} queries/s"
+            f"errors {self.errors}/{len(self.latencies)} (+{self.short} with < k results); "
+            f"p50 {p50:.1f} ms, p90 {p90:.1f} ms, p99 {p99:.1f} ms; {qps:.1f} queries/s"
         )
 
 
-async def _one(http, url: str, query: str, k: int) -> bool:
+async def _one(http, url: str, query: str, k: int) -> str:
+    """``"ok"``, ``"short"`` (a 200 reply with fewer than ``k`` results) or ``"error"``."""
     import httpx
 
     try:
         reply = await http.get(url, params={"q": query, "k": k})
-        return reply.status_code == 200 and len(reply.json()["results"]) == k
     except httpx.HTTPError:
-        return False
+        return "error"
+    if reply.status_code != 200:
+        return "error"
+    return "ok" if len(reply.json()["results"]) == k else "short"
 
 
 async def closed_loop(url: str, queries: list[str], clients: int, k: int = 20) -> LoadResult:
@@ -83,23 +87,21 @@ async def closed_loop(url: str, queries: list[str], clients: int, k: int = 20) -
     import httpx
 
     latencies: list[float] = []
-    errors = 0
+    outcomes: list[str] = []
     todo = iter(queries)
 
     async def client(http: httpx.AsyncClient) -> None:
-        nonlocal errors
         for query in todo:
             start = time.perf_counter()
-            ok = await _one(http, url, query, k)
+            outcomes.append(await _one(http, url, query, k))
             latencies.append((time.perf_counter() - start) * 1000)
-            errors += not ok
 
     limits = httpx.Limits(max_connections=clients)
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
         start = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
         elapsed = time.perf_counter() - start
-    return LoadResult(latencies, errors, elapsed)
+    return LoadResult(latencies, outcomes.count("error"), elapsed, outcomes.count("short"))
 
 
 async def open_loop(
@@ -112,13 +114,11 @@ async def open_loop(
     gaps = np.random.default_rng(seed).exponential(1.0 / rate, len(queries))
     schedule = np.cumsum(gaps) - gaps[0]
     latencies: list[float] = []
-    errors = 0
+    outcomes: list[str] = []
 
     async def send(http: httpx.AsyncClient, at: float, query: str) -> None:
-        nonlocal errors
-        ok = await _one(http, url, query, k)
+        outcomes.append(await _one(http, url, query, k))
         latencies.append((time.perf_counter() - at) * 1000)
-        errors += not ok
 
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
@@ -132,4 +132,4 @@ async def open_loop(
             tasks.append(asyncio.create_task(send(http, start + offset, query)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
-    return LoadResult(latencies, errors, elapsed)
+    return LoadResult(latencies, outcomes.count("error"), elapsed, outcomes.count("short"))
