@@ -23,6 +23,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from .half_scan import HalfScan
 from .store import StoreOptions, register_backend
 
 FLAT_MAX = 20_000
@@ -76,6 +77,7 @@ class FaissStore:
         self.tombstones: set[int] = set()
         self._version = -1
         self.index = self._new_index("flat", 0, 0)
+        self.half: HalfScan | None = HalfScan(dim)  # flat only: float16 mirror for speed
         if (self.directory / FILE_NAME).exists():
             self._load()
 
@@ -113,8 +115,9 @@ class FaissStore:
         if kind == "hnsw":
             self.params = {"efSearch": 64}
         self.tombstones = set()
+        self.half = HalfScan(self.dim) if kind == "flat" else None
         if n:
-            self.index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+            self.add(ids, vectors)
 
     def _target(self, n: int) -> tuple[str, int]:
         """The kind (and IVF list count) this store should have for ``n`` vectors."""
@@ -151,7 +154,10 @@ class FaissStore:
         if len(ids) == 0:
             return
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.index.add_with_ids(vectors, ids)
+        if self.half is not None:
+            self.half.add(ids, vectors)
 
     def remove(self, ids: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
@@ -161,7 +167,10 @@ class FaissStore:
             known = set(self.ids().tolist())
             self.tombstones.update(i for i in ids.tolist() if i in known)
             return
-        self.index.remove_ids(faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids)))
+        selector = faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids))
+        self.index.remove_ids(selector)
+        if self.half is not None:
+            self.half.remove(selector)
 
     def ids(self) -> np.ndarray:
         if self.kind in ("flat", "hnsw"):
@@ -201,8 +210,11 @@ class FaissStore:
         widen = 1.0 if allowed is None else max(self.index.ntotal, 1) / max(len(allowed), 1)
         params = self._search_params(selector, widen)
         with _one_thread(len(queries) == 1):
-            scores, ids = self.index.search(queries, k, params=params)
-        return scores, ids
+            if self.half is not None and self.half.usable(len(queries)):
+                found = self.half.search(self.index, queries, k, params)
+                if found is not None:  # exact (certified); None: scan in float32
+                    return found
+            return self.index.search(queries, k, params=params)
 
     def _search_params(self, selector, widen: float = 1.0) -> faiss.SearchParameters | None:
         if self.kind.startswith("ivf"):
@@ -265,6 +277,11 @@ class FaissStore:
             dead = np.fromfile(f, dtype=np.int64, count=header["tombstones"])
         self.index = faiss.deserialize_index(data)
         self.kind, self.nlist, self.params = header["kind"], header["nlist"], header["params"]
+        self.half = None
+        if self.kind == "flat":
+            self.half = HalfScan(self.dim)
+            flat = faiss.downcast_index(self.index.index)
+            self.half.add(self.ids(), flat.reconstruct_n(0, flat.ntotal))
         self.tombstones = set(dead.tolist())
         self._version = header["version"]
 
