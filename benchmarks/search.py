@@ -3,11 +3,14 @@ indexing the Flickr photos end to end.
 
 1. Vectors: ``--n`` (default 1,000,000) normalised 512-d vectors drawn from a mixture of
    ``--clusters`` anisotropic Gaussians (uniform random vectors have no neighbours), plus
-   held-out queries. For numpy brute force, exact FAISS, clipforge's automatic choice (tuned
-   to recall@10 >= 0.95 on separate tuning queries) and the index autofaiss's rules pick
-   (HNSW32 when it fits in memory, efSearch tuned the same way): build time, index bytes,
-   p50/p99 single-query latency, queries/s at batch 64, recall@10 vs exact. With
-   ``--weights`` (a trained ViT-B-32), the same rows on the CIFAR-10 test-set embeddings.
+   held-out queries. For numpy brute force, FAISS's float32 exact scan, clipforge's exact
+   ``flat`` kind (float16 scan, certified float32 re-rank), clipforge's automatic choice
+   (tuned to recall@10 >= 0.95 on separate tuning queries) and the index autofaiss's rules
+   pick (HNSW32 when it fits in memory, efSearch tuned the same way): build time, index
+   bytes (serialised; ``flat`` also holds a float16 copy in memory), p50/p99 single-query
+   latency, queries/s at batch 64, recall@10 vs exact. First the single-core memory read
+   bandwidth and the floor it puts under an exact scan. With ``--weights`` (a trained
+   ViT-B-32), the same rows on the CIFAR-10 test-set embeddings.
 2. Serve (``--serve-n`` vectors, default 100,000): ``clipforge serve``'s app under uvicorn on
    127.0.0.1 with a ViT-B-32 text tower, in its own process (restarted, so with an empty
    query cache, for each run); this process is the client. Four runs of ``--requests``
@@ -134,13 +137,32 @@ def bench_vectors(args) -> None:
     base, queries, tune_q = data[:n], data[n : n + args.queries], data[n + args.queries :]
     truth, tune_truth = exact_top(base, queries, 10), exact_top(base, tune_q, 10)
     print(f"data + exact ground truth: {time.perf_counter() - start:.1f} s")
+    print_floor(base)
     print_rows(contender_rows(args.kinds, base, queries, truth, tune_q, tune_truth))
+
+
+def print_floor(base: np.ndarray) -> None:
+    """Single-core memory read bandwidth, and the time an exact scan of ``base`` needs at it."""
+    block = np.ones(100_000_000, np.float32)  # 400 MB, far above the caches
+    best = min(_seconds(block.sum) for _ in range(5))
+    bandwidth = block.nbytes / best
+    print(f"memory read bandwidth (numpy sum of 400 MB, one core): {bandwidth / 1e9:.1f} GB/s; "
+          f"exact-scan floor for {len(base):,} x {base.shape[1]}: float32 "
+          f"{1000 * base.nbytes / bandwidth:.1f} ms, float16 {500 * base.nbytes / bandwidth:.1f} ms"
+          " per single query")  # fmt: skip
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def contender_rows(kinds: str, base, queries, truth, tune_q, tune_truth) -> list[tuple]:
     """Build and measure each requested contender on the same data."""
     contenders = {
-        "flat": ("faiss exact (Flat)", "flat"),
+        "flat": ("clipforge exact (fp16 scan + fp32 rerank)", "flat"),
+        "faissflat": ("faiss IndexFlatIP (fp32 scan)", None),
         "auto": ("clipforge auto", "auto"),
         "ivf": ("clipforge IVF-Flat", "ivf"),
         "hnsw": ("autofaiss pick HNSW32", "hnsw"),
@@ -150,6 +172,11 @@ def contender_rows(kinds: str, base, queries, truth, tune_q, tune_truth) -> list
         if key == "numpy":
             stats = measure(numpy_search(base), queries[:128], truth[:128], 30)
             rows.append(("numpy brute force", 0.0, base.nbytes, *stats, {}))
+        elif key == "faissflat":
+            flat = faiss.IndexFlatIP(base.shape[1])
+            flat.add(base)
+            stats = measure(lambda q, k, flat=flat: flat.search(q, k)[1], queries, truth, 300)
+            rows.append((contenders[key][0], 0.0, base.nbytes, *stats, {}))
         else:
             name, kind = contenders[key]
             rows.append(store_row(name, base, queries, truth, tune_q, tune_truth, kind))
@@ -358,7 +385,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--clusters", type=int, default=0, help="default n / 100")
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--kinds", default="numpy,flat,auto,ivf,hnsw", help="rows to run")
+    parser.add_argument("--kinds", default="numpy,faissflat,flat,auto,ivf,hnsw", help="rows")
     parser.add_argument("--serve-n", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=2000, help="queries per serve run")

@@ -28,8 +28,9 @@ from .store import StoreOptions, register_backend
 
 FLAT_MAX = 20_000
 """Collections up to this size use exact search under ``kind="auto"`` (a few ms per query
-on two busy cores; at 100,000 vectors exact search costs 15-50 ms there, IVF-Flat 0.1 ms at
-recall@10 0.99: benchmarks/search.py)."""
+on two busy cores). Exact search is memory-bandwidth bound: at 100,000 × 512 it reads
+205 MB in float32, ~100 MB through the float16 scan (``half_scan.py``), ~8-20 ms there;
+IVF-Flat answers in ~0.1 ms at recall@10 >= 0.95 (benchmarks/search.py)."""
 MIN_POINTS_PER_CENTROID = 39
 HNSW_M = 32
 MAGIC = b"CLIPFORGE-FAISS/1\n"
