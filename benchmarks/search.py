@@ -375,7 +375,7 @@ def bench_flickr(args) -> None:
         print("caption recall@10: not measured (needs --weights: a trained ViT-B-32 checkpoint)")
         return
     with open(work / "flickr8k-1k" / "captions.tsv", encoding="utf-8") as f:
-        pairs = [row for row in csv.reader(f, delimiter="\t") if len(row) == 2]
+        pairs = [row for row in csv.reader(f, delimiter="\t") if len(row) == 2][1:]  # no header
     hits = [any(Path(h.path).name == Path(p).name for h in index.search(c, k=10)) for p, c in pairs]
     print(f"caption -> own image recall@10: {statistics.mean(hits):.3f} over {len(hits)} captions")
 
