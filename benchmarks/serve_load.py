@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+MAX_CONNECTIONS = 64
+"""Open-loop client connections (more in flight wait in the client, latency still counts)."""
 PREFIXES = ("", "a photo of ", "an image of ", "a picture showing ", "a snapshot of ")
 
 
@@ -120,7 +122,7 @@ async def open_loop(
         outcomes.append(await _one(http, url, query, k))
         latencies.append((time.perf_counter() - at) * 1000)
 
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    limits = httpx.Limits(max_connections=MAX_CONNECTIONS)
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
         await _one(http, url, "warm up the connection pool", k)
         start = time.perf_counter()
