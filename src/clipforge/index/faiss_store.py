@@ -41,8 +41,9 @@ def choose_kind(n: int, dim: int, max_memory: int | None) -> tuple[str, int]:
     """``(kind, nlist)`` for ``n`` vectors of ``dim`` floats under a memory budget in bytes."""
     flat_bytes = n * dim * 4
     fits = max_memory is None or flat_bytes * 1.05 <= max_memory
+    flat_fits = max_memory is None or flat_bytes * 1.5 * 1.05 <= max_memory  # + float16 copy
     nlist = ivf_nlist(n)
-    if n <= FLAT_MAX and fits or nlist < 16:
+    if n <= FLAT_MAX and flat_fits or nlist < 16:
         return "flat", 0
     return ("ivf" if fits else "ivfpq"), nlist
 
