@@ -3,15 +3,21 @@ indexing the Flickr photos end to end.
 
 1. Vectors: ``--n`` (default 1,000,000) normalised 512-d vectors drawn from a mixture of
    ``--clusters`` anisotropic Gaussians (uniform random vectors have no neighbours), plus
-   held-out queries. For numpy brute force, exact FAISS, clipforge's automatic choice (tuned
-   to recall@10 >= 0.95 on separate tuning queries) and the index autofaiss's rules pick
-   (HNSW32 when it fits in memory, efSearch tuned the same way): build time, index bytes,
-   p50/p99 single-query latency, queries/s at batch 64, recall@10 vs exact. With
-   ``--weights``, the same rows on the CIFAR-10 test-set embeddings of that trained model.
+   held-out queries. For numpy brute force, FAISS's float32 exact scan, clipforge's exact
+   ``flat`` kind (float16 scan, certified float32 re-rank), clipforge's automatic choice
+   (tuned to recall@10 >= 0.95 on separate tuning queries) and the index autofaiss's rules
+   pick (HNSW32 when it fits in memory, efSearch tuned the same way): build time, index
+   bytes (serialised; ``flat`` also holds a float16 copy in memory), p50/p99 single-query
+   latency, queries/s at batch 64, recall@10 vs exact. First the single-core memory read
+   bandwidth and the floor it puts under an exact scan. With ``--weights``, the same rows
+   on the CIFAR-10 test-set embeddings of that trained model.
 2. Serve (``--serve-n`` vectors, default 100,000): ``clipforge serve``'s app under uvicorn on
-   127.0.0.1 with a ViT-B-32 text tower (random weights: they do not change its speed);
-   ``--clients`` concurrent clients send ``--requests`` distinct text queries (no cache
-   hits): errors, p50/p99 latency, queries/s.
+   127.0.0.1 with a ViT-B-32 text tower (random weights: they do not change its speed), in its own process (restarted, so with an empty
+   query cache, for each run); this process is the client. Four runs of ``--requests``
+   queries each: closed loop (``--clients`` concurrent clients: throughput under saturation)
+   and open loop (Poisson arrivals at ``--rate`` per second: latency at that load), each with
+   all-distinct Flickr-caption queries and with a Zipf-repeating stream (``--zipf-s``):
+   errors, p50/p90/p99 latency, queries/s, batches and cache hits (``serve_load.py``).
 3. Flickr (``../shared/data/flickr8k-1k.tar.gz``): images/s of ``clipforge.embed_images`` vs
    ``Index.sync`` on the same 1,000 files (indexing overhead) with the ``--flickr-weights``
    model (default ``--weights``, else a random ViT-B-32); with a trained model,
@@ -35,10 +41,10 @@ import argparse
 import asyncio
 import csv
 import json
+import os
 import statistics
 import tarfile
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -142,13 +148,32 @@ def bench_vectors(args) -> None:
     base, queries, tune_q = data[:n], data[n : n + args.queries], data[n + args.queries :]
     truth, tune_truth = exact_top(base, queries, 10), exact_top(base, tune_q, 10)
     print(f"data + exact ground truth: {time.perf_counter() - start:.1f} s")
+    print_floor(base)
     print_rows(contender_rows(args.kinds, base, queries, truth, tune_q, tune_truth))
+
+
+def print_floor(base: np.ndarray) -> None:
+    """Single-core memory read bandwidth, and the time an exact scan of ``base`` needs at it."""
+    block = np.ones(100_000_000, np.float32)  # 400 MB, far above the caches
+    best = min(_seconds(block.sum) for _ in range(5))
+    bandwidth = block.nbytes / best
+    print(f"memory read bandwidth (numpy sum of 400 MB, one core): {bandwidth / 1e9:.1f} GB/s; "
+          f"exact-scan floor for {len(base):,} x {base.shape[1]}: float32 "
+          f"{1000 * base.nbytes / bandwidth:.1f} ms, float16 {500 * base.nbytes / bandwidth:.1f} ms"
+          " per single query")  # fmt: skip
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def contender_rows(kinds: str, base, queries, truth, tune_q, tune_truth) -> list[tuple]:
     """Build and measure each requested contender on the same data."""
     contenders = {
-        "flat": ("faiss exact (Flat)", "flat"),
+        "flat": ("clipforge exact (fp16 scan + fp32 rerank)", "flat"),
+        "faissflat": ("faiss IndexFlatIP (fp32 scan)", None),
         "auto": ("clipforge auto", "auto"),
         "ivf": ("clipforge IVF-Flat", "ivf"),
         "hnsw": ("autofaiss pick HNSW32", "hnsw"),
@@ -158,6 +183,11 @@ def contender_rows(kinds: str, base, queries, truth, tune_q, tune_truth) -> list
         if key == "numpy":
             stats = measure(numpy_search(base), queries[:128], truth[:128], 30)
             rows.append(("numpy brute force", 0.0, base.nbytes, *stats, {}))
+        elif key == "faissflat":
+            flat = faiss.IndexFlatIP(base.shape[1])
+            flat.add(base)
+            stats = measure(lambda q, k, flat=flat: flat.search(q, k)[1], queries, truth, 300)
+            rows.append((contenders[key][0], 0.0, base.nbytes, *stats, {}))
         else:
             name, kind = contenders[key]
             rows.append(store_row(name, base, queries, truth, tune_q, tune_truth, kind))
@@ -209,56 +239,103 @@ def _fake_index(n: int, model, folder: Path) -> Index:
     return index
 
 
-def bench_serve(args) -> None:
+def _serve_child(folder: str, weights: str | None, port: int, config: dict) -> None:
+    """The server process: open the fake index with the same model, serve it."""
     import uvicorn
 
     from clipforge.serve import ServeConfig, create_app
 
-    print(f"\n== serve: {args.serve_n:,} vectors, ViT-B-32 text tower, {args.clients} clients, "
-          f"{args.requests} distinct queries ==")  # fmt: skip
+    index = Index.open(folder, serve_model())
+    app = create_app(index, ServeConfig(**config))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def serve_model():
+    """The served text tower: ViT-B-32 with seed-0 random weights (the speed is the same as
+    trained weights'); both processes build the same one, so the index accepts it."""
     torch.manual_seed(0)
-    model = clipforge.create_model("ViT-B-32").eval()  # random weights: the speed is the same
-    index = _fake_index(args.serve_n, model, Path(tempfile.mkdtemp()))
-    server = uvicorn.Server(uvicorn.Config(create_app(index, ServeConfig()), host="127.0.0.1", port=args.port, log_level="warning"))  # fmt: skip
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    latencies, errors, elapsed = asyncio.run(_load(args))
-    server.should_exit = True
-    p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (float("nan"),) * 2
-    qps = len(latencies) / elapsed
-    print(f"errors {errors}/{args.requests}; p50 {p50:.1f} ms, p99 {p99:.1f} ms; {qps:.0f} queries/s "
-          f"({qps / CLIP_RETRIEVAL_QPS:.1f}x clip-retrieval's published ~{CLIP_RETRIEVAL_QPS}/s); "
-          f"batching {server.config.app.state.batcher.stats()}")  # fmt: skip
+    return clipforge.create_model("ViT-B-32").eval()
 
 
-async def _load(args) -> tuple[list[float], int, float]:
-    """Latencies (ms), error count and wall time of the bounded load."""
+def bench_serve(args) -> None:
+    """Closed- and open-loop runs, distinct and Zipf queries (server in another process)."""
+    import serve_load
+
+    folder = Path(tempfile.mkdtemp())
+    _fake_index(args.serve_n, serve_model(), folder).close()
+    captions = flickr_captions()
+    n = args.requests
+    streams = {
+        "distinct": serve_load.distinct_queries(captions, n),
+        "zipf": serve_load.zipf_queries(captions, n, args.zipf_s),
+    }
+    threads = args.serve_threads or max(1, (os.cpu_count() or 1) - 1)  # as `clipforge serve`
+    config = {"threads": threads, "precision": args.serve_precision}
+    print(f"\n== serve: {args.serve_n:,} vectors, ViT-B-32 text tower "
+          f"({args.serve_precision or 'fp32'}), {threads} torch thread(s), "
+          f"{n} queries per run; zipf s={args.zipf_s}: {len(set(streams['zipf']))} distinct "
+          f"({100 * len(set(streams['zipf'])) / n:.0f} %) ==")  # fmt: skip
+    for mode in ("closed", "open"):
+        for stream, queries in streams.items():
+            _serve_run(args, folder, config, mode, stream, queries)
+
+
+def _serve_run(args, folder: Path, config: dict, mode: str, stream: str, queries) -> None:
+    """One load run against a fresh server process (so with an empty query cache)."""
+    import multiprocessing
+
     import httpx
 
-    latencies: list[float] = []
-    errors = 0
-    todo = iter(range(args.requests))
-    url = f"http://127.0.0.1:{args.port}/search"
+    import serve_load
 
-    async def client(http: httpx.AsyncClient) -> None:
-        nonlocal errors
-        for i in todo:
-            start = time.perf_counter()
-            try:
-                reply = await http.get(url, params={"q": f"a photo of thing number {i}", "k": 20})
-                ok = reply.status_code == 200 and len(reply.json()["results"]) == 20
-            except httpx.HTTPError:
-                ok = False
-            latencies.append((time.perf_counter() - start) * 1000)
-            errors += not ok
+    url = f"http://127.0.0.1:{args.port}"
+    child = multiprocessing.get_context("spawn").Process(
+        target=_serve_child, args=(str(folder), args.weights, args.port, config), daemon=True
+    )
+    child.start()
+    try:
+        _wait_healthy(url, child)
+        server_cpu, client_cpu = _cpu_seconds(child.pid), sum(os.times()[:2])
+        if mode == "closed":
+            load = serve_load.closed_loop(f"{url}/search", queries, args.clients)
+            label = f"closed loop, {args.clients} clients"
+        else:
+            load = serve_load.open_loop(f"{url}/search", queries, args.rate)
+            label = f"open loop, {args.rate:g}/s Poisson"
+        result = asyncio.run(load)
+        server_cpu = _cpu_seconds(child.pid) - server_cpu
+        client_cpu = sum(os.times()[:2]) - client_cpu
+        stats = httpx.get(f"{url}/health").json()["batching"]
+    finally:
+        child.terminate()
+        child.join()
+    qps = len(result.latencies) / result.elapsed
+    done = max(len(result.latencies), 1)
+    print(f"{label:30} {stream:8}: {result.summary()} ({qps / CLIP_RETRIEVAL_QPS:.1f}x "
+          f"clip-retrieval's ~{CLIP_RETRIEVAL_QPS}/s)\n{'':41}CPU per query: server "
+          f"{1000 * server_cpu / done:.1f} ms, load client {1000 * client_cpu / done:.1f} ms; "
+          f"batching {stats}")  # fmt: skip
 
-    limits = httpx.Limits(max_connections=args.clients)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
-        start = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(args.clients)))
-        elapsed = time.perf_counter() - start
-    return latencies, errors, elapsed
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; else NaN)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_healthy(url: str, child) -> None:
+    import httpx
+
+    while child.is_alive():
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit("the server process died")
 
 
 def load_model(weights: str | None):
@@ -342,10 +419,23 @@ def caption_recall(index: Index, captions: Path, seen: set[str] | None) -> None:
                   f"{len(values)} captions, searching all {len(hits)} photos (chance {chance:.3f})")  # fmt: skip
 
 
-def bench_flickr(args) -> None:
+def flickr_captions() -> list[str]:
+    """The 1,000 Flickr captions (one per photo)."""
+    with tarfile.open(flickr_archive()) as tar:
+        text = tar.extractfile("flickr8k-1k/captions.tsv").read().decode("utf-8")
+    rows = [row for row in csv.reader(text.splitlines(), delimiter="\t") if len(row) == 2]
+    return [caption for _, caption in rows[1:]]
+
+
+def flickr_archive() -> Path:
     archive = SHARED / "data" / "flickr8k-1k.tar.gz"
     if not archive.exists():
         raise SystemExit(f"missing {archive}")
+    return archive
+
+
+def bench_flickr(args) -> None:
+    archive = flickr_archive()
     work = Path(tempfile.mkdtemp())
     with tarfile.open(archive) as tar:
         tar.extractall(work, filter="data")
@@ -381,10 +471,14 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--clusters", type=int, default=0, help="default n / 100")
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--kinds", default="numpy,flat,auto,ivf,hnsw", help="rows to run")
+    parser.add_argument("--kinds", default="numpy,faissflat,flat,auto,ivf,hnsw", help="rows")
     parser.add_argument("--serve-n", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=2000, help="queries per serve run")
+    parser.add_argument("--rate", type=float, default=100, help="open-loop queries/s")
+    parser.add_argument("--zipf-s", type=float, default=1.0, help="query popularity exponent")
+    parser.add_argument("--serve-threads", type=int, default=0, help="0: as serve")
+    parser.add_argument("--serve-precision", default=None, help="text tower: bf16 (default fp32)")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="Flickr timing rounds")

@@ -309,3 +309,49 @@ def test_cli_milvus_backend_indexes_searches_and_rebuilds_a_lost_collection(tmp_
     reopened = clipforge.Index.open(db, model)
     assert reopened.store.describe()["backend"] == "milvus" and len(reopened.store) == 6
     _consistent(reopened)
+
+
+@pytest.mark.parametrize("epsilon", [None, 1.0])
+def test_flat_search_through_float16_scan_equals_exact_top_k(tmp_path, monkeypatch, epsilon):
+    """The float16 pre-scan with float32 re-ranking returns exactly the float32 top-k: with
+    its certificate (epsilon=None), and when no certificate holds (epsilon=1.0: every
+    query falls back to the float32 scan). Also with a filter, after removals, reloaded."""
+    from clipforge.index import half_scan
+    from clipforge.index.faiss_store import FaissStore
+
+    if epsilon is not None:
+        monkeypatch.setattr(half_scan, "EPSILON", epsilon)
+    rng = np.random.default_rng(1)
+    centers = rng.standard_normal((40, 64)).astype(np.float32)
+    n = half_scan.MIN_VECTORS + 2000
+    vectors = centers[rng.integers(0, 40, n)] + 0.5 * rng.standard_normal((n, 64)).astype(
+        np.float32
+    )
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(n, dtype=np.int64) * 3 + 1
+    store = FaissStore(tmp_path, 64, StoreOptions("flat"))
+    store.rebuild(ids, vectors)
+    queries = vectors[:20] + 0.3 * rng.standard_normal((20, 64)).astype(np.float32)
+    queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    allowed = np.sort(rng.choice(ids, n // 3, replace=False))
+
+    def check(store, keep: np.ndarray) -> None:
+        for q in queries:
+            _, found = store.search(q[None], 10)
+            assert (
+                found[0].tolist()
+                == brute_force(vectors[keep], ids[keep], q[None], 10)[1][0].tolist()
+            )
+            _, found = store.search(q[None], 10, allowed)
+            sub = keep & np.isin(ids, allowed)
+            assert (
+                found[0].tolist() == brute_force(vectors[sub], ids[sub], q[None], 10)[1][0].tolist()
+            )
+
+    check(store, np.ones(n, bool))
+    certified = [store.half.search(store.index, q[None], 10, None) is not None for q in queries]
+    assert certified == [epsilon is None] * len(queries)  # who answered: float16 or float32
+    store.remove(ids[:1500])
+    check(store, np.arange(n) >= 1500)
+    store.save(1)
+    check(FaissStore(tmp_path, 64, StoreOptions("flat")), np.arange(n) >= 1500)

@@ -179,14 +179,27 @@ def serve(
     model: str = SEARCH_MODEL,
     weights: Path = WEIGHTS,
     pretrained: str = PRETRAINED,
+    threads: int = typer.Option(
+        0, "--threads", help="Text-tower threads (0: one less than the cores, at least 1)."
+    ),
+    precision: str = typer.Option(
+        None, "--precision", help="Text tower under bf16 autocast (faster; default fp32)."
+    ),
 ) -> None:
     """Serve the index over HTTP: JSON API, OpenAPI docs at /docs and a web page at /."""
+    import os
+
     import uvicorn
 
     from clipforge.serve import ServeConfig, create_app
 
     idx = _open(db, model, weights, pretrained)
-    config = ServeConfig(api_key=api_key or None, cors_origins=list(cors or []))
+    config = ServeConfig(
+        api_key=api_key or None,
+        cors_origins=list(cors or []),
+        threads=threads or max(1, (os.cpu_count() or 1) - 1),
+        precision=precision,
+    )
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         err_console.print(f"[yellow]serving on {host}: reachable from the network[/yellow]")
     uvicorn.run(create_app(idx, config), host=host, port=port, log_level="info")

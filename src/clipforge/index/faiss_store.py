@@ -13,20 +13,24 @@ temporary file, fsynced and renamed, so a crash leaves either the old or the new
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from .half_scan import HalfScan
 from .store import StoreOptions, register_backend
 
 FLAT_MAX = 20_000
 """Collections up to this size use exact search under ``kind="auto"`` (a few ms per query
-on two busy cores; at 100,000 vectors exact search costs 15-50 ms there, IVF-Flat 0.1 ms at
-recall@10 0.99: benchmarks/search.py)."""
+on two busy cores). Exact search is memory-bandwidth bound: at 100,000 × 512 it reads
+205 MB in float32, ~100 MB through the float16 scan (``half_scan.py``), ~8-20 ms there;
+IVF-Flat answers in ~0.1 ms at recall@10 >= 0.95 (benchmarks/search.py)."""
 MIN_POINTS_PER_CENTROID = 39
 HNSW_M = 32
 MAGIC = b"CLIPFORGE-FAISS/1\n"
@@ -37,8 +41,9 @@ def choose_kind(n: int, dim: int, max_memory: int | None) -> tuple[str, int]:
     """``(kind, nlist)`` for ``n`` vectors of ``dim`` floats under a memory budget in bytes."""
     flat_bytes = n * dim * 4
     fits = max_memory is None or flat_bytes * 1.05 <= max_memory
+    flat_fits = max_memory is None or flat_bytes * 1.5 * 1.05 <= max_memory  # + float16 copy
     nlist = ivf_nlist(n)
-    if n <= FLAT_MAX and fits or nlist < 16:
+    if n <= FLAT_MAX and flat_fits or nlist < 16:
         return "flat", 0
     return ("ivf" if fits else "ivfpq"), nlist
 
@@ -74,6 +79,7 @@ class FaissStore:
         self.tombstones: set[int] = set()
         self._version = -1
         self.index = self._new_index("flat", 0, 0)
+        self.half: HalfScan | None = HalfScan(dim)  # flat only: float16 mirror for speed
         if (self.directory / FILE_NAME).exists():
             self._load()
 
@@ -111,8 +117,9 @@ class FaissStore:
         if kind == "hnsw":
             self.params = {"efSearch": 64}
         self.tombstones = set()
+        self.half = HalfScan(self.dim) if kind == "flat" else None
         if n:
-            self.index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+            self.add(ids, vectors)
 
     def _target(self, n: int) -> tuple[str, int]:
         """The kind (and IVF list count) this store should have for ``n`` vectors."""
@@ -149,7 +156,10 @@ class FaissStore:
         if len(ids) == 0:
             return
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.index.add_with_ids(vectors, ids)
+        if self.half is not None:
+            self.half.add(ids, vectors)
 
     def remove(self, ids: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
@@ -159,7 +169,10 @@ class FaissStore:
             known = set(self.ids().tolist())
             self.tombstones.update(i for i in ids.tolist() if i in known)
             return
-        self.index.remove_ids(faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids)))
+        selector = faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids))
+        self.index.remove_ids(selector)
+        if self.half is not None:
+            self.half.remove(selector)
 
     def ids(self) -> np.ndarray:
         if self.kind in ("flat", "hnsw"):
@@ -198,8 +211,12 @@ class FaissStore:
         # A filter keeping a fraction f of the vectors: visit ~1/f times more candidates.
         widen = 1.0 if allowed is None else max(self.index.ntotal, 1) / max(len(allowed), 1)
         params = self._search_params(selector, widen)
-        scores, ids = self.index.search(queries, k, params=params)
-        return scores, ids
+        with _one_thread(len(queries) == 1):
+            if self.half is not None and self.half.usable(len(queries)):
+                found = self.half.search(self.index, queries, k, params)
+                if found is not None:  # exact (certified); None: scan in float32
+                    return found
+            return self.index.search(queries, k, params=params)
 
     def _search_params(self, selector, widen: float = 1.0) -> faiss.SearchParameters | None:
         if self.kind.startswith("ivf"):
@@ -262,8 +279,29 @@ class FaissStore:
             dead = np.fromfile(f, dtype=np.int64, count=header["tombstones"])
         self.index = faiss.deserialize_index(data)
         self.kind, self.nlist, self.params = header["kind"], header["nlist"], header["params"]
+        self.half = None
+        if self.kind == "flat":
+            self.half = HalfScan(self.dim)
+            flat = faiss.downcast_index(self.index.index)
+            self.half.add(self.ids(), flat.reconstruct_n(0, flat.ntotal))
         self.tombstones = set(dead.tolist())
         self._version = header["version"]
+
+
+@contextlib.contextmanager
+def _one_thread(active: bool) -> Iterator[None]:
+    """One OpenMP thread for a single query: fanning out only costs, and much more on busy
+    cores (measured 10x slower in a server's worker thread, whose OpenMP setting is its
+    own: ``omp_set_num_threads`` elsewhere does not reach it). Restored afterwards."""
+    if not active:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _training_sample(vectors: np.ndarray, nlist: int) -> np.ndarray:
