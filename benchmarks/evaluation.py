@@ -19,6 +19,9 @@ open_clip's preprocessing (what ``clip_benchmark eval`` runs).
   ViT-B-32 embeds thousands of images per second.
 * loader rates: images/s of each runner's DataLoader alone (decode + preprocess + collate,
   no model), the ceiling of either row.
+* classifier: seconds spent embedding the 10 x 18 prompts, a fixed cost per run (CLIP_benchmark
+  pads every prompt to 77 tokens, clipforge trims to the longest); "w/o" columns leave it
+  out, and a run on fewer than 10,000 images also prints the ratio projected to 10,000.
 
 ``--repeats R`` runs each runner R times, interleaved, and keeps each one's best time.
 Linear probe: features of ``--probe-train`` CIFAR-10 training images (0 skips it), then the
