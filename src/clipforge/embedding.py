@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .preprocess import ImageDecodeError, Preprocess, load_image
 from .runtime import Precision, autocast, check_precision
@@ -109,10 +109,14 @@ class ImageDataset(Dataset):
 def _collate(
     batch: list[tuple[int, torch.Tensor] | _Failed],
 ) -> tuple[list[int], torch.Tensor | None, list[_Failed]]:
-    """Drop failed items: (ok indices, stacked pixels or None, failures)."""
+    """Drop failed items: (ok indices, stacked pixels or None, failures).
+
+    ``default_collate`` stacks straight into shared memory inside a worker, so the batch
+    reaches the main process without the extra copy pickling a private tensor costs.
+    """
     ok = [b for b in batch if not isinstance(b, _Failed)]
     failed = [b for b in batch if isinstance(b, _Failed)]
-    pixels = torch.stack([p for _, p in ok]) if ok else None
+    pixels = default_collate([p for _, p in ok]) if ok else None
     return [i for i, _ in ok], pixels, failed
 
 
