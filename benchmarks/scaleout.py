@@ -4,7 +4,8 @@ Both embed the same photos (the 1,000 Flickr8k images of ../shared/data by defau
 the same random-weight model, the same batch size and the same number of CPU decode
 workers; the script prints each wall time, images/s, the Ray pipeline's overhead on one
 machine (issue 13 asks for <= 15 %) and the largest difference between the two outputs.
-Ray's start-up is timed apart from the pipeline. On a GPU machine pass ``--gpus 1`` to
+Ray's start-up is timed apart from the pipeline; both timings include building the model (each
+Ray actor builds its own). On a GPU machine pass ``--gpus 1`` to
 give each encoder actor a GPU (and run the reference on CUDA).
 
 ``--index`` instead measures the search backends: bulk load (``rebuild``) and query
@@ -59,9 +60,9 @@ def random_model(name: str):
 
 
 def single_process(folder: Path, args: argparse.Namespace) -> tuple[float, dict]:
-    model = random_model(args.model)().to("cuda" if args.gpus else "cpu")
     paths = list_images(folder)
-    start = time.perf_counter()
+    start = time.perf_counter()  # the model is built inside the timing, as each Ray actor does
+    model = random_model(args.model)().to("cuda" if args.gpus else "cpu")
     result = clipforge.embed_images(model, paths, batch_size=args.batch_size,
                                     num_workers=args.workers)  # fmt: skip
     seconds = time.perf_counter() - start
