@@ -355,3 +355,23 @@ def test_flat_search_through_float16_scan_equals_exact_top_k(tmp_path, monkeypat
     check(store, np.arange(n) >= 1500)
     store.save(1)
     check(FaissStore(tmp_path, 64, StoreOptions("flat")), np.arange(n) >= 1500)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_search_returns_k_hits_when_probed_lists_hold_fewer(tmp_path, kind):
+    """nprobe 1 / efSearch 16 alone leave rows short of k=100; the search probes wider."""
+    from clipforge.index.faiss_store import FaissStore
+
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((3000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = FaissStore(tmp_path, 16, StoreOptions(kind))
+    store.rebuild(np.arange(3000, dtype=np.int64), vectors)
+    store.params["nprobe" if kind == "ivf" else "efSearch"] = 1 if kind == "ivf" else 16
+    queries = vectors[:20]
+    raw = store.index.search(queries, 100, params=store._search_params(None))[1]
+    if kind == "ivf":
+        assert (raw < 0).any()  # the unwidened search really is short
+    _, found = store.search(queries, 100)
+    assert (found >= 0).all()
+    assert all(len(np.unique(row)) == 100 for row in found)

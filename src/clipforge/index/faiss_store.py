@@ -216,7 +216,29 @@ class FaissStore:
                 found = self.half.search(self.index, queries, k, params)
                 if found is not None:  # exact (certified); None: scan in float32
                     return found
-            return self.index.search(queries, k, params=params)
+            scores, ids = self.index.search(queries, k, params=params)
+            return self._fill_short_rows(queries, k, selector, widen, scores, ids)
+
+    def _fill_short_rows(
+        self, queries: np.ndarray, k: int, selector, widen: float, scores, ids
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """An approximate index can return fewer than ``k`` hits when the lists it probed
+        hold fewer vectors: search those queries again, probing 4x wider each time, until
+        they fill or the whole index is probed (then fewer than ``k`` vectors qualify)."""
+        if not (self.kind.startswith("ivf") or self.kind == "hnsw"):
+            return scores, ids
+        short = np.flatnonzero((ids < 0).any(axis=1))
+        while len(short) and not self._probes_everything(widen):
+            widen *= 4
+            more = self.index.search(queries[short], k, params=self._search_params(selector, widen))
+            scores[short], ids[short] = more
+            short = short[(more[1] < 0).any(axis=1)]
+        return scores, ids
+
+    def _probes_everything(self, widen: float) -> bool:
+        if self.kind.startswith("ivf"):
+            return self.params["nprobe"] * widen >= self.nlist
+        return self.params["efSearch"] * widen >= 4096  # the efSearch cap of _search_params
 
     def _search_params(self, selector, widen: float = 1.0) -> faiss.SearchParameters | None:
         if self.kind.startswith("ivf"):
