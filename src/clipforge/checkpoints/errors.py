@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import InputError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(InputError, ValueError):
     """A checkpoint cannot be read or understood."""
 
 

@@ -18,6 +18,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from ..errors import ClipforgeError, InputError, UsageError
+
 F = TypeVar("F", bound=Callable[..., Any])
 _stderr = Console(stderr=True, width=None if sys.stderr.isatty() else 100_000)
 _state = {"debug": False}
@@ -26,12 +28,6 @@ USAGE_EXIT = 2
 INPUT_EXIT = 1
 
 
-class UsageError(Exception):
-    """A wrong option or argument: printed as one line, exit code 2."""
-
-
-class InputError(Exception):
-    """An input that could not be processed: printed as one line, exit code 1."""
 
 
 def set_debug(enabled: bool) -> None:
@@ -55,6 +51,8 @@ def _exit_code(err: Exception) -> int | None:
     from clipforge.preprocess import ImageDecodeError
     from clipforge.train.outdir import OutputDirError
 
+    if isinstance(err, ClipforgeError):
+        return err.exit_code
     if isinstance(err, UsageError | ConfigError | OutputDirError):
         return USAGE_EXIT
     if isinstance(err, InputError | CheckpointError | ImageDecodeError | OSError):

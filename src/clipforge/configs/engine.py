@@ -22,6 +22,8 @@ import typing
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
+from ..errors import ConfigError  # defined once for the whole package
+
 __all__ = [
     "ConfigError",
     "apply_override",
@@ -33,8 +35,6 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A configuration is malformed: the message names the key and what is allowed."""
 
 
 # ----------------------------------------------------------------------------- ranges

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from .metadata import ImageRow, MetadataStore
 from .query import Filters, SearchHit
 from .scan import expand, file_sha256, image_size, model_fingerprint
@@ -26,7 +27,7 @@ from .store import StoreOptions, VectorStore, open_backend
 TUNE_QUERIES = 200
 
 
-class ModelMismatchError(ValueError):
+class ModelMismatchError(UsageError):
     """The index was built with another model (or other weights / preprocessing)."""
 
 

@@ -17,6 +17,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import UsageError
+
 __all__ = ["LOCK_FILE", "OutputDirError", "claim_output_dir"]
 
 LOCK_FILE = ".clipforge.lock"
@@ -25,7 +27,7 @@ _RUN_FILES = {"latest", "metrics.jsonl", "train_config.json", "tensorboard"}
 _RUN_DIRS = re.compile(r"^(step_\d+|\.tmp_step_\d+_\d+)$")
 
 
-class OutputDirError(RuntimeError):
+class OutputDirError(UsageError, RuntimeError):
     """The output directory is in use by another run, or holds a previous run's files."""
 
 
