@@ -276,7 +276,7 @@ def test_third_party_evaluator_runs_in_eval_every(tmp_path):
         assert cfg.eval[0].options == {"factor": 2.0}  # coerced by the config engine
         result = train(cfg)
     finally:
-        del EVALUATORS["logit_scale_probe"]
+        EVALUATORS.unregister("logit_scale_probe")
     assert calls == [(False, None, ScaleOptions(2.0))]  # run once, in eval mode
     (evals,) = [r for r in records(out) if r["event"] == "eval"]
     scale = float(clipforge.load(result.last_checkpoint).logit_scale.detach().exp())
@@ -310,7 +310,7 @@ def test_third_party_data_source(tmp_path, model):
         assert cfg.data.typed_options() == ConstantOptions(count=3)
         dataset = build_dataset(cfg.data, model, seed=0)
     finally:
-        del sources.DATA_SOURCES["constant_test"]
+        sources.DATA_SOURCES.unregister("constant_test")
     assert len(dataset) == 3 and dataset[0][1].shape == (16,)
 
 

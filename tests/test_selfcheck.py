@@ -20,7 +20,7 @@ TINY = {
 
 
 def test_check_architecture_reports_counts_and_finite_outputs():
-    name = register_architecture(TINY, name="selfcheck-tiny")
+    name = register_architecture(TINY, name="selfcheck-tiny", replace=True)
     check = check_architecture(name)
     assert check.parameters == count_parameters(get_config(name))
     assert check.embed_dim == 16 and -1.0 <= check.cosine <= 1.0 and math.isfinite(check.cosine)
@@ -28,7 +28,7 @@ def test_check_architecture_reports_counts_and_finite_outputs():
 
 
 def test_selfcheck_cli_prints_the_table_and_refuses_unknown_names():
-    register_architecture(TINY, name="selfcheck-tiny")
+    register_architecture(TINY, name="selfcheck-tiny", replace=True)
     result = CliRunner().invoke(app, ["selfcheck", "selfcheck-tiny"])
     assert result.exit_code == 0, result.output
     assert (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 
 
 class CheckpointError(InputError, ValueError):
@@ -44,5 +44,7 @@ def _preview(items: list[str], limit: int = 8) -> str:
     return shown + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
-class UnknownFormatError(CheckpointError):
+class UnknownFormatError(CheckpointError, ConfigError):
     """A checkpoint format name that is not registered (the message suggests the closest)."""
+
+    exit_code = ConfigError.exit_code

@@ -18,6 +18,7 @@ import os
 import torch
 
 from ..configs import ClipConfig
+from ..models import count_parameters
 from .apply import check_state, state_shapes
 from .errors import CheckpointError
 
@@ -62,8 +63,6 @@ def check_fits(
 ) -> None:
     """Raise :class:`CheckpointError` unless ``cfg`` is within the cap and ``state`` fits it
     exactly; ``source`` (the config or checkpoint file) is named in every message."""
-    from ..configs.param_counts import count_parameters
-
     need = count_parameters(cfg)[_COUNT_KEY[towers]]
     cap = parameter_cap(max_parameters)
     if need > cap:

@@ -15,13 +15,14 @@ import json
 import os
 import socket
 from dataclasses import dataclass, field
-from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..configs.registry import check_tokenizer, get_tokenizer_source
+from ..errors import ConfigError
+from ..registry import Registry
 from .errors import CheckpointError
 from .formats import open_clip
 
@@ -46,34 +47,57 @@ class PretrainedWeights:
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-@cache
-def _registry() -> dict[str, dict[str, dict[str, Any]]]:
+class UnknownPretrainedError(CheckpointError, ConfigError):
+    """An architecture/tag pair with no registered pretrained weights."""
+
+    exit_code = ConfigError.exit_code
+
+
+#: ``"architecture/tag"`` -> the entry's fields (``hub_id``, and what differs from the
+#: architecture: ``activation``, ``preprocess``, ``tokenizer``)
+PRETRAINED: Registry[dict[str, Any]] = Registry("pretrained weights", error=UnknownPretrainedError)
+
+
+def register_pretrained(
+    architecture: str, tag: str, hub_id: str, *, replace: bool = False, **fields: Any
+) -> PretrainedWeights:
+    """Add a named release (an open_clip-layout hub repository); returns the checked entry."""
+    entry = PretrainedWeights(architecture=architecture, tag=tag, hub_id=hub_id, **fields)
+    PRETRAINED.register(f"{architecture}/{tag}", {"hub_id": hub_id, **fields}, replace=replace)
+    return entry
+
+
+def _load_builtin() -> None:
     text = resources.files("clipforge.checkpoints").joinpath("pretrained.json").read_text("utf-8")
-    return json.loads(text)
+    for architecture, tags in json.loads(text).items():
+        for tag, fields in tags.items():
+            PRETRAINED.register(f"{architecture}/{tag}", fields)
 
 
 def list_pretrained(architecture: str | None = None) -> list[tuple[str, str]]:
     """(architecture, tag) pairs of the registry, optionally for one architecture."""
-    return [
-        (arch, tag)
-        for arch, tags in sorted(_registry().items())
-        if architecture in (None, arch)
-        for tag in tags
-    ]
+    pairs = sorted(tuple(key.rsplit("/", 1)) for key in PRETRAINED.names())
+    return [(arch, tag) for arch, tag in pairs if architecture in (None, arch)]
 
 
 def get_pretrained(architecture: str, tag: str) -> PretrainedWeights:
     """The registry entry for ``architecture`` + ``tag``, with a helpful error if unknown;
     its ``tokenizer`` is the architecture's where the entry names none."""
-    tags = _registry().get(architecture)
+    tags = [t for _, t in list_pretrained(architecture)]
     if not tags:
-        raise CheckpointError(f"no pretrained weights registered for {architecture!r}")
+        raise UnknownPretrainedError(f"no pretrained weights registered for {architecture!r}")
     if tag not in tags:
-        raise CheckpointError(
+        raise UnknownPretrainedError(
             f"unknown pretrained tag {tag!r} for {architecture}; available: {', '.join(tags)}"
         )
-    fields = {"tokenizer": get_tokenizer_source(architecture), **tags[tag]}
+    fields = {
+        "tokenizer": get_tokenizer_source(architecture),
+        **PRETRAINED.get(f"{architecture}/{tag}"),
+    }
     return PretrainedWeights(architecture=architecture, tag=tag, **fields)
+
+
+_load_builtin()
 
 
 def _offline_reason(timeout: float = 3.0) -> str | None:

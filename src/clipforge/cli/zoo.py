@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -18,12 +19,14 @@ def models(
     """List architectures with their parameter counts (and pretrained tags)."""
     import clipforge
 
-    from ..configs.param_counts import count_parameters
+    from ..configs.param_counts import count_parameters, has_parameter_formula
 
     rows = []
     for name in clipforge.list_architectures():
         cfg = clipforge.get_config(name)
-        counts = count_parameters(cfg)  # from the config: no model built, no torch import
+        # from the towers' formulas: no model built, no torch import (a third-party tower
+        # without a formula is counted on the meta device)
+        counts = count_parameters(cfg) if has_parameter_formula(cfg) else _exact_count(cfg)
         row = {
             "name": name,
             "image_size": cfg.vision.image_size,
@@ -114,3 +117,9 @@ def _row(check) -> list[str]:
 def register(app: typer.Typer) -> None:
     app.command()(models)
     app.command()(selfcheck)
+
+
+def _exact_count(cfg: Any) -> dict[str, int]:
+    from ..models import count_parameters  # imports torch: only for towers without a formula
+
+    return count_parameters(cfg)

@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from ..registry import Registry
 from .engine import ConfigError, build, unknown_name
 
 ActivationName = Literal["gelu", "quick_gelu"]
@@ -109,10 +110,11 @@ class ResNetConfig:
 
 
 VisionConfig = Any  # a registered vision config dataclass: ViTConfig, ResNetConfig, ...
-VISION_CONFIGS: dict[str, type] = {}
+#: ``vision.type`` -> the tower config dataclass it builds
+VISION_CONFIGS: Registry[type] = Registry("vision.type")
 
 
-def register_vision_config(config_class: type) -> type:
+def register_vision_config(config_class: type, *, replace: bool = False) -> type:
     """Make ``{"vision": {"type": config_class.type, ...}}`` build ``config_class``.
 
     The class is a frozen dataclass with a ``type: ClassVar[str]`` and an ``image_size``;
@@ -120,8 +122,7 @@ def register_vision_config(config_class: type) -> type:
     """
     if not dataclasses.is_dataclass(config_class) or not isinstance(config_class.type, str):
         raise TypeError(f"{config_class!r} must be a dataclass with a 'type' ClassVar")
-    VISION_CONFIGS[config_class.type] = config_class
-    return config_class
+    return VISION_CONFIGS.register(config_class.type, config_class, replace=replace)
 
 
 register_vision_config(ViTConfig)
@@ -152,12 +153,13 @@ class TextConfig(TransformerGeometry):
         self.check_transformer(**_given(norm_eps=self.norm_eps))
 
 
-TEXT_CONFIGS: dict[str, type] = {}
+#: ``text.type`` -> the tower config dataclass it builds
+TEXT_CONFIGS: Registry[type] = Registry("text.type")
 #: the text ``type`` of a ``text`` block that names none: CLIP's causal transformer
 DEFAULT_TEXT_TYPE = "clip"
 
 
-def register_text_config(config_class: type) -> type:
+def register_text_config(config_class: type, *, replace: bool = False) -> type:
     """Make ``{"text": {"type": config_class.type, ...}}`` build ``config_class``.
 
     Like :func:`register_vision_config`: a frozen dataclass with a ``type: ClassVar[str]``,
@@ -165,8 +167,7 @@ def register_text_config(config_class: type) -> type:
     """
     if not dataclasses.is_dataclass(config_class) or not isinstance(config_class.type, str):
         raise TypeError(f"{config_class!r} must be a dataclass with a 'type' ClassVar")
-    TEXT_CONFIGS[config_class.type] = config_class
-    return config_class
+    return TEXT_CONFIGS.register(config_class.type, config_class, replace=replace)
 
 
 register_text_config(TextConfig)
@@ -247,16 +248,16 @@ class ClipConfig:
         vision = dict(vision)
         kind = vision.pop("type", None)
         if kind not in VISION_CONFIGS:
-            raise unknown_name(f"{dot}vision.type", str(kind), VISION_CONFIGS)
+            raise unknown_name(f"{dot}vision.type", str(kind), VISION_CONFIGS.names())
         if "embed_dim" not in data:
             raise ConfigError(f"model config needs '{dot}embed_dim'")
-        data["vision"] = build(VISION_CONFIGS[kind], vision, f"{dot}vision")
+        data["vision"] = build(VISION_CONFIGS.get(kind), vision, f"{dot}vision")
         text = data.get("text") or {}
         if not isinstance(text, dict):
             raise ConfigError(f"'{dot}text' must be a mapping, got {type(text).__name__}")
         text = dict(text)
         text_kind = text.pop("type", DEFAULT_TEXT_TYPE)
         if text_kind not in TEXT_CONFIGS:
-            raise unknown_name(f"{dot}text.type", str(text_kind), TEXT_CONFIGS)
-        data["text"] = build(TEXT_CONFIGS[text_kind], text, f"{dot}text")
+            raise unknown_name(f"{dot}text.type", str(text_kind), TEXT_CONFIGS.names())
+        data["text"] = build(TEXT_CONFIGS.get(text_kind), text, f"{dot}text")
         return build(cls, data, prefix)

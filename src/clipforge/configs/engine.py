@@ -15,14 +15,14 @@ dotted key (``optim.grad_clip_norm``).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Literal
 
 from ..errors import ConfigError  # defined once for the whole package
+from ..registry import did_you_mean, unknown_name
 
 __all__ = [
     "ConfigError",
@@ -93,21 +93,6 @@ def check_ranges(instance: Any, prefix: str = "") -> None:
 
 
 # ----------------------------------------------------------------------------- names
-def did_you_mean(name: str, valid: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest valid name, or an empty string."""
-    valid = list(valid)
-    close = difflib.get_close_matches(name, valid, n=1)
-    if not close:  # a case slip ("vit-b-32") is the most common typo of all
-        close = [v for v in valid if v.lower() == name.lower()][:1]
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def unknown_name(what: str, name: str, valid: Iterable[str]) -> ConfigError:
-    """``unknown <what> 'name' (did you mean ...?); valid: ['a', 'b']``."""
-    valid = sorted(valid)
-    return ConfigError(f"unknown {what} {name!r}{did_you_mean(name, valid)}; valid: {valid}")
-
-
 def _unknown_key(prefix: str, key: str, valid: list[str]) -> ConfigError:
     name = f"{prefix}.{key}" if prefix else key
     where = f"under '{prefix}'" if prefix else "at the top level"

@@ -2,9 +2,10 @@
 torch: ``clipforge models`` answers instantly. ``tests/test_hardening_zoo.py`` checks every
 registered architecture against ``CLIP.num_parameters()`` of a model built on ``meta``.
 
-Each tower config class registers its formula (:func:`register_parameter_counter`); a
-config class without one is counted by building its model on the ``meta`` device (exact,
-but it imports torch).
+Each tower config class registers its formula (:func:`register_parameter_counter`) in
+:data:`PARAMETER_COUNTERS`, keyed by the class's name. A third-party tower without one is
+counted by :func:`clipforge.models.count_parameters`, which builds the model on the ``meta``
+device (exact, but it imports torch).
 """
 
 from __future__ import annotations
@@ -12,17 +13,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .config import ClipConfig, ResNetConfig, TextConfig, ViTConfig
+from ..registry import Registry
+from .config import ClipConfig, ConfigError, ResNetConfig, TextConfig, ViTConfig
 
-__all__ = ["count_parameters", "register_parameter_counter"]
+__all__ = [
+    "PARAMETER_COUNTERS",
+    "count_parameters",
+    "has_parameter_formula",
+    "register_parameter_counter",
+]
 
-#: tower config class -> ``count(config, embed_dim)``
-_COUNTERS: dict[type, Callable[[Any, int], int]] = {}
+ParameterCounter = Callable[[Any, int], int]
+#: tower config class name -> ``count(config, embed_dim)``
+PARAMETER_COUNTERS: Registry[ParameterCounter] = Registry("parameter counter")
 
 
-def register_parameter_counter(config_class: type, count: Callable[[Any, int], int]) -> None:
+def register_parameter_counter(
+    config_class: type, count: ParameterCounter, *, replace: bool = False
+) -> None:
     """Declare how many parameters the tower of ``config_class`` configs has."""
-    _COUNTERS[config_class] = count
+    PARAMETER_COUNTERS.register(config_class.__name__, count, replace=replace)
+
+
+def has_parameter_formula(cfg: ClipConfig) -> bool:
+    """Whether both towers of ``cfg`` have a registered formula."""
+    return all(type(t).__name__ in PARAMETER_COUNTERS for t in (cfg.vision, cfg.text))
 
 
 def layer_norm(width: int) -> int:
@@ -84,21 +99,17 @@ def _text(cfg: TextConfig, embed_dim: int) -> int:
 
 def count_parameters(cfg: ClipConfig) -> dict[str, int]:
     """``{"image", "text", "total"}`` exactly as ``CLIP(cfg).num_parameters()`` reports."""
-    vision, text = _COUNTERS.get(type(cfg.vision)), _COUNTERS.get(type(cfg.text))
-    if vision is None or text is None:
-        return _count_on_meta(cfg)
+    if not has_parameter_formula(cfg):
+        missing = [type(t).__name__ for t in (cfg.vision, cfg.text)]
+        raise ConfigError(
+            f"no parameter formula for {' / '.join(missing)}: register one with "
+            "register_parameter_counter, or count with clipforge.models.count_parameters"
+        )
+    vision = PARAMETER_COUNTERS.get(type(cfg.vision).__name__)
+    text = PARAMETER_COUNTERS.get(type(cfg.text).__name__)
     image, txt = vision(cfg.vision, cfg.embed_dim), text(cfg.text, cfg.embed_dim)
     scalars = 1 + (cfg.init_logit_bias is not None)  # logit_scale (+ logit_bias)
     return {"image": image, "text": txt, "total": image + txt + scalars}
-
-
-def _count_on_meta(cfg: ClipConfig) -> dict[str, int]:
-    import torch
-
-    from ..models import CLIP
-
-    with torch.device("meta"):
-        return CLIP(cfg).num_parameters()
 
 
 register_parameter_counter(ViTConfig, _vit)

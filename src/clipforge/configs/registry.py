@@ -14,17 +14,17 @@ of the family's ``tokenizer.json``; without one, CLIP's BPE; :func:`get_tokenize
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..registry import Registry, did_you_mean
 from .config import ClipConfig, ConfigError
-from .engine import did_you_mean
 
 _PACKAGE = "clipforge.configs.architectures"
-_USER_ARCHITECTURES: dict[str, ClipConfig] = {}
 PREPROCESS_KEY = "preprocess"
 TOKENIZER_KEY = "tokenizer"
 #: tokenizers an architecture or pretrained entry may name (CLIP's BPE is the default)
@@ -40,7 +40,10 @@ class FamilyDefaults:
     tokenizer: dict[str, str] | None = None
 
 
-_USER_DEFAULTS: dict[str, FamilyDefaults] = {}
+ArchitectureLoader = Callable[[], "tuple[ClipConfig, FamilyDefaults]"]
+#: architecture name -> a loader of its validated config and family defaults; built-in
+#: JSON files are parsed on first use
+ARCHITECTURES: Registry[ArchitectureLoader] = Registry("architecture")
 
 
 @cache
@@ -55,7 +58,7 @@ def _architecture_files() -> dict[str, str]:
 
 def list_architectures() -> list[str]:
     """Names of all built-in and registered architectures, sorted."""
-    return sorted({*_architecture_files(), *_USER_ARCHITECTURES})
+    return sorted(ARCHITECTURES.names())
 
 
 def _parse_document(text: str, source: str) -> tuple[ClipConfig, FamilyDefaults]:
@@ -130,14 +133,17 @@ def is_architecture_file(name: str | Path) -> bool:
 
 
 def register_architecture(
-    source: str | Path | ClipConfig | dict[str, Any], name: str | None = None
+    source: str | Path | ClipConfig | dict[str, Any],
+    name: str | None = None,
+    *,
+    replace: bool = False,
 ) -> str:
     """Make an architecture available by name; returns the name.
 
     ``source`` is a JSON file (named after its stem unless ``name`` is given), a config
     dict or a :class:`ClipConfig`; a file or dict may hold ``preprocess`` and
-    ``tokenizer`` sections.
-    Built-in names cannot be shadowed.
+    ``tokenizer`` sections. A registered name is refused unless ``replace=True``;
+    built-in names cannot be shadowed.
     """
     defaults = FamilyDefaults()
     if isinstance(source, ClipConfig):
@@ -151,8 +157,8 @@ def register_architecture(
         raise ConfigError("register_architecture needs a name for a dict or ClipConfig source")
     if name in _architecture_files():
         raise ConfigError(f"architecture {name!r} is built in; register it under another name")
-    _USER_ARCHITECTURES[name] = config
-    _USER_DEFAULTS[name] = defaults
+    document = (config, defaults)
+    ARCHITECTURES.register(name, lambda: document, replace=replace)
     return name
 
 
@@ -182,12 +188,7 @@ def get_config(name: str | Path) -> ClipConfig:
     """The validated config of a built-in or registered architecture, or of a JSON file."""
     if is_architecture_file(name):
         return read_architecture_file(name)
-    resolved = resolve_architecture_name(str(name))
-    if resolved is None:
-        raise unknown_architecture(str(name))
-    if resolved in _USER_ARCHITECTURES:
-        return _USER_ARCHITECTURES[resolved]
-    return _builtin(resolved)[0]
+    return _document(name)[0]
 
 
 def _document(name: str | Path) -> tuple[ClipConfig, FamilyDefaults]:
@@ -196,9 +197,7 @@ def _document(name: str | Path) -> tuple[ClipConfig, FamilyDefaults]:
     resolved = resolve_architecture_name(str(name))
     if resolved is None:
         raise unknown_architecture(str(name))
-    if resolved in _USER_ARCHITECTURES:
-        return _USER_ARCHITECTURES[resolved], _USER_DEFAULTS[resolved]
-    return _builtin(resolved)
+    return ARCHITECTURES.get(resolved)()
 
 
 def get_preprocess(name: str | Path) -> dict[str, Any]:
@@ -217,3 +216,7 @@ def get_tokenizer_source(name: str | Path) -> dict[str, str] | None:
 @cache
 def _builtin(name: str) -> tuple[ClipConfig, FamilyDefaults]:
     return _parse_document(_architecture_files()[name], f"built-in architecture {name!r}")
+
+
+for _name in _architecture_files():
+    ARCHITECTURES.register(_name, partial(_builtin, _name))

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..configs import ConfigError
-from ..options import Coerce, build_options, check_keys, resolve, unknown_name
+from ..options import Coerce, build_options, check_keys, resolve
+from ..registry import Registry
 
 __all__ = [
     "DATA_SOURCES",
@@ -60,7 +61,8 @@ class DataSource:
         return resolve(self.builder)
 
 
-DATA_SOURCES: dict[str, DataSource] = {}
+#: data kind -> its :class:`DataSource`
+DATA_SOURCES: Registry[DataSource] = Registry("data.kind")
 
 
 def register_data_source(
@@ -72,23 +74,18 @@ def register_data_source(
     replace: bool = False,
 ) -> DataSource:
     """Register data kind ``name``; ``replace=True`` overrides an existing one."""
-    if name in DATA_SOURCES and not replace:
-        raise ValueError(f"data source {name!r} is already registered (pass replace=True)")
     source = DataSource(name, options, builder, needs_path)
-    DATA_SOURCES[name] = source
-    return source
+    return DATA_SOURCES.register(name, source, replace=replace)
 
 
 def list_data_sources() -> list[str]:
     """The registered data kinds, sorted."""
-    return sorted(DATA_SOURCES)
+    return sorted(DATA_SOURCES.names())
 
 
 def get_data_source(kind: str) -> DataSource:
     """The source of ``kind``; a did-you-mean :class:`ConfigError` listing kinds if unknown."""
-    if kind not in DATA_SOURCES:
-        raise unknown_name("data.kind", str(kind), DATA_SOURCES)
-    return DATA_SOURCES[kind]
+    return DATA_SOURCES.get(kind)
 
 
 def check_options(

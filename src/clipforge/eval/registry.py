@@ -17,7 +17,8 @@ from typing import Any
 
 from ..configs import ConfigError
 from ..data.config import DataConfig
-from ..options import Coerce, build_options, resolve, unknown_name
+from ..options import Coerce, build_options, resolve
+from ..registry import Registry
 
 __all__ = [
     "EVALUATORS",
@@ -82,7 +83,8 @@ class Evaluator:
             )
 
 
-EVALUATORS: dict[str, Evaluator] = {}
+#: evaluator name -> its :class:`Evaluator`
+EVALUATORS: Registry[Evaluator] = Registry("evaluator")
 
 
 def register_evaluator(
@@ -96,23 +98,18 @@ def register_evaluator(
     replace: bool = False,
 ) -> Evaluator:
     """Register evaluator ``name``; ``replace=True`` overrides an existing one."""
-    if name in EVALUATORS and not replace:
-        raise ValueError(f"evaluator {name!r} is already registered (pass replace=True)")
     evaluator = Evaluator(name, options, run, tuple(data_kinds), description, details)
-    EVALUATORS[name] = evaluator
-    return evaluator
+    return EVALUATORS.register(name, evaluator, replace=replace)
 
 
 def list_evaluators() -> list[str]:
     """The registered evaluator names, sorted."""
-    return sorted(EVALUATORS)
+    return sorted(EVALUATORS.names())
 
 
 def get_evaluator(name: str) -> Evaluator:
     """The evaluator ``name``; a did-you-mean :class:`ConfigError` if unknown."""
-    if name not in EVALUATORS:
-        raise unknown_name("evaluator", str(name), EVALUATORS)
-    return EVALUATORS[name]
+    return EVALUATORS.get(name)
 
 
 def evaluator_options(

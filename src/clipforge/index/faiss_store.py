@@ -24,7 +24,7 @@ import faiss
 import numpy as np
 
 from .half_scan import HalfScan
-from .store import StoreOptions, register_backend
+from .store import StoreOptions
 
 FLAT_MAX = 20_000
 """Collections up to this size use exact search under ``kind="auto"`` (a few ms per query
@@ -345,7 +345,6 @@ def _recall(store: FaissStore, queries: np.ndarray, truth: np.ndarray, k: int, q
     return hits / (len(queries) * k)
 
 
-@register_backend("faiss")
 def open_faiss(directory: Path, dim: int, options: StoreOptions) -> FaissStore:
     """Factory of the ``faiss`` backend."""
     return FaissStore(directory, dim, options)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import StoreOptions, register_backend
+from .store import StoreOptions
 
 LITE_FILE = "vectors.milvus.db"
 VERSION_FILE = "vectors.milvus.json"
@@ -149,7 +149,6 @@ class MilvusStore:
         self._version = version
 
 
-@register_backend("milvus")
 def open_milvus(directory: Path, dim: int, options: StoreOptions) -> MilvusStore:
     """Factory of the ``milvus`` backend."""
     return MilvusStore(directory, dim, options)

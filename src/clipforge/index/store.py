@@ -5,18 +5,21 @@ inner-product (cosine) top-k queries, optionally restricted to an allowed set of
 metadata filters, pre-selected in SQL, travel as that set). The SQLite metadata store keeps
 every vector too, so a backend can always be rebuilt or reconciled from it.
 
-Adding a backend is adding one module that calls :func:`register_backend`.
+Adding a backend is adding one module whose factory is registered in :data:`BACKENDS`
+(:func:`register_backend`, or a lazy ``"module:attr"`` entry).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from ..errors import ConfigError
+from ..registry import Registry
 
 
 @dataclass(frozen=True)
@@ -93,41 +96,34 @@ class VectorStore(Protocol):
 BackendFactory = Callable[[Path, int, StoreOptions], VectorStore]
 """``factory(directory, dim, options)`` → an opened (possibly empty) store."""
 
-_BACKENDS: dict[str, BackendFactory] = {}
+#: backend name -> its factory; the built-in ones are imported on first use (their
+#: libraries are optional extras)
+BACKENDS: Registry[BackendFactory] = Registry("search backend")
+BACKENDS.register_lazy("faiss", "clipforge.index.faiss_store:open_faiss")
+BACKENDS.register_lazy("milvus", "clipforge.index.milvus_store:open_milvus")
+_EXTRAS = {"faiss": "search", "milvus": "milvus"}
 
 
-def register_backend(name: str) -> Callable[[BackendFactory], BackendFactory]:
+def register_backend(
+    name: str, *, replace: bool = False
+) -> Callable[[BackendFactory], BackendFactory]:
     """Decorator registering a backend factory under ``name``."""
-
-    def decorate(factory: BackendFactory) -> BackendFactory:
-        _BACKENDS[name] = factory
-        return factory
-
-    return decorate
+    return BACKENDS.register(name, replace=replace)
 
 
 def list_backends() -> list[str]:
     """Names of the registered backends."""
-    _load_builtin()
-    return sorted(_BACKENDS)
+    return BACKENDS.names()
 
 
 def open_backend(name: str, directory: Path, dim: int, options: StoreOptions) -> VectorStore:
     """Open the backend called ``name`` in ``directory``."""
-    _load_builtin()
     try:
-        factory = _BACKENDS[name]
-    except KeyError:
-        hint = " (pip install 'clipforge[milvus]')" if name == "milvus" else ""
-        raise ValueError(
-            f"unknown search backend {name!r}{hint}; known: {list_backends()}"
-        ) from None
+        factory = BACKENDS.get(name)
+    except ImportError as err:
+        extra = _EXTRAS.get(name, name)
+        raise ConfigError(
+            f"search backend {name!r} needs {err.name or 'its library'}: "
+            f"pip install 'clipforge[{extra}]'"
+        ) from err
     return factory(directory, dim, options)
-
-
-def _load_builtin() -> None:
-    from . import faiss_store  # noqa: F401  (registers "faiss")
-
-    if "milvus" not in _BACKENDS:
-        with contextlib.suppress(ImportError):  # the milvus extra is optional
-            from . import milvus_store  # noqa: F401  (registers "milvus")

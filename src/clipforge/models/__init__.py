@@ -1,6 +1,7 @@
 """Model code: layers, the Tower protocol and its registry, image/text towers, the CLIP wrapper."""
 
 from .clip import CLIP
+from .counting import count_parameters
 from .eva import EvaVisionTransformer
 from .resnet import ModifiedResNet
 from .text import TextTransformer
@@ -24,6 +25,7 @@ __all__ = [
     "TransformerTower",
     "VisionTransformer",
     "build_tower",
+    "count_parameters",
     "register_tower",
     "towers_in",
 ]

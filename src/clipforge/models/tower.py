@@ -19,6 +19,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
+from ..registry import Registry
+
 #: parameter-name fragments that are never weight-decayed (besides tensors with ndim < 2)
 NO_DECAY_KEYWORDS: tuple[str, ...] = ("bias", "logit_scale", "logit_bias", "gain")
 
@@ -136,16 +138,17 @@ class TransformerTower(Tower):
 
 
 T = TypeVar("T", bound=type[Tower])
-_TOWERS: dict[type, type[Tower]] = {}
+#: tower config class name -> the tower class built from such configs
+TOWERS: Registry[type[Tower]] = Registry("tower")
 
 
-def register_tower(config_class: type) -> Callable[[T], T]:
+def register_tower(config_class: type, *, replace: bool = False) -> Callable[[T], T]:
     """Class decorator: towers of ``config_class`` configs are built by the decorated class."""
 
     def register(tower_class: T) -> T:
         if not issubclass(tower_class, Tower):
             raise TypeError(f"{tower_class.__name__} must subclass clipforge.models.Tower")
-        _TOWERS[config_class] = tower_class
+        TOWERS.register(config_class.__name__, tower_class, replace=replace)
         return tower_class
 
     return register
@@ -153,11 +156,7 @@ def register_tower(config_class: type) -> Callable[[T], T]:
 
 def build_tower(config: Any, settings: TowerSettings) -> Tower:
     """The registered tower for ``config``'s type, built from it and the shared settings."""
-    tower_class = _TOWERS.get(type(config))
-    if tower_class is None:
-        known = ", ".join(sorted(c.__name__ for c in _TOWERS))
-        raise TypeError(f"no tower registered for {type(config).__name__} (known: {known})")
-    return tower_class(config, settings)
+    return TOWERS.get(type(config).__name__)(config, settings)
 
 
 def towers_in(model: nn.Module) -> list[tuple[str, Tower]]:

@@ -11,24 +11,22 @@ format whose ``matches`` accepts it, a directory to the first whose marker confi
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
+from ...registry import Registry
 from ..errors import CheckpointError, UnknownFormatError
 from ..reader import read_state_dict
 from ..runs import is_run_directory, is_run_pointer, resolve_run
 from . import eva_keys, hf, native, open_clip, openai, siglip_hf_keys, siglip_keys
 from .base import CheckpointFormat, LoadedCheckpoint, StateDict
 
-FORMATS: dict[str, CheckpointFormat] = {}
+#: format name -> its :class:`CheckpointFormat`
+FORMATS: Registry[CheckpointFormat] = Registry("checkpoint format", error=UnknownFormatError)
 
 
 def register_format(fmt: CheckpointFormat, replace: bool = False) -> CheckpointFormat:
     """Add ``fmt`` to the registry (``replace=True`` to override a format of the same name)."""
-    if fmt.name in FORMATS and not replace:
-        raise ValueError(f"checkpoint format {fmt.name!r} is already registered")
-    FORMATS[fmt.name] = fmt
-    return fmt
+    return FORMATS.register(fmt.name, fmt, replace=replace)
 
 
 for _module in (native, open_clip, eva_keys, siglip_keys, hf, siglip_hf_keys, openai):
@@ -42,13 +40,7 @@ def list_formats(savable: bool = False) -> list[str]:
 
 def get_format(name: str) -> CheckpointFormat:
     """The registered format called ``name``; :class:`UnknownFormatError` with a hint if none."""
-    fmt = FORMATS.get(name)
-    if fmt is None:
-        close = difflib.get_close_matches(str(name), FORMATS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        valid = ", ".join(repr(n) for n in list_formats())
-        raise UnknownFormatError(f"unknown checkpoint format {name!r}{hint} (valid: {valid})")
-    return fmt
+    return FORMATS.get(name)
 
 
 def _by_priority() -> list[CheckpointFormat]:

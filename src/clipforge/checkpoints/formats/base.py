@@ -16,6 +16,7 @@ import torch
 
 from ...configs import ClipConfig
 from ...preprocess import PreprocessConfig
+from ...registry import Registry
 
 StateDict = dict[str, torch.Tensor]
 
@@ -57,21 +58,22 @@ class LayoutFamily:
     read_tokenizer: Callable[[Path], Any] | None = None
 
 
-class Families:
-    """The families of one directory format, tried in registration order."""
+class Families(Registry[LayoutFamily]):
+    """The layout families of one directory format (a :class:`Registry`), tried in
+    registration order."""
 
-    def __init__(self) -> None:
-        self._families: dict[str, LayoutFamily] = {}
+    def __init__(self, format_name: str) -> None:
+        super().__init__(f"{format_name} layout family")
 
-    def register(self, family: LayoutFamily) -> LayoutFamily:
-        self._families[family.name] = family
-        return family
+    def add(self, family: LayoutFamily, *, replace: bool = False) -> LayoutFamily:
+        """Register ``family`` under its own name."""
+        return self.register(family.name, family, replace=replace)
 
     def for_config(self, config_dict: dict[str, Any]) -> LayoutFamily | None:
-        return next((f for f in self._families.values() if f.owns_config(config_dict)), None)
+        return next((f for f in self.values() if f.owns_config(config_dict)), None)
 
     def for_model(self, config: ClipConfig) -> LayoutFamily | None:
-        return next((f for f in self._families.values() if f.owns_model(config)), None)
+        return next((f for f in self.values() if f.owns_model(config)), None)
 
 
 DirReader = Callable[[Path, bool], LoadedCheckpoint]

@@ -271,8 +271,8 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
 
 
 #: model families with their own transformers classes (``SiglipModel``)
-FAMILIES = Families()
-register_family = FAMILIES.register
+FAMILIES = Families("hf")
+register_family = FAMILIES.add
 
 
 def read_dir(directory: Path, trust_pickle: bool) -> LoadedCheckpoint:

@@ -164,8 +164,8 @@ def preprocess_from_native(pp: PreprocessConfig) -> dict[str, Any]:
 
 
 #: tower families with their own open_clip layout (EVA, SigLIP: timm trunks)
-FAMILIES = Families()
-register_family = FAMILIES.register
+FAMILIES = Families("open_clip")
+register_family = FAMILIES.add
 
 
 def model_config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:

@@ -1,0 +1,21 @@
+"""Exact parameter counts for any architecture, registered formula or not."""
+
+from __future__ import annotations
+
+import torch
+
+from ..configs import ClipConfig
+from ..configs.param_counts import count_parameters as count_by_formula
+from ..configs.param_counts import has_parameter_formula
+from .clip import CLIP
+
+__all__ = ["count_parameters"]
+
+
+def count_parameters(cfg: ClipConfig) -> dict[str, int]:
+    """``{"image", "text", "total"}`` as ``CLIP(cfg).num_parameters()`` reports: from the
+    towers' registered formulas, else by building the model on the ``meta`` device."""
+    if has_parameter_formula(cfg):
+        return count_by_formula(cfg)
+    with torch.device("meta"):
+        return CLIP(cfg).num_parameters()
