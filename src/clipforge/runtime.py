@@ -13,6 +13,8 @@ from typing import Literal, get_args
 
 import torch
 
+from .errors import ConfigError, UsageError
+
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -30,13 +32,13 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from err
+        raise UsageError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from err
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r}: CUDA is not available on this machine")
+            raise UsageError(f"device {device!r}: CUDA is not available on this machine")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             count = torch.cuda.device_count()
-            raise ValueError(f"device {device!r}: this machine has {count} CUDA device(s)")
+            raise UsageError(f"device {device!r}: this machine has {count} CUDA device(s)")
     return resolved
 
 
@@ -45,7 +47,7 @@ def check_precision(precision: str | None) -> Precision:
     if precision is None:
         return "fp32"
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
     return precision  # type: ignore[return-value]
 
 

@@ -13,7 +13,7 @@ are re-exported here.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -78,6 +78,31 @@ class ZeroShotResult:
     def labels(self) -> list[str]:
         """Top-1 class name per row."""
         return [self.classnames[i] for i in self.predictions]
+
+
+def class_embeddings(
+    model: nn.Module,
+    classnames: Sequence[str],
+    prompts: Sequence[str] | Mapping[str, Sequence[str]],
+    batch_size: int = 256,
+    precision: Precision | str | None = None,
+) -> torch.Tensor:
+    """float32 ``(C, D)`` unit-norm class embeddings: per class, the L2-normalised mean of
+    its L2-normalised prompt embeddings (CLIP's zero-shot classifier).
+
+    ``prompts`` are templates with ``{c}`` (the same for every class) or a mapping of class
+    name to its own prompts (CuPL-style). The result is a normal (not inference-mode) tensor.
+    """
+    if isinstance(prompts, Mapping):
+        per_class = [list(prompts[c]) for c in classnames]
+    else:
+        per_class = [[t.replace(PLACEHOLDER, c) for t in prompts] for c in classnames]
+    flat = [p for group in per_class for p in group]
+    with torch.inference_mode():
+        emb = encode_texts(model, flat, batch_size, normalize=True, precision=precision)
+        chunks = torch.split(emb, [len(group) for group in per_class])
+        classes = F.normalize(torch.stack([c.mean(dim=0) for c in chunks]), dim=-1)
+    return classes.clone()
 
 
 class ZeroShotClassifier:
@@ -150,14 +175,9 @@ class ZeroShotClassifier:
         model's weights.
         """
         if self._class_embeddings is None:
-            prompts = [p for c in self.classnames for p in self.prompts(c)]
-            with torch.inference_mode():
-                emb = encode_texts(
-                    self.model, prompts, self.batch_size, normalize=True, precision=self.precision
-                )
-                emb = emb.view(len(self.classnames), len(self.templates), -1).mean(dim=1)
-                emb = F.normalize(emb, dim=-1)
-            self._class_embeddings = emb.clone()  # a normal (not inference-mode) tensor
+            self._class_embeddings = class_embeddings(
+                self.model, self.classnames, self.templates, self.batch_size, self.precision
+            )
         return self._class_embeddings
 
     def reset(self) -> None:

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 
 from ..configs import ConfigError
 from ..data.config import DataConfig
+from ..runtime import Precision
+from ..zeroshot import class_embeddings
 from .datasets import LabelledImages, Prompts, load_classification, resolve_prompts
 from .metrics import classification_metrics
 from .output import EvalOutput
@@ -54,29 +56,13 @@ class Options:
     batch_size: int = 32  # images per batch (decoded by data.num_workers workers)
     n_per_class: int = 2  # procedural data: rendered images per class
     limit: int | None = None  # evaluate an evenly spaced subset of this many images
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
+    precision: Precision = "fp32"  # autocast
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.n_per_class < 1:
             raise ConfigError("zeroshot_classification: batch_size and n_per_class must be >= 1")
         if self.limit is not None and self.limit < 1:
             raise ConfigError("zeroshot_classification: limit must be >= 1")
-
-
-def class_embeddings(
-    model: Any, classnames: list[str], prompts: Prompts, precision: str = "fp32"
-) -> torch.Tensor:
-    """``(C, D)``: per class, the normalised mean of its normalised prompt embeddings."""
-    from ..embedding import encode_texts
-
-    if isinstance(prompts, dict):
-        per_class = [prompts[c] for c in classnames]
-    else:
-        per_class = [[t.replace("{c}", c) for t in prompts] for c in classnames]
-    flat = [p for group in per_class for p in group]
-    emb = encode_texts(model, flat, normalize=True, precision=precision)
-    chunks = torch.split(emb, [len(group) for group in per_class])
-    return F.normalize(torch.stack([c.mean(dim=0) for c in chunks]), dim=-1).clone()
 
 
 def image_logits(
@@ -160,7 +146,7 @@ def details(model: Any, data: DataConfig | None, options: Options) -> EvalOutput
     if data is None:
         raise ConfigError("zeroshot_classification needs a dataset (data.kind folder, csv, ...)")
     task, prompts = _task(data, options)
-    classes = class_embeddings(model, task.classnames, prompts, options.precision)
+    classes = class_embeddings(model, task.classnames, prompts, precision=options.precision)
     logits, kept, failures = image_logits(
         model, classes, task.images, options, data.num_workers, "zeroshot_classification"
     )

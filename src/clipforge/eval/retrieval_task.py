@@ -18,6 +18,7 @@ import numpy as np
 
 from ..configs import ConfigError
 from ..data.config import DataConfig
+from ..runtime import Precision
 from .datasets import load_captions
 from .output import EvalOutput
 from .retrieval import chunked_ranks, rank_metrics
@@ -36,7 +37,7 @@ class Options:
     batch_size: int = 32  # images per batch (decoded by data.num_workers workers)
     chunk_size: int = 1024  # queries per score block
     limit: int | None = None  # evaluate an evenly spaced subset of this many images
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
+    precision: Precision = "fp32"  # autocast
 
     def __post_init__(self) -> None:
         if not self.ks or min(self.ks) < 1 or self.batch_size < 1 or self.chunk_size < 1:

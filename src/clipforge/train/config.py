@@ -27,6 +27,7 @@ from ..configs.engine import (
 )
 from ..data.config import DataConfig  # re-exported: it lives in data/ now
 from ..eval.config import EvalConfig, check_eval_list
+from ..runtime import Precision
 
 __all__ = [
     "ConfigError",
@@ -42,7 +43,6 @@ __all__ = [
     "load_config",
 ]
 
-Precision = Literal["fp32", "bf16", "fp16"]
 
 
 @dataclass

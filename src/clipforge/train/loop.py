@@ -8,7 +8,6 @@ data order, RNG states, optimizer, scheduler and scaler, hence the same losses.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from ..data.loader import build_train_loader
 from ..eval.registry import evaluate
 from ..lora import has_lora, merged_state_dict
 from ..losses import SIGLIP_INIT_BIAS, SIGLIP_INIT_SCALE, ClipLoss, SigLipLoss, clamp_logit_scale_
+from ..runtime import autocast
 from . import fsdp
 from .checkpoint import (
     Checkpoint,
@@ -123,13 +123,6 @@ def _make_loss(cfg: LossConfig) -> nn.Module:
     if cfg.kind == "siglip":
         return SigLipLoss(gather=True)
     return ClipLoss(gather=True, local_loss=cfg.local_loss)
-
-
-def _autocast(precision: str, device: torch.device) -> Any:
-    if precision == "fp32":
-        return contextlib.nullcontext
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return partial(torch.autocast, device_type=device.type, dtype=dtype)
 
 
 # ----------------------------------------------------------------------------- logging
@@ -286,7 +279,7 @@ class _Trainer:
         local = cfg.batch_size // d.world_size
         self.micro = cfg.micro_batch_size if (cfg.micro_batch_size or local) < local else None
         self.loss_fn = _make_loss(replace(cfg.loss, kind=self.loss_kind))
-        self.autocast = _autocast(cfg.precision, d.device)
+        self.autocast = partial(autocast, cfg.precision, d.device)
         self.losses: dict[int, float] = {}
         self.metrics: dict[str, Any] = {}
         self.window = [time.perf_counter(), 0, 0]  # [start time, samples, skipped]
