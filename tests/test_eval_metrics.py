@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from clip_benchmark.metrics import zeroshot_classification as cb_cls
-from clip_benchmark.metrics import zeroshot_retrieval as cb_ret
+from clip_benchmark.metrics import zeroshot_classification as cb_cls, zeroshot_retrieval as cb_ret
 from PIL import Image
 from sklearn.metrics import balanced_accuracy_score
 

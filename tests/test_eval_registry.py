@@ -25,8 +25,14 @@ from clipforge.eval import (
     register_evaluator,
     retrieval_recall,
 )
-from clipforge.train import ConfigError, ModelConfig, config_from_dict, load_config, train
-from clipforge.train import config as train_config
+from clipforge.train import (
+    ConfigError,
+    ModelConfig,
+    config as train_config,
+    config_from_dict,
+    load_config,
+    train,
+)
 from clipforge.train.loop import build_model
 from clipforge.zeroshot import ZeroShotClassifier
 

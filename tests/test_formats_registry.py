@@ -17,13 +17,13 @@ from clipforge.checkpoints import (
     UnknownFormatError,
     detect_directory_format,
     detect_state_format,
+    formats as registry,
     get_format,
     list_formats,
     read_state_dict,
     register_format,
     to_native_state,
 )
-from clipforge.checkpoints import formats as registry
 from clipforge.checkpoints.directory import read_json, write_directory
 from clipforge.checkpoints.formats import hf, openai
 from clipforge.configs import ClipConfig

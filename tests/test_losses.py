@@ -11,8 +11,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from open_clip.loss import ClipLoss as OpenClipLoss
-from open_clip.loss import SigLipLoss as OpenSigLipLoss
+from open_clip.loss import ClipLoss as OpenClipLoss, SigLipLoss as OpenSigLipLoss
 from torch import nn
 
 from clipforge.losses import (

@@ -10,8 +10,7 @@ import open_clip.tokenizer as open_clip_tokenizer  # noqa: E402  (the reference;
 import pytest
 import torch
 
-from clipforge.tokenizer import ClipTokenizer, get_tokenizer, tokenize
-from clipforge.tokenizer import bpe as bpe_module
+from clipforge.tokenizer import ClipTokenizer, bpe as bpe_module, get_tokenizer, tokenize
 
 SOT, EOT = 49406, 49407
 

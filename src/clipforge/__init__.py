@@ -12,7 +12,7 @@ works without torch installed.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -29,6 +29,8 @@ _EXPORTS: dict[str, str] = {
     "list_architectures": "configs",
     "register_architecture": "configs",
     "ConfigError": "configs",
+    "ClipforgeError": "errors",
+    "Registry": "registry",
     "Tower": "models",
     "register_tower": "models",
     "EmbeddingResult": "embedding",
@@ -48,6 +50,44 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # what editors and type checkers see; mirrors _EXPORTS (tested)
+    from .api import create_model as create_model, load as load, save as save
+    from .checkpoints import (
+        CheckpointError as CheckpointError,
+        CheckpointMismatchError as CheckpointMismatchError,
+        UnsafeCheckpointError as UnsafeCheckpointError,
+        list_pretrained as list_pretrained,
+    )
+    from .configs import (
+        ClipConfig as ClipConfig,
+        ConfigError as ConfigError,
+        get_config as get_config,
+        list_architectures as list_architectures,
+        register_architecture as register_architecture,
+    )
+    from .embedding import (
+        EmbeddingResult as EmbeddingResult,
+        embed_images as embed_images,
+        embed_texts as embed_texts,
+    )
+    from .errors import ClipforgeError as ClipforgeError
+    from .index import Index as Index
+    from .models import CLIP as CLIP, Tower as Tower, register_tower as register_tower
+    from .preprocess import PreprocessConfig as PreprocessConfig
+    from .registry import Registry as Registry
+    from .scoring import (
+        clip_score as clip_score,
+        mean_clip_score as mean_clip_score,
+        plot_similarity as plot_similarity,
+        similarity_matrix as similarity_matrix,
+    )
+    from .tokenizer import tokenize as tokenize
+    from .zeroshot import (
+        ZeroShotClassifier as ZeroShotClassifier,
+        ZeroShotResult as ZeroShotResult,
+        get_templates as get_templates,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -14,8 +14,13 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .configs.engine import ConfigError, check_ranges, did_you_mean, unknown_name
-from .configs.engine import coerce as _engine_coerce
+from .configs.engine import (
+    ConfigError,
+    check_ranges,
+    coerce as _engine_coerce,
+    did_you_mean,
+    unknown_name,
+)
 
 __all__ = ["Coerce", "build_options", "check_keys", "did_you_mean", "resolve", "unknown_name"]
 

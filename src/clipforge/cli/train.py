@@ -22,8 +22,13 @@ def train(
 ) -> None:
     """Train or fine-tune a CLIP model (see examples/train_procedural_tiny.yaml)."""
     from ..checkpoints import CheckpointError
-    from ..train import ConfigError, NonFiniteLossError, OutputDirError, load_config
-    from ..train import train as run_training
+    from ..train import (
+        ConfigError,
+        NonFiniteLossError,
+        OutputDirError,
+        load_config,
+        train as run_training,
+    )
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..configs import ClipConfig
-from ..configs.param_counts import count_parameters as count_by_formula
-from ..configs.param_counts import has_parameter_formula
+from ..configs.param_counts import count_parameters as count_by_formula, has_parameter_formula
 from .clip import CLIP
 
 __all__ = ["count_parameters"]
