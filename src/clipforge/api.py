@@ -21,11 +21,13 @@ from .checkpoints import (
 from .checkpoints.errors import CheckpointError
 from .checkpoints.fit import check_fits
 from .checkpoints.formats import LoadedCheckpoint, list_formats
+from .checkpoints.torchscript import is_torchscript_archive
 from .configs import ClipConfig, get_config, get_preprocess, get_tokenizer_source, is_architecture
 from .models import CLIP
 from .models.clip import Towers
 from .preprocess import PreprocessConfig
 from .tokenizer.files import save_tokenizer
+from .tokenizer.sentencepiece import SentencePieceTokenizer
 
 SaveFormat = str  # a registered checkpoint format name: see clipforge.checkpoints.list_formats()
 
@@ -113,7 +115,6 @@ def load(
     if ckpt.tokenizer is not None:  # e.g. a SigLIP checkpoint's own SentencePiece vocabulary
         model.set_tokenizer(ckpt.tokenizer)
     elif tokenizer_dir is not None:  # a pretrained release's, from its hub repository
-        from .tokenizer.sentencepiece import SentencePieceTokenizer
 
         model.set_tokenizer(SentencePieceTokenizer.from_dir(tokenizer_dir, cfg.text.context_length))
     elif architecture is not None:  # named architecture, weights without a tokenizer
@@ -147,7 +148,6 @@ def _infer(ckpt: LoadedCheckpoint) -> ClipConfig:
 
 def _activation_hint(path: str | Path) -> str | None:
     """OpenAI's TorchScript releases were all trained with QuickGELU."""
-    from .checkpoints.torchscript import is_torchscript_archive
 
     path = Path(path)
     return "quick_gelu" if path.is_file() and is_torchscript_archive(path) else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import platform
 import shlex
 import time
@@ -18,6 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from ._version import __version__
+from .api import load
+from .data import ProceduralCaptions
+from .data.config import DataConfig
+from .data.procedural import CLASSNAMES, TEST_PAIRS, caption_scene, render_zero_shot, zero_shot_task
+from .embedding import embed_images, embed_texts
+from .eval import evaluate, retrieval_recall
+from .scoring import plot_similarity, similarity_matrix
+from .train.config import ModelConfig, OptimConfig, TrainConfig, config_to_dict
+from .train.loop import train
 
 DEMO_MODEL = {
     "embed_dim": 128,
@@ -64,8 +76,6 @@ class DemoReport:
 
 def demo_config(output_dir: Path, steps: int, batch_size: int, seed: int):
     """The training config of the demo (a tiny ViT on 32-px renders, 4-layer text tower)."""
-    from .data.config import DataConfig
-    from .train.config import ModelConfig, OptimConfig, TrainConfig
 
     return TrainConfig(
         model=ModelConfig(architecture=DEMO_MODEL),
@@ -93,8 +103,6 @@ def zero_shot_accuracy(model, image_size: int, seed: int) -> tuple[float, float]
 
     Runs the ``procedural_zeroshot`` evaluator of :mod:`clipforge.eval` (20 images per pair).
     """
-    from .data.procedural import CLASSNAMES
-    from .eval import evaluate
 
     options = {"image_size": image_size, "n_per_class": 20, "seed": seed, "splits": ["test"]}
     options["templates"] = ZERO_SHOT_TEMPLATES
@@ -104,10 +112,6 @@ def zero_shot_accuracy(model, image_size: int, seed: int) -> tuple[float, float]
 
 def retrieval_metrics(model, n: int, image_size: int, seed: int):
     """Recall@1/5 both ways on ``n`` held-out scenes (identical captions are merged)."""
-    from .data import ProceduralCaptions
-    from .data.procedural import caption_scene
-    from .embedding import embed_images, embed_texts
-    from .eval import retrieval_recall
 
     data = ProceduralCaptions(n, image_size=image_size, seed=seed, split="test")
     scenes = [data.render(i) for i in range(n)]
@@ -124,7 +128,6 @@ def retrieval_metrics(model, n: int, image_size: int, seed: int):
 def _plots(history: list[dict[str, Any]], model, images, captions, out: Path) -> list[str]:
     import matplotlib
 
-    from .scoring import plot_similarity, similarity_matrix
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -144,10 +147,8 @@ def _plots(history: list[dict[str, Any]], model, images, captions, out: Path) ->
 
 def versions() -> dict[str, str]:
     """Versions of clipforge, torch and Python (recorded in the report)."""
-    import clipforge
-
     return {
-        "clipforge": clipforge.__version__,
+        "clipforge": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
@@ -156,7 +157,6 @@ def versions() -> dict[str, str]:
 
 def write_samples(out: Path, seed: int) -> tuple[Path, list[str]]:
     """One rendered image per held-out pair in ``out/samples`` (named by its true class)."""
-    from .data.procedural import render_zero_shot, zero_shot_task
 
     classnames, samples = zero_shot_task("test", 1)
     folder = out / "samples"
@@ -184,7 +184,6 @@ def _table(rows: dict[str, Any]) -> str:
 
 
 def _split_section() -> str:
-    from .data.procedural import TEST_PAIRS
 
     pairs = ", ".join(f"{c} {s}" for c, s in TEST_PAIRS)
     return (
@@ -200,7 +199,6 @@ def _split_section() -> str:
 
 def health(report: DemoReport, batch_size: int) -> dict[str, str]:
     """What a healthy run scores, beside this run's numbers (multiples of chance)."""
-    import math
 
     zs = report.zero_shot_accuracy / report.zero_shot_chance
     r1 = [v / report.retrieval_chance_r1 for k, v in report.retrieval.items() if "R@1" in k]
@@ -253,10 +251,6 @@ def run_demo(
     progress: bool = True,
 ) -> DemoReport:
     """Train, evaluate on held-out combinations, write ``report.html``; return the numbers."""
-    import clipforge
-
-    from .train.config import config_to_dict
-    from .train.loop import train
 
     out = Path(output_dir)
     cfg = demo_config(out, steps, batch_size, seed)
@@ -265,7 +259,7 @@ def run_demo(
     start = time.perf_counter()
     result = train(cfg, overwrite=True)  # the demo always starts afresh in its run dir
     seconds = time.perf_counter() - start
-    model = clipforge.load(out / "latest")  # what the user is told to load
+    model = load(out / "latest")  # what the user is told to load
     accuracy, chance = zero_shot_accuracy(model, 32, seed + 1)
     retrieval, images, captions, r1_chance = retrieval_metrics(model, 200, 32, seed + 2)
     report = DemoReport(

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
+from tqdm.auto import tqdm
 
 from .preprocess import ImageDecodeError, Preprocess, load_image
 from .runtime import Precision, autocast, check_precision
@@ -223,7 +224,6 @@ def stream_image_embeddings(
         return failures
     device, dtype = _image_device_dtype(model)
     show = _show_progress(progress, math.ceil(n / batch_size))
-    from tqdm.auto import tqdm
 
     with eval_mode(model), tqdm(total=n, unit="img", desc="embedding", disable=not show) as bar:
         for indices, pixels, failed in _pixel_batches(

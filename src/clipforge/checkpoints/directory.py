@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 
 from .errors import CheckpointError
 
@@ -83,7 +84,6 @@ def write_directory(
     ``tensors`` may live on any device; they are copied to contiguous CPU tensors that share
     no storage (as safetensors requires) only here, after every conversion has succeeded.
     """
-    from safetensors.torch import save_file
 
     texts = {name: json.dumps(content, indent=2) + "\n" for name, content in json_files.items()}
     plain = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}

@@ -18,7 +18,7 @@ import os
 import torch
 
 from ..configs import ClipConfig
-from ..models import count_parameters
+from ..models import CLIP, count_parameters
 from .apply import check_state, state_shapes
 from .errors import CheckpointError
 
@@ -89,7 +89,6 @@ def _depth(tower_config: object) -> int:
 
 def meta_shapes(cfg: ClipConfig, towers: str = "both") -> dict[str, tuple[int, ...]]:
     """State-dict shapes of ``CLIP(cfg)``, built on the ``meta`` device (no memory used)."""
-    from ..models import CLIP
 
     with torch.device("meta"):
         return state_shapes(CLIP(cfg, towers=towers))

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from ..configs.registry import check_tokenizer, get_tokenizer_source
 from ..errors import ConfigError
 from ..registry import Registry
+from ..tokenizer.sentencepiece import SentencePieceTokenizer
 from .errors import CheckpointError
 from .formats import open_clip
 
@@ -175,7 +176,6 @@ class HubTokenizer:
         """The :class:`~clipforge.tokenizer.sentencepiece.SentencePieceTokenizer` itself
         (fetched now if it was not yet)."""
         if self._tokenizer is None:
-            from ..tokenizer.sentencepiece import SentencePieceTokenizer
 
             directory = _tokenizer_dir(self.label, self.hub_id, self.cache_dir)
             self._tokenizer = SentencePieceTokenizer.from_dir(directory, self.context_length)

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from .errors import CheckpointError, UnsafeCheckpointError
 from .torchscript import is_torchscript_archive, read_torchscript_tensors
@@ -82,8 +84,6 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, t
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
 
         try:
             state = load_file(str(path))

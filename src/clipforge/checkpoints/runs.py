@@ -13,6 +13,8 @@ import logging
 import re
 from pathlib import Path
 
+from safetensors import safe_open
+
 from .errors import CheckpointError
 
 LATEST = "latest"
@@ -38,7 +40,6 @@ def is_run_directory(path: Path) -> bool:
 
 def _intact(step_dir: Path) -> str | None:
     """``None`` if ``step_dir`` holds a readable model, else why not."""
-    from safetensors import safe_open
 
     missing = [f for f in _MODEL_FILES if not (step_dir / f).is_file()]
     if missing:

@@ -7,6 +7,7 @@ objects become inert attribute bags and tensors are rebuilt from the raw storage
 
 from __future__ import annotations
 
+import io
 import pickle
 import zipfile
 from collections import OrderedDict
@@ -49,7 +50,6 @@ def _rebuild_parameter(data: torch.Tensor, *_: Any) -> torch.Tensor:
 
 class _SafeUnpickler(pickle.Unpickler):
     def __init__(self, archive: zipfile.ZipFile, prefix: str, data: bytes) -> None:
-        import io
 
         super().__init__(io.BytesIO(data))
         self._archive, self._prefix = archive, prefix

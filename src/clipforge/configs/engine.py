@@ -15,6 +15,7 @@ dotted key (``optim.grad_clip_norm``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -231,7 +232,6 @@ def _parse_value(text: str) -> Any:
 
         return yaml.safe_load(text) if text.strip() else ""
     except ImportError:  # pragma: no cover - PyYAML is optional
-        import json
 
         try:
             return json.loads(text)

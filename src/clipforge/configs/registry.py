@@ -23,6 +23,7 @@ from typing import Any
 
 from ..registry import Registry, did_you_mean
 from .config import ClipConfig, ConfigError
+from .preprocess import PreprocessConfig
 
 _PACKAGE = "clipforge.configs.architectures"
 PREPROCESS_KEY = "preprocess"
@@ -102,8 +103,6 @@ def check_tokenizer(section: Any, where: str = TOKENIZER_KEY) -> dict[str, str] 
 
 def _checked_preprocess(section: Any, config: ClipConfig) -> dict[str, Any]:
     """The ``preprocess`` section, validated as a preprocessing config of the image size."""
-    from ..preprocess.config import PreprocessConfig  # preprocess builds on configs
-
     if not isinstance(section, dict):
         raise ConfigError(f"'{PREPROCESS_KEY}' must be a mapping, got {type(section).__name__}")
     if "image_size" in section or "size" in section:

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+
+from .._version import __version__
 
 __all__ = [
     "CLIP_BENCHMARK_ALIASES",
@@ -70,15 +73,11 @@ def checkpoint_hash(path: str | os.PathLike | None) -> str | None:
 
 def versions() -> dict[str, str]:
     """Versions of Python, torch, numpy and clipforge."""
-    import torch
-
-    import clipforge
-
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "clipforge": getattr(clipforge, "__version__", "unknown"),
+        "clipforge": __version__,
     }
 
 

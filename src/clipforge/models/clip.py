@@ -12,6 +12,7 @@ from torch import nn
 from ..configs import ClipConfig
 from ..configs.config import DEFAULT_TEXT_TYPE
 from ..preprocess import PreprocessConfig, build_preprocess
+from ..tokenizer import get_tokenizer
 from . import resnet, siglip_text, siglip_vision, text, vit  # noqa: F401  (register the towers)
 from .bf16_cpu import bf16_cpu_context
 from .tower import Tower, TowerSettings, build_tower
@@ -112,7 +113,6 @@ class CLIP(nn.Module):
                     "model.set_tokenizer(SentencePieceTokenizer.from_dir(path)), or pass "
                     "token ids to encode_text"
                 )
-            from ..tokenizer import get_tokenizer
 
             self._tokenizer = get_tokenizer()
         return self._tokenizer

@@ -1,6 +1,6 @@
 """Bit-exact CLIP image preprocessing (OpenAI/open_clip and Hugging Face pipelines)."""
 
-from .config import (
+from ..configs.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     INCEPTION_MEAN,

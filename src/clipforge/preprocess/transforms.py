@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import torch
 from PIL import Image, ImageOps
 
-from .config import PreprocessConfig
+from ..configs.preprocess import PreprocessConfig
 from .image_io import ImageDecodeError, PathLike, load_image, to_8bit
 
 _RESAMPLE = {
@@ -345,7 +345,7 @@ class Preprocess:
 
     def __call__(self, image: Image.Image | PathLike) -> torch.Tensor:
         """Preprocess one image (or the image file at a path) to a torch tensor."""
-        import torch
+        import torch  # the ONNX runtime path preprocesses with numpy alone
 
         return torch.from_numpy(self.to_array(image))
 
@@ -379,7 +379,7 @@ class Preprocess:
         count. An unreadable file raises :class:`~clipforge.preprocess.ImageDecodeError`
         naming it; :func:`clipforge.embed_images` instead skips and reports bad files.
         """
-        import torch
+        import torch  # the ONNX runtime path preprocesses with numpy alone
 
         images = list(images)
         s = self.cfg.image_size

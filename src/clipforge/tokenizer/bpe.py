@@ -288,7 +288,7 @@ class ClipTokenizer:
         truncate: bool = True,
     ) -> torch.LongTensor:
         """Tokenize to a zero-padded ``(N, context_length)`` LongTensor (see :meth:`to_array`)."""
-        import torch
+        import torch  # the ONNX runtime path tokenizes without torch
 
         return torch.from_numpy(self.to_array(texts, context_length, truncate))  # type: ignore[return-value]
 

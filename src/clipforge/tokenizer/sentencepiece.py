@@ -221,6 +221,6 @@ class SentencePieceTokenizer:
         truncate: bool = True,
     ) -> torch.Tensor:
         """Texts → ``(N, context_length)`` int64 tensor (see :meth:`to_array`)."""
-        import torch
+        import torch  # the ONNX runtime path tokenizes without torch
 
         return torch.from_numpy(self.to_array(texts, context_length, truncate))

@@ -18,6 +18,7 @@ is read with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -28,6 +29,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from ..api import save, write_model_tokenizer
+from ..checkpoints import get_format
+from ..checkpoints.errors import CheckpointError
 
 __all__ = [
     "LATEST",
@@ -65,7 +72,6 @@ class Checkpoint:
 
     def model_state(self) -> dict[str, torch.Tensor]:
         """The CLIP weights as a state dict."""
-        from safetensors.torch import load_file
 
         return load_file(str(self.weights))
 
@@ -234,8 +240,6 @@ def save_checkpoint(
     ``weights`` replaces ``model.state_dict()`` (an FSDP model's gathered weights);
     ``sharded``, a finished DCP directory, is moved in as ``sharded/``.
     """
-    from ..api import save, write_model_tokenizer
-    from ..checkpoints import get_format
 
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -271,9 +275,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     A missing, truncated or corrupt ``state.pt`` or ``model.safetensors`` raises
     :class:`~clipforge.checkpoints.CheckpointError` naming the file.
     """
-    from safetensors import safe_open
 
-    from ..checkpoints.errors import CheckpointError
 
     path = Path(path)
     state_file = path / STATE_FILE
@@ -295,7 +297,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def _pointer_target(root: Path) -> Path | None:
     """The step directory named by ``root/latest``; refuses one outside ``root``."""
-    from ..checkpoints.errors import CheckpointError
 
     pointer = root / LATEST
     if not pointer.is_file():
@@ -329,9 +330,7 @@ def load_latest(
     in favour of the next older intact one; if every one is damaged this raises
     :class:`~clipforge.checkpoints.CheckpointError`.
     """
-    import logging
 
-    from ..checkpoints.errors import CheckpointError
 
     root = Path(output_dir)
     first = _pointer_target(root)

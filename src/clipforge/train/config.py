@@ -11,6 +11,7 @@ ranges are checked, all before anything is built. ``data.options`` and each
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,7 +197,6 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
 
 def _read_mapping(text: str, path: Path) -> dict[str, Any]:
     if path.suffix.lower() == ".json":
-        import json
 
         data = json.loads(text)
     else:

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
 
 from ..data.loader import build_train_loader
 from ..eval.registry import evaluate
@@ -138,7 +140,6 @@ class _Logger:
         rewind_metrics(self.path, start_step)
         if cfg.tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
 
                 self.writer = SummaryWriter(str(Path(cfg.output_dir) / "tensorboard"))
             except ImportError:
@@ -147,7 +148,6 @@ class _Logger:
                     "installed (pip install tensorboard, or set tensorboard=false)"
                 )
         if cfg.progress:
-            from tqdm.auto import tqdm
 
             self.bar = tqdm(total=cfg.steps, initial=start_step, unit="step", desc="train")
 

@@ -9,6 +9,8 @@ from typing import Any
 from ..api import create_model, load
 from ..lora import apply_lora
 from ..models import CLIP
+from ..tokenizer import get_tokenizer
+from ..tokenizer.sentencepiece import TOKENIZER_FILE, SentencePieceTokenizer
 from .config import LossConfig, ModelConfig, TrainConfig
 
 __all__ = ["build_model", "loss_kind", "prepare_model"]
@@ -33,10 +35,8 @@ def build_model(cfg: ModelConfig) -> CLIP:
 def _read_tokenizer(source: str, context_length: int) -> Any:
     """``"clip"`` (CLIP's BPE), a ``tokenizer.json`` or a directory holding one."""
     if source == "clip":
-        from ..tokenizer import get_tokenizer
 
         return get_tokenizer()
-    from ..tokenizer.sentencepiece import TOKENIZER_FILE, SentencePieceTokenizer
 
     path = Path(source)
     return SentencePieceTokenizer(path / TOKENIZER_FILE if path.is_dir() else path, context_length)

@@ -17,6 +17,7 @@ from ..errors import CheckpointError
 from ..reader import read_state_dict
 from . import openai
 from .base import CheckpointFormat, Families, LoadedCheckpoint, StateDict
+from .registry import to_native_state
 
 NAME = "open_clip"
 CONFIG_FILE = "open_clip_config.json"
@@ -177,7 +178,6 @@ def model_config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
 
 def read_dir(directory: Path, trust_pickle: bool) -> LoadedCheckpoint:
     """An open_clip hub directory (``open_clip_config.json`` + weights)."""
-    from . import to_native_state  # the registry imports this module
 
     config_file = directory / CONFIG_FILE
     meta = read_json(config_file)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ...configs import ClipConfig, ConfigError, SigLipTextConfig, SigLipVisionConfig
+from ...tokenizer.sentencepiece import SentencePieceTokenizer
 from .base import CheckpointFormat, LayoutFamily
 from .open_clip import register_family
 from .renames import Renames
@@ -199,7 +200,6 @@ def read_tokenizer(directory: Path) -> Any:
     (Hugging Face SigLIP directories); ``None`` when it ships neither."""
     if not any((directory / name).is_file() for name in ("tokenizer.json", "spiece.model")):
         return None
-    from ...tokenizer.sentencepiece import SentencePieceTokenizer
 
     try:
         return SentencePieceTokenizer.from_dir(directory)

@@ -1,4 +1,8 @@
-"""Preprocessing configuration: what the image pipeline does, as a frozen dataclass."""
+"""Preprocessing configuration: what the image pipeline does, as a frozen dataclass.
+
+It lives with the other configs (architecture files declare a ``preprocess`` section and are
+validated against it); :mod:`clipforge.preprocess` builds the pipeline from it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from ..configs.engine import ConfigError, build
+from .engine import ConfigError, build
 
 OPENAI_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
