@@ -17,6 +17,7 @@ from clipforge.checkpoints import (
     UnknownFormatError,
     detect_directory_format,
     detect_state_format,
+    directory as directory_module,
     formats as registry,
     get_format,
     list_formats,
@@ -158,8 +159,6 @@ def test_unsupported_conversion_fails_before_writing(tmp_path):
 
 
 def test_failed_write_keeps_the_previous_file_whole(model, tmp_path, monkeypatch):
-    import safetensors.torch
-
     clipforge.save(model, tmp_path, format="clipforge")
     before = (tmp_path / "model.safetensors").read_bytes()
 
@@ -167,7 +166,7 @@ def test_failed_write_keeps_the_previous_file_whole(model, tmp_path, monkeypatch
         Path(filename).write_bytes(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", broken_save_file)
+    monkeypatch.setattr(directory_module, "save_file", broken_save_file)
     with pytest.raises(OSError, match="disk full"):
         clipforge.save(perturb_(tiny_model(), seed=5), tmp_path, format="clipforge")
     assert (tmp_path / "model.safetensors").read_bytes() == before

@@ -23,6 +23,7 @@ from .checkpoints.fit import check_fits
 from .checkpoints.formats import LoadedCheckpoint, list_formats
 from .checkpoints.torchscript import is_torchscript_archive
 from .configs import ClipConfig, get_config, get_preprocess, get_tokenizer_source, is_architecture
+from .errors import UsageError
 from .models import CLIP
 from .models.clip import Towers
 from .preprocess import PreprocessConfig
@@ -87,7 +88,7 @@ def load(
     preprocess, tokenizer_dir, architecture = None, None, None
     if pretrained is not None:
         if not isinstance(name, str):
-            raise ValueError("pretrained=... needs an architecture name")
+            raise UsageError("pretrained=... needs an architecture name")
         entry = get_pretrained(name, pretrained)
         weights = download_weights(entry, cache_dir)
         tokenizer_dir = download_tokenizer(entry, cache_dir)
@@ -102,7 +103,7 @@ def load(
             preprocess = _architecture_preprocess(architecture)
         activation = activation or _activation_hint(weights)
     elif isinstance(name_or_path, ClipConfig):
-        raise ValueError("load(config) needs weights=...; use create_model(config) for random init")
+        raise UsageError("load(config) needs weights=...; use create_model(config) for random init")
     else:
         ckpt = read_checkpoint(name_or_path, trust_pickle)
         cfg = ckpt.config or _infer(ckpt)

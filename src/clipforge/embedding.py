@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
+from .errors import UsageError
 from .preprocess import ImageDecodeError, Preprocess, load_image
 from .runtime import Precision, autocast, check_precision
 
@@ -130,7 +131,7 @@ def check_images(images: Images) -> list[ImageInput] | torch.Tensor:
     """Validate image inputs up front (programming errors raise; unreadable files do not)."""
     if isinstance(images, torch.Tensor):
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"an image tensor must be (N, 3, H, W), got {tuple(images.shape)}")
+            raise UsageError(f"an image tensor must be (N, 3, H, W), got {tuple(images.shape)}")
         return images
     if isinstance(images, str | os.PathLike | Image.Image):
         images = [images]
@@ -138,7 +139,7 @@ def check_images(images: Images) -> list[ImageInput] | torch.Tensor:
     for i, item in enumerate(items):
         if isinstance(item, torch.Tensor):
             if item.ndim != 3 or item.shape[0] != 3:
-                raise ValueError(f"image tensor {i} must be (3, H, W), got {tuple(item.shape)}")
+                raise UsageError(f"image tensor {i} must be (3, H, W), got {tuple(item.shape)}")
         elif not isinstance(item, str | os.PathLike | Image.Image):
             raise TypeError(
                 f"image {i}: expected a path, a PIL image or a tensor, got {type(item).__name__}"
@@ -213,9 +214,9 @@ def stream_image_embeddings(
     ``(input index, reason)``, in input order.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     if num_workers < 0:
-        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        raise UsageError(f"num_workers must be >= 0, got {num_workers}")
     check_precision(precision)
     items = check_images(images)
     n = len(items)
@@ -312,7 +313,7 @@ def encode_texts(
     their count. ``precision`` ("fp32", "bf16", "fp16") runs the model under autocast.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     check_precision(precision)
     if isinstance(texts, str):
         texts = [texts]

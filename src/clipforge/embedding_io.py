@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UsageError
+
 __all__ = ["EMBEDDING_SUFFIXES", "ids_path", "write_embeddings"]
 
 EMBEDDING_SUFFIXES = (".npy", ".parquet")
@@ -38,7 +40,7 @@ def write_embeddings(output: Path, ids: list[str], vectors: np.ndarray) -> list[
     Each file is written under a temporary name and renamed into place; returns the paths.
     """
     if output.suffix not in EMBEDDING_SUFFIXES:
-        raise ValueError(f"{output}: embedding files end in .npy or .parquet")
+        raise UsageError(f"{output}: embedding files end in .npy or .parquet")
     if output.suffix == ".npy":
         with _atomic(output) as tmp_vectors, _atomic(ids_path(output)) as tmp_ids:
             with open(tmp_vectors, "wb") as f:

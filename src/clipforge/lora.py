@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .errors import UsageError
+
 # target group -> (submodule path inside a ResidualAttentionBlock, parameter name)
 _TARGETS: dict[str, tuple[tuple[str, str], ...]] = {
     "in_proj": (("attn", "in_proj_weight"),),
@@ -80,11 +82,11 @@ class LoRAParametrization(nn.Module):
 def _resolve_targets(targets: str | Sequence[str]) -> list[tuple[str, str]]:
     names = (targets,) if isinstance(targets, str) else tuple(targets)
     if not names:
-        raise ValueError("targets is empty")
+        raise UsageError("targets is empty")
     sites: list[tuple[str, str]] = []
     for name in names:
         if name not in _TARGETS:
-            raise ValueError(f"unknown LoRA target {name!r}; expected some of {sorted(_TARGETS)}")
+            raise UsageError(f"unknown LoRA target {name!r}; expected some of {sorted(_TARGETS)}")
         sites.extend(s for s in _TARGETS[name] if s not in sites)
     return sites
 
@@ -92,16 +94,16 @@ def _resolve_targets(targets: str | Sequence[str]) -> list[tuple[str, str]]:
 def _blocks(model: nn.Module, towers: str | Sequence[str]) -> Iterator[tuple[str, nn.Module]]:
     names = (towers,) if isinstance(towers, str) else tuple(towers)
     if not names:
-        raise ValueError("towers is empty")
+        raise UsageError("towers is empty")
     for tower in names:
         if tower not in _TOWERS:
-            raise ValueError(f"unknown tower {tower!r}; expected 'image' and/or 'text'")
+            raise UsageError(f"unknown tower {tower!r}; expected 'image' and/or 'text'")
         module = getattr(model, _TOWERS[tower])
         if module is None:  # a single-tower model: adapt what exists
             continue
         blocks = module.adapter_blocks()
         if not blocks:
-            raise ValueError(
+            raise UsageError(
                 f"the {tower} tower ({type(module).__name__}) has no transformer blocks to "
                 f"adapt; use towers=('text',) for ResNet image towers"
             )
@@ -151,15 +153,15 @@ def apply_lora(
     ``n`` adapted ``(out, in)`` weights gains ``rank * sum(out + in)`` parameters.
     """
     if rank < 1:
-        raise ValueError(f"rank must be >= 1, got {rank}")
+        raise UsageError(f"rank must be >= 1, got {rank}")
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        raise UsageError(f"dropout must be in [0, 1), got {dropout}")
     if has_lora(model):
-        raise ValueError("the model already has LoRA adapters; merge_lora() it first")
+        raise UsageError("the model already has LoRA adapters; merge_lora() it first")
     sites = _resolve_targets(targets)
     blocks = list(_blocks(model, towers))
     if not blocks:
-        raise ValueError(f"no transformer blocks found in towers {towers!r}")
+        raise UsageError(f"no transformer blocks found in towers {towers!r}")
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     for _, block in blocks:
         for path, param_name in sites:
@@ -201,7 +203,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
     """
     sites = list(_lora_sites(model))
     if not sites:
-        raise ValueError("the model has no LoRA adapters")
+        raise UsageError("the model has no LoRA adapters")
     for module, name, lora in sites:
         delta = (lora.lora_B.float() @ lora.lora_A.float()) * lora.scale
         parametrize.remove_parametrizations(module, name, leave_parametrized=False)

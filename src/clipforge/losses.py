@@ -37,6 +37,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import UsageError
+
 __all__ = [
     "SIGLIP_INIT_BIAS",
     "SIGLIP_INIT_SCALE",
@@ -210,7 +212,7 @@ def clamp_logit_scale_(
             if name.rsplit(".", 1)[-1] == "logit_scale"
         ]
         if not params:
-            raise ValueError(f"{type(model_or_param).__name__} has no 'logit_scale' parameter")
+            raise UsageError(f"{type(model_or_param).__name__} has no 'logit_scale' parameter")
     with torch.no_grad():
         for param in params:
             param.clamp_(min_value, max_value)

@@ -12,6 +12,7 @@ from PIL import Image
 from torch import nn
 
 from .embedding import Images, check_images, embed_images, embed_texts
+from .errors import UsageError
 from .preprocess import ImageDecodeError, load_image
 from .runtime import Precision
 
@@ -98,7 +99,7 @@ def clip_score(
     items = check_images(images)
     texts = [texts] if isinstance(texts, str) else list(texts)
     if len(items) != len(texts):
-        raise ValueError(
+        raise UsageError(
             f"clip_score pairs images with texts: got {len(items)} images, {len(texts)} texts"
         )
     image = _image_embeddings(model, items, batch_size, num_workers, precision, failures)
@@ -170,13 +171,13 @@ def plot_similarity(
 
     values = sim.detach().cpu().numpy() if isinstance(sim, torch.Tensor) else np.asarray(sim)
     if values.ndim != 2:
-        raise ValueError(f"sim must be 2-D (images x texts), got shape {values.shape}")
+        raise UsageError(f"sim must be 2-D (images x texts), got shape {values.shape}")
     n_images, n_texts = values.shape
     if len(texts) != n_texts:
-        raise ValueError(f"sim has {n_texts} text columns but {len(texts)} texts were given")
+        raise UsageError(f"sim has {n_texts} text columns but {len(texts)} texts were given")
     items = list(images) if images is not None else [str(i) for i in range(n_images)]
     if len(items) != n_images:
-        raise ValueError(f"sim has {n_images} image rows but {len(items)} images/labels were given")
+        raise UsageError(f"sim has {n_images} image rows but {len(items)} images/labels were given")
     thumbs = {i: _thumbnail(x) for i, x in enumerate(items) if not isinstance(x, str)}
     labels = [x if isinstance(x, str) else "" for x in items]
     grid = values.T.astype(np.float64)  # texts as rows, images as columns

@@ -18,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 
+from .errors import UsageError
+
 __all__ = ["PLACEHOLDER", "TEMPLATE_SETS", "get_templates"]
 
 PLACEHOLDER = "{c}"
@@ -36,10 +38,10 @@ TEMPLATE_SETS: Mapping[str, tuple[str, ...]] = _load_template_sets()
 def _validate(templates: Sequence[str], source: str) -> list[str]:
     out = list(templates)
     if not out:
-        raise ValueError(f"no templates in {source}")
+        raise UsageError(f"no templates in {source}")
     for t in out:
         if not isinstance(t, str) or PLACEHOLDER not in t:
-            raise ValueError(
+            raise UsageError(
                 f"template {t!r} in {source} lacks the class placeholder {PLACEHOLDER}"
             )
     return out
@@ -50,7 +52,7 @@ def _read_template_file(path: Path) -> list[str]:
     if path.suffix.lower() == ".json":
         data = json.loads(text)
         if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of template strings")
+            raise UsageError(f"{path}: expected a JSON list of template strings")
         return _validate(data, str(path))
     lines = [line.strip() for line in text.splitlines()]
     return _validate([line for line in lines if line and not line.startswith("#")], str(path))
@@ -72,7 +74,7 @@ def get_templates(templates: str | os.PathLike | Sequence[str]) -> list[str]:
             return [templates]
         if Path(templates).is_file():
             return _read_template_file(Path(templates))
-        raise ValueError(
+        raise UsageError(
             f"unknown template set {templates!r}: not one of {sorted(TEMPLATE_SETS)}, "
             f"not a file, and no {PLACEHOLDER} placeholder"
         )

@@ -29,6 +29,7 @@ from .embedding import (
     encode_texts,
     stream_image_embeddings,
 )
+from .errors import UsageError
 from .runtime import Precision, check_precision
 from .templates import PLACEHOLDER, TEMPLATE_SETS, get_templates
 
@@ -138,14 +139,14 @@ class ZeroShotClassifier:
             raise TypeError("classnames must be a sequence of strings, not one string")
         self.classnames = list(classnames)
         if not self.classnames or not all(isinstance(c, str) for c in self.classnames):
-            raise ValueError("classnames must be a non-empty sequence of strings")
+            raise UsageError("classnames must be a non-empty sequence of strings")
         if probabilities not in ("auto", "softmax", "sigmoid"):
-            raise ValueError(
+            raise UsageError(
                 f"probabilities must be auto, softmax or sigmoid, got {probabilities!r}"
             )
         bias = model.logit_bias
         if probabilities == "sigmoid" and bias is None:
-            raise ValueError("sigmoid probabilities need a model with a logit_bias (SigLIP)")
+            raise UsageError("sigmoid probabilities need a model with a logit_bias (SigLIP)")
         self.sigmoid = bias is not None and probabilities != "softmax"
         self.model = model
         self.templates = get_templates(templates)
@@ -213,7 +214,7 @@ class ZeroShotClassifier:
         ``progress``: tqdm bar (``None``: only on a terminal and with more than one batch).
         """
         if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+            raise UsageError(f"top_k must be >= 1, got {top_k}")
         k = min(top_k, len(self.classnames))
         items = check_images(images)
         _ = self.class_embeddings  # build before the image loop

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ..errors import ClipforgeError, InputError, UsageError
+from ..errors import ClipforgeError, InputError as InputError, UsageError as UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 _stderr = Console(stderr=True, width=None if sys.stderr.isatty() else 100_000)
@@ -45,22 +45,9 @@ def warn(message: str) -> None:
 
 
 def _exit_code(err: Exception) -> int | None:
-    """The exit code of an error we report in one line; ``None`` for a bug."""
-    from clipforge.checkpoints import CheckpointError
-    from clipforge.configs import ConfigError
-    from clipforge.preprocess import ImageDecodeError
-    from clipforge.train.outdir import OutputDirError
-
+    """The exit code of an error we report in one line; ``None`` for a bug (traceback)."""
     if isinstance(err, ClipforgeError):
         return err.exit_code
-    if isinstance(err, UsageError | ConfigError | OutputDirError):
-        return USAGE_EXIT
-    if isinstance(err, InputError | CheckpointError | ImageDecodeError | OSError):
-        return INPUT_EXIT
-    if isinstance(err, UnicodeError):
-        return INPUT_EXIT
-    if isinstance(err, ValueError):  # the API's "bad argument" error
-        return USAGE_EXIT
     return None
 
 

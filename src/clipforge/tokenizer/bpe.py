@@ -32,6 +32,8 @@ import ftfy
 import numpy as np
 import regex
 
+from ..errors import UsageError
+
 if TYPE_CHECKING:
     import torch
 
@@ -308,7 +310,7 @@ class ClipTokenizer:
             texts = [texts]
         length = self.context_length if context_length is None else int(context_length)
         if length < 1:
-            raise ValueError(f"context_length must be >= 1, got {length}")
+            raise UsageError(f"context_length must be >= 1, got {length}")
         flat, lengths = self._encode_flat(texts)
         if not truncate:
             self._check_fits(texts, lengths, length)
@@ -321,7 +323,7 @@ class ClipTokenizer:
         if too_long.size:
             i = int(too_long[0])
             text = texts[i] if len(texts[i]) <= 60 else texts[i][:60] + "..."
-            raise ValueError(
+            raise UsageError(
                 f"Input text {i} ({text!r}) is too long for context length {length}: "
                 f"{int(lengths[i]) + 2} tokens including SOT/EOT; use truncate=True to cut it"
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
 from .bpe import ClipTokenizer
 from .sentencepiece import SentencePieceTokenizer
 
@@ -25,7 +26,7 @@ def save_tokenizer(tokenizer: Any, directory: str | Path) -> dict[str, Any]:
         return tokenizer.save(directory)
     if isinstance(tokenizer, ClipTokenizer):
         return {"kind": "clip_bpe"}
-    raise ValueError(
+    raise UsageError(
         f"cannot write a {type(tokenizer).__name__} tokenizer (known: ClipTokenizer, "
         "SentencePieceTokenizer)"
     )
@@ -43,4 +44,4 @@ def load_tokenizer(spec: dict[str, Any], directory: str | Path) -> Any:
             pad_token=spec["pad_token"],
             clean=spec["clean"],
         )
-    raise ValueError(f"unknown tokenizer kind {kind!r} (known: clip_bpe, sentencepiece)")
+    raise UsageError(f"unknown tokenizer kind {kind!r} (known: clip_bpe, sentencepiece)")

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 import ftfy
 import numpy as np
 
+from ..errors import UsageError
+
 if TYPE_CHECKING:
     import torch
 
@@ -84,7 +86,7 @@ def _padding_side(config: dict[str, Any]) -> str:
     if side is None:
         side = "left" if config.get("tokenizer_class") in _LEFT_PADDING_CLASSES else "right"
     if side not in ("left", "right"):
-        raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
+        raise UsageError(f"padding_side must be 'left' or 'right', got {side!r}")
     return side
 
 
@@ -132,7 +134,7 @@ class SentencePieceTokenizer:
         from tokenizers import Tokenizer
 
         if clean not in ("canonicalize", "none"):
-            raise ValueError(f"clean must be 'canonicalize' or 'none', got {clean!r}")
+            raise UsageError(f"clean must be 'canonicalize' or 'none', got {clean!r}")
         path = Path(tokenizer_file)
         config = _tokenizer_config(path.parent)
         if path.suffix == ".model":
@@ -147,7 +149,7 @@ class SentencePieceTokenizer:
         pad_token = pad_token or _special_token(config, "pad_token") or "</s>"
         pad_id = self.backend.token_to_id(pad_token)
         if pad_id is None:
-            raise ValueError(f"pad token {pad_token!r} is not in the vocabulary of {path}")
+            raise UsageError(f"pad token {pad_token!r} is not in the vocabulary of {path}")
         self.pad_token, self.pad_id = pad_token, pad_id
         self._configured: dict[tuple[int, bool], Tokenizer] = {}
 
@@ -211,7 +213,7 @@ class SentencePieceTokenizer:
         ids = [e.ids for e in self._backend(length, truncate).encode_batch(texts)]
         too_long = [i for i, row in enumerate(ids) if len(row) > length]
         if too_long:
-            raise ValueError(f"text {too_long[0]} is longer than the context ({length} ids)")
+            raise UsageError(f"text {too_long[0]} is longer than the context ({length} ids)")
         return np.asarray(ids, dtype=np.int64).reshape(len(texts), length)
 
     def __call__(

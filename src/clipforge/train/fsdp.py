@@ -36,6 +36,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 from torch.distributed.tensor import DTensor
 
+from ..errors import UsageError
 from ..models.layers import ResidualAttentionBlock
 from .checkpoint import SHARDED_DIR, Checkpoint, restore_schedule
 
@@ -139,7 +140,7 @@ def restore_sharded(
     """Resume an FSDP run from ``ckpt``'s ``sharded/`` state (plus scheduler and scaler)."""
     directory = ckpt.path / SHARDED_DIR
     if not directory.is_dir():
-        raise ValueError(
+        raise UsageError(
             f"{ckpt.path} has no {SHARDED_DIR}/ (written by a strategy=ddp run); resume it "
             f"with strategy=ddp, or start from its weights with model.init_from={ckpt.path}"
         )

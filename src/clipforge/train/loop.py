@@ -27,6 +27,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from ..data.loader import build_train_loader
+from ..errors import UsageError
 from ..eval.registry import evaluate
 from ..lora import has_lora, merged_state_dict
 from ..losses import SIGLIP_INIT_BIAS, SIGLIP_INIT_SCALE, ClipLoss, SigLipLoss, clamp_logit_scale_
@@ -241,7 +242,7 @@ class _Trainer:
 
     def __init__(self, cfg: TrainConfig, d: _Dist) -> None:
         if cfg.batch_size % d.world_size:
-            raise ValueError(f"batch_size {cfg.batch_size} not divisible by {d.world_size} ranks")
+            raise UsageError(f"batch_size {cfg.batch_size} not divisible by {d.world_size} ranks")
         self.cfg, self.d = cfg, d
         _seed_all(cfg.seed)
         self.clip = build_model(cfg.model)
@@ -254,7 +255,7 @@ class _Trainer:
         self.model.to(d.device).train()
         self.fsdp = cfg.strategy == "fsdp" and d.world_size > 1
         if self.fsdp and cfg.eval_every:
-            raise ValueError("strategy=fsdp does not evaluate during training (eval_every=0); "
+            raise UsageError("strategy=fsdp does not evaluate during training (eval_every=0); "
                              "evaluate the saved step_N checkpoints instead")  # fmt: skip
         self.replicated = fsdp.shard(self.model, self.clip) if self.fsdp else []
         self.optimizer = build_optimizer(self.model, cfg.optim)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..api import create_model, load
+from ..errors import UsageError
 from ..lora import apply_lora
 from ..models import CLIP
 from ..tokenizer import get_tokenizer
@@ -23,7 +24,7 @@ def build_model(cfg: ModelConfig) -> CLIP:
         model = load(cfg.init_from, activation=cfg.activation)
     elif cfg.pretrained is not None:
         if not isinstance(cfg.architecture, str):
-            raise ValueError("model.pretrained needs a named model.architecture")
+            raise UsageError("model.pretrained needs a named model.architecture")
         model = load(cfg.architecture, pretrained=cfg.pretrained, activation=cfg.activation)
     else:
         model = create_model(cfg.clip_config(), activation=cfg.activation)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..models.tower import NO_DECAY_KEYWORDS, Tower, decays, towers_in
 from .config import OptimConfig
 
@@ -64,7 +65,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters of ``model``."""
     groups = param_groups(model, cfg.weight_decay)
     if not groups:
-        raise ValueError("the model has no trainable parameters (are both towers locked?)")
+        raise UsageError("the model has no trainable parameters (are both towers locked?)")
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
 
 
