@@ -30,8 +30,7 @@ EXEMPT = {
     # clipforge.onnx runs exported models with onnxruntime alone: torch only for export
     ("onnx/__init__.py", ".export"),
     ("preprocess/transforms.py", "torch"),  # ...and preprocesses and tokenizes with
-    ("tokenizer/bpe.py", "torch"),  # numpy alone: torch only for tensor outputs
-    ("tokenizer/sentencepiece.py", "torch"),
+    ("tokenizer/base.py", "torch"),  # numpy alone: torch only for tensor outputs
 }
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import regex
 
 from ..errors import UsageError
+from .base import ArrayTokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -131,7 +132,7 @@ def _merge_pair(symbols: list[str], pair: tuple[str, str]) -> list[str]:
     return merged
 
 
-class ClipTokenizer:
+class ClipTokenizer(ArrayTokenizer):
     """CLIP BPE tokenizer with ids identical to open_clip's ``SimpleTokenizer``."""
 
     def __init__(
@@ -283,17 +284,6 @@ class ClipTokenizer:
         return data.decode("utf-8", errors="replace").replace(_WORD_END, " ")
 
     # ------------------------------------------------------------ batching
-    def __call__(
-        self,
-        texts: str | Sequence[str],
-        context_length: int | None = None,
-        truncate: bool = True,
-    ) -> torch.LongTensor:
-        """Tokenize to a zero-padded ``(N, context_length)`` LongTensor (see :meth:`to_array`)."""
-        import torch  # the ONNX runtime path tokenizes without torch
-
-        return torch.from_numpy(self.to_array(texts, context_length, truncate))  # type: ignore[return-value]
-
     def to_array(
         self,
         texts: str | Sequence[str],

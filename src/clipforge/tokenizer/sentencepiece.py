@@ -34,9 +34,10 @@ import ftfy
 import numpy as np
 
 from ..errors import UsageError
+from .base import ArrayTokenizer
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 __all__ = [
     "TOKENIZER_CONFIG",
@@ -112,7 +113,7 @@ def spiece_to_backend(spiece_model: str | Path) -> Any:
     return backend
 
 
-class SentencePieceTokenizer:
+class SentencePieceTokenizer(ArrayTokenizer):
     """Texts → ``(N, context_length)`` int64 ids, canonicalised and padded to the context.
 
     Args:
@@ -216,13 +217,3 @@ class SentencePieceTokenizer:
             raise UsageError(f"text {too_long[0]} is longer than the context ({length} ids)")
         return np.asarray(ids, dtype=np.int64).reshape(len(texts), length)
 
-    def __call__(
-        self,
-        texts: str | Sequence[str],
-        context_length: int | None = None,
-        truncate: bool = True,
-    ) -> torch.Tensor:
-        """Texts → ``(N, context_length)`` int64 tensor (see :meth:`to_array`)."""
-        import torch  # the ONNX runtime path tokenizes without torch
-
-        return torch.from_numpy(self.to_array(texts, context_length, truncate))
