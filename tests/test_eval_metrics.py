@@ -232,10 +232,19 @@ def test_results_record_merge_and_tables(tmp_path):
         merge([tmp_path / "bad.json"])
 
 
-def test_cli_lists_every_builtin_evaluator():
-    from clipforge.cli.evaluate import TASKS
+def test_cli_has_a_command_per_registered_evaluator_with_flags_from_its_options():
+    from typer.testing import CliRunner
 
-    assert sorted(TASKS) == list_evaluators()
+    from clipforge.cli import app
+
+    listing = CliRunner().invoke(app, ["eval", "--help"], terminal_width=200)
+    assert listing.exit_code == 0, listing.output
+    for name in list_evaluators():
+        assert name in listing.output
+    probe = CliRunner().invoke(app, ["eval", "linear_probe", "--help"], terminal_width=200)
+    assert probe.exit_code == 0, probe.output
+    for flag in ("--fewshot-k", "--val-proportion", "--test-data", "--epochs", "--model"):
+        assert flag in probe.output, flag
 
 
 def test_builtin_classnames_are_clip_benchmarks():

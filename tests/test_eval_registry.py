@@ -350,3 +350,29 @@ def test_data_and_eval_import_nothing_from_train(package):
                 imported.update(alias.name for alias in node.names)
     assert "..data" in imported or "..configs" in imported  # the walk saw relative imports
     assert not [m for m in imported if m.startswith(("..train", "clipforge.train"))]
+
+
+def test_third_party_evaluator_is_a_cli_command_with_flags_from_its_options(tmp_path):
+    from typer.testing import CliRunner
+
+    from clipforge.cli import app
+
+    seen = []
+
+    def logit_scale(model, data, options: ScaleOptions) -> dict[str, float]:
+        seen.append(options)
+        return {"scaled": options.factor * float(model.logit_scale.detach().exp())}
+
+    register_evaluator("scale_cli_probe", ScaleOptions, logit_scale, description="a probe")
+    try:
+        runner = CliRunner()
+        shown = runner.invoke(app, ["eval", "scale_cli_probe", "--help"], terminal_width=200)
+        assert shown.exit_code == 0 and "--factor" in shown.output, shown.output
+        out = tmp_path / "r.json"
+        ran = runner.invoke(app, ["eval", "scale_cli_probe", "-m", "ViT-S-32", "--factor", "3",
+                                  "-o", str(out)])  # fmt: skip
+        assert ran.exit_code == 0, ran.output
+    finally:
+        EVALUATORS.unregister("scale_cli_probe")
+    assert seen == [ScaleOptions(3.0)]
+    assert json.loads(out.read_text())["metrics"]["scaled"] > 0

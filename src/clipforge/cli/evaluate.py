@@ -6,9 +6,9 @@ One command per registered evaluator, plus ``compare`` (models × datasets → o
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
-import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,10 @@ import typer
 
 from .common import BATCH, DEVICE, PRECISION, PRETRAINED, WEIGHTS, WORKERS, err_console, load_model
 from .errors import UsageError, warn
+from .eval_flags import EvaluatorGroup, make_command
 
 eval_app = typer.Typer(
+    cls=EvaluatorGroup,
     help="Evaluate models: zero-shot, retrieval, linear probe, compositional probes.",
     no_args_is_help=True,
 )
@@ -57,35 +59,16 @@ def run_task(task: str, model: str, data: Path | None, options: dict[str, Any], 
              weights: Path | None = None, pretrained: str | None = None,
              device: str | None = None, precision: str = "fp32", kind: str | None = None,
              data_options: dict[str, Any] | None = None, workers: int = 0) -> tuple[dict, Any]:  # fmt: skip
-    """Run one evaluation; ``(results record, EvalOutput)``."""
-    from ..eval import get_evaluator
-    from ..eval.datasets import data_config_for, dataset_name
-    from ..eval.registry import evaluate_detailed, evaluator_options
-    from ..eval.results import make_record
+    """Plan (options and dataset checked), load the model, run: ``(record, EvalOutput)``."""
+    from ..eval import plan_evaluation, run_evaluation
+    from ..runtime import check_precision
 
-    evaluator = get_evaluator(task)
-    config = None
-    if data is not None:
-        config = data_config_for(data, kind, data_options, workers)
-    if precision != "fp32" and "precision" in {f.name for f in fields(evaluator.options_class)}:
-        options.setdefault("precision", precision)
-    evaluator_options(task, options)  # option errors before the model is loaded
-    evaluator.check_data(config, "--data")
+    plan = plan_evaluation(
+        task, data, options, kind=kind, data_options=data_options, workers=workers,
+        precision=check_precision(precision),
+    )  # fmt: skip
     clip = load_model(model, weights, pretrained, device, precision)
-    start = time.perf_counter()
-    output = evaluate_detailed(task, clip, options, config)
-    seconds = time.perf_counter() - start
-    record = make_record(
-        task=task,
-        dataset=dataset_name(config),
-        model=model,
-        pretrained=pretrained,
-        output=output,
-        checkpoint=weights or (model if Path(model).exists() else None),
-        seconds=seconds,
-        options=options,
-    )
-    return record, output
+    return run_evaluation(plan, clip, model_name=model, pretrained=pretrained, checkpoint=weights)
 
 
 def _print_metrics(record: dict[str, Any]) -> None:
@@ -101,56 +84,62 @@ def _print_metrics(record: dict[str, Any]) -> None:
             err_console.print(f"  {key:32s} {value:.4f}{extra}")
 
 
+def _run_command(
+    task: str,
+    model: str = typer.Option(..., "--model", "-m", help="Architecture, or checkpoint."),
+    data: Path = DATA,
+    output: Path = typer.Option(Path("results.json"), "--output", "-o", help="Results JSON."),
+    report: Path = typer.Option(None, "--report", help="Also write an HTML report."),
+    run_dir: Path = typer.Option(None, "--run-dir", help="Report: add this run's curves."),
+    weights: Path = WEIGHTS,
+    pretrained: str = PRETRAINED,
+    device: str = DEVICE,
+    precision: str = PRECISION,
+    data_kind: str = KIND,
+    data_option: list[str] = DATA_OPTION,
+    option: list[str] = OPTION,
+    batch_size: int = BATCH,
+    workers: int = WORKERS,
+    **flags: Any,
+) -> None:
+    """Run one evaluator (its own flags come from its options dataclass) and write results."""
+    options = _pairs(option, "--option")
+    data_options = _pairs(data_option, "--data-option")
+    for name, value in flags.items():  # a second dataset (``--test-data``) is a path
+        options[name] = _data_dict(value, data_kind, data_options) if name.endswith("_data") else value
+    if batch_size != 32 and task != "image_caption_selection":
+        options["batch_size"] = batch_size
+    check_writable(output, "--output")
+    if report is not None:
+        check_writable(report, "--report")
+    record, result = run_task(
+        task, model, data, options, weights=weights, pretrained=pretrained, device=device,
+        precision=precision, kind=data_kind, data_options=data_options, workers=workers,
+    )  # fmt: skip
+    output.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+    _print_metrics(record)
+    if report is not None:
+        from ..eval.report import write_report
+
+        write_report([(record, result)], report, run_dir)
+    err_console.print(f"wrote {output}" + (f" and {report}" if report else ""))
+
+
+def _data_dict(path: Path, kind: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": _guess(path, kind), "path": str(path), "options": options}
+
+
 def _task_command(task: str) -> Any:
-    def command(
-        model: str = typer.Option(..., "--model", "-m", help="Architecture, or checkpoint."),
-        data: Path = DATA,
-        output: Path = typer.Option(Path("results.json"), "--output", "-o", help="Results JSON."),
-        report: Path = typer.Option(None, "--report", help="Also write an HTML report."),
-        run_dir: Path = typer.Option(None, "--run-dir", help="Report: add this run's curves."),
-        weights: Path = WEIGHTS,
-        pretrained: str = PRETRAINED,
-        device: str = DEVICE,
-        precision: str = PRECISION,
-        data_kind: str = KIND,
-        data_option: list[str] = DATA_OPTION,
-        option: list[str] = OPTION,
-        classnames: str = CLASSNAMES,
-        templates: str = TEMPLATES,
-        limit: int = LIMIT,
-        test_data: Path = typer.Option(None, "--test-data", help="linear_probe: test set."),
-        fewshot_k: int = typer.Option(None, "--fewshot-k", help="linear_probe: k per class."),
-        probe: str = typer.Option(None, "--probe", help="linear_probe: linear | logreg."),
-        batch_size: int = BATCH,
-        workers: int = WORKERS,
-    ) -> None:
-        options = _pairs(option, "--option")
-        given = {"classnames": classnames, "templates": templates, "limit": limit,
-                 "fewshot_k": fewshot_k, "probe": probe}  # fmt: skip
-        options.update({k: v for k, v in given.items() if v is not None})
-        if test_data is not None:
-            options["test_data"] = {"kind": _guess(test_data, data_kind), "path": str(test_data),
-                                    "options": _pairs(data_option, "--data-option")}  # fmt: skip
-        if batch_size != 32 and task != "image_caption_selection":
-            options["batch_size"] = batch_size
-        check_writable(output, "--output")
-        if report is not None:
-            check_writable(report, "--report")
-        record, result = run_task(
-            task, model, data, options, weights=weights, pretrained=pretrained, device=device,
-            precision=precision, kind=data_kind, data_options=_pairs(data_option, "--data-option"),
-            workers=workers,
-        )  # fmt: skip
-        output.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
-        _print_metrics(record)
-        if report is not None:
-            from ..eval.report import write_report
+    """The typer command of evaluator ``task``, with a flag per field of its options."""
+    from ..eval import get_evaluator
 
-            write_report([(record, result)], report, run_dir)
-        err_console.print(f"wrote {output}" + (f" and {report}" if report else ""))
-
-    command.__doc__ = f"Run the {task} evaluator and write its results JSON."
-    return command
+    evaluator = get_evaluator(task)
+    base = functools.partial(_run_command, task)
+    base.__signature__ = inspect.signature(_run_command).replace(  # type: ignore[attr-defined]
+        parameters=list(inspect.signature(_run_command).parameters.values())[1:]
+    )
+    doc = f"Run the {task} evaluator and write its results JSON. {evaluator.description}"
+    return make_command(base, evaluator.options_class, doc.strip())
 
 
 def _guess(path: Path, kind: str | None) -> str:
@@ -203,21 +192,9 @@ def compare(
     typer.echo(text if output.suffix == ".md" else f"wrote {output}")
 
 
-#: The built-in evaluators (named here so that importing the CLI imports no torch/numpy;
-#: a test checks it against ``clipforge.eval.list_evaluators()``).
-TASKS = (
-    "zeroshot_classification",
-    "zeroshot_retrieval",
-    "linear_probe",
-    "image_caption_selection",
-    "procedural_zeroshot",
-)
-
-
 def register(app: typer.Typer) -> None:
-    """Add the ``eval`` command group to ``app``."""
-    for task in TASKS:
-        eval_app.command(name=task)(_task_command(task))
+    """Add the ``eval`` command group to ``app`` (one command per registered evaluator)."""
+    EvaluatorGroup.make_task_command = staticmethod(_task_command)
     eval_app.command(name="compare")(compare)
     eval_app.command(name="build")(build)
     app.add_typer(eval_app, name="eval")

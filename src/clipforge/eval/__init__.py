@@ -22,11 +22,13 @@ from .registry import (
     register_evaluator,
 )
 from .retrieval import retrieval_recall
+from .run import EvaluationPlan, plan_evaluation, run_evaluation
 
 __all__ = [
     "EVALUATORS",
     "EvalConfig",
     "EvalOutput",
+    "EvaluationPlan",
     "Evaluator",
     "classification_metrics",
     "evaluate",
@@ -34,6 +36,8 @@ __all__ = [
     "evaluator_options",
     "get_evaluator",
     "list_evaluators",
+    "plan_evaluation",
     "register_evaluator",
     "retrieval_recall",
+    "run_evaluation",
 ]
