@@ -59,8 +59,9 @@ def test_lazy_entries_import_on_first_use_and_fail_only_then():
 
     assert reg.get("join") is os.path.join
     assert "missing" in reg.names()
-    with pytest.raises(ModuleNotFoundError):
+    with pytest.raises(ImportError, match="needs module .clipforge_no_such_module.") as err:
         reg.get("missing")
+    assert err.value.name == "clipforge_no_such_module"
     with pytest.raises(ValueError, match="module:attr"):
         reg.register_lazy("bad", "no_colon_here")
 

@@ -21,7 +21,7 @@ from typing import Generic, TypeVar, overload
 
 from .errors import ClipforgeError, ConfigError
 
-__all__ = ["Registry", "did_you_mean", "unknown_name"]
+__all__ = ["Registry", "did_you_mean", "import_ref", "unknown_name"]
 
 T = TypeVar("T")
 E = TypeVar("E")
@@ -42,6 +42,28 @@ def unknown_name(what: str, name: str, valid: Iterable[str]) -> ConfigError:
     return ConfigError(f"unknown {what} {name!r}{did_you_mean(name, valid)}; valid: {valid}")
 
 
+def import_ref(ref: object) -> object:
+    """The object a ``"package.module:attr"`` string names (imported now), or ``ref`` itself
+    when it is not a string."""
+    if not isinstance(ref, str):
+        return ref
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"a reference must read 'package.module:attr', got {ref!r}")
+    try:
+        value: object = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ImportError(
+            f"{ref!r} needs module {module_name!r}, which failed: {err}", name=err.name
+        ) from err
+    try:
+        for part in attr.split("."):
+            value = getattr(value, part)
+    except AttributeError:
+        raise ImportError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return value
+
+
 class _Lazy:
     """An entry not imported yet: ``"package.module:attr"``."""
 
@@ -54,11 +76,7 @@ class _Lazy:
         self.target = target
 
     def load(self) -> object:
-        module, _, attr = self.target.partition(":")
-        value: object = importlib.import_module(module)
-        for part in attr.split("."):
-            value = getattr(value, part)
-        return value
+        return import_ref(self.target)
 
 
 class Registry(Generic[T]):

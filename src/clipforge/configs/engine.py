@@ -19,7 +19,7 @@ import json
 import math
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from ..errors import ConfigError  # defined once for the whole package
@@ -29,7 +29,9 @@ __all__ = [
     "ConfigError",
     "apply_override",
     "bounded",
+    "Coerce",
     "build",
+    "check_keys",
     "check_ranges",
     "did_you_mean",
     "unknown_name",
@@ -94,12 +96,20 @@ def check_ranges(instance: Any, prefix: str = "") -> None:
 
 
 # ----------------------------------------------------------------------------- names
-def _unknown_key(prefix: str, key: str, valid: list[str]) -> ConfigError:
+def _unknown_key(prefix: str, key: str, valid: list[str], what: str = "config key") -> ConfigError:
     name = f"{prefix}.{key}" if prefix else key
     where = f"under '{prefix}'" if prefix else "at the top level"
     return ConfigError(
-        f"unknown config key '{name}'{did_you_mean(key, valid)}; valid keys {where}: {valid}"
+        f"unknown {what} '{name}'{did_you_mean(key, valid)}; valid keys {where}: {valid}"
     )
+
+
+def check_keys(cls: type, data: Mapping[str, Any], prefix: str, what: str = "config key") -> None:
+    """Raise a did-you-mean :class:`ConfigError` naming ``prefix.key`` for an unknown key."""
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in valid:
+            raise _unknown_key(prefix, str(key), valid, what)
 
 
 # ----------------------------------------------------------------------------- coercion
@@ -205,18 +215,32 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     return _coerce_scalar(value, tp, key)
 
 
-def build(cls: type, data: Any, prefix: str = "") -> Any:
-    """Instantiate dataclass ``cls`` from a dict: keys checked, values coerced, ranges checked."""
+#: ``coerce(value, annotated type, dotted key) -> value``: converts one config value
+Coerce = Callable[[Any, Any, str], Any]
+
+
+def build(
+    cls: type,
+    data: Any,
+    prefix: str = "",
+    coerce_value: Coerce | None = None,
+    what: str = "config key",
+) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping (``None``: empty; an instance is returned
+    as is): unknown keys get a did-you-mean :class:`ConfigError` (``unknown <what>
+    'prefix.key'``), values are converted to their annotated types (by ``coerce_value``,
+    default :func:`coerce`) and :func:`bounded` ranges are checked. The one builder behind
+    architectures, training configs, data-source and evaluator options."""
     if isinstance(data, cls):
         return data
-    if not isinstance(data, dict):
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
         raise _type_error(prefix or "<root>", data, "a mapping")
+    check_keys(cls, data, prefix, what)
+    convert = coerce_value or coerce
     hints = typing.get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in valid:
-            raise _unknown_key(prefix, str(key), valid)
-    kwargs = {k: coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    kwargs = {k: convert(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
     try:
         instance = cls(**kwargs)
     except TypeError as err:  # a required field is missing

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..configs import ConfigError
-from ..options import Coerce
+from ..configs.engine import Coerce
 
 __all__ = ["ConfigError", "DataConfig"]
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..configs import ConfigError
-from ..options import Coerce, build_options, check_keys, resolve
-from ..registry import Registry
+from ..configs.engine import Coerce, build, check_keys
+from ..registry import Registry, import_ref
 
 __all__ = [
     "DATA_SOURCES",
@@ -50,7 +50,7 @@ class DataSource:
     @property
     def options_class(self) -> type:
         """The options dataclass (imported on first use)."""
-        cls = resolve(self.options)
+        cls = import_ref(self.options)
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"data source {self.name!r}: options {cls!r} is not a dataclass")
         return cls
@@ -58,7 +58,7 @@ class DataSource:
     @property
     def build(self) -> Callable[..., Any]:
         """The builder function (imported on first use)."""
-        return resolve(self.builder)
+        return import_ref(self.builder)
 
 
 #: data kind -> its :class:`DataSource`
@@ -93,7 +93,7 @@ def check_options(
 ) -> None:
     """Check ``kind``, the option keys (not values) and that a needed path is given."""
     source = get_data_source(kind)
-    check_keys(source.options_class, options or {}, f"{prefix}.options")
+    check_keys(source.options_class, options or {}, f"{prefix}.options", "option")
     if source.needs_path and path is None:
         raise ConfigError(f"data kind {kind!r} needs '{prefix}.path'")
 
@@ -103,13 +103,13 @@ def validate_options(
 ) -> Any:
     """The typed options of ``kind`` from a dict (or an options instance, returned as is)."""
     source = get_data_source(kind)
-    return build_options(source.options_class, options, f"{prefix}.options", coerce)
+    return build(source.options_class, options, f"{prefix}.options", coerce, "option")
 
 
 def source_options(cfg: Any, kind: str, what: str = "option") -> Any:
     """Builders' helper: ``cfg.options`` (dict or dataclass) as ``kind``'s typed options."""
     cls = get_data_source(kind).options_class
-    return build_options(cls, cfg.options, "data.options", what=what)
+    return build(cls, cfg.options, "data.options", what=what)
 
 
 def resolve_builder(kind: str) -> Callable[..., Any]:

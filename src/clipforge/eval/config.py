@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..configs import ConfigError
+from ..configs.engine import Coerce, check_keys
 from ..data.config import DataConfig
-from ..options import Coerce, check_keys
 
 __all__ = ["EvalConfig", "check_eval_list"]
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..configs import ConfigError
+from ..configs.engine import Coerce, build
 from ..data.config import DataConfig
-from ..options import Coerce, build_options, resolve
-from ..registry import Registry
+from ..registry import Registry, import_ref
 
 __all__ = [
     "EVALUATORS",
@@ -60,7 +60,7 @@ class Evaluator:
     @property
     def options_class(self) -> type:
         """The options dataclass (imported on first use)."""
-        cls = resolve(self.options)
+        cls = import_ref(self.options)
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"evaluator {self.name!r}: options {cls!r} is not a dataclass")
         return cls
@@ -116,14 +116,14 @@ def evaluator_options(
     name: str, options: Any, coerce: Coerce | None = None, prefix: str = "options"
 ) -> Any:
     """The typed options of evaluator ``name`` from a dict (unknown keys: did-you-mean)."""
-    return build_options(get_evaluator(name).options_class, options, prefix, coerce)
+    return build(get_evaluator(name).options_class, options, prefix, coerce, "option")
 
 
 def as_data_config(data: DataConfig | Mapping[str, Any] | None) -> DataConfig | None:
     """``data`` as a :class:`DataConfig` (a dict is checked like a config section)."""
     if data is None or isinstance(data, DataConfig):
         return data
-    return build_options(DataConfig, data, "data")
+    return build(DataConfig, data, "data", what="option")
 
 
 def evaluate(
@@ -144,7 +144,7 @@ def evaluate(
     opts = evaluator_options(name, options)
     data = as_data_config(data)
     evaluator.check_data(data)
-    run = resolve(evaluator.run)
+    run = import_ref(evaluator.run)
     with eval_mode(model):
         metrics = run(model, data, opts)
     return {str(k): float(v) for k, v in metrics.items()}
@@ -165,7 +165,7 @@ def evaluate_detailed(
     opts = evaluator_options(name, options)
     data = as_data_config(data)
     evaluator.check_data(data)
-    function = resolve(evaluator.details or evaluator.run)
+    function = import_ref(evaluator.details or evaluator.run)
     with eval_mode(model):
         result = function(model, data, opts)
     if not isinstance(result, EvalOutput):
