@@ -376,3 +376,56 @@ def test_third_party_evaluator_is_a_cli_command_with_flags_from_its_options(tmp_
         EVALUATORS.unregister("scale_cli_probe")
     assert seen == [ScaleOptions(3.0)]
     assert json.loads(out.read_text())["metrics"]["scaled"] > 0
+
+
+def labelled_constant(cfg, *, limit, n_per_class=2):
+    """Three colours × two images: labelled images for evaluation."""
+    from clipforge.data.samples import LabelledImages
+
+    colours = [(200, 0, 0), (0, 200, 0), (0, 0, 200)]
+    images = [Image.new("RGB", (40, 40), c) for c in colours for _ in range(2)]
+    labels = np.repeat(np.arange(3), 2)
+    return LabelledImages(images, labels, ["red", "green", "blue"], ["a {c} square"])
+
+
+def test_third_party_data_source_is_used_by_train_and_eval_clis(tmp_path):
+    """A source registered from outside the package: `clipforge train` trains on it and
+    `clipforge eval` evaluates on it (the same registry entry)."""
+    from typer.testing import CliRunner
+
+    from clipforge.cli import app
+
+    sources.register_data_source(
+        "constant_cli", ConstantOptions, build_constant_cli, needs_path=False,
+        labelled=labelled_constant,
+    )  # fmt: skip
+    runner = CliRunner()
+    try:
+        assert sources.get_data_source("constant_cli").yields == ("batches", "labelled_images")
+        config = tmp_path / "train.json"
+        data = {"kind": "constant_cli", "options": {"count": 6}}
+        config.write_text(json.dumps(base(tmp_path / "run", data=data)))
+        trained = runner.invoke(app, ["train", str(config)])
+        assert trained.exit_code == 0, trained.output
+        out = tmp_path / "results.json"
+        evaluated = runner.invoke(app, [
+            "eval", "zeroshot_classification", "-m", str(tmp_path / "run" / "latest"),
+            "--data-kind", "constant_cli", "--data", "unused", "-o", str(out),
+        ])  # fmt: skip
+        assert evaluated.exit_code == 0, evaluated.output
+        refused = runner.invoke(app, [
+            "eval", "zeroshot_retrieval", "-m", TINY, "--data-kind", "constant_cli",
+            "--data", "unused", "-o", str(tmp_path / "r.json"),
+        ])  # fmt: skip
+    finally:
+        sources.DATA_SOURCES.unregister("constant_cli")
+    record = json.loads(out.read_text())
+    assert record["counts"]["evaluated"] == 6 and 0.0 <= record["metrics"]["acc1"] <= 1.0
+    assert refused.exit_code == 2
+    assert "cannot use data of kind 'constant_cli'" in refused.output
+
+
+def build_constant_cli(cfg, transform, tokenize, *, seed, rank, world_size):
+    opts = sources.source_options(cfg, "constant_cli")
+    image = transform(Image.new("RGB", (40, 40), (seed % 255, 0, 0)))
+    return [(image, tokenize(opts.caption))] * opts.count

@@ -22,6 +22,8 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from .errors import friendly_errors
+
 #: option fields the common flags already cover (``--batch-size``, ``--precision``)
 COMMON_FIELDS = ("batch_size", "precision")
 _SCALARS = (int, float, str, bool)
@@ -111,5 +113,5 @@ class EvaluatorGroup(TyperGroup):
         if command is not None or cmd_name not in self._tasks() or not self.make_task_command:
             return command
         single = typer.Typer(add_completion=False)
-        single.command(name=cmd_name)(self.make_task_command(cmd_name))
+        single.command(name=cmd_name)(friendly_errors(self.make_task_command(cmd_name)))
         return typer.main.get_command(single)

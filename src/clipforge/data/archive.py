@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..configs import ConfigError
-from .sources import resolve_builder, source_options
+from .sources import get_data_source, resolve_builder, source_options
 from .tabular import Tokenize, Transform
 
 __all__ = ["Options", "build", "extract_archive", "inner_config", "locate"]
@@ -121,3 +121,15 @@ def build(
     inner = inner_config(cfg)
     builder = resolve_builder(inner.kind)
     return builder(inner, transform, tokenize, seed=seed, rank=rank, world_size=world_size)
+
+
+def labelled_images(data: Any, *, limit: int | None, n_per_class: int = 2) -> Any:
+    """The labelled images of the archive's inner dataset (extracted to the cache)."""
+    inner = inner_config(data)
+    return get_data_source(inner.kind).read_labelled(inner, limit=limit, n_per_class=n_per_class)
+
+
+def captioned_images(data: Any, *, limit: int | None) -> Any:
+    """The image-caption pairs of the archive's inner table (extracted to the cache)."""
+    inner = inner_config(data)
+    return get_data_source(inner.kind).read_captions(inner, limit=limit)

@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..configs import ConfigError
+from ..preprocess import ImageDecodeError
+from .samples import LabelledImages, subset_indices
 
 __all__ = ["Options", "build", "read_shards"]
 
@@ -68,3 +72,23 @@ def decode(sample: dict[str, Any]) -> Any:
 def build(cfg: Any, transform: Any, tokenize: Any, *, seed: int, rank: int, world_size: int) -> Any:
     """Not a training source: a :class:`ConfigError` pointing to ``webdataset``."""
     raise ConfigError("data kind 'clip_benchmark' is for evaluation; train with kind 'webdataset'")
+
+
+def labelled_images(data: Any, *, limit: int | None, n_per_class: int = 2) -> LabelledImages:
+    """A CLIP_benchmark WebDataset directory as labelled images (undecodable samples are
+    reported in ``failures``, the others kept)."""
+    root = Path(data.path)
+    samples = read_shards(root, data.typed_options().split)
+    samples = [samples[i] for i in subset_indices(len(samples), limit)]
+    names = [n.strip() for n in (root / "classnames.txt").read_text("utf-8").splitlines()]
+    template_file = root / "zeroshot_classification_templates.txt"
+    templates = str(template_file) if template_file.is_file() else None
+    images, labels, failures = [], [], []
+    for sample in samples:
+        try:
+            images.append(decode(sample))
+            labels.append(int(sample["cls"]))
+        except (ImageDecodeError, KeyError, ValueError) as err:
+            failures.append((f"{sample['__shard__']}:{sample['__key__']}", str(err)))
+    labels_array = np.asarray(labels, dtype=np.int64)
+    return LabelledImages(images, labels_array, [n for n in names if n], templates, failures)

@@ -27,7 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..templates import get_templates
+from .samples import LabelledImages
 from .sources import source_options
 from .tabular import ImageCaptionDataset, Tokenize, Transform
 
@@ -187,3 +190,12 @@ __all__ = [
     "scan_folder",
     "template_index",
 ]
+
+
+def labelled_images(data: Any, *, limit: int | None, n_per_class: int = 2) -> LabelledImages:
+    """A class folder as labelled images (class names: the folder names, or the options')."""
+    opts = data.typed_options()
+    folders, samples = scan_folder(data.path)
+    names = class_names(folders, opts.classnames)
+    labels = np.asarray([y for _, y in samples], dtype=np.int64)
+    return LabelledImages([p for p, _ in samples], labels, names, opts.templates)

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from ..configs import ConfigError
 from ..templates import get_templates
 from .folder import template_index
+from .samples import LabelledImages, subset_indices
 from .sources import source_options
 from .tabular import Tokenize, Transform, to_tokens
 
@@ -102,3 +103,13 @@ def build(
     del rank, world_size
     opts: Options = source_options(cfg, "mnist", what="mnist data option")
     return MnistCaptions(cfg.path, transform, tokenize, opts, seed)
+
+
+def labelled_images(data: Any, *, limit: int | None, n_per_class: int = 2) -> LabelledImages:
+    """MNIST IDX files as labelled images (the subset is taken before PIL conversion)."""
+    opts = data.typed_options()
+    images, labels = load_mnist(data.path, opts.split)
+    keep = subset_indices(len(labels), limit)
+    images, labels = images[keep], labels[keep]
+    names = opts.classnames or [str(i) for i in range(10)]
+    return LabelledImages([to_pil(i) for i in images], labels, names, opts.templates)

@@ -15,12 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..configs import ConfigError
 from .loader import SafeDataset
-from .procedural import DIFFICULTIES, SPLITS, ProceduralCaptions
+from .procedural import (
+    DIFFICULTIES,
+    SPLITS,
+    ProceduralCaptions,
+    render_zero_shot,
+    zero_shot_task,
+)
+from .samples import LabelledImages
 from .sources import source_options
 
 if TYPE_CHECKING:
@@ -70,3 +78,12 @@ def build(
         difficulty=opts.difficulty,
     )
     return SafeDataset(dataset, name="procedural")
+
+
+def labelled_images(data: Any, *, limit: int | None, n_per_class: int = 2) -> LabelledImages:
+    """Rendered colour+shape scenes of a split, ``n_per_class`` per class, as labelled images."""
+    opts = data.typed_options()
+    names, samples = zero_shot_task(opts.split, n_per_class)
+    rendered = render_zero_shot(samples, data.image_size or 64, opts.seed or 0)
+    labels = np.asarray([y for _, y in rendered], dtype=np.int64)
+    return LabelledImages([image for image, _ in rendered], labels, list(names), None)

@@ -46,6 +46,31 @@ class DataSource:
     options: type | str  # a dataclass, or "module:Class"
     builder: Callable[..., Any] | str  # build(cfg, transform, tokenize, *, seed, rank, world_size)
     needs_path: bool = True  # data.path is required
+    #: ``labelled(cfg, *, limit, n_per_class) -> LabelledImages`` (or "module:function"):
+    #: the source as a classification dataset; ``None``: it has no labels
+    labelled: Callable[..., Any] | str | None = None
+    #: ``captions(cfg, *, limit) -> CaptionedImages`` (or "module:function"): the source as
+    #: image-caption pairs for retrieval; ``None``: it has no captions
+    captions: Callable[..., Any] | str | None = None
+
+    @property
+    def yields(self) -> tuple[str, ...]:
+        """What the source yields: ``"batches"`` (training), ``"labelled_images"``,
+        ``"captions"`` (evaluation)."""
+        kinds = [("batches", True), ("labelled_images", self.labelled), ("captions", self.captions)]
+        return tuple(name for name, present in kinds if present is not None)
+
+    def read_labelled(self, cfg: Any, *, limit: int | None, n_per_class: int = 2) -> Any:
+        """The source's labelled images (a :class:`ConfigError` if it yields none)."""
+        if self.labelled is None:
+            raise ConfigError(f"data kind {self.name!r} has no labels ({_who_yields('labelled')})")
+        return import_ref(self.labelled)(cfg, limit=limit, n_per_class=n_per_class)
+
+    def read_captions(self, cfg: Any, *, limit: int | None) -> Any:
+        """The source's image-caption pairs (a :class:`ConfigError` if it yields none)."""
+        if self.captions is None:
+            raise ConfigError(f"data kind {self.name!r} has no captions ({_who_yields('captions')})")
+        return import_ref(self.captions)(cfg, limit=limit)
 
     @property
     def options_class(self) -> type:
@@ -71,10 +96,15 @@ def register_data_source(
     builder: Callable[..., Any] | str,
     *,
     needs_path: bool = True,
+    labelled: Callable[..., Any] | str | None = None,
+    captions: Callable[..., Any] | str | None = None,
     replace: bool = False,
 ) -> DataSource:
-    """Register data kind ``name``; ``replace=True`` overrides an existing one."""
-    source = DataSource(name, options, builder, needs_path)
+    """Register data kind ``name``; ``replace=True`` overrides an existing one.
+
+    ``builder`` makes the training dataset; ``labelled`` / ``captions`` (optional) read the
+    same source for evaluation (see :class:`DataSource`)."""
+    source = DataSource(name, options, builder, needs_path, labelled, captions)
     return DATA_SOURCES.register(name, source, replace=replace)
 
 
@@ -117,15 +147,26 @@ def resolve_builder(kind: str) -> Callable[..., Any]:
     return get_data_source(kind).build
 
 
-for _name, _module in (
-    ("procedural", "clipforge.data.procedural_source"),
-    ("csv", "clipforge.data.tabular"),
-    ("folder", "clipforge.data.folder"),
-    ("webdataset", "clipforge.data.webdataset_source"),
-    ("archive", "clipforge.data.archive"),
-    ("mnist", "clipforge.data.mnist"),
-    ("clip_benchmark", "clipforge.data.clip_benchmark_wds"),
+def _who_yields(attribute: str) -> str:
+    names = [n for n, source in DATA_SOURCES.items() if getattr(source, attribute) is not None]
+    return "kinds that do: " + ", ".join(names)
+
+
+#: the built-in kinds: module, and whether it reads labelled images / captions
+for _name, _module, _labelled, _captions in (
+    ("procedural", "clipforge.data.procedural_source", True, False),
+    ("csv", "clipforge.data.tabular", True, True),
+    ("folder", "clipforge.data.folder", True, False),
+    ("webdataset", "clipforge.data.webdataset_source", False, False),
+    ("archive", "clipforge.data.archive", True, True),
+    ("mnist", "clipforge.data.mnist", True, False),
+    ("clip_benchmark", "clipforge.data.clip_benchmark_wds", True, False),
 ):
     register_data_source(
-        _name, f"{_module}:Options", f"{_module}:build", needs_path=_name != "procedural"
+        _name,
+        f"{_module}:Options",
+        f"{_module}:build",
+        needs_path=_name != "procedural",
+        labelled=f"{_module}:labelled_images" if _labelled else None,
+        captions=f"{_module}:captioned_images" if _captions else None,
     )

@@ -34,11 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..configs import ConfigError
 from ..preprocess import ImageDecodeError, load_image
+from .samples import CaptionedImages, LabelledImages, subset_indices
 from .sources import source_options
 
 logger = logging.getLogger("clipforge.data")
@@ -303,3 +305,47 @@ __all__ = [
     "read_columns",
     "table_format",
 ]
+
+
+def _table_labels(data: Any) -> tuple[list[str], list[str]]:
+    opts = data.typed_options()
+    fmt = table_format(data.path, opts.format)
+    paths, labels = read_columns(
+        data.path, [opts.image_column, opts.label_column], fmt, opts.separator, opts.quote_char
+    )
+    root = opts.root
+    resolved = [
+        os.path.join(root, p) if root and not os.path.isabs(p) else p for p in paths.to_pylist()
+    ]
+    return resolved, [str(v).strip() for v in labels.to_pylist()]
+
+
+def labelled_images(data: Any, *, limit: int | None, n_per_class: int = 2) -> LabelledImages:
+    """A ``filepath,label`` table as labelled images: integer labels are class indices,
+    other labels are class names (sorted; matched by name to any class names given)."""
+    paths, raw = _table_labels(data)
+    if all(v.isdigit() for v in raw):
+        labels = np.asarray([int(v) for v in raw], dtype=np.int64)
+        n_classes = int(labels.max()) + 1 if len(labels) else 0
+        return LabelledImages(paths, labels, [str(i) for i in range(n_classes)], None)
+    names = sorted(set(raw))
+    index = {name: i for i, name in enumerate(names)}
+    labels = np.asarray([index[v] for v in raw], dtype=np.int64)
+    return LabelledImages(paths, labels, names, None, named_labels=True)
+
+
+def captioned_images(data: Any, *, limit: int | None) -> CaptionedImages:
+    """Unique image paths (first-appearance order) and each one's captions."""
+
+    def identity(x: Any) -> Any:
+        return x
+
+    table = build(data, identity, identity, seed=0, rank=0, world_size=1)
+    captions: dict[str, list[str]] = {}
+    for row in range(len(table)):
+        raw, caption = table.image_path(row), table.caption(row)
+        if raw and caption and caption.strip():
+            captions.setdefault(table.resolve(raw), []).append(caption)
+    keep = subset_indices(len(captions), limit)
+    paths = list(captions)
+    return CaptionedImages([paths[i] for i in keep], [captions[paths[i]] for i in keep])

@@ -1,11 +1,13 @@
 """Evaluation datasets read from disk: labelled images and captioned images.
 
-:func:`load_classification` reads any classification dataset — ``folder``
-(``root/<class>/*``), ``csv`` (``filepath,label`` tables, CSV/TSV/Parquet), ``mnist`` (IDX
-files), ``archive`` (a tar of one of these, extracted to a cache directory),
-``clip_benchmark`` (CLIP_benchmark's WebDataset layout) or ``procedural`` shapes — as image paths (or PIL images) with integer labels, class names and
-prompt templates. :func:`load_captions` reads image-caption tables (several captions per
-image) for retrieval. Nothing is downloaded.
+:func:`load_classification` reads any registered data source that yields labelled images
+(:class:`~clipforge.data.sources.DataSource`; built in: ``folder`` (``root/<class>/*``),
+``csv`` (``filepath,label`` tables, CSV/TSV/Parquet), ``mnist`` (IDX files), ``archive`` (a
+tar of one of these, extracted to a cache directory), ``clip_benchmark`` (CLIP_benchmark's
+WebDataset layout) and ``procedural`` shapes) as image paths (or PIL images) with integer
+labels, class names and prompt templates. :func:`load_captions` reads any source that
+yields captions (image-caption tables, several captions per image) for retrieval. Nothing
+is downloaded.
 
 Class names come from the dataset (folder names, the table's label strings), a built-in set
 (:func:`builtin_classnames`: ``cifar10``, ``cifar100``, ``imagenet1k``, ``mnist``), a file
@@ -18,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -28,11 +29,13 @@ import numpy as np
 
 from ..configs import ConfigError
 from ..data.config import DataConfig
+from ..data.samples import LabelledImages, Prompts, subset_indices
+from ..data.sources import get_data_source
 from ..templates import get_templates
 
 __all__ = [
-    "CLASSIFICATION_KINDS",
     "LabelledImages",
+    "apply_classnames",
     "builtin_classnames",
     "data_config_for",
     "dataset_name",
@@ -44,19 +47,6 @@ __all__ = [
     "subset_indices",
 ]
 
-CLASSIFICATION_KINDS = ("folder", "csv", "mnist", "archive", "clip_benchmark", "procedural")
-Prompts = list[str] | dict[str, list[str]]
-
-
-@dataclass
-class LabelledImages:
-    """A classification dataset: ``images[i]`` (path or PIL image) has class ``labels[i]``."""
-
-    images: list[Any]
-    labels: np.ndarray
-    classnames: list[str]
-    templates: Prompts | None  # None: the caller's default
-    failures: list[tuple[str, str]] = field(default_factory=list)  # unreadable, left out
 
 
 @cache
@@ -75,10 +65,13 @@ def builtin_classnames(name: str | None = None) -> list[str] | list[list[str]]:
     return list(sets[name])
 
 
-def resolve_classnames(spec: str | Sequence[str] | None, default: list[str]) -> list[str]:
-    """Class names from a built-in set name, a file (lines or JSON list), a list, or ``default``."""
+def resolve_classnames(
+    spec: str | Sequence[str] | None, default: list[str] | None
+) -> list[str]:
+    """Class names from a built-in set name, a file (lines or JSON list), a list, or
+    ``default``; with a ``default``, the number of names must match it."""
     if spec is None:
-        return default
+        return list(default or [])
     if isinstance(spec, str | os.PathLike):
         name = os.fspath(spec)
         if name in _builtin():
@@ -94,7 +87,7 @@ def resolve_classnames(spec: str | Sequence[str] | None, default: list[str]) -> 
             )
     else:
         names = [str(n) for n in spec]
-    if len(names) != len(default):
+    if default is not None and len(names) != len(default):
         raise ConfigError(f"{len(names)} class names given for {len(default)} classes")
     return names
 
@@ -114,15 +107,6 @@ def resolve_prompts(spec: Any, classnames: list[str]) -> Prompts:
     return get_templates(spec)
 
 
-def subset_indices(n: int, limit: int | None) -> np.ndarray:
-    """``limit`` evenly spaced indices of ``range(n)`` (all of them if ``limit`` is None)."""
-    if limit is None or limit >= n:
-        return np.arange(n)
-    if limit < 1:
-        raise ConfigError(f"limit must be >= 1, got {limit}")
-    return np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
-
-
 def dataset_name(data: DataConfig | None) -> str:
     """A short name for result tables: the path's stem, or the kind."""
     if data is None or not data.path:
@@ -133,110 +117,15 @@ def dataset_name(data: DataConfig | None) -> str:
     return name
 
 
-def _table_labels(data: DataConfig) -> tuple[list[str], list[str]]:
-    from ..data.tabular import read_columns, table_format
-
-    opts = data.typed_options()
-    fmt = table_format(data.path, opts.format)
-    paths, labels = read_columns(
-        data.path, [opts.image_column, opts.label_column], fmt, opts.separator, opts.quote_char
-    )
-    root = opts.root
-    resolved = [
-        os.path.join(root, p) if root and not os.path.isabs(p) else p for p in paths.to_pylist()
-    ]
-    return resolved, [str(v).strip() for v in labels.to_pylist()]
-
-
-def _csv_task(data: DataConfig, classnames: Any) -> LabelledImages:
-    paths, raw = _table_labels(data)
-    if all(v.isdigit() for v in raw):
-        labels = np.asarray([int(v) for v in raw], dtype=np.int64)
-        n_classes = int(labels.max()) + 1
-        default = [str(i) for i in range(n_classes)]
-        return LabelledImages(paths, labels, resolve_classnames(classnames, default), None)
-    names = sorted(set(raw)) if classnames is None else resolve_classnames(classnames, [])
-    index = {name: i for i, name in enumerate(names)}
-    unknown = sorted(set(raw) - set(index))
-    if unknown:
-        raise ConfigError(f"{data.path}: labels {unknown[:5]} are not among the class names")
-    return LabelledImages(paths, np.asarray([index[v] for v in raw]), names, None)
-
-
-def _clip_benchmark_task(data: DataConfig, classnames: Any, limit: int | None) -> LabelledImages:
-    from ..data.clip_benchmark_wds import decode, read_shards
-    from ..preprocess import ImageDecodeError
-
-    root = Path(data.path)
-    samples = read_shards(root, data.typed_options().split)
-    samples = [samples[i] for i in subset_indices(len(samples), limit)]
-    names = [n.strip() for n in (root / "classnames.txt").read_text("utf-8").splitlines()]
-    template_file = root / "zeroshot_classification_templates.txt"
-    templates = str(template_file) if template_file.is_file() else None
-    images, labels, failures = [], [], []
-    for sample in samples:
-        try:
-            images.append(decode(sample))
-            labels.append(int(sample["cls"]))
-        except (ImageDecodeError, KeyError, ValueError) as err:
-            failures.append((f"{sample['__shard__']}:{sample['__key__']}", str(err)))
-    names = resolve_classnames(classnames, [n for n in names if n])
-    return LabelledImages(images, np.asarray(labels, dtype=np.int64), names, templates, failures)
-
-
-def _load(data: DataConfig, classnames: Any, n_per_class: int, limit: int | None) -> LabelledImages:
-    if data.kind == "archive":
-        from ..data.archive import inner_config
-
-        return _load(inner_config(data), classnames, n_per_class, limit)
-    if data.kind == "folder":
-        from ..data.folder import class_names, scan_folder
-
-        opts = data.typed_options()
-        folders, samples = scan_folder(data.path)
-        names = class_names(folders, opts.classnames)
-        labels = np.asarray([y for _, y in samples], dtype=np.int64)
-        return LabelledImages(
-            [p for p, _ in samples], labels, resolve_classnames(classnames, names), opts.templates
-        )
-    if data.kind == "csv":
-        return _csv_task(data, classnames)
-    if data.kind == "mnist":
-        from ..data.mnist import load_mnist, to_pil
-
-        opts = data.typed_options()
-        images, labels = load_mnist(data.path, opts.split)
-        keep = subset_indices(len(labels), limit)  # before the (slow) PIL conversion
-        images, labels = images[keep], labels[keep]
-        names = opts.classnames or [str(i) for i in range(10)]
-        return LabelledImages(
-            [to_pil(i) for i in images],
-            labels,
-            resolve_classnames(classnames, names),
-            opts.templates,
-        )
-    if data.kind == "clip_benchmark":
-        return _clip_benchmark_task(data, classnames, limit)
-    if data.kind == "procedural":
-        from ..data.procedural import render_zero_shot, zero_shot_task
-
-        opts = data.typed_options()
-        names, samples = zero_shot_task(opts.split, n_per_class)
-        rendered = render_zero_shot(samples, data.image_size or 64, opts.seed or 0)
-        return LabelledImages(
-            [image for image, _ in rendered],
-            np.asarray([y for _, y in rendered], dtype=np.int64),
-            resolve_classnames(classnames, list(names)),
-            None,
-        )
-    raise ConfigError(f"data kind {data.kind!r} is not a classification dataset")
-
-
 def load_classification(
     data: DataConfig, classnames: Any = None, limit: int | None = None, n_per_class: int = 2
 ) -> LabelledImages:
-    """The labelled images of ``data`` (``limit``: an evenly spaced subset)."""
-    task = _load(data, classnames, n_per_class, limit)
+    """The labelled images of ``data`` — any registered data source that yields labelled
+    images — with ``classnames`` (a set name, file or list) applied, and ``limit`` (an
+    evenly spaced subset)."""
+    source = get_data_source(data.kind)
+    task = source.read_labelled(data, limit=limit, n_per_class=n_per_class)
+    task = apply_classnames(task, classnames, data.path or data.kind)
     keep = subset_indices(len(task.images), limit)
     if len(keep) < len(task.images):
         task.images = [task.images[i] for i in keep]
@@ -244,29 +133,30 @@ def load_classification(
     return task
 
 
+def apply_classnames(task: LabelledImages, spec: Any, source: str) -> LabelledImages:
+    """``task`` with the class names ``spec`` names (``None``: unchanged). Labels that came
+    from names are matched by name (every label must be among the names; the names' order
+    gives the class indices); other labels by position (the counts must agree)."""
+    if spec is None:
+        return task
+    names = resolve_classnames(spec, task.classnames if not task.named_labels else None)
+    if not task.named_labels:
+        task.classnames = names
+        return task
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted(set(task.classnames) - set(index))
+    if unknown:
+        raise ConfigError(f"{source}: labels {unknown[:5]} are not among the class names")
+    remap = np.asarray([index[name] for name in task.classnames], dtype=np.int64)
+    task.labels, task.classnames = remap[task.labels], names
+    return task
+
+
 def load_captions(data: DataConfig, limit: int | None = None) -> tuple[list[str], list[list[str]]]:
-    """Unique image paths (first-appearance order) and each one's captions."""
-    from ..data import tabular
-
-    if data.kind == "archive":
-        from ..data.archive import inner_config
-
-        data = inner_config(data)
-    if data.kind != "csv":
-        raise ConfigError(f"retrieval needs an image-caption table, not data kind {data.kind!r}")
-
-    def identity(x: Any) -> Any:
-        return x
-
-    table = tabular.build(data, identity, identity, seed=0, rank=0, world_size=1)
-    captions: dict[str, list[str]] = {}
-    for row in range(len(table)):
-        raw, caption = table.image_path(row), table.caption(row)
-        if raw and caption and caption.strip():
-            captions.setdefault(table.resolve(raw), []).append(caption)
-    keep = subset_indices(len(captions), limit)
-    paths = list(captions)
-    return [paths[i] for i in keep], [captions[paths[i]] for i in keep]
+    """Unique image paths (first-appearance order) and each one's captions, from any
+    registered data source that yields captions."""
+    pairs = get_data_source(data.kind).read_captions(data, limit=limit)
+    return pairs.images, pairs.captions
 
 
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")

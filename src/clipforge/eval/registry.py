@@ -18,6 +18,7 @@ from typing import Any
 from ..configs import ConfigError
 from ..configs.engine import Coerce, build
 from ..data.config import DataConfig
+from ..data.sources import DATA_SOURCES, get_data_source
 from ..registry import Registry, import_ref
 
 __all__ = [
@@ -43,7 +44,10 @@ class Evaluator:
         name: the registry name.
         options: its options dataclass (or ``"module:Class"``).
         run: ``run(model, data, options) -> metrics`` (or ``"module:function"``).
-        data_kinds: the data kinds it accepts; ``()``: it takes no dataset.
+        reads: what it reads from its dataset: ``"labelled_images"``, ``"captions"``, or
+            ``None`` (it takes no dataset). Any registered data source that yields it is
+            accepted (:attr:`clipforge.data.sources.DataSource.yields`).
+        data_kinds: optionally, the only data kinds it accepts.
         description: one line for listings.
         details: optional ``details(model, data, options) -> EvalOutput`` (or
             ``"module:function"``): the metrics plus counts, failures and report material;
@@ -56,6 +60,7 @@ class Evaluator:
     data_kinds: tuple[str, ...] = ()
     description: str = ""
     details: Callable[[Any, DataConfig | None, Any], Any] | str | None = None
+    reads: str | None = None
 
     @property
     def options_class(self) -> type:
@@ -67,19 +72,24 @@ class Evaluator:
 
     def check_data(self, data: DataConfig | None, prefix: str = "data") -> None:
         """A :class:`ConfigError` unless ``data`` is a dataset this evaluator accepts."""
-        if not self.data_kinds:
+        if self.reads is None and not self.data_kinds:
             if data is not None:
                 raise ConfigError(f"evaluator {self.name!r} takes no dataset; remove '{prefix}'")
             return
+        wanted = self.reads or f"kind {' or '.join(self.data_kinds)}"
         if data is None:
-            raise ConfigError(
-                f"evaluator {self.name!r} needs '{prefix}' (a dataset of kind "
-                f"{' or '.join(self.data_kinds)})"
-            )
-        if data.kind not in self.data_kinds:
+            raise ConfigError(f"evaluator {self.name!r} needs '{prefix}' (a dataset of {wanted})")
+        if self.data_kinds and data.kind not in self.data_kinds:
             raise ConfigError(
                 f"evaluator {self.name!r} cannot use data of kind {data.kind!r} ('{prefix}.kind'); "
                 f"it accepts {list(self.data_kinds)}"
+            )
+        if self.reads and self.reads not in get_data_source(data.kind).yields:
+            able = [n for n, s in DATA_SOURCES.items() if self.reads in s.yields]
+            raise ConfigError(
+                f"evaluator {self.name!r} cannot use data of kind {data.kind!r} ('{prefix}.kind'):"
+                f" it reads {self.reads.replace('_', ' ')}, which that kind does not yield "
+                f"(kinds that do: {', '.join(able)})"
             )
 
 
@@ -95,10 +105,16 @@ def register_evaluator(
     data_kinds: tuple[str, ...] | list[str] = (),
     description: str = "",
     details: Callable[..., Any] | str | None = None,
+    reads: str | None = None,
     replace: bool = False,
 ) -> Evaluator:
-    """Register evaluator ``name``; ``replace=True`` overrides an existing one."""
-    evaluator = Evaluator(name, options, run, tuple(data_kinds), description, details)
+    """Register evaluator ``name``; ``replace=True`` overrides an existing one.
+
+    ``reads`` (``"labelled_images"`` or ``"captions"``) lets it use any data source that
+    yields that; ``data_kinds`` restricts it to some kinds."""
+    if reads not in (None, "labelled_images", "captions"):
+        raise ConfigError(f"reads must be 'labelled_images', 'captions' or None, got {reads!r}")
+    evaluator = Evaluator(name, options, run, tuple(data_kinds), description, details, reads)
     return EVALUATORS.register(name, evaluator, replace=replace)
 
 
@@ -174,40 +190,39 @@ def evaluate_detailed(
     return result
 
 
-_KINDS = ("folder", "csv", "mnist", "archive", "clip_benchmark", "procedural")
-for _name, _module, _kinds, _description, _detailed in (
+for _name, _module, _reads, _description, _detailed in (
     (
         "zeroshot_classification",
         "clipforge.eval.classification",
-        _KINDS,
+        "labelled_images",
         "acc1, acc5, mean per-class recall (+ confusion matrix) on labelled images",
         True,
     ),
     (
         "zeroshot_retrieval",
         "clipforge.eval.retrieval_task",
-        ("csv", "archive"),
+        "captions",
         "image↔text recall@K, mean/median rank on a filepath,caption table (chunked)",
         True,
     ),
     (
         "linear_probe",
         "clipforge.eval.linear_probe",
-        _KINDS[:-1],
+        "labelled_images",
         "linear probe on frozen image features (CLIP_benchmark protocol, few-shot, logreg)",
         True,
     ),
     (
         "image_caption_selection",
         "clipforge.eval.caption_selection",
-        (),
+        None,
         "pick the true caption among hard negatives: binding, counting, spatial probes",
         True,
     ),
     (
         "procedural_zeroshot",
         "clipforge.eval.procedural",
-        (),
+        None,
         "colour+shape zero-shot accuracy on held-out (test) and seen (val) procedural pairs",
         False,
     ),
@@ -216,7 +231,7 @@ for _name, _module, _kinds, _description, _detailed in (
         _name,
         f"{_module}:Options",
         f"{_module}:run",
-        data_kinds=_kinds,
+        reads=_reads,
         description=_description,
         details=f"{_module}:details" if _detailed else None,
     )
