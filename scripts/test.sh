@@ -7,4 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh dev
 .venv/bin/ruff check src tests benchmarks
+.venv/bin/lint-imports                          # layers: nothing imports upward
+.venv/bin/python scripts/check_import_cycles.py # no module circles
+.venv/bin/basedpyright -p pyproject.toml        # types (pyright "basic")
 .venv/bin/python -m pytest -q -m "slow or not slow" "$@"
