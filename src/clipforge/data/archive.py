@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..configs import ConfigError
+from .config import DataConfig
 from .sources import get_data_source, resolve_builder, source_options
 from .tabular import Tokenize, Transform
 
@@ -98,7 +99,6 @@ def locate(root: Path, inner: str | None) -> tuple[str, Path]:
 
 def inner_config(cfg: Any) -> Any:
     """The ``folder``/``csv`` :class:`DataConfig` of the dataset inside archive ``cfg``."""
-    from .config import DataConfig
 
     opts: Options = source_options(cfg, "archive", what="archive data option")
     kind, path = locate(extract_archive(cfg.path, opts.cache_dir), opts.inner)

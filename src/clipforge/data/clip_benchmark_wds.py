@@ -19,6 +19,7 @@ import numpy as np
 
 from ..configs import ConfigError
 from ..preprocess import ImageDecodeError
+from ..preprocess.image_io import decode_image
 from .samples import LabelledImages, subset_indices
 
 __all__ = ["Options", "build", "read_shards"]
@@ -59,8 +60,6 @@ def read_shards(root: str | os.PathLike, split: str = "test") -> list[dict[str, 
 
 def decode(sample: dict[str, Any]) -> Any:
     """The sample's image (PIL, fully decoded); raises ``ImageDecodeError`` if unreadable."""
-    from ..preprocess import ImageDecodeError
-    from ..preprocess.image_io import decode_image
 
     ext = next((k for k in IMAGE_KEYS if k in sample), None)
     name = f"{sample['__shard__']}:{sample['__key__']}"

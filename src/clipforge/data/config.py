@@ -12,6 +12,7 @@ from typing import Any
 
 from ..configs import ConfigError
 from ..configs.engine import Coerce
+from .sources import check_options, validate_options
 
 __all__ = ["ConfigError", "DataConfig"]
 
@@ -27,7 +28,6 @@ class DataConfig:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
-        from .sources import check_options
 
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
@@ -35,7 +35,6 @@ class DataConfig:
 
     def typed_options(self, coerce: Coerce | None = None, prefix: str = "data") -> Any:
         """``options`` as the kind's options dataclass (``coerce``: a config engine's)."""
-        from .sources import validate_options
 
         return validate_options(self.kind, self.options, coerce, prefix)
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
+from ..tokenizer import get_tokenizer
 from .sources import DATA_SOURCES, resolve_builder
 from .streaming import StreamingSource
 
@@ -70,13 +71,11 @@ class TokenizeFn:
 
     def __call__(self, text: str) -> torch.Tensor:
         if self._tokenizer is None:
-            from ..tokenizer import get_tokenizer
 
             self._tokenizer = get_tokenizer()
         return self._tokenizer(text, context_length=self.context_length, truncate=True)[0]
 
     def __getstate__(self) -> dict[str, Any]:
-        from ..tokenizer import get_tokenizer
 
         shared = self._tokenizer is None or self._tokenizer is get_tokenizer()
         return {"context_length": self.context_length,

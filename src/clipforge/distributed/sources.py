@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..data.folder import list_images
+
 __all__ = ["list_source"]
 
 _LIST_SUFFIXES = (".csv", ".parquet")
@@ -22,7 +24,6 @@ def list_source(
     """
     root = Path(source)
     if root.is_dir():
-        from ..data.folder import list_images
 
         return [(os.path.relpath(p, root), p) for p in list_images(root)]
     if root.suffix.lower() not in _LIST_SUFFIXES:

@@ -14,12 +14,14 @@ Metrics: ``<probe>_acc`` and ``<probe>_chance`` per probe, ``acc`` over all of t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ..configs import ConfigError
+from ..data.procedural import COLOURS, SHAPES, ObjectSpec, SceneSpec, caption_scene, render_scene
+from ..embedding import embed_images, embed_texts
 from .output import EvalOutput
 
 __all__ = ["PROBES", "Options", "details", "probe_set", "run"]
@@ -46,7 +48,6 @@ class Options:
 
 
 def _two_objects(rng: np.random.Generator) -> tuple[Any, Any]:
-    from ..data.procedural import COLOURS, SHAPES, ObjectSpec
 
     colours = rng.choice(list(COLOURS), size=2, replace=False)
     shapes = rng.choice(list(SHAPES), size=2, replace=False)
@@ -55,9 +56,7 @@ def _two_objects(rng: np.random.Generator) -> tuple[Any, Any]:
 
 def _probe(kind: str, rng: np.random.Generator) -> tuple[Any, str, list[str]]:
     """``(scene, true caption, [negative captions])`` for one probe of ``kind``."""
-    from dataclasses import replace
 
-    from ..data.procedural import COLOURS, SHAPES, ObjectSpec, SceneSpec, caption_scene
 
     if kind == "binding":
         a, b = _two_objects(rng)
@@ -78,7 +77,6 @@ def _probe(kind: str, rng: np.random.Generator) -> tuple[Any, str, list[str]]:
 
 def probe_set(kind: str, n: int, image_size: int = 64, seed: int = 0) -> list[tuple]:
     """``n`` probes of ``kind``: ``(image, true caption, [negatives])``, deterministic in seed."""
-    from ..data.procedural import render_scene
 
     rng = np.random.default_rng([seed, PROBES.index(kind)])
     out = []
@@ -90,7 +88,6 @@ def probe_set(kind: str, n: int, image_size: int = 64, seed: int = 0) -> list[tu
 
 def details(model: Any, data: Any, options: Options) -> EvalOutput:
     """Selection accuracy per probe, with chance levels and examples."""
-    from ..embedding import embed_images, embed_texts
 
     del data  # the probes are rendered here
     metrics: dict[str, float] = {}

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ..configs import ConfigError
 from ..data.config import DataConfig
+from ..embedding import describe_input, stream_image_embeddings
 from ..runtime import Precision
 from ..zeroshot import class_embeddings
 from .datasets import LabelledImages, Prompts, load_classification, resolve_prompts
@@ -69,7 +70,6 @@ def image_logits(
     model: Any, classes: torch.Tensor, images: list, options: Options, workers: int, name: str
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
     """``(logits (N_ok, C), kept indices, failures)``; unreadable images are logged."""
-    from ..embedding import describe_input, stream_image_embeddings
 
     logits: list[np.ndarray] = []
     kept: list[int] = []

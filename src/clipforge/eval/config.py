@@ -16,6 +16,7 @@ from typing import Any
 from ..configs import ConfigError
 from ..configs.engine import Coerce, check_keys
 from ..data.config import DataConfig
+from .registry import as_data_config, evaluator_options, get_evaluator
 
 __all__ = ["EvalConfig", "check_eval_list"]
 
@@ -30,7 +31,6 @@ class EvalConfig:
     label: str | None = None  # metric keys are "<label or name>/<metric>"
 
     def __post_init__(self) -> None:
-        from .registry import as_data_config, get_evaluator
 
         evaluator = get_evaluator(self.name)
         self.data = as_data_config(self.data)
@@ -46,7 +46,6 @@ class EvalConfig:
 
     def coerce_options(self, coerce: Coerce, prefix: str) -> None:
         """Convert the options (and the dataset's) to their declared types, in place."""
-        from .registry import evaluator_options
 
         typed = evaluator_options(self.name, self.options, coerce, f"{prefix}.options")
         self.options = {key: getattr(typed, key) for key in self.options}

@@ -36,9 +36,11 @@ import torch.nn.functional as F
 
 from ..configs import ConfigError
 from ..data.config import DataConfig
+from ..embedding import embed_images
 from .datasets import load_classification
 from .metrics import classification_metrics
 from .output import EvalOutput
+from .registry import as_data_config
 
 __all__ = ["Options", "details", "fewshot_split", "run", "search_grid", "train_linear"]
 
@@ -83,7 +85,6 @@ def features(
     model: Any, data: DataConfig, options: Options, limit: int | None
 ) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[str, str]]]:
     """``(L2-normalised features, labels, class names, failures)`` of ``data`` (cached)."""
-    from ..embedding import embed_images
 
     cache = None
     if options.cache_dir:
@@ -210,7 +211,6 @@ def _sweep(fit: Callable, grid: list[float], train: tuple, val: tuple) -> tuple[
 
 def details(model: Any, data: DataConfig | None, options: Options) -> EvalOutput:
     """Train the probe on ``data`` and score it on ``options.test_data``."""
-    from .registry import as_data_config
 
     if data is None or not options.test_data:
         raise ConfigError("linear_probe needs a training dataset and options.test_data")

@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 
 from ..configs import ConfigError
+from ..data.procedural import render_zero_shot, zero_shot_task
+from ..zeroshot import ZeroShotClassifier
+from .registry import evaluate
 
 __all__ = ["Options", "evaluate_zero_shot", "run"]
 
@@ -37,8 +40,6 @@ class Options:
 
 def run(model: Any, data: Any, options: Options) -> dict[str, float]:
     """``zeroshot_<split>_acc`` for each split of ``options.splits``."""
-    from ..data.procedural import render_zero_shot, zero_shot_task
-    from ..zeroshot import ZeroShotClassifier
 
     del data  # the shapes are rendered here
     metrics = {}
@@ -60,7 +61,6 @@ def evaluate_zero_shot(
     clip: Any, image_size: int = 64, n_per_class: int = 2, seed: int = 0
 ) -> dict[str, float]:
     """Zero-shot colour+shape accuracy on procedural held-out (test) and seen (val) pairs."""
-    from .registry import evaluate
 
     options = {"image_size": image_size, "n_per_class": n_per_class, "seed": seed}
     return evaluate("procedural_zeroshot", clip, options)

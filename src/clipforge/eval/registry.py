@@ -19,7 +19,9 @@ from ..configs import ConfigError
 from ..configs.engine import Coerce, build
 from ..data.config import DataConfig
 from ..data.sources import DATA_SOURCES, get_data_source
+from ..embedding import eval_mode
 from ..registry import Registry, import_ref
+from .output import EvalOutput
 
 __all__ = [
     "EVALUATORS",
@@ -154,7 +156,6 @@ def evaluate(
     :class:`DataConfig` or dict (``{"kind": "folder", "path": ...}``). Everything is
     validated before the model is touched; the model's train/eval flags are restored.
     """
-    from ..embedding import eval_mode
 
     evaluator = get_evaluator(name)
     opts = evaluator_options(name, options)
@@ -174,8 +175,6 @@ def evaluate_detailed(
 ) -> Any:
     """Like :func:`evaluate`, but an :class:`~clipforge.eval.output.EvalOutput` (metrics,
     counts, failures, report material); evaluators without ``details`` give metrics only."""
-    from ..embedding import eval_mode
-    from .output import EvalOutput
 
     evaluator = get_evaluator(name)
     opts = evaluator_options(name, options)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 __all__ = ["render_report", "write_report"]
 
@@ -46,7 +47,6 @@ def _png(fig: Any) -> str:
 
 def _thumb(image: Any, size: int = 96) -> str:
     """An ``<img>`` of a path or PIL image (a grey box if it cannot be read)."""
-    from PIL import Image
 
     try:
         picture = Image.open(image) if isinstance(image, str | os.PathLike) else image

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..configs import ConfigError
 from ..data.config import DataConfig
+from ..embedding import embed_images, embed_texts
 from ..runtime import Precision
 from .datasets import load_captions
 from .output import EvalOutput
@@ -74,7 +75,6 @@ def _examples(paths: list[str], texts: list[str], owner: np.ndarray, ranks: Any)
 
 def details(model: Any, data: DataConfig | None, options: Options) -> EvalOutput:
     """Recall@K both ways, ranks, counts and example retrievals of ``model`` on ``data``."""
-    from ..embedding import embed_images, embed_texts
 
     if data is None:
         raise ConfigError("zeroshot_retrieval needs a dataset (data.kind csv or archive)")
