@@ -46,10 +46,10 @@ import torch
 import clipforge
 from clipforge.configs.registry import register_architecture
 from clipforge.data.archive import extract_archive, locate
-from clipforge.data.config import DataConfig
-from clipforge.eval.classification import TEMPLATES_OF_CLASSNAMES, class_embeddings
+from clipforge.data.data_config import DataConfig
 from clipforge.eval.datasets import builtin_classnames, resolve_prompts, subset_indices
 from clipforge.eval.registry import evaluate_detailed
+from clipforge.eval.zeroshot_classification import TEMPLATES_OF_CLASSNAMES, class_embeddings
 from clipforge.templates import get_templates
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -218,9 +218,9 @@ def vit_steps(spec: dict) -> dict:
     if spec["engine"] == "clipforge":
         import clipforge
         from clipforge.losses import ClipLoss, clamp_logit_scale_
-        from clipforge.train.config import OptimConfig
         from clipforge.train.gradcache import ContrastiveModel, contrastive_step
         from clipforge.train.optim import build_optimizer
+        from clipforge.train.train_config import OptimConfig
 
         clip = clipforge.load("ViT-B-32", weights=spec["ckpt"]).train()
         model, tokens, loss_fn = ContrastiveModel(clip), clip.tokenize(captions), ClipLoss()
@@ -355,8 +355,8 @@ def main() -> None:
     if args.worker:  # a fresh process for one engine's run
         spec = json.loads(args.worker)
         if spec["kind"] == "clipforge-train":
-            from clipforge.train.config import config_from_dict
             from clipforge.train.loop import train
+            from clipforge.train.train_config import config_from_dict
 
             train(config_from_dict(spec["config"]))
         else:

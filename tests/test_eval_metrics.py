@@ -15,14 +15,14 @@ from clip_benchmark.metrics import zeroshot_classification as cb_cls, zeroshot_r
 from PIL import Image
 from sklearn.metrics import balanced_accuracy_score
 
-from clipforge.data.config import DataConfig
+from clipforge.data.data_config import DataConfig
 from clipforge.data.mnist import read_idx
 from clipforge.eval import classification_metrics, list_evaluators, retrieval_recall
 from clipforge.eval.datasets import builtin_classnames, guess_kind, load_classification
 from clipforge.eval.linear_probe import _sweep, fewshot_split
 from clipforge.eval.output import EvalOutput
+from clipforge.eval.rank_metrics import chunked_ranks, rank_metrics
 from clipforge.eval.results import make_record, merge, write_table
-from clipforge.eval.retrieval import chunked_ranks, rank_metrics
 
 TINY = {
     "embed_dim": 32,
@@ -56,7 +56,7 @@ def test_classification_matches_clip_benchmark_on_random_logits():
 def test_zero_shot_logits_match_clip_benchmark_pipeline():
     """Class embeddings and logits of our evaluator == CLIP_benchmark's zero_shot_classifier +
     run_classification on the same model and images."""
-    from clipforge.eval.classification import Options, class_embeddings, image_logits
+    from clipforge.eval.zeroshot_classification import Options, class_embeddings, image_logits
     from clipforge.train import ModelConfig
     from clipforge.train.loop import build_model
 

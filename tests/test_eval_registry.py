@@ -15,7 +15,7 @@ from PIL import Image
 
 import clipforge
 from clipforge.data import sources
-from clipforge.data.config import DataConfig
+from clipforge.data.data_config import DataConfig
 from clipforge.data.loader import build_dataset
 from clipforge.eval import (
     EVALUATORS,
@@ -28,10 +28,10 @@ from clipforge.eval import (
 from clipforge.train import (
     ConfigError,
     ModelConfig,
-    config as train_config,
     config_from_dict,
     load_config,
     train,
+    train_config,
 )
 from clipforge.train.loop import build_model
 from clipforge.zeroshot import ZeroShotClassifier

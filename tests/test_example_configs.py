@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from clipforge.train.config import load_config
+from clipforge.train.train_config import load_config
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 

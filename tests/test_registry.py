@@ -7,7 +7,7 @@ import pytest
 import clipforge
 from clipforge.checkpoints.formats import FORMATS
 from clipforge.checkpoints.pretrained import PRETRAINED
-from clipforge.configs.config import TEXT_CONFIGS, VISION_CONFIGS
+from clipforge.configs.model_config import TEXT_CONFIGS, VISION_CONFIGS
 from clipforge.configs.param_counts import PARAMETER_COUNTERS
 from clipforge.configs.registry import ARCHITECTURES
 from clipforge.data.sources import DATA_SOURCES

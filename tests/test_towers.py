@@ -19,7 +19,7 @@ from clipforge.configs import (
     TextConfig,
     ViTConfig,
 )
-from clipforge.configs.config import register_vision_config
+from clipforge.configs.model_config import register_vision_config
 from clipforge.lora import apply_lora
 from clipforge.models import Tower, TowerSettings, build_tower, register_tower, towers_in
 from clipforge.train.optim import param_groups

@@ -20,8 +20,8 @@ from clipforge.data.loader import TokenizeFn, build_dataset
 from clipforge.lora import apply_lora, has_lora, lora_parameters, merge_lora, merged_state_dict
 from clipforge.losses import SigLipLoss
 from clipforge.train import config_from_dict, train
-from clipforge.train.config import LossConfig
 from clipforge.train.model import loss_kind
+from clipforge.train.train_config import LossConfig
 
 from .conftest import shared_path
 from .family_helpers import (

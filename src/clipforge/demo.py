@@ -23,13 +23,13 @@ import torch
 from ._version import __version__
 from .api import load
 from .data import ProceduralCaptions
-from .data.config import DataConfig
+from .data.data_config import DataConfig
 from .data.procedural import CLASSNAMES, TEST_PAIRS, caption_scene, render_zero_shot, zero_shot_task
 from .embedding import embed_images, embed_texts
 from .eval import evaluate, retrieval_recall
 from .scoring import plot_similarity, similarity_matrix
-from .train.config import ModelConfig, OptimConfig, TrainConfig, config_to_dict
 from .train.loop import train
+from .train.train_config import ModelConfig, OptimConfig, TrainConfig, config_to_dict
 
 DEMO_MODEL = {
     "embed_dim": 128,

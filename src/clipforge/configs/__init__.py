@@ -1,6 +1,8 @@
 """Model configurations, the config engine and the registry of named architectures."""
 
-from .config import (
+from .engine import ConfigError
+from .eva import EvaVisionConfig  # noqa: F401  (registers vision.type "eva")
+from .model_config import (
     TEXT_CONFIGS,
     VISION_CONFIGS,
     ClipConfig,
@@ -11,8 +13,6 @@ from .config import (
     register_text_config,
     register_vision_config,
 )
-from .engine import ConfigError
-from .eva import EvaVisionConfig  # noqa: F401  (registers vision.type "eva")
 from .registry import (
     get_config,
     get_preprocess,

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .config import TransformerGeometry, register_vision_config
 from .engine import ConfigError, bounded
+from .model_config import TransformerGeometry, register_vision_config
 from .param_counts import register_parameter_counter
 
 __all__ = ["EvaVisionConfig"]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..registry import Registry
-from .config import ClipConfig, ConfigError, ResNetConfig, TextConfig, ViTConfig
+from .model_config import ClipConfig, ConfigError, ResNetConfig, TextConfig, ViTConfig
 
 __all__ = [
     "PARAMETER_COUNTERS",

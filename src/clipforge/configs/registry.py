@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..registry import Registry, did_you_mean
-from .config import ClipConfig, ConfigError
+from .model_config import ClipConfig, ConfigError
 from .preprocess import PreprocessConfig
 
 _PACKAGE = "clipforge.configs.architectures"

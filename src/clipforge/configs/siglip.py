@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from .config import (
+from .engine import ConfigError
+from .model_config import (
     TowerActivation,
     TransformerGeometry,
     register_text_config,
     register_vision_config,
 )
-from .engine import ConfigError
 from .param_counts import layer_norm, register_parameter_counter, transformer
 
 

@@ -4,7 +4,7 @@
 :func:`register_data_source` adds a kind (see :mod:`clipforge.data.sources`).
 """
 
-from .config import DataConfig
+from .data_config import DataConfig
 from .procedural import (
     CLASSNAMES,
     COLOURS,

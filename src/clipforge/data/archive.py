@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..configs import ConfigError
-from .config import DataConfig
+from .data_config import DataConfig
 from .sources import get_data_source, resolve_builder, source_options
 from .tabular import Tokenize, Transform
 

@@ -30,7 +30,7 @@ from .sources import DATA_SOURCES, resolve_builder
 from .streaming import StreamingSource
 
 if TYPE_CHECKING:
-    from .config import DataConfig
+    from .data_config import DataConfig
 
 __all__ = [
     "DATASET_BUILDERS",

@@ -6,7 +6,7 @@ Options (``data.options``, :class:`Options`): ``size`` (number of distinct sampl
 rendered size (default 64); the model's preprocessing then resizes to its own input size.
 
 Evaluation on the shapes lives in the evaluator registry (``procedural_zeroshot`` in
-:mod:`clipforge.eval.procedural`).
+:mod:`clipforge.eval.procedural_zeroshot`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .samples import LabelledImages
 from .sources import source_options
 
 if TYPE_CHECKING:
-    from .config import DataConfig
+    from .data_config import DataConfig
 
 __all__ = ["Options", "build"]
 

@@ -8,9 +8,10 @@ material); :mod:`.results` writes CLIP_benchmark-shaped JSON and tables, :mod:`.
 the HTML report, :mod:`.datasets` reads evaluation datasets from disk.
 """
 
-from .config import EvalConfig
+from .eval_config import EvalConfig
 from .metrics import classification_metrics
 from .output import EvalOutput
+from .rank_metrics import retrieval_recall
 from .registry import (
     EVALUATORS,
     Evaluator,
@@ -21,7 +22,6 @@ from .registry import (
     list_evaluators,
     register_evaluator,
 )
-from .retrieval import retrieval_recall
 from .run import EvaluationPlan, plan_evaluation, run_evaluation
 
 __all__ = [

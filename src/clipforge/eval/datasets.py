@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..configs import ConfigError
-from ..data.config import DataConfig
+from ..data.data_config import DataConfig
 from ..data.samples import LabelledImages, Prompts, subset_indices
 from ..data.sources import get_data_source
 from ..templates import get_templates

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..configs import ConfigError
-from ..data.config import DataConfig
+from ..data.data_config import DataConfig
 from ..embedding import embed_images
 from .datasets import load_classification
 from .metrics import classification_metrics

@@ -1,7 +1,7 @@
 """The evaluator registry: name → (typed options dataclass, function, accepted data kinds).
 
 An evaluator is a function ``run(model, data, options) -> dict[str, float]``: ``data`` is a
-:class:`~clipforge.data.config.DataConfig` describing the dataset (kind + path + options,
+:class:`~clipforge.data.data_config.DataConfig` describing the dataset (kind + path + options,
 or ``None`` for evaluators that need none) and ``options`` an instance of its options
 dataclass. :func:`evaluate` runs one by name; training's ``eval_every``, the demo and
 ``clipforge eval`` all go through it. Built-in evaluators are ``"module:attribute"``
@@ -17,7 +17,7 @@ from typing import Any
 
 from ..configs import ConfigError
 from ..configs.engine import Coerce, build
-from ..data.config import DataConfig
+from ..data.data_config import DataConfig
 from ..data.sources import DATA_SOURCES, get_data_source
 from ..embedding import eval_mode
 from ..registry import Registry, import_ref
@@ -192,14 +192,14 @@ def evaluate_detailed(
 for _name, _module, _reads, _description, _detailed in (
     (
         "zeroshot_classification",
-        "clipforge.eval.classification",
+        "clipforge.eval.zeroshot_classification",
         "labelled_images",
         "acc1, acc5, mean per-class recall (+ confusion matrix) on labelled images",
         True,
     ),
     (
         "zeroshot_retrieval",
-        "clipforge.eval.retrieval_task",
+        "clipforge.eval.zeroshot_retrieval",
         "captions",
         "image↔text recall@K, mean/median rank on a filepath,caption table (chunked)",
         True,
@@ -213,14 +213,14 @@ for _name, _module, _reads, _description, _detailed in (
     ),
     (
         "image_caption_selection",
-        "clipforge.eval.caption_selection",
+        "clipforge.eval.image_caption_selection",
         None,
         "pick the true caption among hard negatives: binding, counting, spatial probes",
         True,
     ),
     (
         "procedural_zeroshot",
-        "clipforge.eval.procedural",
+        "clipforge.eval.procedural_zeroshot",
         None,
         "colour+shape zero-shot accuracy on held-out (test) and seen (val) procedural pairs",
         False,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..data.config import DataConfig
+from ..data.data_config import DataConfig
 from ..runtime import Precision
 from .datasets import data_config_for, dataset_name
 from .output import EvalOutput

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import ClipConfig
-from ..configs.config import DEFAULT_TEXT_TYPE
+from ..configs.model_config import DEFAULT_TEXT_TYPE
 from ..preprocess import PreprocessConfig, build_preprocess
 from ..tokenizer import get_tokenizer
 from . import resnet, siglip_text, siglip_vision, text, vit  # noqa: F401  (register the towers)

@@ -4,9 +4,11 @@
 >>> result = train(load_config("examples/train_procedural_tiny.yaml", ["steps=30"]))  # doctest: +SKIP
 """
 
-from ..eval.procedural import evaluate_zero_shot
+from ..eval.procedural_zeroshot import evaluate_zero_shot
 from .checkpoint import Checkpoint, load_checkpoint, load_latest, save_checkpoint
-from .config import (
+from .loop import NonFiniteLossError, TrainResult, train
+from .outdir import OutputDirError
+from .train_config import (
     ConfigError,
     DataConfig,
     EvalConfig,
@@ -17,8 +19,6 @@ from .config import (
     config_from_dict,
     load_config,
 )
-from .loop import NonFiniteLossError, TrainResult, train
-from .outdir import OutputDirError
 
 __all__ = [
     "Checkpoint",

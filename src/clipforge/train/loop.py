@@ -45,11 +45,11 @@ from .checkpoint import (
     save_checkpoint,
     training_state,
 )
-from .config import LossConfig, TrainConfig, config_to_dict
 from .gradcache import ContrastiveModel, contrastive_step
 from .model import build_model, loss_kind, prepare_model
 from .optim import build_optimizer, build_scheduler
 from .outdir import claim_output_dir
+from .train_config import LossConfig, TrainConfig, config_to_dict
 
 __all__ = ["METRICS_FILE", "NonFiniteLossError", "TrainResult", "build_model", "train"]
 

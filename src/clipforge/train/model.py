@@ -12,7 +12,7 @@ from ..lora import apply_lora
 from ..models import CLIP
 from ..tokenizer import get_tokenizer
 from ..tokenizer.sentencepiece import TOKENIZER_FILE, SentencePieceTokenizer
-from .config import LossConfig, ModelConfig, TrainConfig
+from .train_config import LossConfig, ModelConfig, TrainConfig
 
 __all__ = ["build_model", "loss_kind", "prepare_model"]
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ..models.tower import NO_DECAY_KEYWORDS, Tower, decays, towers_in
-from .config import OptimConfig
+from .train_config import OptimConfig
 
 __all__ = [
     "NO_DECAY_KEYWORDS",

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ...configs import ClipConfig, ConfigError, TextConfig, ViTConfig
-from ...configs.config import ACTIVATIONS
+from ...configs.model_config import ACTIVATIONS
 from ...preprocess import PreprocessConfig
 from ..directory import config_errors, find_weights, read_json, write_directory
 from ..reader import read_state_dict

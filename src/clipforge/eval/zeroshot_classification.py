@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..configs import ConfigError
-from ..data.config import DataConfig
+from ..data.data_config import DataConfig
 from ..embedding import describe_input, stream_image_embeddings
 from ..runtime import Precision
 from ..zeroshot import class_embeddings

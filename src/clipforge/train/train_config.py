@@ -26,8 +26,8 @@ from ..configs.engine import (
     check_ranges,
     coerce,
 )
-from ..data.config import DataConfig  # re-exported: it lives in data/ now
-from ..eval.config import EvalConfig, check_eval_list
+from ..data.data_config import DataConfig  # re-exported: it lives in data/ now
+from ..eval.eval_config import EvalConfig, check_eval_list
 from ..runtime import Precision
 
 __all__ = [

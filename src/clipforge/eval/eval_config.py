@@ -2,7 +2,7 @@
 
 ``{name: zeroshot_classification, data: {kind: folder, path: val/}, options: {...}}``: the
 evaluator name (did-you-mean if unknown), the dataset it reads (a
-:class:`~clipforge.data.config.DataConfig`, checked against the evaluator's data kinds), its
+:class:`~clipforge.data.data_config.DataConfig`, checked against the evaluator's data kinds), its
 options (checked against the evaluator's options dataclass) and an optional ``label``, the
 metric-key prefix (default: the name). All of it is checked when the config is made.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from ..configs import ConfigError
 from ..configs.engine import Coerce, check_keys
-from ..data.config import DataConfig
+from ..data.data_config import DataConfig
 from .registry import as_data_config, evaluator_options, get_evaluator
 
 __all__ = ["EvalConfig", "check_eval_list"]

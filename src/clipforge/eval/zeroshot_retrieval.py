@@ -3,7 +3,7 @@
 Data: ``csv`` (CSV/TSV/Parquet; the table source's options: columns, root, format, ...) or an
 ``archive`` holding such a table. Rows with the same image path are one image with several
 captions: an image→text query hits at K if any of its captions is in the top K. Scores are
-computed in blocks of ``chunk_size`` queries (:func:`~clipforge.eval.retrieval.chunked_ranks`),
+computed in blocks of ``chunk_size`` queries (:func:`~clipforge.eval.rank_metrics.chunked_ranks`),
 so memory grows with N·k, not N². Unreadable images are logged, reported and excluded with
 their captions. Metrics: ``image_to_text_R@K``, ``text_to_image_R@K``, mean/median ranks.
 """
@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from ..configs import ConfigError
-from ..data.config import DataConfig
+from ..data.data_config import DataConfig
 from ..embedding import embed_images, embed_texts
 from ..runtime import Precision
 from .datasets import load_captions
 from .output import EvalOutput
-from .retrieval import chunked_ranks, rank_metrics
+from .rank_metrics import chunked_ranks, rank_metrics
 
 __all__ = ["Options", "details", "read_pairs", "run"]
 
