@@ -144,6 +144,17 @@ def as_data_config(data: DataConfig | Mapping[str, Any] | None) -> DataConfig | 
     return build(DataConfig, data, "data", what="option")
 
 
+def _prepare(
+    name: str, options: Any, data: DataConfig | Mapping[str, Any] | None
+) -> tuple[Evaluator, Any, DataConfig | None]:
+    """The evaluator, its typed options and its checked dataset (before any model work)."""
+    evaluator = get_evaluator(name)
+    opts = evaluator_options(name, options)
+    config = as_data_config(data)
+    evaluator.check_data(config)
+    return evaluator, opts, config
+
+
 def evaluate(
     name: str,
     model: Any,
@@ -156,14 +167,9 @@ def evaluate(
     :class:`DataConfig` or dict (``{"kind": "folder", "path": ...}``). Everything is
     validated before the model is touched; the model's train/eval flags are restored.
     """
-
-    evaluator = get_evaluator(name)
-    opts = evaluator_options(name, options)
-    data = as_data_config(data)
-    evaluator.check_data(data)
-    run = import_ref(evaluator.run)
+    evaluator, opts, config = _prepare(name, options, data)
     with eval_mode(model):
-        metrics = run(model, data, opts)
+        metrics = import_ref(evaluator.run)(model, config, opts)
     return {str(k): float(v) for k, v in metrics.items()}
 
 
@@ -172,17 +178,12 @@ def evaluate_detailed(
     model: Any,
     options: Any = None,
     data: DataConfig | Mapping[str, Any] | None = None,
-) -> Any:
+) -> EvalOutput:
     """Like :func:`evaluate`, but an :class:`~clipforge.eval.output.EvalOutput` (metrics,
     counts, failures, report material); evaluators without ``details`` give metrics only."""
-
-    evaluator = get_evaluator(name)
-    opts = evaluator_options(name, options)
-    data = as_data_config(data)
-    evaluator.check_data(data)
-    function = import_ref(evaluator.details or evaluator.run)
+    evaluator, opts, config = _prepare(name, options, data)
     with eval_mode(model):
-        result = function(model, data, opts)
+        result = import_ref(evaluator.details or evaluator.run)(model, config, opts)
     if not isinstance(result, EvalOutput):
         result = EvalOutput(metrics=dict(result))
     result.metrics = {str(k): float(v) for k, v in result.metrics.items()}
