@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 from .errors import ClipforgeError, ConfigError
 
@@ -42,7 +42,7 @@ def unknown_name(what: str, name: str, valid: Iterable[str]) -> ConfigError:
     return ConfigError(f"unknown {what} {name!r}{did_you_mean(name, valid)}; valid: {valid}")
 
 
-def import_ref(ref: object) -> object:
+def import_ref(ref: Any) -> Any:
     """The object a ``"package.module:attr"`` string names (imported now), or ``ref`` itself
     when it is not a string."""
     if not isinstance(ref, str):
@@ -51,7 +51,7 @@ def import_ref(ref: object) -> object:
     if not sep or not module_name or not attr:
         raise ValueError(f"a reference must read 'package.module:attr', got {ref!r}")
     try:
-        value: object = importlib.import_module(module_name)
+        value: Any = importlib.import_module(module_name)
     except ImportError as err:
         raise ImportError(
             f"{ref!r} needs module {module_name!r}, which failed: {err}", name=err.name

@@ -13,7 +13,6 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import click
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -24,8 +23,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 _stderr = Console(stderr=True, width=None if sys.stderr.isatty() else 100_000)
 _state = {"debug": False}
 
-USAGE_EXIT = 2
-INPUT_EXIT = 1
 
 
 
@@ -44,28 +41,20 @@ def warn(message: str) -> None:
     _stderr.print(Text.assemble(("warning: ", "yellow"), message))
 
 
-def _exit_code(err: Exception) -> int | None:
-    """The exit code of an error we report in one line; ``None`` for a bug (traceback)."""
-    if isinstance(err, ClipforgeError):
-        return err.exit_code
-    return None
-
-
 def friendly_errors(command: F) -> F:
-    """Wrap a command: known errors become one ``error:`` line and exit 2 or 1."""
+    """Wrap a command: a :class:`~clipforge.errors.ClipforgeError` becomes one ``error:``
+    line and its exit code (2 usage, 1 input); anything else is a bug and keeps its
+    traceback (typer's own usage errors are typer's to print)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
-            raise
-        except Exception as err:
-            code = _exit_code(err)
-            if code is None or debug_enabled():
+        except ClipforgeError as err:
+            if debug_enabled():
                 raise
             message = str(err) or type(err).__name__
             _stderr.print(Text.assemble(("error: ", "red"), message.replace("\n", " ")))
-            raise typer.Exit(code=code) from None
+            raise typer.Exit(code=err.exit_code) from None
 
     return wrapper  # type: ignore[return-value]

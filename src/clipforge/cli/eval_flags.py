@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -105,10 +104,10 @@ class EvaluatorGroup(TyperGroup):
 
         return list_evaluators()
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Any) -> list[str]:
         return [*self._tasks(), *super().list_commands(ctx)]
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
         if command is not None or cmd_name not in self._tasks() or not self.make_task_command:
             return command
