@@ -76,7 +76,7 @@ class DataSource:
     def options_class(self) -> type:
         """The options dataclass (imported on first use)."""
         cls = import_ref(self.options)
-        if not dataclasses.is_dataclass(cls):
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
             raise TypeError(f"data source {self.name!r}: options {cls!r} is not a dataclass")
         return cls
 

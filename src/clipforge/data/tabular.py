@@ -138,6 +138,9 @@ class ImageCaptionDataset(Dataset):
     def caption(self, index: int) -> str | None:
         raise NotImplementedError
 
+    def __len__(self) -> int:
+        raise NotImplementedError  # subclasses know their row count
+
     def sample_id(self, index: int, path: str | None) -> str:
         return f"{index} ({path!r})"
 
@@ -156,8 +159,8 @@ class ImageCaptionDataset(Dataset):
         sid = self.sample_id(index, path)
         caption = self.caption(index)
         problem = caption_problem(caption) or (None if path else "missing image path")
-        if problem is not None:
-            self._log.skip(sid, problem)
+        if problem is not None or path is None or caption is None:
+            self._log.skip(sid, problem or "missing image path")
             return None
         try:
             image = self.transform(load_image(path, min_size=self.min_size))

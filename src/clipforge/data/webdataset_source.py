@@ -187,7 +187,7 @@ class WebDatasetSource(StreamingSource):
         empty_run = 0
         for url in urls:
             count = 0
-            for sample in wds.tarfile_to_samples(handler=self._handler)(iter([{"url": url}])):
+            for sample in wds.tarfile_to_samples(handler=self._handler)(iter([{"url": url}])):  # pyright: ignore[reportAttributeAccessIssue]  (webdataset exports lazily)
                 count += 1
                 yield sample
             empty_run = 0 if count else empty_run + 1
@@ -202,7 +202,7 @@ class WebDatasetSource(StreamingSource):
 
         epoch_seed = self._epoch_seed()
         if self.resampled:
-            shards = wds.ResampledShards(
+            shards = wds.ResampledShards(  # pyright: ignore[reportAttributeAccessIssue]  (webdataset exports lazily)
                 self.urls,
                 seed=stable_hash(epoch_seed, self.rank),
                 worker_seed=lambda: worker,
@@ -225,7 +225,7 @@ class WebDatasetSource(StreamingSource):
                 samples = itertools.islice(samples, worker, None, keep_every)
         if self.shuffle_buffer > 1:
             stream_seed = stable_hash(stable_hash(epoch_seed, self.rank), worker)
-            shuffle = wds.shuffle(
+            shuffle = wds.shuffle(  # pyright: ignore[reportAttributeAccessIssue]  (webdataset exports lazily)
                 self.shuffle_buffer, initial=min(self.shuffle_buffer, 100), seed=stream_seed
             )
             samples = shuffle(iter(samples))
@@ -256,8 +256,8 @@ class WebDatasetSource(StreamingSource):
         data = next((sample[k] for k in self.image_keys if k in sample), None)
         if problem is None and data is None:
             problem = f"no image (looked for {', '.join(self.image_keys)})"
-        if problem is not None:
-            self._log.skip(sid, problem)
+        if problem is not None or data is None or raw_caption is None:
+            self._log.skip(sid, problem or "no caption")
             return None
         try:
             image = self.transform(decode_image_bytes(data, sid, self.min_size))

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from ..configs import ConfigError
 from ..data.data_config import DataConfig
 from ..embedding import embed_images
+from ..runtime import Precision
 from .datasets import load_classification
 from .metrics import classification_metrics
 from .output import EvalOutput
@@ -63,7 +64,7 @@ class Options:
     limit: int | None = None  # training images (evenly spaced subset)
     test_limit: int | None = None
     cache_dir: str | None = None  # feature cache (None: in memory only)
-    precision: str = "fp32"
+    precision: Precision = "fp32"  # autocast
 
     def __post_init__(self) -> None:
         if self.probe not in ("linear", "logreg"):
@@ -215,6 +216,8 @@ def details(model: Any, data: DataConfig | None, options: Options) -> EvalOutput
     if data is None or not options.test_data:
         raise ConfigError("linear_probe needs a training dataset and options.test_data")
     test_data = as_data_config(options.test_data)
+    if test_data is None:
+        raise ConfigError("linear_probe needs options.test_data")
     start = time.perf_counter()
     x, y, classnames, failures = features(model, data, options, options.limit)
     x_test, y_test, _, test_failures = features(model, test_data, options, options.test_limit)
