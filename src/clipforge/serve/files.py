@@ -64,11 +64,12 @@ def open_served_file(row: ImageRow, roots: Sequence[str]) -> tuple[BinaryIO, os.
         raise HTTPException(404, f"image {row.id}: its file is gone") from exc
     except OSError as exc:  # ELOOP: a symlink appeared after resolving; EACCES; ...
         raise ServedFileRefused(f"image {row.id}: cannot open its file ({exc.strerror})") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ServedFileRefused(f"image {row.id}: its path is no longer a regular file")
     file = os.fdopen(fd, "rb")
     try:
-        st = os.fstat(file.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ServedFileRefused(f"image {row.id}: its path is no longer a regular file")
         if not _is_indexed_file(row, st, file):
             raise ServedFileRefused(
                 f"image {row.id}: its file was replaced since indexing (re-index to serve it)"
