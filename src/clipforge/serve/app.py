@@ -40,7 +40,7 @@ from .limits import (
     TextWeight,
     filter_params,
 )
-from .uploads import FORM_LIMITS, body_limit, upload_vector
+from .uploads import FORM_LIMITS, body_limit, check_upload, upload_vector
 
 SMALL_BODY = 64 * 1024
 """Request body limit of every route but the upload (none of them takes a body)."""
@@ -225,7 +225,8 @@ def _add_search_routes(
         text_weight: TextWeight = 1.0,
     ) -> dict:
         """Images similar to an uploaded image (optionally mixed with a text query)."""
-        vector = await pool.run(upload_vector, state.index, file, config)
+        check_upload(file, config)
+        vector = await pool.run(upload_vector, state.index, file)
         if q:
             vector = _unit(vector + text_weight * await text_query(q, []))
         return {"query": q, "results": await run_search(vector, params)}

@@ -34,40 +34,47 @@ def body_limit(config: ServeConfig) -> int:
     return config.max_upload_bytes + MULTIPART_OVERHEAD
 
 
-def upload_vector(index: Index, upload: UploadFile, config: ServeConfig) -> np.ndarray:
-    """The query vector of an uploaded image (run in a decode worker).
-
-    400: empty or not an image; 413: more bytes or pixels than allowed.
-    """
-    upload.file.seek(0)
-    data = upload.file.read(config.max_upload_bytes + 1)
-    if len(data) > config.max_upload_bytes:
+def check_upload(upload: UploadFile, config: ServeConfig) -> None:
+    """Before waiting for a decode worker: 400 if empty or not an image, 413 if more bytes
+    or (by the header alone) more pixels than allowed."""
+    size = upload.size if upload.size is not None else _size(upload.file)
+    if size > config.max_upload_bytes:
         raise HTTPException(413, f"upload larger than {config.max_upload_bytes} bytes")
-    if not data:
+    if size == 0:
         raise HTTPException(400, "empty upload")
-    image = decode_upload(data, config.max_upload_pixels)
-    try:
-        return image_vector(index.model, image)
-    except ValueError as exc:
-        raise HTTPException(400, str(exc)) from exc
-
-
-def decode_upload(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode ``data`` after checking its header's pixel count against ``max_pixels``."""
+    upload.file.seek(0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as header:
+            with Image.open(upload.file) as header:
                 width, height = header.size
     except Exception as exc:  # PIL raises many types for a non-image
         raise HTTPException(400, "the upload is not a recognised image") from exc
-    if width * height > max_pixels:
+    finally:
+        upload.file.seek(0)
+    if width * height > config.max_upload_pixels:
         raise HTTPException(
-            413, f"image has {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+            413,
+            f"image has {width}x{height} = {width * height} pixels; "
+            f"the limit is {config.max_upload_pixels}",
         )
+
+
+def _size(file) -> int:
+    file.seek(0, io.SEEK_END)
+    return file.tell()
+
+
+def upload_vector(index: Index, upload: UploadFile) -> np.ndarray:
+    """The query vector of an upload passed by :func:`check_upload` (in a decode worker)."""
+    upload.file.seek(0)
     try:
-        return decode_image(io.BytesIO(data), "<upload>")
+        image = decode_image(upload.file, "<upload>")
     except ImageDecodeError as exc:
         if isinstance(exc.__cause__, MemoryError):
             raise HTTPException(503, "out of memory decoding the upload; retry later") from exc
         raise HTTPException(400, f"cannot decode the upload: {exc.reason}") from exc
+    try:
+        return image_vector(index.model, image)
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from exc
