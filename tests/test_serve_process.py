@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import io
+import json
 import resource
 import signal
+import sys
 import threading
 import time
 
@@ -110,6 +112,7 @@ def _faults_module():
         "serve_faults", REPO / "benchmarks/serve_faults.py"
     )
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
     return module
 
@@ -120,9 +123,11 @@ def test_mixed_fault_load_has_no_5xx_and_health_stays_fast(tmp_path):
     spec = {"model": str(ckpt), "weights": None, "pretrained": None}
     plan = faults.Plan(images=16, new_images=8, searches=120, uploads=10, clients=4)
     out = faults.run(tiny_model(), spec, plan, tmp_path / "work")
+    print(json.dumps(out))
     assert out["server_5xx"] == 0, out["statuses"]
     assert "unexpected" not in out["statuses"], out["statuses"]
     assert out["statuses"]["reindex"] == {"200": 1} and out["reindex"]["added"] == 8
     assert out["health_ms"]["n"] > 20 and out["health_ms"]["max"] < 100, out["health_ms"]
     assert out["rss_mib"]["peak"] < out["rss_mib"]["start"] + 1024, out["rss_mib"]
-    assert out["sigterm_exit_s"] < 5 and out["exit_code"] == 0, out
+    # uvicorn re-raises the SIGTERM it handled once it has shut down cleanly
+    assert out["sigterm_exit_s"] < 5 and out["exit_code"] in (0, -signal.SIGTERM), out
