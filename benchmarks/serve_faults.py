@@ -76,6 +76,8 @@ class Plan:
 class Tally:
     statuses: dict = field(default_factory=lambda: defaultdict(Counter))
     health_ms: list = field(default_factory=list)
+    health_at: list = field(default_factory=list)  # perf_counter at each poll
+    reindex_window: tuple = (0.0, 0.0)
     rss_kib: list = field(default_factory=list)
     reindex: dict = field(default_factory=dict)
 
@@ -128,7 +130,7 @@ HOSTILE = [
 ]  # fmt: skip
 
 
-def start_server(db: Path) -> tuple[subprocess.Popen, str]:
+def start_server(db: Path, log: Path) -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -138,7 +140,8 @@ def start_server(db: Path) -> tuple[subprocess.Popen, str]:
         "--max-upload-pixels", str(MAX_PIXELS), "--threads", "1",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    proc = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    with open(log, "wb") as out:  # the access log and any traceback
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
@@ -179,6 +182,7 @@ def monitor(url: str, pid: int, tally: Tally, done: threading.Event) -> None:
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
             tally.health_ms.append((time.perf_counter() - start) * 1000)
+            tally.health_at.append(start)
             tally.record("health", status)
             if tick % 5 == 0:
                 tally.rss_kib.append(rss_kib(pid))
@@ -226,6 +230,7 @@ async def reindex(http: httpx.AsyncClient, workdir: Path, plan: Plan, tally: Tal
     write_photos(workdir / "photos", plan.new_images, start=10_000)
     start = time.perf_counter()
     response = await http.post("/reindex", headers={"X-API-Key": KEY}, timeout=None)
+    tally.reindex_window = (start, time.perf_counter())
     tally.record("reindex", response.status_code)
     tally.reindex = {**response.json(), "request_seconds": round(time.perf_counter() - start, 2)}
 
@@ -244,7 +249,8 @@ async def traffic(url: str, workdir: Path, plan: Plan, tally: Tally) -> None:
 def run(model, spec: dict, plan: Plan, workdir: Path) -> dict:
     """Build the index, start the server, run the traffic, stop it; the summary."""
     db = build_index(workdir, model, spec, plan)
-    proc, url = start_server(db)
+    log = workdir / "server.log"
+    proc, url = start_server(db, log)
     tally, done = Tally(), threading.Event()
     watcher = threading.Thread(target=monitor, args=(url, proc.pid, tally, done), daemon=True)
     started = time.perf_counter()
@@ -261,11 +267,15 @@ def run(model, spec: dict, plan: Plan, workdir: Path) -> dict:
             proc.wait(timeout=30)
         finally:
             proc.kill()
-    return summary(tally, seconds, time.perf_counter() - stop_start, proc.returncode)
+    out = summary(tally, seconds, time.perf_counter() - stop_start, proc.returncode)
+    out["server_tracebacks"] = log.read_text(errors="replace").count("Traceback")
+    return out
 
 
 def summary(tally: Tally, seconds: float, stop_s: float, code: int | None) -> dict:
     health = np.asarray(tally.health_ms or [0.0])
+    at = np.asarray(tally.health_at or [0.0])
+    during = health[(at >= tally.reindex_window[0]) & (at <= tally.reindex_window[1])]
     statuses = {kind: dict(counts) for kind, counts in sorted(tally.statuses.items())}
     all_codes = Counter()
     for counts in tally.statuses.values():
@@ -282,6 +292,9 @@ def summary(tally: Tally, seconds: float, stop_s: float, code: int | None) -> di
             "p50": round(float(np.percentile(health, 50)), 2),
             "p99": round(float(np.percentile(health, 99)), 2),
             "max": round(float(health.max()), 2),
+            "n_during_reindex": len(during),
+            "max_during_reindex": round(float(during.max()), 2) if len(during) else None,
+            "slowest": sorted(round(float(x), 1) for x in health)[-5:],
         },
         "rss_mib": {
             "start": round(tally.rss_kib[0] / 1024, 1) if tally.rss_kib else None,

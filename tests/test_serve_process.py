@@ -49,6 +49,10 @@ def test_reindex_leaves_the_loop_free_and_sigterm_stops_it(tmp_path):
         time.sleep(1.0)  # the re-index is under way (its embedding sleeps 120 s)
         latencies = []
         with httpx.Client(base_url=url, timeout=5) as http:
+            key = {"X-API-Key": "k"}
+            assert http.post("/reindex", headers=key).status_code == 409  # one at a time
+            assert http.delete("/images/1", headers=key).status_code == 409
+            assert http.get("/health").json()["reindex"]["running"] is True
             for i in range(40):
                 began = time.perf_counter()
                 assert http.get("/health").status_code == 200
