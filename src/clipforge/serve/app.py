@@ -146,6 +146,7 @@ def create_app(index: Index, config: ServeConfig | None = None) -> FastAPI:
         cache_size=config.cache_size,
     )
     app.state.batcher, app.state.jobs, app.state.decode_pool = batcher, jobs, pool
+    _add_health_route(app, state, batcher, pool)
     _add_search_routes(app, state, config, batcher, pool)
     add_file_routes(app, state, config, pool)
     add_admin_routes(app, state, config, jobs)
@@ -163,6 +164,21 @@ def set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def _add_health_route(
+    app: FastAPI, state: ServiceState, batcher: TextBatcher, pool: DecodePool
+) -> None:
+    @app.get("/health")
+    async def health() -> dict:
+        """Liveness and counts, from the service's state (never waits on the index)."""
+        return {
+            "status": "ok",
+            **state.info,
+            "reindex": app.state.jobs.status(),
+            "decode": pool.stats(),
+            "batching": batcher.stats(),
+        }
 
 
 def _add_search_routes(
@@ -184,17 +200,6 @@ def _add_search_routes(
             {**h.to_dict(), "image": f"/images/{h.id}", "thumbnail": f"/thumbnails/{h.id}"}
             for h in hits[0]
         ]
-
-    @app.get("/health")
-    async def health() -> dict:
-        """Liveness and counts, from the service's state (never waits on the index)."""
-        return {
-            "status": "ok",
-            **state.info,
-            "reindex": app.state.jobs.status(),
-            "decode": pool.stats(),
-            "batching": batcher.stats(),
-        }
 
     @app.get("/search")
     async def search_text(
