@@ -194,19 +194,25 @@ async def searches(http: httpx.AsyncClient, n: int, ids: list[int], tally: Tally
     rng = random.Random(n)
     for i in range(n):
         kind = ("text", "text_negative", "similar", "thumbnail", "image", "hostile")[i % 6]
-        if kind == "text":
-            params = {"q": " ".join(rng.sample(WORDS, 3)), "k": rng.choice([5, 20, 100])}
-            response = await http.get("/search", params=params)
-        elif kind == "text_negative":
-            params = {"q": rng.choice(WORDS), "negative": rng.sample(WORDS, 4), "min_width": 10}
-            response = await http.get("/search", params=params)
-        elif kind == "similar":
-            response = await http.get(f"/search/similar/{rng.choice(ids)}", params={"k": 10})
-        elif kind in ("thumbnail", "image"):
-            response = await http.get(f"/{kind}s/{rng.choice(ids)}")
-        else:
-            response = await http.get(rng.choice(HOSTILE))
-        tally.record(kind, response.status_code)
+        try:
+            url, params = _search_request(kind, rng, ids)
+            status = (await http.get(url, params=params)).status_code
+        except httpx.TransportError as exc:  # counted: a dropped connection is a result
+            status = type(exc).__name__
+        tally.record(kind, status)
+
+
+def _search_request(kind: str, rng: random.Random, ids: list[int]) -> tuple[str, dict]:
+    if kind == "text":
+        return "/search", {"q": " ".join(rng.sample(WORDS, 3)), "k": rng.choice([5, 20, 100])}
+    if kind == "text_negative":
+        params = {"q": rng.choice(WORDS), "negative": rng.sample(WORDS, 4), "min_width": 10}
+        return "/search", params
+    if kind == "similar":
+        return f"/search/similar/{rng.choice(ids)}", {"k": 10}
+    if kind in ("thumbnail", "image"):
+        return f"/{kind}s/{rng.choice(ids)}", {}
+    return rng.choice(HOSTILE), {}
 
 
 async def uploads(http: httpx.AsyncClient, n: int, tally: Tally) -> None:
@@ -268,7 +274,11 @@ def run(model, spec: dict, plan: Plan, workdir: Path) -> dict:
         finally:
             proc.kill()
     out = summary(tally, seconds, time.perf_counter() - stop_start, proc.returncode)
-    out["server_tracebacks"] = log.read_text(errors="replace").count("Traceback")
+    text = log.read_text(errors="replace")
+    out["server_tracebacks"] = text.count("Traceback")
+    out["server_log_problems"] = [
+        line for line in text.splitlines() if line and not line.startswith("INFO")
+    ][-20:]
     return out
 
 
