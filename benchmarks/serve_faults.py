@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -158,9 +159,9 @@ def rss_kib(pid: int) -> int:
     """RSS of ``pid`` and its children (the re-index process), KiB."""
     total = 0
     pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):  # any thread's children
+        with contextlib.suppress(OSError):
+            pids += [int(p) for p in children.read_text().split()]
     for p in pids:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
@@ -235,8 +236,13 @@ async def reindex(http: httpx.AsyncClient, workdir: Path, plan: Plan, tally: Tal
     await asyncio.sleep(2.0)  # in the middle of the traffic
     write_photos(workdir / "photos", plan.new_images, start=10_000)
     start = time.perf_counter()
-    response = await http.post("/reindex", headers={"X-API-Key": KEY}, timeout=None)
-    tally.reindex_window = (start, time.perf_counter())
+    try:
+        response = await http.post("/reindex", headers={"X-API-Key": KEY}, timeout=None)
+    except httpx.TransportError as exc:
+        tally.record("reindex", type(exc).__name__)
+        return
+    finally:
+        tally.reindex_window = (start, time.perf_counter())
     tally.record("reindex", response.status_code)
     tally.reindex = {**response.json(), "request_seconds": round(time.perf_counter() - start, 2)}
 

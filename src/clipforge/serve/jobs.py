@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import pickle
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException
@@ -93,11 +95,12 @@ class Reindexer:
 
     async def _run(self) -> dict:
         index = self.state.index
+        model = await asyncio.to_thread(_model_source, index)
         ctx = multiprocessing.get_context("spawn")
         receiver, sender = ctx.Pipe(duplex=False)
         self.process = ctx.Process(
             target=_reindex_child,
-            args=(str(index.path), index.model, index.roots, sender),
+            args=(str(index.path), model, index.roots, sender),
             name="clipforge-reindex",
             daemon=True,
         )
@@ -149,12 +152,36 @@ def _receive(receiver) -> dict | None:
         return None
 
 
-def _reindex_child(path: str, model, roots: list[str], sender) -> None:
-    """In the child process: sync the index, send back the report or a typed error."""
+def _model_source(index: Index) -> dict | bytes:
+    """How the child gets the model: the spec the index records (``clipforge index`` /
+    ``serve`` record one), else a pickled copy of the service's model (library use).
+
+    Never multiprocessing's own pickler: it moves tensors to shared memory in place, under
+    the threads that are using them (a crash). A plain pickle copies the weights, holding
+    the GIL while it does (a pause of the service for large models).
+    """
+    spec = index.model_spec
+    if spec and spec.get("model"):
+        return spec
+    return pickle.dumps(index.model, pickle.HIGHEST_PROTOCOL)
+
+
+def _load_model(source: dict | bytes):
+    if isinstance(source, bytes):
+        return pickle.loads(source)  # the parent's own model, through a private pipe
+    from ..cli.common import load_model  # the loader that wrote the spec
+
+    weights = source.get("weights")
+    return load_model(source["model"], weights and Path(weights), source.get("pretrained"))
+
+
+def _reindex_child(path: str, model: dict | bytes, roots: list[str], sender) -> None:
+    """In the child process: sync the index, send back the report or a typed error.
+    ``model``: see :func:`_model_source`; the index refuses a model that differs."""
     with contextlib.suppress(OSError):
         os.nice(CHILD_NICE)
     try:
-        with Index.open(path, model) as index:
+        with Index.open(path, _load_model(model)) as index:
             report = index.sync(roots, progress=False)
         sender.send({"ok": True, "report": report.to_dict()})
     except ClipforgeError as exc:
