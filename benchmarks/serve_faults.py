@@ -155,21 +155,21 @@ def start_server(db: Path, log: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the server did not come up")
 
 
-def rss_kib(pid: int) -> int:
-    """RSS of ``pid`` and its children (the re-index process), KiB."""
-    total = 0
-    pids = [pid]
-    for children in Path(f"/proc/{pid}/task").glob("*/children"):  # any thread's children
+def rss_kib(pid: int) -> tuple[int, int]:
+    """RSS of ``pid`` and of its children (the re-index process), KiB."""
+    children: list[int] = []
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):  # any thread's children
         with contextlib.suppress(OSError):
-            pids += [int(p) for p in children.read_text().split()]
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+            children += [int(p) for p in listing.read_text().split()]
+    return _vm_rss(pid), sum(_vm_rss(p) for p in children)
+
+
+def _vm_rss(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 def monitor(url: str, pid: int, tally: Tally, done: threading.Event) -> None:
@@ -313,8 +313,9 @@ def summary(tally: Tally, seconds: float, stop_s: float, code: int | None) -> di
             "slowest": sorted(round(float(x), 1) for x in health)[-5:],
         },
         "rss_mib": {
-            "start": round(tally.rss_kib[0] / 1024, 1) if tally.rss_kib else None,
-            "peak": round(max(tally.rss_kib) / 1024, 1) if tally.rss_kib else None,
+            "start": round(tally.rss_kib[0][0] / 1024, 1),
+            "peak": round(max(r[0] for r in tally.rss_kib) / 1024, 1),
+            "peak_with_reindex_child": round(max(sum(r) for r in tally.rss_kib) / 1024, 1),
         },
         "reindex": tally.reindex,
         "sigterm_exit_s": round(stop_s, 2),
