@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import io
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -27,7 +28,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -172,23 +172,26 @@ def _vm_rss(pid: int) -> int:
     return 0
 
 
-def monitor(url: str, pid: int, tally: Tally, done: threading.Event) -> None:
-    """Poll /health every 20 ms and sample RSS every 100 ms until ``done``."""
+def monitor(url: str, pid: int, done, results) -> None:
+    """In its own process (no GIL shared with the load generator): poll /health every 20 ms
+    and sample RSS every 100 ms until ``done``; send back (statuses, ms, times, rss)."""
+    statuses, ms, at, rss = Counter(), [], [], []
     with httpx.Client(base_url=url, timeout=10) as http:
         tick = 0
         while not done.is_set():
-            start = time.perf_counter()
+            start = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
             try:
                 status = http.get("/health").status_code
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
-            tally.health_ms.append((time.perf_counter() - start) * 1000)
-            tally.health_at.append(start)
-            tally.record("health", status)
+            ms.append((time.perf_counter() - start) * 1000)
+            at.append(start)
+            statuses[str(status)] += 1
             if tick % 5 == 0:
-                tally.rss_kib.append(rss_kib(pid))
+                rss.append(rss_kib(pid))
             tick += 1
             time.sleep(0.02)
+    results.send((dict(statuses), ms, at, rss))
 
 
 async def searches(http: httpx.AsyncClient, n: int, ids: list[int], tally: Tally) -> None:
@@ -263,14 +266,18 @@ def run(model, spec: dict, plan: Plan, workdir: Path) -> dict:
     db = build_index(workdir, model, spec, plan)
     log = workdir / "server.log"
     proc, url = start_server(db, log)
-    tally, done = Tally(), threading.Event()
-    watcher = threading.Thread(target=monitor, args=(url, proc.pid, tally, done), daemon=True)
+    tally = Tally()
+    ctx = multiprocessing.get_context("fork")  # the child runs httpx only
+    done, (results, sender) = ctx.Event(), ctx.Pipe(duplex=False)
+    watcher = ctx.Process(target=monitor, args=(url, proc.pid, done, sender), daemon=True)
     started = time.perf_counter()
     watcher.start()
     try:
         asyncio.run(traffic(url, workdir, plan, tally))
     finally:
         done.set()
+        statuses, tally.health_ms, tally.health_at, tally.rss_kib = results.recv()
+        tally.statuses["health"].update(statuses)
         watcher.join(10)
         seconds = time.perf_counter() - started
         stop_start = time.perf_counter()

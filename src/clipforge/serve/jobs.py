@@ -49,7 +49,9 @@ class ServiceState:
     def reopen(self) -> None:
         """Open the index directory again (after another process wrote it) and switch to it."""
         old = self.index
-        self.index = Index.open(old.path, old.model)
+        fresh = Index.open(old.path)  # the model was checked against this index already:
+        fresh.model = old.model  # skip fingerprinting its weights again
+        self.index = fresh
         if self.owned:
             with old.lock:
                 old.close()
