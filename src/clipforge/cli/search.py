@@ -185,13 +185,16 @@ def serve(
     precision: str = typer.Option(
         None, "--precision", help="Text tower under bf16 autocast (faster; default fp32)."
     ),
+    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.001, max=1024.0),
+    max_upload_pixels: int = typer.Option(40_000_000, "--max-upload-pixels", min=1),
+    decode_workers: int = typer.Option(
+        2, "--decode-workers", min=1, max=64, help="Image decodes at once (uploads, thumbnails)."
+    ),
 ) -> None:
     """Serve the index over HTTP: JSON API, OpenAPI docs at /docs and a web page at /."""
     import os
 
-    import uvicorn
-
-    from clipforge.serve import ServeConfig, create_app
+    from clipforge.serve import ServeConfig, create_app, run
 
     idx = _open(db, model, weights, pretrained)
     config = ServeConfig(
@@ -199,10 +202,13 @@ def serve(
         cors_origins=list(cors or []),
         threads=threads or max(1, (os.cpu_count() or 1) - 1),
         precision=precision,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_upload_pixels=max_upload_pixels,
+        decode_workers=decode_workers,
     )
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         err_console.print(f"[yellow]serving on {host}: reachable from the network[/yellow]")
-    uvicorn.run(create_app(idx, config), host=host, port=port, log_level="info")
+    run(create_app(idx, config), host=host, port=port)
 
 
 def register(app: typer.Typer) -> None:

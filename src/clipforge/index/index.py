@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from .metadata import ImageRow, MetadataStore
+from .metadata import ImageRow, MetadataStore, file_identity
 from .query import Filters, SearchHit
 from .scan import expand, file_sha256, image_size, model_fingerprint
 from .store import StoreOptions, VectorStore, open_backend
@@ -55,6 +55,7 @@ class _Pending:
     mtime_ns: int
     sha256: str
     old_id: int | None = None
+    identity: tuple[int, int] | None = None  # (device, inode) when planned
 
 
 class Index:
@@ -251,17 +252,17 @@ class Index:
             return None
         old_id = state.id if state is not None and state.kind == "image" else None
         if old_id is not None and state.sha256 == sha:  # touched, content unchanged
-            self.meta.move_image(old_id, path, st.st_size, st.st_mtime_ns)
+            self.meta.move_image(old_id, path, st.st_size, st.st_mtime_ns, file_identity(st))
             report.unchanged += 1
             return None
         original = self.meta.by_hash(sha)
         if original is None or original.path == path:
-            return _Pending(path, st.st_size, st.st_mtime_ns, sha, old_id)
+            return _Pending(path, st.st_size, st.st_mtime_ns, sha, old_id, file_identity(st))
         if old_id is not None:
             removed.append(old_id)
             self.meta.forget_path(path)
         if not os.path.exists(original.path):  # renamed (or moved)
-            self.meta.move_image(original.id, path, st.st_size, st.st_mtime_ns)
+            self.meta.move_image(original.id, path, st.st_size, st.st_mtime_ns, file_identity(st))
             report.renamed += 1
         else:
             self.meta.add_duplicate(path, st.st_size, st.st_mtime_ns, sha, original.id)
@@ -288,8 +289,9 @@ class Index:
                     item = pending[i]
                     width, height = image_size(item.path)
                     row = ImageRow(
-                        0, item.path, item.size, item.mtime_ns, item.sha256, width, height
-                    )
+                        0, item.path, item.size, item.mtime_ns, item.sha256, width, height,
+                        *(item.identity or (None, None)),
+                    )  # fmt: skip
                     new_ids.append(self.meta.insert_image(row, vector))
                     if item.old_id is not None:
                         old_ids.append(item.old_id)

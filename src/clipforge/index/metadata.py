@@ -7,6 +7,7 @@ Row ids come from ``AUTOINCREMENT`` and are never reused.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -46,7 +47,34 @@ CREATE TABLE IF NOT EXISTS errors (
     at REAL NOT NULL
 );
 """
-COLUMNS = "id, path, size, mtime_ns, sha256, width, height"
+COLUMNS = "id, path, size, mtime_ns, sha256, width, height, device, inode"
+
+FILE_IDENTITY_COLUMNS = ("device", "inode")
+"""Added by the "file identity" migration: which file (``st_dev``, ``st_ino``) was indexed."""
+
+
+def file_identity(st: os.stat_result) -> tuple[int, int]:
+    """``(device, inode)`` of a stat result, as signed 64-bit integers (SQLite's INTEGER)."""
+    return _signed64(st.st_dev), _signed64(st.st_ino)
+
+
+def _signed64(value: int) -> int:
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def migrate_file_identity(db: sqlite3.Connection) -> None:
+    """Migration "file identity": add the nullable ``device`` and ``inode`` columns to
+    ``images``. Rows indexed before it keep NULLs (the service then checks them by hash)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        have = {row[1] for row in db.execute("PRAGMA table_info(images)")}
+        for column in FILE_IDENTITY_COLUMNS:
+            if column not in have:
+                db.execute(f"ALTER TABLE images ADD COLUMN {column} INTEGER")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 @dataclass(frozen=True)
@@ -60,6 +88,8 @@ class ImageRow:
     sha256: str
     width: int
     height: int
+    device: int | None = None  # file identity when indexed (see :func:`file_identity`);
+    inode: int | None = None  # None for rows indexed before the "file identity" migration
 
 
 @dataclass(frozen=True)
@@ -82,6 +112,7 @@ class MetadataStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        migrate_file_identity(self.db)
 
     def close(self) -> None:
         self.db.close()
@@ -161,7 +192,7 @@ class MetadataStore:
         self.forget_path(row.path)
         cursor = self.db.execute(
             "INSERT INTO images (path, size, mtime_ns, sha256, width, height, indexed_at,"
-            " vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " vector, device, inode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.path,
                 row.size,
@@ -171,17 +202,24 @@ class MetadataStore:
                 row.height,
                 time.time(),
                 np.ascontiguousarray(vector, dtype=np.float32).tobytes(),
+                row.device,
+                row.inode,
             ),
         )
         return int(cursor.lastrowid)
 
-    def move_image(self, id_: int, path: str, size: int, mtime_ns: int) -> None:
-        """A renamed (or merely touched) file: same content, new path/stat, same id."""
+    def move_image(
+        self, id_: int, path: str, size: int, mtime_ns: int, identity: tuple[int, int] | None = None
+    ) -> None:
+        """A renamed (or merely touched) file: same content, new path/stat, same id.
+        ``identity``: the file's :func:`file_identity` (``None``: unknown, checked by hash)."""
+        device, inode = identity or (None, None)
         self.db.execute("DELETE FROM duplicates WHERE path = ?", (path,))
         self.db.execute("DELETE FROM errors WHERE path = ?", (path,))
         self.db.execute(
-            "UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
-            (path, size, mtime_ns, id_),
+            "UPDATE images SET path = ?, size = ?, mtime_ns = ?, device = ?, inode = ?"
+            " WHERE id = ?",
+            (path, size, mtime_ns, device, inode, id_),
         )
 
     def forget_path(self, path: str) -> int | None:

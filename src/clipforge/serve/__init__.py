@@ -2,5 +2,6 @@
 
 from .app import ServeConfig, create_app
 from .batching import TextBatcher
+from .runner import run
 
-__all__ = ["ServeConfig", "TextBatcher", "create_app"]
+__all__ = ["ServeConfig", "TextBatcher", "create_app", "run"]

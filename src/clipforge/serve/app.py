@@ -1,31 +1,49 @@
 """The FastAPI application: search by text / image / indexed image, files by id, health.
 
-Security defaults: only indexed files are served, by integer id (no paths in URLs);
-uploads are limited in bytes and pixels; mutating endpoints answer 403 unless an API key
-is configured (then they need ``X-API-Key``); CORS is off unless origins are given.
+Security defaults: only indexed files are served, by integer id (no paths in URLs), and only
+while they are still the indexed regular file (``files``); request bodies are limited while
+they are read, uploads in pixels before decoding, decodes by a bounded pool (``uploads``,
+``limits``); every query number is bounded and finite; mutating endpoints answer 403 unless
+an API key is configured (then they need ``X-API-Key``); re-indexing runs in a child
+process (``jobs``); CORS is off unless origins are given. Errors the package raises on
+purpose (:class:`~clipforge.errors.ClipforgeError`) are answered with their ``http_status``.
 """
 
 from __future__ import annotations
 
-import io
-import secrets
+import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from typing import Annotated
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, HTMLResponse, Response
-from PIL import Image
+from fastapi.responses import JSONResponse
 
 from ..embedding import embed_texts
+from ..errors import ClipforgeError
 from ..index import Filters, Index
-from ..index.querying import image_vector
 from ..runtime import check_precision
+from .admin import add_admin_routes
 from .batching import TextBatcher
+from .files import add_file_routes
+from .jobs import Reindexer, ServiceState
+from .limits import (
+    DecodePool,
+    FilterParams,
+    ImageId,
+    Negatives,
+    QueryText,
+    TextWeight,
+    filter_params,
+)
+from .uploads import FORM_LIMITS, body_limit, check_upload, upload_vector
+
+SMALL_BODY = 64 * 1024
+"""Request body limit of every route but the upload (none of them takes a body)."""
 
 
 @dataclass
@@ -36,6 +54,9 @@ class ServeConfig:
     torch's setting). ``precision``:
     ``"bf16"`` runs the text tower under bfloat16 autocast (faster on CPUs with bf16
     instructions; query vectors then differ slightly from fp32 ones), ``None``: fp32.
+    ``decode_workers``: image decodes at once (uploads, thumbnails); ``decode_queue``
+    requests wait up to ``decode_wait_s`` for one, more are answered 503. ``max_k``: larger
+    ``k`` are clamped to it.
     """
 
     api_key: str | None = None
@@ -49,33 +70,14 @@ class ServeConfig:
     thumbnail_px: int = 256
     threads: int | None = None
     precision: str | None = None
+    decode_workers: int = 2
+    decode_queue: int = 32
+    decode_wait_s: float = 30.0
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(vector))
     return (vector / norm if norm > 0 else vector).astype(np.float32)
-
-
-@dataclass
-class FilterParams:
-    """Query-string filters shared by the search endpoints."""
-
-    k: int
-    filters: Filters
-
-
-async def filter_params(
-    k: Annotated[int, Query(ge=1)] = 20,
-    glob: str | None = None,
-    after: float | None = Query(None, description="Unix time: modified at/after"),
-    before: float | None = Query(None, description="Unix time: modified at/before"),
-    min_score: float | None = None,
-    min_width: Annotated[int | None, Query(ge=0)] = None,
-    min_height: Annotated[int | None, Query(ge=0)] = None,
-) -> FilterParams:
-    """The filters of a search request (async: FastAPI runs it on the event loop, where a
-    sync dependency would cost a worker-thread hop per request)."""
-    return FilterParams(k, Filters(glob or None, after, before, min_width, min_height, min_score))
 
 
 class Searcher:
@@ -89,24 +91,25 @@ class Searcher:
     busy machine does not inflate.
     """
 
-    def __init__(self, index: Index, inline_s: float = 0.002) -> None:
-        self.index = index
+    def __init__(self, state: ServiceState, inline_s: float = 0.002) -> None:
+        self.state = state
         self.inline_s = inline_s
         self.mean_s = 0.0  # moving average of the search's CPU time
 
-    def _timed(self, vectors: np.ndarray, k: int, filters: Filters) -> list:
+    def _timed(self, index: Index, vectors: np.ndarray, k: int, filters: Filters) -> list:
         start = time.thread_time()
-        hits = self.index.search_vectors(vectors, k, filters)
+        hits = index.search_vectors(vectors, k, filters)
         self.mean_s = 0.8 * self.mean_s + 0.2 * (time.thread_time() - start)
         return hits
 
     async def __call__(self, vectors: np.ndarray, k: int, filters: Filters) -> list:
-        if self.mean_s < self.inline_s and self.index.lock.acquire(blocking=False):
+        index = self.state.index
+        if self.mean_s < self.inline_s and index.lock.acquire(blocking=False):
             try:
-                return self._timed(vectors, k, filters)
+                return self._timed(index, vectors, k, filters)
             finally:
-                self.index.lock.release()
-        return await run_in_threadpool(self._timed, vectors, k, filters)
+                index.lock.release()
+        return await run_in_threadpool(self._timed, index, vectors, k, filters)
 
 
 def create_app(index: Index, config: ServeConfig | None = None) -> FastAPI:
@@ -115,24 +118,44 @@ def create_app(index: Index, config: ServeConfig | None = None) -> FastAPI:
     check_precision(config.precision)
     if config.threads:
         set_threads(config.threads)
-    app = FastAPI(title="clipforge search", version="1")
+    state = ServiceState(index)
+    state.update()
+    jobs = Reindexer(state)
+    pool = DecodePool(config.decode_workers, config.decode_queue, config.decode_wait_s)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await jobs.aclose()
+        pool.close()
+
+    app = FastAPI(
+        title="clipforge search", version="1", lifespan=lifespan, max_body_size=SMALL_BODY
+    )
+    app.add_exception_handler(ClipforgeError, _clipforge_error)
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["*"])
     batcher = TextBatcher(
         lambda texts: embed_texts(
-            index.model, texts, batch_size=config.max_batch, precision=config.precision
+            state.index.model, texts, batch_size=config.max_batch, precision=config.precision
         ),
         max_batch=config.max_batch,
         wait_s=config.batch_wait_s,
         cache_size=config.cache_size,
     )
-    app.state.batcher = batcher
-    _add_search_routes(app, index, config, batcher)
-    _add_file_routes(app, index, config)
-    _add_admin_routes(app, index, config)
+    app.state.batcher, app.state.jobs, app.state.decode_pool = batcher, jobs, pool
+    _add_health_route(app, state, batcher, pool)
+    _add_search_routes(app, state, config, batcher, pool)
+    add_file_routes(app, state, config, pool)
+    add_admin_routes(app, state, config, jobs)
     return app
+
+
+async def _clipforge_error(_: Request, exc: Exception) -> JSONResponse:
+    """A ClipforgeError (refused file, locked index, ...): its HTTP status, one line."""
+    return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "http_status", 400))
 
 
 def set_threads(threads: int) -> None:
@@ -143,17 +166,32 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _add_health_route(
+    app: FastAPI, state: ServiceState, batcher: TextBatcher, pool: DecodePool
+) -> None:
+    @app.get("/health")
+    async def health() -> dict:
+        """Liveness and counts, from the service's state (never waits on the index)."""
+        return {
+            "status": "ok",
+            **state.info,
+            "reindex": app.state.jobs.status(),
+            "decode": pool.stats(),
+            "batching": batcher.stats(),
+        }
+
+
 def _add_search_routes(
-    app: FastAPI, index: Index, config: ServeConfig, batcher: TextBatcher
+    app: FastAPI, state: ServiceState, config: ServeConfig, batcher: TextBatcher, pool: DecodePool
 ) -> None:
     async def text_query(q: str, negative: list[str]) -> np.ndarray:
         vector = await batcher.embed(q)
         if negative:
-            vectors = [await batcher.embed(n) for n in negative]
+            vectors = await asyncio.gather(*(batcher.embed(n) for n in negative))
             vector = _unit(vector) - 0.5 * _unit(np.mean(vectors, axis=0))
         return _unit(vector)
 
-    searcher = Searcher(index)
+    searcher = Searcher(state)
 
     async def run_search(vector: np.ndarray, params: FilterParams) -> list[dict]:
         k = min(params.k, config.max_k)
@@ -163,134 +201,37 @@ def _add_search_routes(
             for h in hits[0]
         ]
 
-    @app.get("/health")
-    def health() -> dict:
-        with index.lock:
-            info = index.info()
-        return {"status": "ok", **info, "batching": batcher.stats()}
-
     @app.get("/search")
     async def search_text(
-        q: Annotated[str, Query(min_length=1, max_length=1000)],
+        q: QueryText,
         params: Annotated[FilterParams, Depends(filter_params)],
-        negative: Annotated[list[str] | None, Query()] = None,
+        negative: Negatives = None,
     ) -> dict:
         """Images matching a text query (minus ``negative`` prompts)."""
         return {"query": q, "results": await run_search(await text_query(q, negative), params)}
 
     @app.get("/search/similar/{image_id}")
     async def search_similar(
-        image_id: int, params: Annotated[FilterParams, Depends(filter_params)]
+        image_id: ImageId, params: Annotated[FilterParams, Depends(filter_params)]
     ) -> dict:
         """Images similar to an indexed image."""
+        index = state.index
         with index.lock:
             _, vectors = index.meta.vectors([image_id], 0)
         if len(vectors) == 0:
             raise HTTPException(404, "no indexed image with this id")
         return {"similar_to": image_id, "results": await run_search(vectors[0], params)}
 
-    @app.post("/search/image")
+    @app.post("/search/image", max_body_size=body_limit(config), form_limits=FORM_LIMITS)
     async def search_image(
-        request: Request,
         params: Annotated[FilterParams, Depends(filter_params)],
         file: Annotated[UploadFile, File(description="The query image")],
         q: Annotated[str | None, Query(max_length=1000)] = None,
-        text_weight: float = 1.0,
+        text_weight: TextWeight = 1.0,
     ) -> dict:
         """Images similar to an uploaded image (optionally mixed with a text query)."""
-        data = await _read_upload(request, file, config)
-        vector = await run_in_threadpool(_upload_vector, index, data, config)
+        check_upload(file, config)
+        vector = await pool.run(upload_vector, state.index, file)
         if q:
             vector = _unit(vector + text_weight * await text_query(q, []))
         return {"query": q, "results": await run_search(vector, params)}
-
-
-async def _read_upload(request: Request, file: UploadFile, config: ServeConfig) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and int(declared) > config.max_upload_bytes + 64 * 1024:
-        raise HTTPException(413, f"upload larger than {config.max_upload_bytes} bytes")
-    data = await file.read(config.max_upload_bytes + 1)
-    if len(data) > config.max_upload_bytes:
-        raise HTTPException(413, f"upload larger than {config.max_upload_bytes} bytes")
-    if not data:
-        raise HTTPException(400, "empty upload")
-    return data
-
-
-def _upload_vector(index: Index, data: bytes, config: ServeConfig) -> np.ndarray:
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            pixels = image.width * image.height
-    except Exception as exc:
-        raise HTTPException(400, "the upload is not a recognised image") from exc
-    if pixels > config.max_upload_pixels:
-        raise HTTPException(
-            413, f"image has {pixels} pixels; the limit is {config.max_upload_pixels}"
-        )
-    try:
-        return image_vector(index.model, data)
-    except ValueError as exc:
-        raise HTTPException(400, str(exc)) from exc
-
-
-def _add_file_routes(app: FastAPI, index: Index, config: ServeConfig) -> None:
-    def indexed_path(image_id: int) -> tuple[str, int]:
-        with index.lock:
-            row = index.meta.get(image_id)
-        if row is None:
-            raise HTTPException(404, "no indexed image with this id")
-        return row.path, row.mtime_ns
-
-    @lru_cache(maxsize=2048)
-    def thumbnail(path: str, mtime_ns: int) -> bytes:
-        from ..preprocess import load_image
-
-        image = load_image(path)
-        image.thumbnail((config.thumbnail_px, config.thumbnail_px))
-        out = io.BytesIO()
-        image.convert("RGB").save(out, format="JPEG", quality=85)
-        return out.getvalue()
-
-    @app.get("/images/{image_id}")
-    def get_image(image_id: int) -> FileResponse:
-        """The original file of an indexed image (by id only)."""
-        path, _ = indexed_path(image_id)
-        try:
-            return FileResponse(path)
-        except OSError as exc:
-            raise HTTPException(404, "file no longer readable") from exc
-
-    @app.get("/thumbnails/{image_id}")
-    def get_thumbnail(image_id: int) -> Response:
-        """A JPEG thumbnail of an indexed image."""
-        try:
-            data = thumbnail(*indexed_path(image_id))
-        except ValueError as exc:
-            raise HTTPException(404, "file no longer readable") from exc
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> str:
-        return resources.files(__package__).joinpath("static/index.html").read_text("utf-8")
-
-
-def _add_admin_routes(app: FastAPI, index: Index, config: ServeConfig) -> None:
-    def require_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
-        if config.api_key is None:
-            raise HTTPException(403, "mutating endpoints are disabled (no API key configured)")
-        if x_api_key is None or not secrets.compare_digest(x_api_key, config.api_key):
-            raise HTTPException(401, "missing or wrong X-API-Key")
-
-    @app.delete("/images/{image_id}", dependencies=[Depends(require_key)])
-    def delete_image(image_id: int) -> dict:
-        """Remove an image from the index (the file itself is left alone)."""
-        with index.lock:
-            row = index.meta.get(image_id)
-            if row is None:
-                raise HTTPException(404, "no indexed image with this id")
-            return {"removed": index.remove([row.path])}
-
-    @app.post("/reindex", dependencies=[Depends(require_key)])
-    def reindex() -> dict:
-        """Re-index the folders given to ``clipforge index`` (new, changed, deleted files)."""
-        return index.sync(index.roots, progress=False).to_dict()

@@ -1,0 +1,33 @@
+"""Running the service with uvicorn so that SIGTERM / Ctrl-C stop it promptly."""
+
+from __future__ import annotations
+
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+GRACE_S = 5.0
+"""Seconds in-flight requests get to finish after SIGTERM before they are cancelled."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, also stopping the app's background work on the exit signal."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        jobs = getattr(self.app.state, "jobs", None)
+        if jobs is not None:
+            jobs.stop()  # a running re-index ends now, so no request waits on it
+        super().handle_exit(sig, frame)
+
+
+def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Serve ``app`` until SIGTERM/SIGINT (a running re-index is terminated at once)."""
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=GRACE_S
+    )
+    _Server(config, app).run()
