@@ -23,6 +23,7 @@ from .checkpoints.fit import check_fits
 from .checkpoints.formats import LoadedCheckpoint, list_formats
 from .checkpoints.torchscript import is_torchscript_archive
 from .configs import ClipConfig, get_config, get_preprocess, get_tokenizer_source, is_architecture
+from .configs.registry import is_architecture_file, resolve_architecture_name
 from .errors import UsageError
 from .models import CLIP
 from .models.clip import Towers
@@ -121,6 +122,23 @@ def load(
     elif architecture is not None:  # named architecture, weights without a tokenizer
         _set_family_tokenizer(model, architecture)
     return model.to(device).eval() if device is not None else model.eval()
+
+
+def load_spec(
+    model: str, weights: str | Path | None = None, pretrained: str | None = None
+) -> CLIP:
+    """A model named the way the command line names one (``--model/--weights/--pretrained``).
+
+    An architecture (name or JSON file) alone gives its *random* model, seeded with 0 so
+    every call builds the same weights (the global RNG is left untouched); with
+    ``weights`` or ``pretrained``, or a checkpoint path as ``model``, :func:`load`.
+    """
+    arch = model if is_architecture_file(model) else resolve_architecture_name(model)
+    if weights is None and pretrained is None and arch is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return create_model(arch).eval()
+    return load(arch or model, weights=weights, pretrained=pretrained)
 
 
 def _architecture_preprocess(name: str, overrides: dict | None = None) -> PreprocessConfig:

@@ -106,9 +106,7 @@ def load_model(
     precision: str = "fp32",
 ):
     """Load the model named on the command line; random weights get a loud warning."""
-    import torch
-
-    import clipforge
+    from clipforge.api import load_spec
 
     target = check_runtime(device, precision)
     arch = _check_model_args(model, weights, pretrained)
@@ -117,9 +115,7 @@ def load_model(
             f"{arch} has random weights (seed 0; pass --weights or "
             "--pretrained for meaningful results)"
         )
-        torch.manual_seed(0)  # the same random model on every invocation
-        return clipforge.create_model(arch).eval().to(target)
-    return clipforge.load(arch or model, weights=weights, pretrained=pretrained).to(target)
+    return load_spec(model, weights, pretrained).to(target)
 
 
 def _expand_one(item: Path) -> list[str]:

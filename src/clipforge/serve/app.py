@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 import numpy as np
+import torch
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -161,7 +162,6 @@ async def _clipforge_error(_: Request, exc: Exception) -> JSONResponse:
 def set_threads(threads: int) -> None:
     """Torch intra-op threads for the text tower (process-wide). FAISS already searches a
     single query on one thread (``FaissStore.search``)."""
-    import torch
 
     torch.set_num_threads(threads)
 

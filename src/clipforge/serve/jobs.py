@@ -21,8 +21,10 @@ from typing import Any
 
 from fastapi import HTTPException
 
+from ..api import load_spec
 from ..errors import ClipforgeError
 from ..index import Index
+from ..runtime import resolve_device
 
 CHILD_NICE = 10
 
@@ -171,10 +173,9 @@ def _model_source(index: Index) -> dict | bytes:
 def _load_model(source: dict | bytes):
     if isinstance(source, bytes):
         return pickle.loads(source)  # the parent's own model, through a private pipe
-    from ..cli.common import load_model  # the loader that wrote the spec
-
     weights = source.get("weights")
-    return load_model(source["model"], weights and Path(weights), source.get("pretrained"))
+    spec_model = load_spec(source["model"], weights and Path(weights), source.get("pretrained"))
+    return spec_model.to(resolve_device())
 
 
 def _reindex_child(path: str, model: dict | bytes, roots: list[str], sender) -> None:
