@@ -35,14 +35,14 @@ def _open(db: Path, model: str | None, weights: Path | None, pretrained: str | N
             recorded = json.loads(meta.get_meta("model_spec") or "{}")
             meta.close()
             if not recorded.get("model"):
-                raise typer.BadParameter("this index records no model: pass --model", "--model")
+                raise typer.BadParameter("this index records no model: pass --model", param_hint="--model")
             model, weights = recorded["model"], recorded.get("weights")
             pretrained = recorded.get("pretrained")
     weights = None if weights is None else Path(weights).absolute()
     spec = {"model": model, "weights": weights and str(weights), "pretrained": pretrained}
     try:
         return clipforge.Index.open(
-            db, load_model(model, weights, pretrained), model_spec=spec, **kwargs
+            db, load_model(str(model), weights, pretrained), model_spec=spec, **kwargs
         )
     except ModelMismatchError as err:
         err_console.print(f"[red]{err}[/red]")
@@ -54,7 +54,7 @@ def _bytes(text: str | None) -> int | None:
         return None
     match = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?)i?b?\s*", text.lower())
     if match is None:
-        raise typer.BadParameter(f"not a size: {text!r} (e.g. 2GB, 512MB)", "--max-memory")
+        raise typer.BadParameter(f"not a size: {text!r} (e.g. 2GB, 512MB)", param_hint="--max-memory")
     return int(float(match[1]) * 1024 ** " kmgt".index(match[2] or " "))
 
 
@@ -194,6 +194,7 @@ def serve(
     """Serve the index over HTTP: JSON API, OpenAPI docs at /docs and a web page at /."""
     import os
 
+    from clipforge.runtime import check_precision
     from clipforge.serve import ServeConfig, create_app, run
 
     idx = _open(db, model, weights, pretrained)
@@ -201,7 +202,7 @@ def serve(
         api_key=api_key or None,
         cors_origins=list(cors or []),
         threads=threads or max(1, (os.cpu_count() or 1) - 1),
-        precision=precision,
+        precision=None if precision is None else check_precision(precision),
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_upload_pixels=max_upload_pixels,
         decode_workers=decode_workers,

@@ -47,8 +47,8 @@ def add_admin_routes(
         state.update()
         return {"removed": removed}
 
-    @app.post("/reindex", dependencies=[Depends(require_key)])
-    async def reindex(wait: bool = True) -> dict:
+    @app.post("/reindex", dependencies=[Depends(require_key)], response_model=None)
+    async def reindex(wait: bool = True) -> dict | JSONResponse:
         """Re-index the folders given to ``clipforge index`` (new, changed, deleted files) in
         a child process. ``wait=false``: answer 202 at once (``/health`` shows progress)."""
         task = jobs.start()

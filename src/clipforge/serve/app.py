@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from ..embedding import embed_texts
 from ..errors import ClipforgeError
 from ..index import Filters, Index
-from ..runtime import check_precision
+from ..runtime import Precision, check_precision
 from .admin import add_admin_routes
 from .batching import TextBatcher
 from .files import add_file_routes
@@ -70,7 +70,7 @@ class ServeConfig:
     cache_size: int = 4096
     thumbnail_px: int = 256
     threads: int | None = None
-    precision: str | None = None
+    precision: Precision | None = None
     decode_workers: int = 2
     decode_queue: int = 32
     decode_wait_s: float = 30.0
@@ -208,7 +208,8 @@ def _add_search_routes(
         negative: Negatives = None,
     ) -> dict:
         """Images matching a text query (minus ``negative`` prompts)."""
-        return {"query": q, "results": await run_search(await text_query(q, negative), params)}
+        vector = await text_query(q, list(negative or []))
+        return {"query": q, "results": await run_search(vector, params)}
 
     @app.get("/search/similar/{image_id}")
     async def search_similar(
@@ -217,7 +218,7 @@ def _add_search_routes(
         """Images similar to an indexed image."""
         index = state.index
         with index.lock:
-            _, vectors = index.meta.vectors([image_id], 0)
+            _, vectors = index.meta.vectors(np.asarray([image_id], dtype=np.int64), 0)
         if len(vectors) == 0:
             raise HTTPException(404, "no indexed image with this id")
         return {"similar_to": image_id, "results": await run_search(vectors[0], params)}

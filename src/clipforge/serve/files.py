@@ -94,7 +94,10 @@ def _is_indexed_file(row: ImageRow, st: os.stat_result, file: BinaryIO) -> bool:
         return True
     if st.st_size != row.size:
         return False
-    same = hashlib.file_digest(file, "sha256").hexdigest() == row.sha256
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: file.read(1 << 20), b""):
+        digest.update(chunk)
+    same = digest.hexdigest() == row.sha256
     file.seek(0)
     return same
 
@@ -169,4 +172,4 @@ def add_file_routes(
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
-        return resources.files(__package__).joinpath("static/index.html").read_text("utf-8")
+        return resources.files("clipforge.serve").joinpath("static/index.html").read_text("utf-8")

@@ -7,7 +7,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-GRACE_S = 5.0
+GRACE_S = 5
 """Seconds in-flight requests get to finish after SIGTERM before they are cancelled."""
 
 
