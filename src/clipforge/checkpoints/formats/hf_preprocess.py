@@ -50,30 +50,23 @@ def _common(pp: dict[str, Any]) -> dict[str, Any]:
 
 def preprocess_from_native(pp: PreprocessConfig) -> dict[str, Any]:
     """:class:`PreprocessConfig` → transformers ``preprocessor_config.json``."""
-    if pp.resize_mode == "squash":
-        return {
-            "image_processor_type": "SiglipImageProcessor",
-            "do_resize": True,
-            "size": {"height": pp.image_size, "width": pp.image_size},
-            "resample": _RESAMPLE[pp.interpolation],
-            "do_rescale": True,
-            "rescale_factor": 1 / 255,
-            "do_normalize": True,
-            "image_mean": list(pp.mean),
-            "image_std": list(pp.std),
-            "do_convert_rgb": True,
-        }
-    return {
-        "image_processor_type": "CLIPImageProcessor",
+    shared = {
         "do_resize": True,
-        "size": {"shortest_edge": pp.image_size},
         "resample": _RESAMPLE[pp.interpolation],
-        "do_center_crop": True,
-        "crop_size": {"height": pp.image_size, "width": pp.image_size},
         "do_rescale": True,
         "rescale_factor": 1 / 255,
         "do_normalize": True,
         "image_mean": list(pp.mean),
         "image_std": list(pp.std),
         "do_convert_rgb": True,
+    }
+    square = {"height": pp.image_size, "width": pp.image_size}
+    if pp.resize_mode == "squash":  # SigLIP: resize to the square, no crop
+        return {"image_processor_type": "SiglipImageProcessor", "size": square, **shared}
+    return {
+        "image_processor_type": "CLIPImageProcessor",
+        "size": {"shortest_edge": pp.image_size},
+        "do_center_crop": True,
+        "crop_size": square,
+        **shared,
     }
