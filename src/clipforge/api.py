@@ -114,14 +114,23 @@ def load(
     check_fits(cfg, state, ckpt.config_source or ckpt.source, towers, max_parameters)
     model = create_model(cfg, towers=towers, activation=activation, preprocess=preprocess)
     apply_state(model, state, ckpt.source)
-    if ckpt.tokenizer is not None:  # e.g. a SigLIP checkpoint's own SentencePiece vocabulary
-        model.set_tokenizer(ckpt.tokenizer)
-    elif tokenizer_dir is not None:  # a pretrained release's, from its hub repository
-
-        model.set_tokenizer(SentencePieceTokenizer.from_dir(tokenizer_dir, cfg.text.context_length))
-    elif architecture is not None:  # named architecture, weights without a tokenizer
-        _set_family_tokenizer(model, architecture)
+    _attach_tokenizer(model, ckpt, tokenizer_dir, architecture)
     return model.to(device).eval() if device is not None else model.eval()
+
+
+def _attach_tokenizer(
+    model: CLIP, ckpt: LoadedCheckpoint, tokenizer_dir: Path | None, architecture: str | None
+) -> None:
+    """The checkpoint's own tokenizer (e.g. a SigLIP SentencePiece vocabulary), else the
+    pretrained release's (from its hub repository), else the named architecture's family
+    tokenizer; CLIP's BPE when none applies."""
+    if ckpt.tokenizer is not None:
+        model.set_tokenizer(ckpt.tokenizer)
+    elif tokenizer_dir is not None:
+        context = model.config.text.context_length
+        model.set_tokenizer(SentencePieceTokenizer.from_dir(tokenizer_dir, context))
+    elif architecture is not None:
+        _set_family_tokenizer(model, architecture)
 
 
 def load_spec(

@@ -146,6 +146,22 @@ def _thumbnail(item: Thumbnail, size: int = 128) -> np.ndarray:
     return np.asarray(image.resize((size, size), Image.Resampling.BICUBIC))
 
 
+def _checked_grid(
+    sim: np.ndarray | torch.Tensor, images: Sequence[Thumbnail] | None, texts: Sequence[str]
+) -> tuple[np.ndarray, list[Thumbnail]]:
+    """``sim`` as a 2-D array and the column items, checked against ``texts``/``images``."""
+    values = sim.detach().cpu().numpy() if isinstance(sim, torch.Tensor) else np.asarray(sim)
+    if values.ndim != 2:
+        raise UsageError(f"sim must be 2-D (images x texts), got shape {values.shape}")
+    n_images, n_texts = values.shape
+    if len(texts) != n_texts:
+        raise UsageError(f"sim has {n_texts} text columns but {len(texts)} texts were given")
+    items = list(images) if images is not None else [str(i) for i in range(n_images)]
+    if len(items) != n_images:
+        raise UsageError(f"sim has {n_images} image rows but {len(items)} images/labels were given")
+    return values, items
+
+
 def plot_similarity(
     sim: np.ndarray | torch.Tensor,
     images: Sequence[Thumbnail] | None,
@@ -169,15 +185,8 @@ def plot_similarity(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    values = sim.detach().cpu().numpy() if isinstance(sim, torch.Tensor) else np.asarray(sim)
-    if values.ndim != 2:
-        raise UsageError(f"sim must be 2-D (images x texts), got shape {values.shape}")
+    values, items = _checked_grid(sim, images, texts)
     n_images, n_texts = values.shape
-    if len(texts) != n_texts:
-        raise UsageError(f"sim has {n_texts} text columns but {len(texts)} texts were given")
-    items = list(images) if images is not None else [str(i) for i in range(n_images)]
-    if len(items) != n_images:
-        raise UsageError(f"sim has {n_images} image rows but {len(items)} images/labels were given")
     thumbs = {i: _thumbnail(x) for i, x in enumerate(items) if not isinstance(x, str)}
     labels = [x if isinstance(x, str) else "" for x in items]
     grid = values.T.astype(np.float64)  # texts as rows, images as columns
