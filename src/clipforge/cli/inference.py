@@ -80,20 +80,24 @@ def classify(
             result.paths, result.top_k_labels, result.top_k_scores, strict=True
         )
     ]
+    _print_predictions(rows, result.failures, as_json)
+    report_failures(result.failures)
+    fail_if_empty(len(paths))
+
+
+def _print_predictions(rows: list[dict], failures: list[tuple[str, str]], as_json: bool) -> None:
     if as_json:
         for row in rows:
             row["path"] = display(row["path"])
-        failures = [[display(p), reason] for p, reason in result.failures]
-        print_json({"predictions": rows, "failures": failures})
-    else:
-        table = Table("image", "prediction", "top-k")
-        for row in rows:
-            best = row["top_k"][0]
-            rest = ", ".join(f"{t['label']} {t['prob']:.2f}" for t in row["top_k"][1:])
-            table.add_row(cell(row["path"]), f"{best['label']} ({best['prob']:.2f})", rest)
-        console.print(table)
-    report_failures(result.failures)
-    fail_if_empty(len(paths))
+        shown = [[display(p), reason] for p, reason in failures]
+        print_json({"predictions": rows, "failures": shown})
+        return
+    table = Table("image", "prediction", "top-k")
+    for row in rows:
+        best = row["top_k"][0]
+        rest = ", ".join(f"{t['label']} {t['prob']:.2f}" for t in row["top_k"][1:])
+        table.add_row(cell(row["path"]), f"{best['label']} ({best['prob']:.2f})", rest)
+    console.print(table)
 
 
 def _templates(value: str) -> list[str]:
