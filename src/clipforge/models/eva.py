@@ -205,7 +205,8 @@ class EvaVisionTransformer(TransformerTower):
                 nn.init.trunc_normal_(param, std=0.02)
             elif name.endswith("bias"):
                 nn.init.zeros_(param)
-        for i, block in enumerate(cast(Iterable[EvaBlock], self.blocks)):  # depth-scaled residual outputs
+        # depth-scaled residual outputs
+        for i, block in enumerate(cast(Iterable[EvaBlock], self.blocks)):
             block.attn.out_proj.weight.data.div_((2.0 * (i + 1)) ** 0.5)
             block.mlp.c_proj.weight.data.div_((2.0 * (i + 1)) ** 0.5)
 
