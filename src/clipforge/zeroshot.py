@@ -153,7 +153,7 @@ class ZeroShotClassifier:
         self.model = model
         self.templates = get_templates(templates)
         self.batch_size = batch_size
-        self.precision = check_precision(precision)
+        self.precision: Precision = check_precision(precision)
         self.use_model_scale = use_model_scale or logit_scale is None
         self._fixed_scale = None if logit_scale is None else float(logit_scale)
         self._class_embeddings: torch.Tensor | None = None
