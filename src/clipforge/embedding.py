@@ -17,7 +17,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
 from .errors import UsageError
+from .models.protocols import ClipModel
 from .preprocess import ImageDecodeError, Preprocess, load_image
 from .runtime import Precision, autocast, check_precision
 
@@ -153,8 +154,11 @@ def _show_progress(progress: bool | None, n_batches: int) -> bool:
     return bool(progress)
 
 
+_M = TypeVar("_M", bound=nn.Module | ClipModel)
+
+
 @contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+def eval_mode(model: _M) -> Iterator[_M]:
     """Put every submodule in eval mode, restoring each one's own flag afterwards."""
     saved = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -165,13 +169,13 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
-def _image_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+def _image_device_dtype(model: ClipModel) -> tuple[torch.device, torch.dtype]:
     param = next(model.tower("image").parameters())
     return param.device, param.dtype
 
 
 def _pixel_batches(
-    model: nn.Module,
+    model: ClipModel,
     images: list[ImageInput] | torch.Tensor,
     batch_size: int,
     num_workers: int,
@@ -196,7 +200,7 @@ def _pixel_batches(
 
 
 def stream_image_embeddings(
-    model: nn.Module,
+    model: ClipModel,
     images: Images,
     on_batch: BatchCallback,
     *,
@@ -242,7 +246,7 @@ def stream_image_embeddings(
 
 
 def embed_images(
-    model: nn.Module,
+    model: ClipModel,
     paths: Images,
     batch_size: int = 64,
     num_workers: int = 0,
@@ -282,14 +286,15 @@ def embed_images(
     return EmbeddingResult(
         embeddings=embeddings,
         paths=[
-            os.fspath(items[i]) if isinstance(items[i], str | os.PathLike) else None for i in kept
+            os.fspath(item) if isinstance(item, str | os.PathLike) else None
+            for item in (items[i] for i in kept)
         ],
         indices=np.asarray(kept, dtype=np.int64),
         failures=[(describe_input(items[i], i), reason) for i, reason in failed],
     )
 
 
-def _count_truncated(model: nn.Module, texts: list[str], tokens: torch.Tensor) -> int:
+def _count_truncated(model: ClipModel, texts: list[str], tokens: torch.Tensor) -> int:
     """How many of ``texts`` did not fit the context (rows filled to the last position)."""
     count = 0
     for row in torch.nonzero(tokens[:, -1]).flatten().tolist():
@@ -301,7 +306,7 @@ def _count_truncated(model: nn.Module, texts: list[str], tokens: torch.Tensor) -
 
 
 def encode_texts(
-    model: nn.Module,
+    model: ClipModel,
     texts: Sequence[str],
     batch_size: int = 256,
     normalize: bool = True,
@@ -342,7 +347,7 @@ def encode_texts(
 
 
 def embed_texts(
-    model: nn.Module,
+    model: ClipModel,
     texts: Sequence[str],
     batch_size: int = 256,
     normalize: bool = True,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -115,8 +116,10 @@ def _lora_sites(model: nn.Module) -> Iterator[tuple[nn.Module, str, LoRAParametr
     for module in model.modules():
         if not parametrize.is_parametrized(module):
             continue
-        for name, plist in module.parametrizations.items():
-            for p in plist:
+        # set by torch.nn.utils.parametrize; nn.Module's stubs cannot know the attribute
+        plists = cast(nn.ModuleDict, module.parametrizations)
+        for name, plist in plists.items():
+            for p in cast(parametrize.ParametrizationList, plist):
                 if isinstance(p, LoRAParametrization):
                     yield module, name, p
 

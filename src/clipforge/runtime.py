@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Literal, get_args
+from typing import Literal, TypeGuard, get_args
 
 import torch
 
@@ -46,9 +46,13 @@ def check_precision(precision: str | None) -> Precision:
     """``precision`` validated (``None`` means fp32)."""
     if precision is None:
         return "fp32"
-    if precision not in PRECISIONS:
+    if not _is_precision(precision):
         raise ConfigError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
-    return precision  # type: ignore[return-value]
+    return precision
+
+
+def _is_precision(name: str) -> TypeGuard[Precision]:
+    return name in PRECISIONS
 
 
 @contextlib.contextmanager

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
 from .embedding import Images, check_images, embed_images, embed_texts
 from .errors import UsageError
+from .models import ClipModel
 from .preprocess import ImageDecodeError, load_image
 from .runtime import Precision
 
@@ -23,7 +23,7 @@ Failures = list[tuple[str, str]]
 
 
 def _image_embeddings(
-    model: nn.Module,
+    model: ClipModel,
     images: Images,
     batch_size: int,
     num_workers: int,
@@ -54,7 +54,7 @@ def _image_embeddings(
 
 
 def similarity_matrix(
-    model: nn.Module,
+    model: ClipModel,
     images: Images,
     texts: Sequence[str],
     batch_size: int = 64,
@@ -78,7 +78,7 @@ def similarity_matrix(
 
 
 def clip_score(
-    model: nn.Module,
+    model: ClipModel,
     images: Images,
     texts: Sequence[str],
     weight: float = 100.0,
@@ -109,7 +109,7 @@ def clip_score(
 
 
 def mean_clip_score(
-    model: nn.Module,
+    model: ClipModel,
     images: Images,
     texts: Sequence[str],
     weight: float = 100.0,

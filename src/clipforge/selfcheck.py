@@ -10,6 +10,7 @@ import torch
 
 from .api import create_model
 from .checkpoints.errors import CheckpointError
+from .models import ClipModel
 from .runtime import autocast
 
 __all__ = ["SelfCheck", "check_architecture"]
@@ -28,7 +29,7 @@ class SelfCheck:
     text_ms: float
 
 
-def _caption_tokens(model: torch.nn.Module) -> torch.Tensor:
+def _caption_tokens(model: ClipModel) -> torch.Tensor:
     """A caption's ids; random ids when the family's tokenizer files are not on this machine
     (SigLIP's vocabulary is fetched from the hub on first use) — the towers are what is checked.
     """

@@ -20,7 +20,6 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .embedding import (
     Images,
@@ -30,6 +29,7 @@ from .embedding import (
     stream_image_embeddings,
 )
 from .errors import UsageError
+from .models.protocols import ClipModel
 from .runtime import Precision, check_precision
 from .templates import PLACEHOLDER, TEMPLATE_SETS, get_templates
 
@@ -82,7 +82,7 @@ class ZeroShotResult:
 
 
 def class_embeddings(
-    model: nn.Module,
+    model: ClipModel,
     classnames: Sequence[str],
     prompts: Sequence[str] | Mapping[str, Sequence[str]],
     batch_size: int = 256,
@@ -100,7 +100,9 @@ def class_embeddings(
         per_class = [[t.replace(PLACEHOLDER, c) for t in prompts] for c in classnames]
     flat = [p for group in per_class for p in group]
     with torch.inference_mode():
-        emb = encode_texts(model, flat, batch_size, normalize=True, precision=precision)
+        emb = encode_texts(
+            model, flat, batch_size, normalize=True, precision=check_precision(precision)
+        )
         chunks = torch.split(emb, [len(group) for group in per_class])
         classes = F.normalize(torch.stack([c.mean(dim=0) for c in chunks]), dim=-1)
     return classes.clone()
@@ -126,7 +128,7 @@ class ZeroShotClassifier:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: ClipModel,
         classnames: Sequence[str],
         templates: str | os.PathLike | Sequence[str] = "openai_imagenet",
         batch_size: int = 256,
@@ -151,7 +153,7 @@ class ZeroShotClassifier:
         self.model = model
         self.templates = get_templates(templates)
         self.batch_size = batch_size
-        self.precision = check_precision(precision)
+        self.precision: Precision = check_precision(precision)
         self.use_model_scale = use_model_scale or logit_scale is None
         self._fixed_scale = None if logit_scale is None else float(logit_scale)
         self._class_embeddings: torch.Tensor | None = None
@@ -191,8 +193,9 @@ class ZeroShotClassifier:
         classes = self.class_embeddings
         image = F.normalize(image_embeddings.to(classes.device, torch.float32), dim=-1)
         logits = self.scale * image @ classes.T
-        if self.sigmoid:
-            logits = logits + float(self.model.logit_bias.detach().float())
+        bias = self.model.logit_bias
+        if self.sigmoid and bias is not None:  # sigmoid mode is only chosen with a bias
+            logits = logits + float(bias.detach().float())
         return logits
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
@@ -245,8 +248,8 @@ class ZeroShotClassifier:
             classnames=list(self.classnames),
             indices=np.asarray(kept, dtype=np.int64),
             paths=[
-                os.fspath(items[i]) if isinstance(items[i], str | os.PathLike) else None
-                for i in kept
+                os.fspath(item) if isinstance(item, str | os.PathLike) else None
+                for item in (items[i] for i in kept)
             ],
             failures=[(describe_input(items[i], i), reason) for i, reason in failed],
         )

@@ -59,7 +59,7 @@ def find_weights(directory: Path, candidates: tuple[str, ...]) -> Path:
     )
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Write ``path`` through a temporary sibling file, synced and renamed into place."""
     # Not mkstemp: its 0600 mode would survive the rename; this file gets the usual umask.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")

@@ -19,6 +19,7 @@ import torch
 
 from ..configs import ClipConfig
 from ..models import CLIP, count_parameters
+from ..models.clip import Towers
 from .apply import check_state, state_shapes
 from .errors import CheckpointError
 
@@ -58,7 +59,7 @@ def check_fits(
     cfg: ClipConfig,
     state: dict[str, torch.Tensor],
     source: str,
-    towers: str = "both",
+    towers: Towers = "both",
     max_parameters: int | None = None,
 ) -> None:
     """Raise :class:`CheckpointError` unless ``cfg`` is within the cap and ``state`` fits it
@@ -87,7 +88,7 @@ def _depth(tower_config: object) -> int:
     return sum(layers) if isinstance(layers, tuple | list) else int(layers)
 
 
-def meta_shapes(cfg: ClipConfig, towers: str = "both") -> dict[str, tuple[int, ...]]:
+def meta_shapes(cfg: ClipConfig, towers: Towers = "both") -> dict[str, tuple[int, ...]]:
     """State-dict shapes of ``CLIP(cfg)``, built on the ``meta`` device (no memory used)."""
 
     with torch.device("meta"):

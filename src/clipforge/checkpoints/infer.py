@@ -65,7 +65,8 @@ def _infer_vit(state: dict[str, torch.Tensor]) -> ViTConfig:
 
 
 def _infer_resnet(state: dict[str, torch.Tensor]) -> ResNetConfig:
-    layers = tuple(_count_blocks(state, f"visual.layer{i}.") for i in (1, 2, 3, 4))
+    c1, c2, c3, c4 = (_count_blocks(state, f"visual.layer{i}.") for i in (1, 2, 3, 4))
+    layers = (c1, c2, c3, c4)
     width = state["visual.layer1.0.conv1.weight"].shape[0]
     grid = _grid(state["visual.attnpool.positional_embedding"].shape[0])
     return ResNetConfig(image_size=grid * 32, layers=layers, width=width, heads=width * 32 // 64)

@@ -20,9 +20,10 @@ def _as_ints(values: Sequence[object], what: str, where: str) -> tuple[int, ...]
         items = tuple(values)
     except TypeError:
         raise CheckpointError(f"{where}: tensor {what} is not a sequence: {values!r}") from None
-    if not all(type(v) is int for v in items):
+    ints = tuple(v for v in items if type(v) is int)
+    if len(ints) != len(items):
         raise CheckpointError(f"{where}: tensor {what} must be integers, got {items!r}")
-    return items
+    return ints
 
 
 def check_view(

@@ -8,13 +8,19 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from .errors import UsageError, warn
+
+if TYPE_CHECKING:
+    import torch
+
+    from clipforge.models import CLIP
+    from clipforge.runtime import Precision
 
 _WIDE = 100_000  # piped output: never truncate or wrap a path
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _WIDE)
@@ -59,14 +65,21 @@ def _unknown_model(model: str) -> UsageError:
     )
 
 
-def check_runtime(device: str | None, precision: str) -> Any:
-    """The ``--device`` as a torch device, after checking it and ``--precision``."""
-    from clipforge.runtime import check_precision, resolve_device
+def check_precision_option(precision: str) -> Precision:
+    """``--precision`` checked and narrowed to :data:`~clipforge.runtime.Precision`."""
+    from clipforge.runtime import check_precision
 
     try:
-        check_precision(precision)
+        return check_precision(precision)
     except ValueError as err:
         raise UsageError(f"--precision: {err}") from None
+
+
+def check_runtime(device: str | None, precision: str) -> torch.device:
+    """The ``--device`` as a torch device, after checking it and ``--precision``."""
+    from clipforge.runtime import resolve_device
+
+    check_precision_option(precision)
     try:
         return resolve_device(device)
     except ValueError as err:
@@ -104,7 +117,7 @@ def load_model(
     pretrained: str | None,
     device: str | None = None,
     precision: str = "fp32",
-):
+) -> CLIP:
     """Load the model named on the command line; random weights get a loud warning."""
     from clipforge.api import load_spec
 

@@ -19,6 +19,7 @@ from .common import (
     WEIGHTS,
     WORKERS,
     cell,
+    check_precision_option,
     console,
     display,
     err_console,
@@ -61,7 +62,9 @@ def classify(
     prompts = _templates(templates)
     paths = expand_images(images)
     clip = load_model(model, weights, pretrained, device, precision)
-    classifier = ZeroShotClassifier(clip, classnames, templates=prompts, precision=precision)
+    classifier = ZeroShotClassifier(
+        clip, classnames, templates=prompts, precision=check_precision_option(precision)
+    )
     result = classifier.predict(
         paths,
         top_k=min(top_k, len(classnames)),
@@ -147,7 +150,7 @@ def embed(
         ids = read_lines(texts)
         n_inputs = len(ids)
         clip = load_model(model, weights, pretrained, device, precision)
-        vectors = embed_texts(clip, ids, precision=precision)
+        vectors = embed_texts(clip, ids, precision=check_precision_option(precision))
     else:
         paths = expand_images(inputs)
         n_inputs = len(paths)
@@ -159,7 +162,7 @@ def embed(
             batch_size=batch_size,
             num_workers=workers,
             progress=None,
-            precision=precision,
+            precision=check_precision_option(precision),
         )
         ids, vectors, failures = (
             [display(p) for p in result.paths],
@@ -232,7 +235,9 @@ def similarity(
     paths = expand_images(images)
     clip = load_model(model, weights, pretrained, device, precision)
     failures: list[tuple[str, str]] = []
-    sim = similarity_matrix(clip, paths, texts, failures=failures, precision=precision)
+    sim = similarity_matrix(
+        clip, paths, texts, failures=failures, precision=check_precision_option(precision)
+    )
     if plot is not None and paths:
         bad = {p for p, _ in failures}
         columns = [f"{Path(display(p)).name} (unreadable)" if p in bad else Path(p) for p in paths]
@@ -277,7 +282,9 @@ def score(
         )
     clip = load_model(model, weights, pretrained, device, precision)
     failures: list[tuple[str, str]] = []
-    scores = clip_score(clip, paths, texts, failures=failures, precision=precision)
+    scores = clip_score(
+        clip, paths, texts, failures=failures, precision=check_precision_option(precision)
+    )
     finite = scores[np.isfinite(scores)]
     mean = float(finite.mean()) if len(finite) else float("nan")
     if as_json:

@@ -68,11 +68,12 @@ def selfcheck(
     from clipforge.selfcheck import check_architecture
 
     target = check_runtime(device, precision)
-    names = architectures or clipforge.list_architectures()
-    for name in names:
-        if resolve_architecture(name) is None:
+    names: list[str] = []
+    for name in architectures or clipforge.list_architectures():
+        resolved = resolve_architecture(name)
+        if resolved is None:
             raise UsageError(f"unknown architecture {name} (`clipforge models` lists them)")
-    names = [resolve_architecture(name) for name in names]
+        names.append(resolved)
     title = f"clipforge model-zoo self-check (random weights, {target}, {precision})"
     table = Table(title=title)
     for column in (

@@ -210,7 +210,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         return _coerce_sequence(value, origin, args, key)
     if origin is dict:
         return _coerce_scalar(value, dict, key)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build(tp, value, key)
     return _coerce_scalar(value, tp, key)
 
@@ -294,7 +294,7 @@ def apply_override(data: dict[str, Any], override: str, root: type) -> None:
         hint = typing.get_type_hints(cls)[part] if cls is not None else None
         if typing.get_origin(hint) in (typing.Union, types.UnionType):  # e.g. LoraConfig | None
             hint = next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), hint)
-        child_cls = hint if hint is not None and dataclasses.is_dataclass(hint) else None
+        child_cls = hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
         if cls is not None and child_cls is None and not _dict_field(cls, part):
             raise ConfigError(f"config key '{'.'.join(parts[: depth + 1])}' has no sub-keys")
         if not isinstance(node.get(part), dict):

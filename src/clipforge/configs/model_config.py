@@ -36,6 +36,8 @@ class TransformerGeometry:
     checks every such tower needs. ``section`` names the tower in errors."""
 
     section: ClassVar[str] = "vision"
+    width: int  # declared by each dataclass that mixes this in
+    heads: int
 
     def check_transformer(self, **extra: float) -> None:
         """Every size positive and ``width`` divisible by ``heads`` (``ConfigError`` if not)."""
@@ -120,9 +122,10 @@ def register_vision_config(config_class: type, *, replace: bool = False) -> type
     The class is a frozen dataclass with a ``type: ClassVar[str]`` and an ``image_size``;
     pair it with a tower class registered for it in ``clipforge.models``.
     """
-    if not dataclasses.is_dataclass(config_class) or not isinstance(config_class.type, str):
+    name = getattr(config_class, "type", None)
+    if not dataclasses.is_dataclass(config_class) or not isinstance(name, str):
         raise TypeError(f"{config_class!r} must be a dataclass with a 'type' ClassVar")
-    return VISION_CONFIGS.register(config_class.type, config_class, replace=replace)
+    return VISION_CONFIGS.register(name, config_class, replace=replace)
 
 
 register_vision_config(ViTConfig)
@@ -165,9 +168,10 @@ def register_text_config(config_class: type, *, replace: bool = False) -> type:
     Like :func:`register_vision_config`: a frozen dataclass with a ``type: ClassVar[str]``,
     a ``context_length`` and a ``vocab_size``, paired with a registered tower class.
     """
-    if not dataclasses.is_dataclass(config_class) or not isinstance(config_class.type, str):
+    name = getattr(config_class, "type", None)
+    if not dataclasses.is_dataclass(config_class) or not isinstance(name, str):
         raise TypeError(f"{config_class!r} must be a dataclass with a 'type' ClassVar")
-    return TEXT_CONFIGS.register(config_class.type, config_class, replace=replace)
+    return TEXT_CONFIGS.register(name, config_class, replace=replace)
 
 
 register_text_config(TextConfig)

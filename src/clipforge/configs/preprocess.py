@@ -7,8 +7,9 @@ validated against it); :mod:`clipforge.preprocess` builds the pipeline from it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .engine import ConfigError, build
 
@@ -32,12 +33,13 @@ def _triple(name: str, value: Any) -> tuple[float, float, float]:
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = (value,) * 3
     try:
-        out = tuple(float(v) for v in value)
+        # a bool or other non-sequence raises the TypeError handled here
+        out = tuple(float(v) for v in cast(Iterable[Any], value))
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a number or 3 numbers, got {value!r}") from None
     if len(out) != 3 or not all(math.isfinite(v) for v in out):
         raise ConfigError(f"{name} must be 3 finite numbers, got {value!r}")
-    return out  # type: ignore[return-value]
+    return out[0], out[1], out[2]
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -3,6 +3,7 @@
 from .clip import CLIP
 from .counting import count_parameters
 from .eva import EvaVisionTransformer
+from .protocols import ClipModel
 from .resnet import ModifiedResNet
 from .text import TextTransformer
 from .tower import (
@@ -17,6 +18,7 @@ from .vit import VisionTransformer
 
 __all__ = [
     "CLIP",
+    "ClipModel",
     "EvaVisionTransformer",
     "ModifiedResNet",
     "TextTransformer",

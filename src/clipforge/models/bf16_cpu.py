@@ -51,7 +51,7 @@ def cpu_has_bf16_arithmetic() -> bool:
     checks = [getattr(torch.cpu, name, None) for name in probes]
     if any(check is None for check in checks):
         return True  # cannot tell: leave torch's behaviour alone
-    return any(check() for check in checks)
+    return any(check() for check in checks if check is not None)
 
 
 def _round_and_widen(value: Any) -> Any:

@@ -10,7 +10,8 @@ keeps ``attn.q_bias`` and ``attn.v_bias`` instead of a full ``in_proj_bias``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -145,6 +146,9 @@ class EvaBlock(nn.Module):
 class EvaTransformer(nn.Module):
     """A stack of :class:`EvaBlock` (``resblocks``) with optional gradient checkpointing."""
 
+    resblocks: nn.ModuleList
+    grad_checkpointing: bool
+
     def __init__(self, cfg: EvaVisionConfig) -> None:
         super().__init__()
         self.grad_checkpointing = False
@@ -174,6 +178,8 @@ class EvaVisionTransformer(TransformerTower):
     """Biased patch conv, class token, learned positions (+ rotary on patches), EVA blocks,
     ``ln_post`` on the class token, biased linear ``proj`` to ``embed_dim``."""
 
+    transformer: EvaTransformer
+
     head_names = ("ln_post", "proj")
     supports_patch_dropout = True
 
@@ -199,7 +205,8 @@ class EvaVisionTransformer(TransformerTower):
                 nn.init.trunc_normal_(param, std=0.02)
             elif name.endswith("bias"):
                 nn.init.zeros_(param)
-        for i, block in enumerate(self.blocks):  # depth-scaled residual outputs
+        # depth-scaled residual outputs
+        for i, block in enumerate(cast(Iterable[EvaBlock], self.blocks)):
             block.attn.out_proj.weight.data.div_((2.0 * (i + 1)) ** 0.5)
             block.mlp.c_proj.weight.data.div_((2.0 * (i + 1)) ** 0.5)
 

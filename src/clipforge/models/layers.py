@@ -8,7 +8,8 @@ renaming. Attention runs through ``torch.nn.functional.scaled_dot_product_attent
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -117,6 +118,10 @@ class ResidualAttentionBlock(nn.Module):
 class Transformer(nn.Module):
     """A stack of residual attention blocks (``resblocks``), with optional checkpointing."""
 
+    resblocks: nn.ModuleList
+    width: int
+    grad_checkpointing: bool
+
     def __init__(
         self,
         width: int,
@@ -163,7 +168,7 @@ class Transformer(nn.Module):
         proj_std = self.width**-0.5 * (2 * len(self.resblocks)) ** -0.5
         attn_std = self.width**-0.5
         fc_std = (2 * self.width) ** -0.5
-        for block in self.resblocks:
+        for block in cast(Iterable[ResidualAttentionBlock], self.resblocks):
             nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
             nn.init.zeros_(block.attn.in_proj_bias)
             nn.init.normal_(block.attn.out_proj.weight, std=proj_std)

@@ -8,9 +8,12 @@ a QKV attention pool instead of global average pooling.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from ..configs import ResNetConfig
@@ -119,7 +122,7 @@ class ModifiedResNet(Tower):
             nn.init.normal_(proj.weight, std=std)
         nn.init.normal_(self.attnpool.c_proj.weight, std=std)
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            for block in stage:
+            for block in cast(Iterable[Bottleneck], stage):
                 nn.init.zeros_(block.bn3.weight)  # each residual branch starts as identity
 
     @property

@@ -22,6 +22,8 @@ class SigLipTextTransformer(TransformerTower):
     last position is pooled, so the last block computes just that row.
     """
 
+    transformer: Transformer
+
     head_names = ("ln_final", "text_projection")
 
     def __init__(self, cfg: SigLipTextConfig, settings: TowerSettings) -> None:

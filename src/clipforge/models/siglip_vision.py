@@ -50,6 +50,8 @@ class SigLipVisionTransformer(TransformerTower):
     ``attn_pool.*`` and, when the config asks for it, ``proj``.
     """
 
+    transformer: Transformer
+
     head_names = ("ln_post", "attn_pool", "proj")
     supports_patch_dropout = True
 

@@ -24,6 +24,8 @@ class TextTransformer(TransformerTower):
     (``trim_padding=True``), which is exact and much faster for short prompts.
     """
 
+    transformer: Transformer
+
     head_names = ("ln_final", "text_projection")
 
     def __init__(self, cfg: TextConfig, settings: TowerSettings) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -119,12 +119,19 @@ class Tower(nn.Module, ABC):
         return {}
 
 
+class BlockStack(Protocol):
+    """What :class:`TransformerTower` needs of its ``transformer``."""
+
+    resblocks: nn.ModuleList
+    grad_checkpointing: bool
+
+
 class TransformerTower(Tower):
     """A tower around a stack of residual attention blocks at ``self.transformer``
     (:class:`~clipforge.models.layers.Transformer` or one with the same ``resblocks`` and
     ``grad_checkpointing``): its blocks, LoRA sites and checkpointing switch."""
 
-    transformer: nn.Module
+    transformer: BlockStack
 
     @property
     def blocks(self) -> nn.ModuleList:

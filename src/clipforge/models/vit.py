@@ -14,6 +14,8 @@ from .tower import TowerSettings, TransformerTower, register_tower
 class VisionTransformer(TransformerTower):
     """Patchify, prepend a class token, pre-LN transformer, project the class token."""
 
+    transformer: Transformer
+
     head_names = ("ln_post", "proj")
     supports_patch_dropout = True
 

@@ -137,7 +137,7 @@ def resize_crop(
     the conversion back. Pillow's pass order is probed once (:func:`_pass_order`); if it
     is not recognised, or the pass runs vertically first, this is a plain resize + crop.
     """
-    size, box = tuple(size), tuple(box)
+    size, box = (size[0], size[1]), (box[0], box[1], box[2], box[3])
     if image.size == size:
         return image.crop(box)
     if box == (0, 0, *size):
@@ -172,7 +172,8 @@ def _tv_pad(image: Image.Image, border: tuple[int, int, int, int], fill: int) ->
     if image.mode == "P":
         palette = image.getpalette()
         out = ImageOps.expand(image, border=border, fill=color)
-        out.putpalette(palette)
+        if palette is not None:  # a "P" image always has one
+            out.putpalette(palette)
         return out
     return ImageOps.expand(image, border=border, fill=color)
 

@@ -26,7 +26,7 @@ from functools import lru_cache
 from importlib import resources
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import ftfy
 import numpy as np
@@ -84,7 +84,11 @@ def bytes_to_unicode() -> dict[int, str]:
 def _read_merges(vocab_path: str | Path | None) -> list[tuple[str, str]]:
     """Read the BPE merge list (first line is a header) from the gzip file."""
     if vocab_path is None:
-        raw = resources.files(__package__).joinpath(VOCAB_FILENAME).read_bytes()
+        raw = (
+            resources.files(__package__ or "clipforge.tokenizer")
+            .joinpath(VOCAB_FILENAME)
+            .read_bytes()
+        )
     else:
         raw = Path(vocab_path).read_bytes()
     lines = gzip.decompress(raw).decode("utf-8").split("\n")
@@ -277,9 +281,9 @@ class ClipTokenizer(ArrayTokenizer):
 
     def decode(self, ids: Iterable[int] | torch.Tensor | np.ndarray) -> str:
         """Decode ids to text; word ends become spaces (like the reference)."""
-        if hasattr(ids, "tolist"):  # torch.Tensor / np.ndarray
-            ids = ids.tolist()
-        text = "".join(self.decoder[int(i)] for i in ids)
+        tolist = getattr(ids, "tolist", None)  # torch.Tensor / np.ndarray
+        values = tolist() if tolist is not None else ids
+        text = "".join(self.decoder[int(i)] for i in cast(Iterable[int], values))
         data = bytearray(self.byte_decoder[c] for c in text)
         return data.decode("utf-8", errors="replace").replace(_WORD_END, " ")
 
@@ -345,6 +349,6 @@ def tokenize(
     texts: str | Sequence[str],
     context_length: int = DEFAULT_CONTEXT_LENGTH,
     truncate: bool = True,
-) -> torch.LongTensor:
+) -> torch.Tensor:
     """Tokenize with the shared default tokenizer (see ``ClipTokenizer.__call__``)."""
     return get_tokenizer()(texts, context_length=context_length, truncate=truncate)

@@ -198,7 +198,7 @@ class SentencePieceTokenizer(ArrayTokenizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         from tokenizers import Tokenizer
 
-        self.__dict__.update(state, backend=Tokenizer.from_str(state["backend"]))
+        vars(self).update(state, backend=Tokenizer.from_str(state["backend"]))
 
     def to_array(
         self,
@@ -216,4 +216,3 @@ class SentencePieceTokenizer(ArrayTokenizer):
         if too_long:
             raise UsageError(f"text {too_long[0]} is longer than the context ({length} ids)")
         return np.asarray(ids, dtype=np.int64).reshape(len(texts), length)
-

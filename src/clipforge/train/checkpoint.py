@@ -25,7 +25,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from safetensors.torch import load_file
 from ..api import save, write_model_tokenizer
 from ..checkpoints import get_format
 from ..checkpoints.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from ..models import CLIP
 
 __all__ = [
     "LATEST",
@@ -80,7 +83,7 @@ class Checkpoint:
 def capture_rng() -> dict[str, Any]:
     """Python, NumPy and torch (CPU + all CUDA devices) RNG states as plain types/tensors."""
     version, internal, gauss = random.getstate()
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
     return {
         "python": [version, list(internal), gauss],
         "numpy": {
@@ -228,7 +231,7 @@ def _prune(output_dir: Path, keep_last: int, protect: Path) -> None:
 def save_checkpoint(
     output_dir: str | Path,
     step: int,
-    model: torch.nn.Module,
+    model: CLIP,
     state: dict[str, Any],
     keep_last: int = 3,
     *,
@@ -275,7 +278,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     A missing, truncated or corrupt ``state.pt`` or ``model.safetensors`` raises
     :class:`~clipforge.checkpoints.CheckpointError` naming the file.
     """
-
 
     path = Path(path)
     state_file = path / STATE_FILE
@@ -330,7 +332,6 @@ def load_latest(
     in favour of the next older intact one; if every one is damaged this raises
     :class:`~clipforge.checkpoints.CheckpointError`.
     """
-
 
     root = Path(output_dir)
     first = _pointer_target(root)

@@ -21,11 +21,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -33,6 +32,10 @@ from torch.distributed.checkpoint.state_dict import (
     get_state_dict,
     set_state_dict,
 )
+
+# save/load from their modules: the package re-exports them without an __all__
+from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 from torch.distributed.tensor import DTensor
 
@@ -100,7 +103,7 @@ def clip_grad_norm_(params: list[nn.Parameter], max_norm: float) -> torch.Tensor
     norms = []
     for group in groups:
         if group:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in group])
+            norm = torch.nn.utils.get_total_norm([g for p in group if (g := p.grad) is not None])
             norms.append(norm.full_tensor() if isinstance(norm, DTensor) else norm)
     total = torch.linalg.vector_norm(torch.stack(norms))
     for group in groups:
@@ -111,20 +114,21 @@ def clip_grad_norm_(params: list[nn.Parameter], max_norm: float) -> torch.Tensor
 def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     """``module``'s unsharded weights on CPU, on rank 0 only (empty elsewhere); a collective."""
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_model_state_dict(module, options=options)
+    # full_state_dict=True gathers every value into a plain tensor
+    return cast(dict[str, torch.Tensor], get_model_state_dict(module, options=options))
 
 
 def save_sharded(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Every rank writes its shards of the model and optimizer state into ``directory``."""
     model_state, optim_state = get_state_dict(model, optimizer)
-    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(directory))
+    dcp_save({"model": model_state, "optim": optim_state}, checkpoint_id=str(directory))
 
 
 def load_sharded(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Load :func:`save_sharded`'s state into an already sharded ``model`` and ``optimizer``."""
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optim": optim_state}
-    dcp.load(state, checkpoint_id=str(directory))
+    dcp_load(state, checkpoint_id=str(directory))
     set_state_dict(
         model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
     )

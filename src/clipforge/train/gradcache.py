@@ -19,13 +19,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from ..models import CLIP
+
 __all__ = ["ContrastiveModel", "RngState", "contrastive_loss", "contrastive_step"]
 
 Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]
+#: what the step functions call: a :class:`ContrastiveModel`, or it wrapped (DDP, compile)
+Forward = Callable[[torch.Tensor, torch.Tensor], Outputs]
 ContextFactory = Callable[[], contextlib.AbstractContextManager]
 
 
@@ -38,12 +44,14 @@ class ContrastiveModel(nn.Module):
     L2-normalised.
     """
 
-    def __init__(self, clip: nn.Module, init_bias: float | None = None) -> None:
+    def __init__(self, clip: CLIP, init_bias: float | None = None) -> None:
         super().__init__()
         self.clip = clip
         self.uses_bias = init_bias is not None
         own = self.uses_bias and clip.logit_bias is None
-        self.logit_bias = nn.Parameter(torch.tensor(float(init_bias))) if own else None
+        self.logit_bias = (
+            nn.Parameter(torch.tensor(float(init_bias))) if own and init_bias is not None else None
+        )
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> Outputs:
         image_features, text_features, scale = self.clip(images, tokens)
@@ -82,7 +90,7 @@ def contrastive_loss(
 
 
 def _full_batch(
-    model: nn.Module,
+    model: Forward,
     loss_fn: nn.Module,
     images: torch.Tensor,
     tokens: torch.Tensor,
@@ -99,7 +107,7 @@ def _full_batch(
 
 
 def _embed_cached(
-    model: nn.Module,
+    model: Forward,
     chunks: list[tuple[torch.Tensor, torch.Tensor]],
     autocast: ContextFactory,
 ) -> tuple[list[RngState], list[Outputs]]:
@@ -137,7 +145,7 @@ def _feature_grads(
 
 
 def _replay(
-    model: nn.Module,
+    model: Forward,
     chunks: list[tuple[torch.Tensor, torch.Tensor]],
     states: list[RngState],
     grads: list[torch.Tensor],
@@ -168,7 +176,7 @@ def _replay(
 
 
 def contrastive_step(
-    model: nn.Module,
+    model: Forward,
     loss_fn: nn.Module,
     images: torch.Tensor,
     tokens: torch.Tensor,

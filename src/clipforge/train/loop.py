@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ from .checkpoint import (
     save_checkpoint,
     training_state,
 )
-from .gradcache import ContrastiveModel, contrastive_step
+from .gradcache import ContrastiveModel, Forward, contrastive_step
 from .model import build_model, loss_kind, prepare_model
 from .optim import build_optimizer, build_scheduler
 from .outdir import claim_output_dir
@@ -141,7 +141,6 @@ class _Logger:
         rewind_metrics(self.path, start_step)
         if cfg.tensorboard:
             try:
-
                 self.writer = SummaryWriter(str(Path(cfg.output_dir) / "tensorboard"))
             except ImportError:
                 logger.warning(
@@ -149,7 +148,6 @@ class _Logger:
                     "installed (pip install tensorboard, or set tensorboard=false)"
                 )
         if cfg.progress:
-
             self.bar = tqdm(total=cfg.steps, initial=start_step, unit="step", desc="train")
 
     def log(self, record: dict[str, Any]) -> None:
@@ -285,11 +283,12 @@ class _Trainer:
         self.metrics: dict[str, Any] = {}
         self.window = [time.perf_counter(), 0, 0]  # [start time, samples, skipped]
 
-    def _wrap(self) -> tuple[nn.Module, Any]:
-        forward: nn.Module = self.model
+    def _wrap(self) -> tuple[Forward, Any]:
+        forward: Forward = self.model
         no_sync = None
         if self.fsdp:
-            no_sync = partial(fsdp.no_sync, self.model)
+            sharded = cast(fsdp.FSDPModule, self.model)  # fully_shard made it one
+            no_sync = partial(fsdp.no_sync, sharded)
         elif self.d.world_size > 1:
             ids = [self.d.device.index] if self.d.device.type == "cuda" else None
             forward = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 from ...configs import ClipConfig, ConfigError, TextConfig, ViTConfig
-from ...configs.model_config import ACTIVATIONS
+from ...configs.model_config import ActivationName, TowerActivation
 from ...preprocess import PreprocessConfig
 from ..directory import config_errors, find_weights, read_json, write_directory
+from ..errors import CheckpointError
 from ..reader import read_state_dict
 from . import hf_preprocess
 from .base import CheckpointFormat, Families, LoadedCheckpoint, StateDict
@@ -24,7 +25,11 @@ NAME = "hf"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
 #: transformers ``hidden_act`` → clipforge activation (and back)
-_ACTS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh"}
+_ACTS: dict[str, TowerActivation] = {
+    "quick_gelu": "quick_gelu",
+    "gelu": "gelu",
+    "gelu_pytorch_tanh": "gelu_tanh",
+}
 _HF_ACTS = {native: hf for hf, native in _ACTS.items()}
 
 # (hf name, native name) for per-layer and top-level parameters; {t} is the tower prefix.
@@ -74,7 +79,7 @@ def to_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             continue
         for hf_prefix, prefix in _TOWERS:
             if key.startswith(hf_prefix):
-                layer, rest = _LAYER.match(key[len(hf_prefix) :]).groups()
+                layer, rest = _layer_and_rest(key[len(hf_prefix) :], key)
                 m = re.match(r"self_attn\.([qkv])_proj\.(weight|bias)", rest)
                 if m:
                     qkv.setdefault(f"{prefix}{layer}.attn.in_proj_{m[2]}", {})[m[1]] = value
@@ -130,7 +135,7 @@ def from_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             out[top[0] + key[len(top[1]) :]] = value
             continue
         hf_prefix, prefix = next((h, p) for h, p in _TOWERS if key.startswith(p))
-        layer, rest = _LAYER.match(key[len(prefix) :]).groups()
+        layer, rest = _layer_and_rest(key[len(prefix) :], key)
         if rest.startswith("attn.in_proj_"):
             kind = rest.removeprefix("attn.in_proj_")
             for name, chunk in zip("qkv", value.chunk(3, dim=0), strict=True):
@@ -173,7 +178,7 @@ def config_to_native(hf: dict[str, Any]) -> ClipConfig:
     t_act = _activation(t("hidden_act", "quick_gelu", str), "text_config")
     v_eps, t_eps = v("layer_norm_eps", 1e-5, float), t("layer_norm_eps", 1e-5, float)
     # The vision tower's settings are the model-wide ones; a tower that differs overrides.
-    model_act = v_act if v_act in ACTIVATIONS else "gelu"
+    model_act: ActivationName = "quick_gelu" if v_act == "quick_gelu" else "gelu"
     v_width, t_width = v("hidden_size", 768), t("hidden_size", 512)
     if v_width <= 0 or t_width <= 0:
         raise ConfigError(f"hidden_size must be positive, got {v_width} / {t_width}")
@@ -205,7 +210,15 @@ def config_to_native(hf: dict[str, Any]) -> ClipConfig:
     )
 
 
-def _activation(hf_name: str, section: str) -> str:
+def _layer_and_rest(name: str, key: str) -> tuple[str, str]:
+    """``"<layer>.<rest>"`` of a per-layer key (``key`` names it in the error)."""
+    match = _LAYER.match(name)
+    if match is None:
+        raise CheckpointError(f"tensor {key!r} does not name a layer")
+    return match.group(1), match.group(2)
+
+
+def _activation(hf_name: str, section: str) -> TowerActivation:
     """A transformers ``hidden_act`` → clipforge's name (one-line error naming the field)."""
     if hf_name not in _ACTS:
         raise ConfigError(
