@@ -35,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "embed_images": "embedding",
     "embed_texts": "embedding",
     "Index": "index",
+    "heatmap": "dense",
     "CLIP": "models",
     "PreprocessConfig": "preprocess",
     "clip_score": "scoring",
