@@ -105,21 +105,23 @@ def evaluate(model: torch.nn.Module, data: list[dict], method: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, help="checkpoint from clipforge train")
-    parser.add_argument("--steps", type=int, default=500, help="training steps without --model")
-    parser.add_argument("--scenes", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=1000, help="training steps without --model")
+    parser.add_argument("--scenes", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/dense.json")
     args = parser.parse_args()
-    torch.set_num_threads(1)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         path = args.model or train_model(args.steps, Path(tmp) / "run")
         model = clipforge.load(path).eval()
         train_s = time.perf_counter() - started
+        torch.set_num_threads(1)
         size = model.config.vision.image_size
         data = scenes(args.scenes, size, args.seed)
         results = {m: evaluate(model, data, m) for m in METHODS}
-    print(f"{'method':<10} {'pointing':>9} {'mIoU':>6} {'chance':>7} {'PG/chance':>9} {'ms/img':>7}")
+    print(
+        f"{'method':<10} {'pointing':>9} {'mIoU':>6} {'chance':>7} {'PG/chance':>9} {'ms/img':>7}"
+    )
     for name, r in results.items():
         print(f"{name:<10} {r['pointing_game']:>9.3f} {r['miou']:>6.3f} {r['chance']:>7.3f} "
               f"{r['pointing_over_chance']:>9.2f} {r['ms_per_image']:>7.1f}")  # fmt: skip
@@ -133,8 +135,7 @@ def main() -> None:
         "train_s": None if args.model else round(train_s, 1),
         "scenes": args.scenes, "seed": args.seed, "image_size": size,
         "threshold": 0.5, "best_by_pointing_game": best,
-        "default_method": clipforge.dense.DEFAULT_METHOD,
-        "machine": platform.platform(), "torch_threads": 1,
+        "machine": platform.platform(), "eval_torch_threads": 1,
         "methods": results,
     }  # fmt: skip
     args.output.parent.mkdir(parents=True, exist_ok=True)

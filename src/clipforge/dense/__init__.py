@@ -4,6 +4,7 @@
 >>> clipforge.dense.overlay("photo.jpg", result.maps[0]).save("dog.png")  # doctest: +SKIP
 """
 
+from .explain import explain_png, explain_to_files
 from .heatmap import DEFAULT_METHOD, HeatmapResult, heatmap, overlay
 from .localisation import chance, pointing_hit, threshold_iou
 from .methods import METHODS
@@ -16,6 +17,8 @@ __all__ = [
     "HeatmapResult",
     "ViTParts",
     "chance",
+    "explain_png",
+    "explain_to_files",
     "heatmap",
     "last_block_input",
     "overlay",

@@ -60,7 +60,9 @@ def heatmap(
     CLIP ViT and SigLIP image towers (``ConfigError`` for others).
     """
     if method not in METHODS:
-        raise UsageError(f"unknown heat-map method {method!r}; expected one of {', '.join(METHODS)}")
+        raise UsageError(
+            f"unknown heat-map method {method!r}; expected one of {', '.join(METHODS)}"
+        )
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise UsageError("heatmap needs at least one text")

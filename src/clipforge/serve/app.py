@@ -26,6 +26,7 @@ from ..index import Filters, Index
 from ..index.querying import image_vector
 from ..runtime import check_precision
 from .batching import TextBatcher
+from .explain import explain_router
 
 
 @dataclass
@@ -132,6 +133,7 @@ def create_app(index: Index, config: ServeConfig | None = None) -> FastAPI:
     _add_search_routes(app, index, config, batcher)
     _add_file_routes(app, index, config)
     _add_admin_routes(app, index, config)
+    app.include_router(explain_router(index))
     return app
 
 
