@@ -13,7 +13,7 @@ The model is a checkpoint trained by ``clipforge train`` (``--model PATH``); wit
 benchmark trains one first with examples/train_procedural_tiny.yaml at 64 px, patch 8 (an
 8×8 grid), ``difficulty=medium`` (single shapes, counts, two-shape binding captions).
 
-Usage: python benchmarks/dense.py [--model runs/x/latest] [--scenes 300] [--steps 500]
+Usage: python benchmarks/dense.py [--model runs/x/latest] [--scenes 500] [--steps 1000]
 """
 
 from __future__ import annotations

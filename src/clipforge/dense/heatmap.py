@@ -17,8 +17,9 @@ from ..preprocess import build_preprocess
 from .methods import METHODS
 from .towers import last_block_input, vit_parts
 
-#: chosen by ``benchmarks/dense.py`` (pointing game on held-out procedural scenes)
-DEFAULT_METHOD = "maskclip"
+#: the best pointing game of ``benchmarks/dense.py`` (held-out procedural scenes; see
+#: benchmarks/results/dense.json)
+DEFAULT_METHOD = "gradcam"
 
 
 @dataclass
