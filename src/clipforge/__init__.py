@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "embed_images": "embedding",
     "embed_texts": "embedding",
     "Index": "index",
+    "heatmap": "dense",
     "CLIP": "models",
     "PreprocessConfig": "preprocess",
     "clip_score": "scoring",
@@ -66,6 +67,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; mirrors _EXPORTS (teste
         list_architectures as list_architectures,
         register_architecture as register_architecture,
     )
+    from .dense import heatmap as heatmap
     from .embedding import (
         EmbeddingResult as EmbeddingResult,
         embed_images as embed_images,

@@ -7,6 +7,7 @@ import typer
 from .demo import register as _register_demo
 from .errors import friendly_errors, set_debug
 from .evaluate import register as _register_eval
+from .explain import register as _register_explain
 from .export import register as _register_export
 from .inference import register as _register_inference
 from .search import register as _register_search
@@ -41,6 +42,7 @@ _register_export(app)
 _register_train(app)
 _register_search(app)
 _register_eval(app)
+_register_explain(app)
 
 
 def _wrap_commands(typer_app: typer.Typer) -> None:

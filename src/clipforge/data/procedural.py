@@ -220,6 +220,16 @@ def render_scene(
     Objects never overlap and are filled with the exact ``COLOURS`` value (no anti-aliasing);
     with a relation every object of group 0 lies strictly on the stated side of group 1.
     """
+    return render_scene_with_boxes(spec, image_size, rng)[0]
+
+
+def render_scene_with_boxes(
+    spec: SceneSpec,
+    image_size: int = 64,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[Image.Image, list[list[Box]]]:
+    """:func:`render_scene` plus where every object was drawn: per group of ``spec.objects``,
+    one ``(x0, y0, side)`` square box per object (the shape lies inside it)."""
     if image_size < 16:
         raise ValueError(f"image_size must be >= 16, got {image_size}")
     rng = np.random.default_rng(rng)
@@ -240,7 +250,7 @@ def render_scene(
     for obj, boxes in zip(spec.objects, groups, strict=True):
         for box in boxes:
             _draw_shape(draw, obj.shape, box, COLOURS[obj.colour])
-    return image
+    return image, groups
 
 
 # ----------------------------------------------------------------------------- sampling

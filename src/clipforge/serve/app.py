@@ -30,7 +30,8 @@ from ..index import Filters, Index
 from ..runtime import Precision, check_precision
 from .admin import add_admin_routes
 from .batching import TextBatcher
-from .files import add_file_routes
+from .explain import explain_router
+from .files import add_file_routes, served_image_opener
 from .jobs import Reindexer, ServiceState
 from .limits import (
     DecodePool,
@@ -151,6 +152,7 @@ def create_app(index: Index, config: ServeConfig | None = None) -> FastAPI:
     _add_search_routes(app, state, config, batcher, pool)
     add_file_routes(app, state, config, pool)
     add_admin_routes(app, state, config, jobs)
+    app.include_router(explain_router(lambda: state.index, served_image_opener(state), pool.run))
     return app
 
 

@@ -19,13 +19,14 @@ import os
 import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, BinaryIO
 
 from fastapi import FastAPI, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from PIL import Image
 
 from ..errors import InputError
 from ..index.metadata import ImageRow, file_identity
@@ -138,6 +139,26 @@ class _Thumbnails:
             if len(self.cache) > self.size:
                 self.cache.popitem(last=False)
         return out.getvalue()
+
+
+def served_image_opener(state: ServiceState) -> Callable[[int], Image.Image]:
+    """Open an indexed image by id with the same checks as ``/images/{id}`` (404 unknown or
+    gone, 403 no longer the indexed file), decoded with the usual image limits."""
+
+    def open_image(image_id: int) -> Image.Image:
+        index = state.index
+        with index.lock:
+            row = index.meta.get(image_id)
+        if row is None:
+            raise HTTPException(404, "no indexed image with this id")
+        file, _ = open_served_file(row, state.roots)
+        with file:
+            try:
+                return decode_image(file, row.path)
+            except ImageDecodeError as exc:
+                raise HTTPException(404, f"image {row.id}: {exc.reason}") from exc
+
+    return open_image
 
 
 def add_file_routes(
