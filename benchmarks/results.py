@@ -7,6 +7,7 @@ produced it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -33,8 +34,11 @@ def cpu_model() -> str:
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on: CPU model, cores, torch version (and GPU if any)."""
-    info: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(),
-                            "python": platform.python_version()}
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+    }
     try:
         import torch
 
@@ -50,10 +54,8 @@ def machine() -> dict[str, Any]:
 def command_line() -> str:
     """The exact command that ran, relative to the repository root when possible."""
     argv = list(sys.argv)
-    try:
+    with contextlib.suppress(ValueError):
         argv[0] = str(Path(argv[0]).resolve().relative_to(RESULTS.parent.parent))
-    except ValueError:
-        pass
     return "python " + shlex.join(argv)
 
 

@@ -26,7 +26,7 @@ def render(name: str, command: str | None, folder: Path = RESULTS) -> str:
     path = folder / f"{name}.json"
     if not path.is_file():
         run = command or f"python benchmarks/{name}.py"
-        return f"!!! note \"Not measured yet\"\n    Run `{run}`: it writes `benchmarks/results/{name}.json`, which this page shows.\n"
+        return f'!!! note "Not measured yet"\n    Run `{run}`: it writes `benchmarks/results/{name}.json`, which this page shows.\n'
     record = json.loads(path.read_text(encoding="utf-8"))
     rows: list[dict[str, Any]] = record.get("rows") or []
     columns: list[str] = []
@@ -40,8 +40,12 @@ def render(name: str, command: str | None, folder: Path = RESULTS) -> str:
     where = f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, torch {m.get('torch', '?')}"
     if m.get("gpu"):
         where += f", {m['gpu']}"
-    lines += ["", f"*Measured {record.get('date', '?')} on {where}: "
-              f"`{record.get('command', '?')}` (`benchmarks/results/{name}.json`).*", ""]
+    lines += [
+        "",
+        f"*Measured {record.get('date', '?')} on {where}: "
+        f"`{record.get('command', '?')}` (`benchmarks/results/{name}.json`).*",
+        "",
+    ]
     return "\n".join(lines)
 
 
