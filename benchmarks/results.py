@@ -39,6 +39,8 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "python": platform.python_version(),
     }
+    if hasattr(os, "getloadavg"):  # other work on the machine distorts timings: say how much
+        info["load_average_1min"] = round(os.getloadavg()[0], 2)
     try:
         import torch
 

@@ -38,6 +38,8 @@ def render(name: str, command: str | None, folder: Path = RESULTS) -> str:
         lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in columns) + " |" for r in rows]
     m = record.get("machine", {})
     where = f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, torch {m.get('torch', '?')}"
+    if m.get("load_average_1min") is not None:
+        where += f", load average {m['load_average_1min']} at the end"
     if m.get("gpu"):
         where += f", {m['gpu']}"
     lines += [
