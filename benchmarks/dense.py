@@ -19,9 +19,6 @@ Usage: python benchmarks/dense.py [--model runs/x/latest] [--scenes 500] [--step
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +37,7 @@ from clipforge.data.procedural import (
     render_scene_with_boxes,
 )
 from clipforge.dense import METHODS, chance, heatmap, pointing_hit, threshold_iou
+from results import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_OVERRIDES = [
@@ -108,7 +106,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="training steps without --model")
     parser.add_argument("--scenes", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/dense.json")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/dense.json",
+                        help="results file (its folder receives dense.json)")  # fmt: skip
     args = parser.parse_args()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,19 +127,20 @@ def main() -> None:
     best = max(results, key=lambda m: results[m]["pointing_game"])
     print(f"best by pointing game: {best}; clipforge.dense.DEFAULT_METHOD is "
           f"{clipforge.dense.DEFAULT_METHOD}")  # fmt: skip
-    report = {
-        "benchmark": "dense",
-        "command": " ".join(["python", *sys.argv]),
+    rows = [
+        {"method": m, "pointing game": round(r["pointing_game"], 3), "mIoU": round(r["miou"], 3),
+         "chance": round(r["chance"], 3), "pointing / chance": round(r["pointing_over_chance"], 2),
+         "ms/image": round(r["ms_per_image"], 1)}
+        for m, r in results.items()
+    ]  # fmt: skip
+    payload = {
         "model": str(args.model) if args.model else f"trained here: {args.steps} steps",
         "train_s": None if args.model else round(train_s, 1),
         "scenes": args.scenes, "seed": args.seed, "image_size": size,
-        "threshold": 0.5, "best_by_pointing_game": best,
-        "machine": platform.platform(), "eval_torch_threads": 1,
-        "methods": results,
+        "threshold": 0.5, "best_by_pointing_game": best, "eval_torch_threads": 1,
+        "methods": results, "rows": rows,
     }  # fmt: skip
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    print(f"wrote {write_result('dense', payload, args.output.parent)}")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ from clipforge.eval.datasets import builtin_classnames, resolve_prompts, subset_
 from clipforge.eval.registry import evaluate_detailed
 from clipforge.eval.zeroshot_classification import TEMPLATES_OF_CLASSNAMES, class_embeddings
 from clipforge.templates import get_templates
+from results import write_result
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = "bench-tiny-vit-32"
@@ -219,9 +220,13 @@ def projected(row: dict[str, Any], rates: dict[str, tuple[float, float]]) -> flo
     return theirs / ours
 
 
-def print_rows(rows: list[tuple[str, dict[str, Any]]], peak: float, args) -> None:
+def print_rows(
+    rows: list[tuple[str, dict[str, Any]]], peak: float, args
+) -> list[dict[str, Any]]:
     """The side-by-side table: images/s end to end (the target) and without the class
-    embeddings, achieved GFLOP/s and % of the matmul peak, and the loaders' ceilings."""
+    embeddings, achieved GFLOP/s and % of the matmul peak, and the loaders' ceilings; returns
+    the rows for the result file."""
+    table = []
     print(f"zero-shot CIFAR-10, {args.device}, templates {TEMPLATES_OF_CLASSNAMES['cifar10']}, "
           f"batch {args.batch_size}, {args.workers} workers, best of {args.repeats}; "
           f"matmul peak {peak:.0f} GFLOP/s")  # fmt: skip
@@ -239,6 +244,11 @@ def print_rows(rows: list[tuple[str, dict[str, Any]]], peak: float, args) -> Non
                 f"  {who:15s}{rates[key][0]:9.1f}  {text_s:9.1f}s  {rates[key][1]:12.1f}  "
                 f"{gflops:7.1f}  {100 * gflops / peak:5.1f}%  {r[key + '_loader']:12.1f}"
             )
+            table.append({"task": f"zero-shot CIFAR-10, {r['model']}, {r['n']} images",
+                          "engine": who, "images/s": rates[key][0],
+                          "classifier s": text_s, "images/s w/o classifier": rates[key][1],
+                          "% matmul peak": 100 * gflops / peak, "acc1": r["acc" if key == "ours"
+                          else "ref_acc"]})  # fmt: skip
         ratio, images_ratio = (a / b for a, b in zip(rates["ours"], rates["theirs"], strict=True))
         print(
             f"  clipforge / CLIP_benchmark: {ratio:.2f}x end to end, {images_ratio:.2f}x "
@@ -248,9 +258,11 @@ def print_rows(rows: list[tuple[str, dict[str, Any]]], peak: float, args) -> Non
             ratio = projected(r, rates)
             print(f"  projected at {FULL} images: {ratio:.2f}x end to end")
         print(f"  1.5x target: {'met' if ratio >= 1.5 else 'not met'}")
+        table[-2]["ratio"] = ratio
+    return table
 
 
-def linear_probe(ours, folder: Path, args) -> None:
+def linear_probe(ours, folder: Path, args) -> dict[str, Any]:
     """Seconds of the linear-probe sweep on CIFAR-10 features."""
     _, train_folder = locate(extract_archive(args.train_tar), None)
     precision = "bf16" if args.device.startswith("cuda") else "fp32"
@@ -263,6 +275,9 @@ def linear_probe(ours, folder: Path, args) -> None:
           f"features {out.details['feature_seconds']:.1f} s, sweep + final fit "
           f"{out.details['probe_seconds']:.1f} s ({len(out.details['sweep'])} fits), "
           f"acc1 {out.metrics['acc1']:.4f}, total {time.perf_counter() - start:.1f} s")  # fmt: skip
+    return {"task": f"linear probe, {out.counts['train'] + out.counts['val']} train images",
+            "engine": "clipforge", "acc1": out.metrics["acc1"],
+            "seconds": time.perf_counter() - start}  # fmt: skip
 
 
 def parse_args() -> argparse.Namespace:
@@ -295,9 +310,10 @@ def main() -> None:
         rows = [("model row", zeroshot_row(args.model, args.weights, folder, args))]
         if args.pipeline_model != "none":
             rows.append(("pipeline row", zeroshot_row(args.pipeline_model, None, folder, args)))
-    print_rows(rows, max(peak, matmul_peak(args.device)), args)
+    table = print_rows(rows, max(peak, matmul_peak(args.device)), args)
     if args.probe_train:
-        linear_probe(rows[0][1]["clipforge_model"], folder, args)
+        table.append(linear_probe(rows[0][1]["clipforge_model"], folder, args))
+    write_result("evaluation", {"device": args.device, "matmul_peak_gflops": peak, "rows": table})
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import torch
 
 import clipforge
 from clipforge.models.bf16_cpu import cpu_has_bf16_arithmetic
+from results import write_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -468,6 +469,10 @@ def main() -> None:
             text_encode(table, name, models, args.reps, n_prompts=64)
             del models
     print(f"total benchmark time {time.perf_counter() - started:.0f} s")
+    columns = ("task", "clipforge", "references", "ratio", "note")
+    rows = [dict(zip(columns, row, strict=True)) for row in table.rows]
+    write_result("inference", {"matmul_peak_gflops": {"fp32": peak32, "bf16": peak16},
+                               "reps": args.reps, "rows": rows})  # fmt: skip
 
 
 if __name__ == "__main__":

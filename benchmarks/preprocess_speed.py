@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from clipforge.preprocess import PreprocessConfig, build_preprocess, load_image
+from results import write_result
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PHOTOS = SHARED / "data" / "photos"
@@ -65,10 +66,15 @@ def time_per_image(
     return {k: 1e3 * sum(v) / len(v) for k, v in best.items()}
 
 
-def report(title: str, ms: dict[str, float]) -> None:
+def report(title: str, ms: dict[str, float], rows: list[dict[str, Any]], images: str) -> None:
+    """Print one timing line and add it as a result row (images/s per pipeline, ratios)."""
     ref = ms["open_clip"]
     parts = [f"{k} {v:.3f} ms ({ref / v:.2f}x)" for k, v in ms.items()]
     print(f"  {title:<28} " + "  ".join(parts))
+    row: dict[str, Any] = {"images": images, "timing": title}
+    row |= {f"{k} (img/s)": 1e3 / v for k, v in ms.items()}
+    row |= {f"{k} ratio": ref / v for k, v in ms.items() if k != "open_clip"}
+    rows.append(row)
 
 
 def main() -> None:
@@ -92,6 +98,7 @@ def main() -> None:
             f"flickr ({args.flickr})": extract_flickr(Path(tmp), args.flickr),
         }
         sets[f"all ({sum(len(v) for v in sets.values())})"] = [p for v in sets.values() for p in v]
+        rows: list[dict[str, Any]] = []
         print(f"image_size={args.size} torch_threads={args.threads} repeats={args.repeats} "
               f"clock={args.clock} (ratio = open_clip time / ours)")  # fmt: skip
         for title, paths in sets.items():
@@ -99,15 +106,18 @@ def main() -> None:
             diff = max((ours(im) - reference(im)).abs().max().item() for im in images)
             print(f"{title}: max |ours - open_clip| = {diff:.3g}")
             fns = {"open_clip": reference, "ours": ours, "ours+draft": draft}
-            report("decoded (load excluded)", time_per_image(fns, images, args.repeats, clock))
+            timing = time_per_image(fns, images, args.repeats, clock)
+            report("decoded (load excluded)", timing, rows, title)
             with_load = {
                 "open_clip": lambda p: reference(Image.open(p)),
                 "ours": ours,
                 "ours+draft": draft,
             }
-            report(
-                "from disk (load included)", time_per_image(with_load, paths, args.repeats, clock)
-            )
+            timing = time_per_image(with_load, paths, args.repeats, clock)
+            report("from disk (load included)", timing, rows, title)
+            rows[-2]["max abs diff"] = rows[-1]["max abs diff"] = diff
+    settings = {"image_size": args.size, "torch_threads": args.threads, "clock": args.clock}
+    write_result("preprocess_speed", {"settings": settings | {"repeats": args.repeats}, "rows": rows})
 
 
 if __name__ == "__main__":

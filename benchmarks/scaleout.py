@@ -33,6 +33,7 @@ import torch
 
 import clipforge
 from clipforge.data.folder import list_images
+from results import write_result
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FLICKR = SHARED / "data" / "flickr8k-1k.tar.gz"
@@ -107,6 +108,7 @@ def index_backends(n: int, dim: int) -> None:
     vectors, ids = clustered_vectors(n, dim), np.arange(1, n + 1, dtype=np.int64)
     queries = clustered_vectors(1000, dim, seed=1)
     exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10] + 1
+    rows = []
     for name in ("faiss", "milvus"):
         with tempfile.TemporaryDirectory() as tmp:
             store = open_backend(name, Path(tmp), dim, StoreOptions())
@@ -125,6 +127,10 @@ def index_backends(n: int, dim: int) -> None:
         print(f"{name:7s}: bulk load {n} x {dim} in {load_s:7.2f} s ({n / load_s:9.0f} vec/s); "
               f"{len(queries) / query_s:8.0f} queries/s; recall@10 {recall:.3f}; "
               f"{store.describe()} {tuned}")  # fmt: skip
+        rows.append({"backend": name, "vectors": f"{n} x {dim}", "bulk load vec/s": n / load_s,
+                     "queries/s": len(queries) / query_s, "recall@10": recall,
+                     "index": f"{store.describe()} {tuned}"})  # fmt: skip
+    write_result("scaleout_index", {"rows": rows})
 
 
 def main() -> None:
@@ -155,6 +161,14 @@ def main() -> None:
     print(f"single process : {local_s:8.2f} s  {n / local_s:8.1f} img/s")
     print(f"ray pipeline   : {ray_s:8.2f} s  {n / ray_s:8.1f} img/s  (+ {startup_s:.1f} s start)")
     print(f"ray overhead   : {100 * (ray_s / local_s - 1):+.1f} %   max |delta| {worst:.2e}")
+    task = f"embed {n} photos, {args.model}, batch {args.batch_size}"
+    rows = [
+        {"task": task, "pipeline": "single process", "img/s": n / local_s, "seconds": local_s},
+        {"task": task, "pipeline": f"Ray Data, {args.actors} actor(s), {args.gpus} GPU(s)",
+         "img/s": n / ray_s, "seconds": ray_s, "start-up s": startup_s,
+         "overhead %": 100 * (ray_s / local_s - 1), "max abs diff": worst},
+    ]  # fmt: skip
+    write_result("scaleout", {"rows": rows})
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ import clipforge
 from clipforge.index import Index, StoreOptions
 from clipforge.index.faiss_store import FaissStore
 from clipforge.index.metadata import ImageRow
+from results import write_result
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CLIP_RETRIEVAL_QPS = 20  # clip-retrieval back end, as published (~50 ms, ~20 queries/s)
@@ -139,6 +140,10 @@ def store_row(name, base, queries, truth, tune_q, tune_truth, kind, memory=None)
     return (f"{name} [{desc}]", built, nbytes, *stats, tuned)
 
 
+ROWS: list[dict] = []
+"""Every measured row, written to benchmarks/results/search.json at the end of the run."""
+
+
 def bench_vectors(args) -> None:
     n, dim = args.n, 512
     clusters = args.clusters or max(10, n // 100)
@@ -148,8 +153,9 @@ def bench_vectors(args) -> None:
     base, queries, tune_q = data[:n], data[n : n + args.queries], data[n + args.queries :]
     truth, tune_truth = exact_top(base, queries, 10), exact_top(base, tune_q, 10)
     print(f"data + exact ground truth: {time.perf_counter() - start:.1f} s")
+    data_label = f"{n:,} x {dim} synthetic"
     print_floor(base)
-    print_rows(contender_rows(args.kinds, base, queries, truth, tune_q, tune_truth))
+    print_rows(contender_rows(args.kinds, base, queries, truth, tune_q, tune_truth), data_label)
 
 
 def print_floor(base: np.ndarray) -> None:
@@ -194,7 +200,7 @@ def contender_rows(kinds: str, base, queries, truth, tune_q, tune_truth) -> list
     return rows
 
 
-def print_rows(rows: list[tuple]) -> None:
+def print_rows(rows: list[tuple], data: str) -> None:
     print(
         f"{'index':48} {'build s':>8} {'MiB':>7} {'p50 ms':>7} {'p99 ms':>7} {'q/s@64':>8} {'R@10':>6}"
     )
@@ -202,6 +208,9 @@ def print_rows(rows: list[tuple]) -> None:
         print(
             f"{name:48} {built:8.1f} {nbytes / 2**20:7.0f} {p50:7.3f} {p99:7.3f} {qps:8.0f} {rec:6.3f}"
         )
+        ROWS.append({"task": f"search {data}", "index": name, "build s": built,
+                     "MiB": nbytes / 2**20, "p50 ms": p50, "p99 ms": p99, "q/s @64": qps,
+                     "R@10": rec})  # fmt: skip
 
 
 def cifar_vectors(weights: str) -> np.ndarray:
@@ -224,7 +233,8 @@ def bench_real(args) -> None:
     queries, tune_q, base = data[order[:1000]], data[order[1000:1500]], data[order[1500:]]
     truth, tune_truth = exact_top(base, queries, 10), exact_top(base, tune_q, 10)
     print(f"\n== CIFAR-10 test embeddings: {len(base):,} x {base.shape[1]} ==")
-    print_rows(contender_rows(args.kinds, base, queries, truth, tune_q, tune_truth))
+    data_label = f"{len(base):,} x {base.shape[1]} CIFAR-10"
+    print_rows(contender_rows(args.kinds, base, queries, truth, tune_q, tune_truth), data_label)
 
 
 def _fake_index(n: int, model, folder: Path) -> Index:
@@ -315,6 +325,8 @@ def _serve_run(args, folder: Path, config: dict, mode: str, stream: str, queries
           f"clip-retrieval's ~{CLIP_RETRIEVAL_QPS}/s)\n{'':41}CPU per query: server "
           f"{1000 * server_cpu / done:.1f} ms, load client {1000 * client_cpu / done:.1f} ms; "
           f"batching {stats}")  # fmt: skip
+    ROWS.append({"task": f"serve {args.serve_n:,} vectors, {label}", "stream": stream,
+                 "q/s": qps, "load": result.summary()})  # fmt: skip
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -460,6 +472,9 @@ def bench_flickr(args) -> None:
     print(f"embed_images {len(paths) / embed_s:.1f} images/s; Index.sync {report.added / index_s:.1f} images/s "
           f"(added {report.added}, failed {len(report.failed)}); overhead {100 * (index_s / embed_s - 1):+.1f} % "
           f"(best of {args.rounds})")  # fmt: skip
+    ROWS.append({"task": f"flickr {len(paths)} photos", "index": "embed_images / Index.sync",
+                 "q/s": len(paths) / embed_s, "load": f"Index.sync {report.added / index_s:.1f} "
+                 f"images/s, overhead {100 * (index_s / embed_s - 1):+.1f} %"})  # fmt: skip
     if not args.flickr_weights:
         print("caption recall@10: not measured (needs --weights: a trained model)")
         return
@@ -501,6 +516,7 @@ def main() -> None:
         bench_serve(args)
     if not args.skip_flickr:
         bench_flickr(args)
+    write_result("search", {"rows": ROWS})
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results import write_result
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 TINY = "clipforge-bench-tiny"
 # embed_dim, image size, patch, vision width/layers/heads, text width/layers/heads, context
@@ -265,7 +267,7 @@ def vit_steps(spec: dict) -> dict:
     return {"samples_per_s": batch * spec["steps"] / elapsed, "peak": peak, "before": rss_before}
 
 
-def vit_section(args: argparse.Namespace, tmp: Path, classes: list[str]) -> None:
+def vit_section(args: argparse.Namespace, tmp: Path, classes: list[str]) -> list[dict]:
     import open_clip
     import torch
 
@@ -276,6 +278,7 @@ def vit_section(args: argparse.Namespace, tmp: Path, classes: list[str]) -> None
           f"fresh process per row, 1 warm-up step then the timed steps\n"
           f"{'precision':<10}{'engine':<11}{'steps':>6}{'samples/s':>11}{'ratio':>8}"
           f"{'peak RSS MiB':>14}{'growth in steps':>17}")  # fmt: skip
+    rows = []
     for precision in ["fp32"] + (["bf16"] if args.bf16 else []):
         steps = args.vit_steps if precision == "fp32" else 1
         results = {}
@@ -289,6 +292,9 @@ def vit_section(args: argparse.Namespace, tmp: Path, classes: list[str]) -> None
             ratio = r["samples_per_s"] / results["open_clip"]["samples_per_s"]
             print(f"{precision:<10}{engine:<11}{steps:>6}{r['samples_per_s']:>11.2f}{ratio:>7.2f}x"
                   f"{r['peak']:>14.0f}{r['peak'] - r['before']:>17.0f}")  # fmt: skip
+            rows.append({"task": f"ViT-B-32 train step, batch {args.vit_batch}, {precision}",
+                         "engine": engine, "samples/s": r["samples_per_s"], "ratio": ratio,
+                         "peak RSS MiB": r["peak"]})  # fmt: skip
     from clipforge.models.bf16_cpu import cpu_has_bf16_arithmetic
 
     if not cpu_has_bf16_arithmetic():
@@ -297,10 +303,13 @@ def vit_section(args: argparse.Namespace, tmp: Path, classes: list[str]) -> None
               "(clipforge.models.bf16_cpu)")  # fmt: skip
     if not args.bf16:
         print("bf16 autocast not run (--bf16 adds it, 1 timed step)")
+    return rows
 
 
 # ----------------------------------------------------------------------------- report
-def report_tiny(args, cf: dict, oc: dict, accs: tuple, n_pool: int, n_test: int, diff: float):
+def report_tiny(
+    args, cf: dict, oc: dict, accs: tuple, n_pool: int, n_test: int, diff: float
+) -> list[dict]:
     import torch
 
     skip = min(args.skip_steps, args.steps - 1)
@@ -319,9 +328,13 @@ def report_tiny(args, cf: dict, oc: dict, accs: tuple, n_pool: int, n_test: int,
           f"\n{'':<17}{'samples/s':>10}{'ratio':>8}{'wall s':>8}{'final loss':>12}  "
           f"zero-shot top-1")  # fmt: skip
     rate = [throughput(r["times"], args.batch_size, skip) for r in (cf, oc)]
-    rows = zip(("clipforge", "open_clip"), (cf, oc), rate, accs[1:], strict=True)
-    for label, r, sps, acc in rows:
+    engines = zip(("clipforge", "open_clip"), (cf, oc), rate, accs[1:], strict=True)
+    rows = []
+    for label, r, sps, acc in engines:
         loss = sum(r["losses"][-10:]) / len(r["losses"][-10:])
+        rows.append({"task": f"tiny CLIP on CIFAR-10, seed {args.seed}", "engine": label,
+                     "samples/s": sps, "ratio": sps / rate[1], "wall s": r["wall"],
+                     "final loss": loss, "zero-shot top-1": f"{acc:.2%}"})  # fmt: skip
         print(f"{label:<17}{sps:>10.1f}{sps / rate[1]:>7.2f}x{r['wall']:>8.0f}{loss:>12.4f}  "
               f"{acc:.2%}")  # fmt: skip
     print(f"{'initial weights':<17}{'':>38}  {accs[0]:.2%}\nclipforge/open_clip samples/s: "
@@ -330,6 +343,7 @@ def report_tiny(args, cf: dict, oc: dict, accs: tuple, n_pool: int, n_test: int,
           "(exact), open_clip runs all 77 positions; the engines shuffle the same rows in "
           "different orders, so accuracy differs run to run by a few points at this "
           "scale")  # fmt: skip
+    return rows
 
 
 def main() -> None:
@@ -375,6 +389,7 @@ def main() -> None:
     if load > 0.5:
         print(f"warning: load average {load:.1f} at start: other processes share the CPU and "
               "distort the timings (rerun on an idle machine)")  # fmt: skip
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="clipforge-train-bench-") as name:
         tmp = Path(name)
         pool = extract("train", args.train_samples // 10, tmp)
@@ -392,10 +407,11 @@ def main() -> None:
                 zero_shot(clipforge.load(cf["ckpt"]), test, classes),
                 zero_shot(clipforge.load(init_model.config, weights=oc["ckpt"]), test, classes),
             )
-            report_tiny(args, cf, oc, accs, len(pool), len(test), diff)
+            rows += report_tiny(args, cf, oc, accs, len(pool), len(test), diff)
         if not args.skip_vit:
-            vit_section(args, tmp, classes)
+            rows += vit_section(args, tmp, classes)
     print(f"\ntotal benchmark time {time.perf_counter() - start:.0f} s")
+    write_result("training", {"rows": rows})
 
 
 if __name__ == "__main__":

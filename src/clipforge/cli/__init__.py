@@ -58,9 +58,13 @@ def _wrap_commands(typer_app: typer.Typer) -> None:
 _wrap_commands(app)
 
 
+click_app = typer.main.get_command(app)
+"""The CLI as a click command (for mkdocs-click's generated reference); built without running it."""
+
+
 def main() -> None:
     """Entry point of the ``clipforge`` script."""
     app()
 
 
-__all__ = ["app", "main"]
+__all__ = ["app", "click_app", "main"]
