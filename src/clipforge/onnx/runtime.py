@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -67,6 +67,7 @@ class OnnxClip:
     def encode_image(self, pixels: np.ndarray, normalize: bool = False) -> np.ndarray:
         """(N, 3, H, W) float32 → (N, D) features."""
         (out,) = self.image_session.run(None, {"pixels": np.asarray(pixels, dtype=np.float32)})
+        out = cast(np.ndarray, out)  # a dense output (run() is typed for every output kind)
         return _normalize(out) if normalize else out
 
     def encode_text(self, tokens: np.ndarray, normalize: bool = False) -> np.ndarray:
@@ -78,6 +79,7 @@ class OnnxClip:
             eot = tokens.argmax(axis=-1) if eot_id is None else (tokens == eot_id).argmax(axis=-1)
             tokens = tokens[:, : int(eot.max()) + 1]  # exact for a causal tower (EOT pooling)
         (out,) = self.text_session.run(None, {"tokens": tokens})
+        out = cast(np.ndarray, out)  # a dense output (run() is typed for every output kind)
         return _normalize(out) if normalize else out
 
     def embed_images(self, images: Sequence, normalize: bool = True) -> np.ndarray:

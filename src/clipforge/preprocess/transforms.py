@@ -42,7 +42,7 @@ _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
 }
 # Filter support (in source pixels at scale 1) of PIL's separable two-pass resamplers.
-_SUPPORT = {Image.Resampling.BICUBIC: 2.0, Image.Resampling.BILINEAR: 1.0}
+_SUPPORT: dict[int, float] = {Image.Resampling.BICUBIC: 2.0, Image.Resampling.BILINEAR: 1.0}
 # Modes PIL resizes directly with its 8-bit two-pass code (no premultiply, no NEAREST).
 _TWO_PASS_MODES = ("L", "RGB", "La", "RGBa")
 # Image.resize resamples these in premultiplied form (converting there and back).

@@ -25,7 +25,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -83,7 +83,8 @@ class Checkpoint:
 def capture_rng() -> dict[str, Any]:
     """Python, NumPy and torch (CPU + all CUDA devices) RNG states as plain types/tensors."""
     version, internal, gauss = random.getstate()
-    np_state = np.random.get_state(legacy=True)
+    # the legacy global generator is an MT19937: its state is the 5-tuple
+    np_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
     return {
         "python": [version, list(internal), gauss],
         "numpy": {
