@@ -13,7 +13,9 @@ directory of Parquet files) with pyarrow and returns an :class:`ImageCaptionTabl
 * ``format``: ``"csv"``, ``"tsv"`` or ``"parquet"`` (default: from the extension);
 * ``separator``: the CSV delimiter (default ``","``, ``"\\t"`` for ``.tsv``/``.tab``);
 * ``quote_char``: CSV quote character (default ``'"'``; ``None`` disables quoting);
-* ``draft``: decode JPEGs at reduced size, >= ``cfg.image_size`` (lossy, faster).
+* ``draft``: decode JPEGs at reduced size, >= ``cfg.image_size`` (lossy, faster);
+* ``confine``: refuse the table (``DatasetPathError``) if a row's image path is absolute or
+  leads outside ``root`` (set for tables inside archives).
 
 Items are ``(image, tokens)``: a ``(3, H, W)`` tensor from ``transform`` and a ``(L,)``
 LongTensor from ``tokenize``; or ``None`` for a bad sample (missing/corrupt image, empty
@@ -63,6 +65,7 @@ class Options:
     separator: str | None = None  # CSV delimiter; None: "," ("\\t" for .tsv/.tab)
     quote_char: str | None = '"'  # None: no quoting
     draft: bool = False  # decode JPEGs at reduced size (>= data.image_size)
+    confine: bool = False  # refuse rows whose image path escapes ``root`` (archives set it)
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in ("csv", "tsv", "parquet"):
@@ -283,6 +286,10 @@ def build(
     paths, captions = read_columns(
         cfg.path, [opts.image_column, opts.caption_column], fmt, opts.separator, opts.quote_char
     )
+    if opts.confine:
+        from .guards import confine_paths
+
+        confine_paths(paths.to_pylist(), opts.root or ".", os.fspath(cfg.path))
     return ImageCaptionTable(
         paths,
         captions,

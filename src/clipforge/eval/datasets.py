@@ -39,6 +39,7 @@ __all__ = [
     "guess_kind",
     "load_captions",
     "load_classification",
+    "read_classnames",
     "resolve_classnames",
     "resolve_prompts",
     "subset_indices",
@@ -75,25 +76,28 @@ def builtin_classnames(name: str | None = None) -> list[str] | list[list[str]]:
     return list(sets[name])
 
 
+def read_classnames(spec: str | os.PathLike | Sequence[str]) -> list[str]:
+    """Class names from a built-in set name, a file (lines or JSON list) or a list."""
+    if isinstance(spec, str | os.PathLike):
+        name = os.fspath(spec)
+        if name in _builtin():
+            return builtin_classnames(name)
+        if Path(name).is_file():
+            text = Path(name).read_text("utf-8")
+            stripped = text.lstrip()
+            names = json.loads(text) if stripped.startswith("[") else text.splitlines()
+            return [n.strip() for n in names if n.strip()]
+        raise ConfigError(
+            f"classnames {name!r}: not a built-in set {sorted(_builtin())} nor a file"
+        )
+    return [str(n) for n in spec]
+
+
 def resolve_classnames(spec: str | Sequence[str] | None, default: list[str]) -> list[str]:
     """Class names from a built-in set name, a file (lines or JSON list), a list, or ``default``."""
     if spec is None:
         return default
-    if isinstance(spec, str | os.PathLike):
-        name = os.fspath(spec)
-        if name in _builtin():
-            names = builtin_classnames(name)
-        elif Path(name).is_file():
-            text = Path(name).read_text("utf-8")
-            stripped = text.lstrip()
-            names = json.loads(text) if stripped.startswith("[") else text.splitlines()
-            names = [n.strip() for n in names if n.strip()]
-        else:
-            raise ConfigError(
-                f"classnames {name!r}: not a built-in set {sorted(_builtin())} nor a file"
-            )
-    else:
-        names = [str(n) for n in spec]
+    names = read_classnames(spec)
     if len(names) != len(default):
         raise ConfigError(f"{len(names)} class names given for {len(default)} classes")
     return names
@@ -134,6 +138,7 @@ def dataset_name(data: DataConfig | None) -> str:
 
 
 def _table_labels(data: DataConfig) -> tuple[list[str], list[str]]:
+    from ..data.guards import confine_paths
     from ..data.tabular import read_columns, table_format
 
     opts = data.typed_options()
@@ -141,26 +146,33 @@ def _table_labels(data: DataConfig) -> tuple[list[str], list[str]]:
     paths, labels = read_columns(
         data.path, [opts.image_column, opts.label_column], fmt, opts.separator, opts.quote_char
     )
-    root = opts.root
-    resolved = [
-        os.path.join(root, p) if root and not os.path.isabs(p) else p for p in paths.to_pylist()
-    ]
+    raw_paths, root = paths.to_pylist(), opts.root
+    if opts.confine:  # before any path is resolved, read or reported
+        confine_paths(raw_paths, root or ".", os.fspath(data.path))
+    resolved = [os.path.join(root, p) if root and not os.path.isabs(p) else p for p in raw_paths]
     return resolved, [str(v).strip() for v in labels.to_pylist()]
 
 
 def _csv_task(data: DataConfig, classnames: Any) -> LabelledImages:
+    from ..data.guards import LabelError, parse_labels
+
     paths, raw = _table_labels(data)
-    if all(v.isdigit() for v in raw):
-        labels = np.asarray([int(v) for v in raw], dtype=np.int64)
-        n_classes = int(labels.max()) + 1
-        default = [str(i) for i in range(n_classes)]
-        return LabelledImages(paths, labels, resolve_classnames(classnames, default), None)
-    names = sorted(set(raw)) if classnames is None else resolve_classnames(classnames, [])
+    if raw and all(v.isdigit() for v in raw):
+        names = None if classnames is None else read_classnames(classnames)
+        labels = parse_labels(raw, None if names is None else len(names), data.path)
+        if names is None:
+            names = [str(i) for i in range(int(labels.max()) + 1)]
+        return LabelledImages(paths, labels, names, None)
+    names = sorted(set(raw)) if classnames is None else read_classnames(classnames)
     index = {name: i for i, name in enumerate(names)}
     unknown = sorted(set(raw) - set(index))
     if unknown:
-        raise ConfigError(f"{data.path}: labels {unknown[:5]} are not among the class names")
-    return LabelledImages(paths, np.asarray([index[v] for v in raw]), names, None)
+        row = raw.index(unknown[0]) + 1
+        raise LabelError(
+            f"{data.path}: row {row}: label {unknown[0]!r} is not among the class names"
+            + (f" ({len(unknown)} unknown labels)" if len(unknown) > 1 else "")
+        )
+    return LabelledImages(paths, np.asarray([index[v] for v in raw], np.int64), names, None)
 
 
 def _clip_benchmark_task(data: DataConfig, classnames: Any, limit: int | None) -> LabelledImages:
@@ -168,19 +180,21 @@ def _clip_benchmark_task(data: DataConfig, classnames: Any, limit: int | None) -
     from ..preprocess import ImageDecodeError
 
     root = Path(data.path)
-    samples = read_shards(root, data.typed_options().split)
-    samples = [samples[i] for i in subset_indices(len(samples), limit)]
+    samples = read_shards(root, data.typed_options().split, limit)  # only kept samples read
     names = [n.strip() for n in (root / "classnames.txt").read_text("utf-8").splitlines()]
     template_file = root / "zeroshot_classification_templates.txt"
     templates = str(template_file) if template_file.is_file() else None
+    names = resolve_classnames(classnames, [n for n in names if n])
     images, labels, failures = [], [], []
     for sample in samples:
         try:
+            label = int(sample["cls"])
+            if not 0 <= label < len(names):
+                raise ValueError(f"label {label} is out of range for {len(names)} classes")
             images.append(decode(sample))
-            labels.append(int(sample["cls"]))
+            labels.append(label)
         except (ImageDecodeError, KeyError, ValueError) as err:
             failures.append((f"{sample['__shard__']}:{sample['__key__']}", str(err)))
-    names = resolve_classnames(classnames, [n for n in names if n])
     return LabelledImages(images, np.asarray(labels, dtype=np.int64), names, templates, failures)
 
 
@@ -205,16 +219,10 @@ def _load(data: DataConfig, classnames: Any, n_per_class: int, limit: int | None
         from ..data.mnist import load_mnist, to_pil
 
         opts = data.typed_options()
-        images, labels = load_mnist(data.path, opts.split)
-        keep = subset_indices(len(labels), limit)  # before the (slow) PIL conversion
-        images, labels = images[keep], labels[keep]
-        names = opts.classnames or [str(i) for i in range(10)]
-        return LabelledImages(
-            [to_pil(i) for i in images],
-            labels,
-            resolve_classnames(classnames, names),
-            opts.templates,
-        )
+        names = resolve_classnames(classnames, opts.classnames or [str(i) for i in range(10)])
+        # limit applied from the headers: only the kept items are read
+        images, labels = load_mnist(data.path, opts.split, limit, len(names))
+        return LabelledImages([to_pil(i) for i in images], labels, names, opts.templates)
     if data.kind == "clip_benchmark":
         return _clip_benchmark_task(data, classnames, limit)
     if data.kind == "procedural":
