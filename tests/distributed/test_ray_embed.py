@@ -64,7 +64,7 @@ def read_output(out: Path) -> dict[str, np.ndarray]:
     found: dict[str, np.ndarray] = {}
     for shard in sorted(out.glob("shard-*.parquet")):
         table = pq.read_table(shard).to_pydict()
-        assert set(table) == {"id", "path", "embedding", "model"}
+        assert set(table) == {"id", "path", "path_bytes", "embedding", "model"}
         for path, vector in zip(table["path"], table["embedding"], strict=True):
             assert path not in found, f"{path} written twice"
             found[path] = np.asarray(vector, dtype=np.float32)

@@ -378,7 +378,7 @@ def test_third_party_evaluator_is_a_cli_command_with_flags_from_its_options(tmp_
     assert json.loads(out.read_text())["metrics"]["scaled"] > 0
 
 
-def labelled_constant(cfg, *, limit, n_per_class=2):
+def labelled_constant(cfg, *, limit, n_per_class=2, n_classes=None):
     """Three colours × two images: labelled images for evaluation."""
     from clipforge.data.samples import LabelledImages
 

@@ -9,6 +9,9 @@ dataset to the ``folder`` or ``csv`` source. ``cfg.options`` (:class:`Options`):
   file is that table, with image paths relative to it);
 * ``cache_dir``: where archives are extracted (default ``$CLIPFORGE_CACHE/archives`` or
   ``~/.cache/clipforge/archives``); one sub-directory per archive (path, size, mtime);
+* ``max_bytes`` / ``max_members``: extraction caps (default 32 GiB of file bytes, 2,000,000
+  members); extraction stops before a member that passes one, and a failed extraction
+  leaves nothing behind;
 * ``source``: options of the inner ``folder`` or ``csv`` source.
 """
 
@@ -19,18 +22,30 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..configs import ConfigError
+from ..errors import InputError
 from .data_config import DataConfig
 from .sources import get_data_source, resolve_builder, source_options
 from .tabular import Tokenize, Transform
 
-__all__ = ["Options", "build", "extract_archive", "inner_config", "locate"]
+__all__ = [
+    "ArchiveLimitError",
+    "Limits",
+    "Options",
+    "build",
+    "extract_archive",
+    "inner_config",
+    "locate",
+]
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet", ".pq")
+DEFAULT_MAX_BYTES = 32 * 2**30  # 32 GiB of regular-file bytes once extracted
+DEFAULT_MAX_MEMBERS = 2_000_000
 
 
 @dataclass
@@ -39,6 +54,8 @@ class Options:
 
     inner: str | None = None
     cache_dir: str | None = None
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_members: int = DEFAULT_MAX_MEMBERS
     source: dict[str, Any] = field(default_factory=dict)
 
 
@@ -48,8 +65,48 @@ def default_cache_dir() -> Path:
     return Path(base) / "archives"
 
 
-def extract_archive(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The directory ``path`` is extracted to (extracted now unless already there)."""
+@dataclass(frozen=True)
+class Limits:
+    """Extraction caps: total bytes of regular files and number of members."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_members: int = DEFAULT_MAX_MEMBERS
+
+
+class ArchiveLimitError(InputError):
+    """An archive holds more members or bytes than the extraction caps allow."""
+
+
+def _archive_error(path: Path, err: BaseException) -> InputError:
+    return InputError(f"archive {os.fspath(path)!r}: cannot extract: {err}")
+
+
+def _extract_capped(tar: tarfile.TarFile, staging: Path, path: Path, limits: Limits) -> None:
+    """Extract member by member, refusing one that would pass a cap before writing it."""
+    total = 0
+    for members, member in enumerate(tar, start=1):
+        total += max(member.size, 0) if member.isfile() else 0
+        if members > limits.max_members:
+            raise ArchiveLimitError(
+                f"archive {os.fspath(path)!r}: more than {limits.max_members} members "
+                "(data.options.max_members)"
+            )
+        if total > limits.max_bytes:
+            raise ArchiveLimitError(
+                f"archive {os.fspath(path)!r}: more than {limits.max_bytes} bytes "
+                f"once extracted (at {member.name!r}; data.options.max_bytes)"
+            )
+        tar.extract(member, staging, filter="data")
+
+
+def extract_archive(
+    path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+    limits: Limits | None = None,
+) -> Path:  # fmt: skip
+    """The directory ``path`` is extracted to (extracted now unless already there).
+
+    Extraction stops with :class:`ArchiveLimitError` before a member that would pass
+    ``limits``; on any failure the staging directory is removed."""
     path = Path(path).resolve()
     if not path.is_file():
         raise ConfigError(f"archive {os.fspath(path)!r}: no such file")
@@ -62,16 +119,18 @@ def extract_archive(path: str | os.PathLike, cache_dir: str | os.PathLike | None
     cache.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=cache))
     try:
-        with tarfile.open(path) as tar:
-            tar.extractall(staging, filter="data")
+        with tarfile.open(path, "r|*") as tar:
+            _extract_capped(tar, staging, path, limits or Limits())
         (staging / ".complete").touch()
         try:
             staging.rename(target)
         except OSError:  # another process finished first
             shutil.rmtree(staging, ignore_errors=True)
-    except (tarfile.TarError, EOFError) as err:
+    except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
-        raise ConfigError(f"archive {os.fspath(path)!r}: cannot extract: {err}") from None
+        if isinstance(err, tarfile.TarError | EOFError | OSError | zlib.error):
+            raise _archive_error(path, err) from None
+        raise
     return target
 
 
@@ -101,10 +160,14 @@ def inner_config(cfg: Any) -> Any:
     """The ``folder``/``csv`` :class:`DataConfig` of the dataset inside archive ``cfg``."""
 
     opts: Options = source_options(cfg, "archive", what="archive data option")
-    kind, path = locate(extract_archive(cfg.path, opts.cache_dir), opts.inner)
+    kind, path = locate(
+        extract_archive(cfg.path, opts.cache_dir, Limits(opts.max_bytes, opts.max_members)),
+        opts.inner,
+    )
     options = dict(opts.source)
     if kind == "csv":
         options.setdefault("root", os.fspath(path.parent))
+        options["confine"] = True  # rows may not name files outside the archive
     return DataConfig(
         kind=kind,
         path=os.fspath(path),
@@ -123,10 +186,13 @@ def build(
     return builder(inner, transform, tokenize, seed=seed, rank=rank, world_size=world_size)
 
 
-def labelled_images(data: Any, *, limit: int | None, n_per_class: int = 2) -> Any:
+def labelled_images(
+    data: Any, *, limit: int | None, n_per_class: int = 2, n_classes: int | None = None
+) -> Any:
     """The labelled images of the archive's inner dataset (extracted to the cache)."""
     inner = inner_config(data)
-    return get_data_source(inner.kind).read_labelled(inner, limit=limit, n_per_class=n_per_class)
+    source = get_data_source(inner.kind)
+    return source.read_labelled(inner, limit=limit, n_per_class=n_per_class, n_classes=n_classes)
 
 
 def captioned_images(data: Any, *, limit: int | None) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..configs import ConfigError
+from ..errors import InputError
 from ..preprocess import ImageDecodeError
 from ..preprocess.image_io import decode_image
 from .samples import LabelledImages, subset_indices
@@ -34,28 +36,56 @@ class Options:
     split: str = "test"
 
 
-def read_shards(root: str | os.PathLike, split: str = "test") -> list[dict[str, Any]]:
-    """The samples of ``root/<split>/*.tar`` as ``{key: bytes or text, "__key__": ...}``."""
-    shards = sorted((Path(root) / split).glob("*.tar"))
-    if not shards:
-        raise ConfigError(f"no shards in {os.fspath(Path(root) / split)!r} (expected *.tar)")
-    samples: list[dict[str, Any]] = []
+MAX_MEMBER_BYTES = 64 * 2**20  # a larger member is a failed sample, never read
+
+
+def _members(shards: list[Path]) -> Iterator[tuple[int, Path, tarfile.TarFile, Any]]:
+    """``(sample ordinal, shard, tar, member)`` for every regular member, streamed."""
+    ordinal, previous = -1, None
     for shard in shards:
-        current: dict[str, Any] = {}
-        with tarfile.open(shard) as tar:
+        with tarfile.open(shard, "r|*") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
-                key, _, ext = Path(member.name).name.partition(".")
-                if current.get("__key__") != key:
-                    if current:
-                        samples.append(current)
-                    current = {"__key__": key, "__shard__": shard.name}
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                current[ext.lower()] = data if ext.lower() in IMAGE_KEYS else data.decode()
-        if current:
-            samples.append(current)
-    return samples
+                key = (shard, Path(member.name).name.partition(".")[0])
+                if key != previous:
+                    ordinal, previous = ordinal + 1, key
+                yield ordinal, shard, tar, member
+                tar.members.clear()  # streaming: no growing member list
+
+
+def read_shards(
+    root: str | os.PathLike, split: str = "test", limit: int | None = None,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The samples of ``root/<split>/*.tar`` as ``{key: bytes or text, "__key__": ...}``.
+
+    ``limit``: an evenly spaced subset, chosen after a pass over the member headers, so only
+    kept samples are read; a member over ``max_member_bytes`` is not read (the sample gets
+    an ``"__error__"``)."""
+
+    shards = sorted((Path(root) / split).glob("*.tar"))
+    if not shards:
+        raise ConfigError(f"no shards in {os.fspath(Path(root) / split)!r} (expected *.tar)")
+    try:
+        count = 1 + max((o for o, *_ in _members(shards)), default=-1)
+        keep = set(subset_indices(count, limit).tolist())
+        samples: dict[int, dict[str, Any]] = {}
+        for ordinal, shard, tar, member in _members(shards):
+            if ordinal not in keep:
+                if ordinal > max(keep, default=-1):
+                    break
+                continue
+            key, _, ext = Path(member.name).name.partition(".")
+            sample = samples.setdefault(ordinal, {"__key__": key, "__shard__": shard.name})
+            if member.size > max_member_bytes:
+                sample["__error__"] = f"{member.name}: {member.size} bytes > {max_member_bytes}"
+                continue
+            data = tar.extractfile(member).read()  # type: ignore[union-attr]
+            sample[ext.lower()] = data if ext.lower() in IMAGE_KEYS else data.decode()
+    except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as err:
+        raise InputError(f"{os.fspath(Path(root) / split)!r}: unreadable shard: {err}") from None
+    return list(samples.values())
 
 
 def decode(sample: dict[str, Any]) -> Any:
@@ -63,6 +93,8 @@ def decode(sample: dict[str, Any]) -> Any:
 
     ext = next((k for k in IMAGE_KEYS if k in sample), None)
     name = f"{sample['__shard__']}:{sample['__key__']}"
+    if "__error__" in sample:
+        raise ImageDecodeError(name, sample["__error__"])
     if ext is None:
         raise ImageDecodeError(name, "no image in the sample")
     return decode_image(io.BytesIO(sample[ext]), name)
@@ -73,21 +105,26 @@ def build(cfg: Any, transform: Any, tokenize: Any, *, seed: int, rank: int, worl
     raise ConfigError("data kind 'clip_benchmark' is for evaluation; train with kind 'webdataset'")
 
 
-def labelled_images(data: Any, *, limit: int | None, n_per_class: int = 2) -> LabelledImages:
+def labelled_images(
+    data: Any, *, limit: int | None, n_per_class: int = 2, n_classes: int | None = None
+) -> LabelledImages:
     """A CLIP_benchmark WebDataset directory as labelled images (undecodable samples are
     reported in ``failures``, the others kept)."""
     root = Path(data.path)
-    samples = read_shards(root, data.typed_options().split)
-    samples = [samples[i] for i in subset_indices(len(samples), limit)]
+    samples = read_shards(root, data.typed_options().split, limit)  # only kept samples read
     names = [n.strip() for n in (root / "classnames.txt").read_text("utf-8").splitlines()]
+    names = [n for n in names if n]
     template_file = root / "zeroshot_classification_templates.txt"
     templates = str(template_file) if template_file.is_file() else None
     images, labels, failures = [], [], []
     for sample in samples:
         try:
+            label = int(sample["cls"])
+            if not 0 <= label < len(names):
+                raise ValueError(f"label {label} is out of range for {len(names)} classes")
             images.append(decode(sample))
-            labels.append(int(sample["cls"]))
+            labels.append(label)
         except (ImageDecodeError, KeyError, ValueError) as err:
             failures.append((f"{sample['__shard__']}:{sample['__key__']}", str(err)))
     labels_array = np.asarray(labels, dtype=np.int64)
-    return LabelledImages(images, labels_array, [n for n in names if n], templates, failures)
+    return LabelledImages(images, labels_array, names, templates, failures)

@@ -192,7 +192,9 @@ __all__ = [
 ]
 
 
-def labelled_images(data: Any, *, limit: int | None, n_per_class: int = 2) -> LabelledImages:
+def labelled_images(
+    data: Any, *, limit: int | None, n_per_class: int = 2, n_classes: int | None = None
+) -> LabelledImages:
     """A class folder as labelled images (class names: the folder names, or the options')."""
     opts = data.typed_options()
     folders, samples = scan_folder(data.path)

@@ -80,7 +80,9 @@ def build(
     return SafeDataset(dataset, name="procedural")
 
 
-def labelled_images(data: Any, *, limit: int | None, n_per_class: int = 2) -> LabelledImages:
+def labelled_images(
+    data: Any, *, limit: int | None, n_per_class: int = 2, n_classes: int | None = None
+) -> LabelledImages:
     """Rendered colour+shape scenes of a split, ``n_per_class`` per class, as labelled images."""
     opts = data.typed_options()
     names, samples = zero_shot_task(opts.split, n_per_class)

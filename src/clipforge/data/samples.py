@@ -26,7 +26,10 @@ class LabelledImages:
     """A classification dataset: ``images[i]`` (path or PIL image) has class ``labels[i]``.
 
     ``named_labels``: the labels came from class *names* in the data (a table's label
-    strings, folder names), so other class names are matched by name, not by position.
+    strings), so other class names are matched by name, not by position.
+    ``exact_classes``: ``classnames`` is the dataset's whole class list; ``False`` when it
+    was only inferred from the labels seen (a table of integer labels), so more class names
+    may be given.
     """
 
     images: list[Any]
@@ -35,6 +38,7 @@ class LabelledImages:
     templates: Prompts | str | None  # None: the caller's default
     failures: list[tuple[str, str]] = field(default_factory=list)  # unreadable, left out
     named_labels: bool = False
+    exact_classes: bool = True
 
 
 @dataclass

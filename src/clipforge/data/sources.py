@@ -46,8 +46,9 @@ class DataSource:
     options: type | str  # a dataclass, or "module:Class"
     builder: Callable[..., Any] | str  # build(cfg, transform, tokenize, *, seed, rank, world_size)
     needs_path: bool = True  # data.path is required
-    #: ``labelled(cfg, *, limit, n_per_class) -> LabelledImages`` (or "module:function"):
-    #: the source as a classification dataset; ``None``: it has no labels
+    #: ``labelled(cfg, *, limit, n_per_class, n_classes) -> LabelledImages`` (or
+    #: "module:function"): the source as a classification dataset (``n_classes``: the
+    #: number of class names the caller gives, or ``None``); ``None``: it has no labels
     labelled: Callable[..., Any] | str | None = None
     #: ``captions(cfg, *, limit) -> CaptionedImages`` (or "module:function"): the source as
     #: image-caption pairs for retrieval; ``None``: it has no captions
@@ -60,11 +61,14 @@ class DataSource:
         kinds = [("batches", True), ("labelled_images", self.labelled), ("captions", self.captions)]
         return tuple(name for name, present in kinds if present is not None)
 
-    def read_labelled(self, cfg: Any, *, limit: int | None, n_per_class: int = 2) -> Any:
+    def read_labelled(
+        self, cfg: Any, *, limit: int | None, n_per_class: int = 2, n_classes: int | None = None
+    ) -> Any:
         """The source's labelled images (a :class:`ConfigError` if it yields none)."""
         if self.labelled is None:
             raise ConfigError(f"data kind {self.name!r} has no labels ({_who_yields('labelled')})")
-        return import_ref(self.labelled)(cfg, limit=limit, n_per_class=n_per_class)
+        reader = import_ref(self.labelled)
+        return reader(cfg, limit=limit, n_per_class=n_per_class, n_classes=n_classes)
 
     def read_captions(self, cfg: Any, *, limit: int | None) -> Any:
         """The source's image-caption pairs (a :class:`ConfigError` if it yields none)."""

@@ -13,7 +13,9 @@ directory of Parquet files) with pyarrow and returns an :class:`ImageCaptionTabl
 * ``format``: ``"csv"``, ``"tsv"`` or ``"parquet"`` (default: from the extension);
 * ``separator``: the CSV delimiter (default ``","``, ``"\\t"`` for ``.tsv``/``.tab``);
 * ``quote_char``: CSV quote character (default ``'"'``; ``None`` disables quoting);
-* ``draft``: decode JPEGs at reduced size, >= ``cfg.image_size`` (lossy, faster).
+* ``draft``: decode JPEGs at reduced size, >= ``cfg.image_size`` (lossy, faster);
+* ``confine``: refuse the table (``DatasetPathError``) if a row's image path is absolute or
+  leads outside ``root`` (set for tables inside archives).
 
 Items are ``(image, tokens)``: a ``(3, H, W)`` tensor from ``transform`` and a ``(L,)``
 LongTensor from ``tokenize``; or ``None`` for a bad sample (missing/corrupt image, empty
@@ -40,6 +42,7 @@ from torch.utils.data import Dataset
 
 from ..configs import ConfigError
 from ..preprocess import ImageDecodeError, load_image
+from .guards import confine_paths, parse_labels
 from .samples import CaptionedImages, LabelledImages, subset_indices
 from .sources import source_options
 
@@ -65,6 +68,7 @@ class Options:
     separator: str | None = None  # CSV delimiter; None: "," ("\\t" for .tsv/.tab)
     quote_char: str | None = '"'  # None: no quoting
     draft: bool = False  # decode JPEGs at reduced size (>= data.image_size)
+    confine: bool = False  # refuse rows whose image path escapes ``root`` (archives set it)
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in ("csv", "tsv", "parquet"):
@@ -288,6 +292,8 @@ def build(
     paths, captions = read_columns(
         cfg.path, [opts.image_column, opts.caption_column], fmt, opts.separator, opts.quote_char
     )
+    if opts.confine:
+        confine_paths(paths.to_pylist(), opts.root or ".", os.fspath(cfg.path))
     return ImageCaptionTable(
         paths,
         captions,
@@ -316,21 +322,25 @@ def _table_labels(data: Any) -> tuple[list[str], list[str]]:
     paths, labels = read_columns(
         data.path, [opts.image_column, opts.label_column], fmt, opts.separator, opts.quote_char
     )
-    root = opts.root
-    resolved = [
-        os.path.join(root, p) if root and not os.path.isabs(p) else p for p in paths.to_pylist()
-    ]
+    raw_paths, root = paths.to_pylist(), opts.root
+    if opts.confine:  # before any path is resolved, read or reported
+        confine_paths(raw_paths, root or ".", os.fspath(data.path))
+    resolved = [os.path.join(root, p) if root and not os.path.isabs(p) else p for p in raw_paths]
     return resolved, [str(v).strip() for v in labels.to_pylist()]
 
 
-def labelled_images(data: Any, *, limit: int | None, n_per_class: int = 2) -> LabelledImages:
-    """A ``filepath,label`` table as labelled images: integer labels are class indices,
+def labelled_images(
+    data: Any, *, limit: int | None, n_per_class: int = 2, n_classes: int | None = None
+) -> LabelledImages:
+    """A ``filepath,label`` table as labelled images: integer labels are class indices
+    (checked against ``n_classes``, or a cap, before anything that size is allocated),
     other labels are class names (sorted; matched by name to any class names given)."""
     paths, raw = _table_labels(data)
-    if all(v.isdigit() for v in raw):
-        labels = np.asarray([int(v) for v in raw], dtype=np.int64)
-        n_classes = int(labels.max()) + 1 if len(labels) else 0
-        return LabelledImages(paths, labels, [str(i) for i in range(n_classes)], None)
+    if raw and all(v.isdigit() for v in raw):
+        labels = parse_labels(raw, n_classes, os.fspath(data.path))
+        count = n_classes if n_classes is not None else int(labels.max()) + 1
+        names = [str(i) for i in range(count)]
+        return LabelledImages(paths, labels, names, None, exact_classes=n_classes is not None)
     names = sorted(set(raw))
     index = {name: i for i, name in enumerate(names)}
     labels = np.asarray([index[v] for v in raw], dtype=np.int64)

@@ -2,7 +2,9 @@
 
 Output layout of ``output/``::
 
-    shard-00000.parquet   id, path, embedding (float32 list), model — one row per good image
+    shard-00000.parquet   id, path, path_bytes, embedding (float32 list), model — one row
+                          per good image (``path_bytes``: the exact file name bytes;
+                          ``path``/``id`` show bytes that are not UTF-8 as ``\\xNN``)
     ...
     manifest.json         model, source, shard size, and per finished shard: rows, failures
 
@@ -27,10 +29,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..api import load as load_model
 from ..embedding import _failure_reason, _to_pixels, stream_image_embeddings
+from ..errors import UsageError
 from .sources import list_source
 
-__all__ = ["MANIFEST", "EmbedReport", "embed"]
+__all__ = ["MANIFEST", "EmbedOutputError", "EmbedReport", "embed"]
 
 MANIFEST = "manifest.json"
 ModelSpec = str | os.PathLike | Callable[[], torch.nn.Module]
@@ -47,12 +51,25 @@ class EmbedReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
+class EmbedOutputError(UsageError):
+    """The output of a Ray embedding run is not a directory."""
+
+
+def _raw(text: str) -> bytes:
+    """A name as its exact bytes (``surrogateescape``: undecodable bytes are kept)."""
+    return os.fsencode(text) if isinstance(text, str) else bytes(text)
+
+
+def _shown(raw: bytes) -> str:
+    """Printable text of a name's bytes (``\\xNN`` for bytes that are not UTF-8)."""
+    return bytes(raw).decode("utf-8", "backslashreplace")
+
+
 def _load_model(spec: ModelSpec, pretrained: str | None) -> torch.nn.Module:
     if callable(spec):
         return spec()
-    import clipforge
 
-    return clipforge.load(os.fspath(spec), pretrained=pretrained)
+    return load_model(os.fspath(spec), pretrained=pretrained)
 
 
 def _preprocess(batch: dict[str, np.ndarray], transform: Any, shape: tuple) -> dict:
@@ -60,11 +77,11 @@ def _preprocess(batch: dict[str, np.ndarray], transform: Any, shape: tuple) -> d
     pixels, errors = [], []
     for path in batch["path"]:
         try:
-            pixels.append(_to_pixels(str(path), transform).numpy())
+            pixels.append(_to_pixels(os.fsdecode(bytes(path)), transform).numpy())
             errors.append("")
         except Exception as exc:  # reported per item, never stops the run
             pixels.append(np.zeros(shape, dtype=np.float32))
-            errors.append(_failure_reason(exc))
+            errors.append(_shown(os.fsencode(_failure_reason(exc))))  # may name the file
     return {**batch, "pixels": np.stack(pixels), "error": np.asarray(errors, dtype=object)}
 
 
@@ -124,8 +141,9 @@ def _write_shard(path: Path, rows: list[dict[str, Any]], model_id: str, dim: int
         pa.array(vectors.astype(np.float32).reshape(-1), type=pa.float32()), dim
     )
     table = pa.table({
-        "id": pa.array([str(r["id"]) for r in rows], type=pa.string()),
-        "path": pa.array([str(r["path"]) for r in rows], type=pa.string()),
+        "id": pa.array([_shown(r["id"]) for r in rows], type=pa.string()),
+        "path": pa.array([_shown(r["path"]) for r in rows], type=pa.string()),
+        "path_bytes": pa.array([bytes(r["path"]) for r in rows], type=pa.binary()),
         "embedding": column,
         "model": pa.array([model_id] * len(rows), type=pa.string()),
     })  # fmt: skip
@@ -185,6 +203,11 @@ def embed(
     if shard_size < 1 or batch_size < 1 or num_actors < 1:
         raise ValueError("shard_size, batch_size and num_actors must be >= 1")
     out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise EmbedOutputError(
+            f"output {os.fspath(out)} is a file; give a directory (--engine ray writes "
+            "Parquet shards and a manifest into it)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     items = list_source(source)
     model_id = model_id or os.fspath(model)  # type: ignore[arg-type]
@@ -223,7 +246,8 @@ def _run(ray: Any, plan: _Plan, model: ModelSpec, pretrained: str | None, batch_
     transform, dim = probe.image_transform, int(probe.config.embed_dim)
     shape = tuple(transform(Image.new("RGB", (64, 64))).shape)
     del probe
-    rows = [{"id": plan.items[i][0], "path": plan.items[i][1], "shard": k}
+    # names travel as bytes: a file name that is not UTF-8 cannot become an Arrow string
+    rows = [{"id": _raw(plan.items[i][0]), "path": _raw(plan.items[i][1]), "shard": k}
             for k in plan.pending for i in plan.shard_rows(k)]  # fmt: skip
     ctx = ray.data.DataContext.get_current()
     saved, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
@@ -238,7 +262,7 @@ def _run(ray: Any, plan: _Plan, model: ModelSpec, pretrained: str | None, batch_
         for row in ds.iter_rows():
             k = int(row["shard"])
             if k not in plan.pending or k in finished:  # a duplicate would land here
-                raise RuntimeError(f"row {row['id']!r} for shard {k}, which is not open")
+                raise RuntimeError(f"row {_shown(row['id'])!r} for shard {k}, which is not open")
             open_shards.setdefault(k, []).append(row)
             if len(open_shards[k]) == len(plan.shard_rows(k)):
                 _finish_shard(plan, k, open_shards.pop(k), dim, manifest, report)
@@ -255,11 +279,11 @@ def _finish_shard(plan: _Plan, k: int, rows: list[dict[str, Any]], dim: int,
                   manifest: dict[str, Any], report: EmbedReport) -> None:  # fmt: skip
     """Write shard ``k``'s good rows, then record it (and its failures) in the manifest."""
     name = plan.shard_name(k)
-    ids = [str(r["id"]) for r in rows]
+    ids = [bytes(r["id"]) for r in rows]
     if len(set(ids)) != len(ids):
         raise RuntimeError(f"{name}: an item arrived twice")
     good = [r for r in rows if not r["error"]]
-    failures = [(str(r["path"]), str(r["error"])) for r in rows if r["error"]]
+    failures = [(_shown(r["path"]), str(r["error"])) for r in rows if r["error"]]
     _write_shard(report.output / name, good, plan.model_id, dim)
     manifest["shards"][name] = {"rows": len(good), "failures": failures}
     _write_json_atomic(report.output / MANIFEST, manifest)

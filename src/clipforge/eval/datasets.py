@@ -29,6 +29,7 @@ import numpy as np
 
 from ..configs import ConfigError
 from ..data.data_config import DataConfig
+from ..data.guards import LabelError
 from ..data.samples import LabelledImages, Prompts, subset_indices
 from ..data.sources import get_data_source
 from ..templates import get_templates
@@ -42,6 +43,7 @@ __all__ = [
     "guess_kind",
     "load_captions",
     "load_classification",
+    "read_classnames",
     "resolve_classnames",
     "resolve_prompts",
     "subset_indices",
@@ -65,6 +67,20 @@ def builtin_classnames(name: str | None = None) -> list[str] | list[list[str]]:
     return list(sets[name])
 
 
+def read_classnames(spec: str | os.PathLike | Sequence[str]) -> list[str]:
+    """Class names from a built-in set name, a file (lines or JSON list) or a list."""
+    if isinstance(spec, str | os.PathLike):
+        name = os.fspath(spec)
+        if name in _builtin():
+            return list(builtin_classnames(name))  # type: ignore[arg-type]
+        if Path(name).is_file():
+            text = Path(name).read_text("utf-8")
+            names = json.loads(text) if text.lstrip().startswith("[") else text.splitlines()
+            return [str(n).strip() for n in names if str(n).strip()]
+        raise ConfigError(f"classnames {name!r}: not a built-in set {sorted(_builtin())} nor a file")
+    return [str(n) for n in spec]
+
+
 def resolve_classnames(
     spec: str | Sequence[str] | None, default: list[str] | None
 ) -> list[str]:
@@ -72,21 +88,7 @@ def resolve_classnames(
     ``default``; with a ``default``, the number of names must match it."""
     if spec is None:
         return list(default or [])
-    if isinstance(spec, str | os.PathLike):
-        name = os.fspath(spec)
-        if name in _builtin():
-            names = builtin_classnames(name)
-        elif Path(name).is_file():
-            text = Path(name).read_text("utf-8")
-            stripped = text.lstrip()
-            names = json.loads(text) if stripped.startswith("[") else text.splitlines()
-            names = [n.strip() for n in names if n.strip()]
-        else:
-            raise ConfigError(
-                f"classnames {name!r}: not a built-in set {sorted(_builtin())} nor a file"
-            )
-    else:
-        names = [str(n) for n in spec]
+    names = read_classnames(spec)
     if default is not None and len(names) != len(default):
         raise ConfigError(f"{len(names)} class names given for {len(default)} classes")
     return names
@@ -123,9 +125,12 @@ def load_classification(
     """The labelled images of ``data`` — any registered data source that yields labelled
     images — with ``classnames`` (a set name, file or list) applied, and ``limit`` (an
     evenly spaced subset)."""
+    names = None if classnames is None else read_classnames(classnames)
     source = get_data_source(data.kind)
-    task = source.read_labelled(data, limit=limit, n_per_class=n_per_class)
-    task = apply_classnames(task, classnames, data.path or data.kind)
+    task = source.read_labelled(
+        data, limit=limit, n_per_class=n_per_class, n_classes=None if names is None else len(names)
+    )
+    task = apply_classnames(task, names, os.fspath(data.path or data.kind))
     keep = subset_indices(len(task.images), limit)
     if len(keep) < len(task.images):
         task.images = [task.images[i] for i in keep]
@@ -133,22 +138,32 @@ def load_classification(
     return task
 
 
-def apply_classnames(task: LabelledImages, spec: Any, source: str) -> LabelledImages:
-    """``task`` with the class names ``spec`` names (``None``: unchanged). Labels that came
-    from names are matched by name (every label must be among the names; the names' order
-    gives the class indices); other labels by position (the counts must agree)."""
-    if spec is None:
+def apply_classnames(task: LabelledImages, names: list[str] | None, source: str) -> LabelledImages:
+    """``task`` with the class ``names`` given (``None``: unchanged). Labels that came from
+    names are matched by name (each must be among ``names``, whose order gives the class
+    indices); integer labels by position (as many names as the dataset's classes, or, where
+    the classes were only inferred from the labels, at least one more than the largest)."""
+    if names is None:
         return task
-    names = resolve_classnames(spec, task.classnames if not task.named_labels else None)
-    if not task.named_labels:
-        task.classnames = names
+    if task.named_labels:
+        index = {name: i for i, name in enumerate(names)}
+        known = np.asarray([name in index for name in task.classnames], dtype=bool)
+        if not known.all():
+            row = int(np.flatnonzero(~known[task.labels])[0]) + 1
+            label = task.classnames[int(task.labels[row - 1])]
+            unknown = int((~known).sum())
+            more = f" ({unknown} unknown labels)" if unknown > 1 else ""
+            raise LabelError(f"{source}: row {row}: label {label!r} is not among the class names{more}")
+        remap = np.asarray([index[name] for name in task.classnames], dtype=np.int64)
+        task.labels, task.classnames = remap[task.labels], names
         return task
-    index = {name: i for i, name in enumerate(names)}
-    unknown = sorted(set(task.classnames) - set(index))
-    if unknown:
-        raise ConfigError(f"{source}: labels {unknown[:5]} are not among the class names")
-    remap = np.asarray([index[name] for name in task.classnames], dtype=np.int64)
-    task.labels, task.classnames = remap[task.labels], names
+    if task.exact_classes and len(names) != len(task.classnames):
+        raise ConfigError(f"{len(names)} class names given for {len(task.classnames)} classes")
+    if len(task.labels) and int(task.labels.max()) >= len(names):
+        raise LabelError(
+            f"{source}: label {int(task.labels.max())} is out of range for {len(names)} classes"
+        )
+    task.classnames = names
     return task
 
 

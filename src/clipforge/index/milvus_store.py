@@ -16,20 +16,81 @@ delete before it. ``save`` records the metadata version in ``DIR/vectors.milvus.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
+from ..errors import InputError
 from .store import StoreOptions
+
+logger = logging.getLogger("clipforge.index")
+F = TypeVar("F", bound=Callable[..., Any])
 
 LITE_FILE = "vectors.milvus.db"
 VERSION_FILE = "vectors.milvus.json"
 INDEX = {"index_type": "FLAT", "metric_type": "IP"}
 _CONSISTENCY = "Strong"
 _BATCH = 10_000
+_CONNECT_TIMEOUT = 10.0  # seconds to reach a Milvus server
+
+
+class MilvusStoreError(InputError):
+    """Milvus cannot be reached, or its database/collection cannot be opened."""
+
+    http_status = 503
+
+
+def _describe(directory: Path) -> str:
+    uri = os.environ.get("CLIPFORGE_MILVUS_URI")
+    if uri:
+        return f"Milvus at {uri}"
+    return f"milvus-lite database {os.fspath(directory / LITE_FILE)!r}"
+
+
+@contextmanager
+def milvus_errors(directory: Path, doing: str) -> Iterator[None]:
+    """Turn pymilvus/OS failures into one :class:`MilvusStoreError` line naming the
+    database (and, for milvus-lite, how to rebuild it from ``metadata.sqlite``)."""
+    from pymilvus.exceptions import MilvusException
+
+    # both log each failure with a traceback themselves: the error below says it in one line
+    quiet = [logging.getLogger(name) for name in ("pymilvus", "milvus_lite")]
+    levels = [q.level for q in quiet]
+    for logger_ in quiet:
+        logger_.setLevel(logging.CRITICAL)
+    try:
+        yield
+    except (MilvusException, OSError) as err:
+        reason = getattr(err, "message", None) or str(err) or type(err).__name__
+        hint = "" if os.environ.get("CLIPFORGE_MILVUS_URI") else (
+            f"; move {LITE_FILE} away to rebuild it from metadata.sqlite"
+        )  # fmt: skip
+        raise MilvusStoreError(f"{_describe(directory)}: cannot {doing}: {reason}{hint}") from None
+    finally:
+        for logger_, level in zip(quiet, levels, strict=True):
+            logger_.setLevel(level)
+
+
+def _guarded(doing: str) -> Callable[[F], F]:
+    """Method decorator: :func:`milvus_errors` around a :class:`MilvusStore` call."""
+
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        def call(self: MilvusStore, *args: Any, **kwargs: Any) -> Any:
+            with milvus_errors(self.directory, doing):
+                return method(self, *args, **kwargs)
+
+        return call  # type: ignore[return-value]
+
+    return decorate
 
 
 def _client_and_collection(directory: Path):
@@ -37,10 +98,25 @@ def _client_and_collection(directory: Path):
 
     uri = os.environ.get("CLIPFORGE_MILVUS_URI")
     if not uri:
-        return MilvusClient(str(directory / LITE_FILE)), "clipforge"
+        lite = directory / LITE_FILE
+        if lite.exists() and not lite.is_dir():
+            raise OSError(f"{LITE_FILE} is not a milvus-lite database directory")
+        return MilvusClient(str(lite)), "clipforge"
     token = os.environ.get("CLIPFORGE_MILVUS_TOKEN", "")
     digest = hashlib.sha1(str(directory.resolve()).encode()).hexdigest()[:16]
-    return MilvusClient(uri=uri, token=token), f"clipforge_{digest}"
+    return MilvusClient(uri=uri, token=token, timeout=_CONNECT_TIMEOUT), f"clipforge_{digest}"
+
+
+def _recorded_version(path: Path) -> int:
+    """The version in ``vectors.milvus.json``; -1 (rebuild from SQLite) if it is missing
+    or damaged."""
+    if not path.is_file():
+        return -1
+    try:
+        return int(json.loads(path.read_text("utf-8"))["version"])
+    except (ValueError, KeyError, TypeError, OSError) as err:
+        logger.warning("%s is damaged (%s): rebuilding the collection from SQLite", path, err)
+        return -1
 
 
 class MilvusStore:
@@ -49,14 +125,14 @@ class MilvusStore:
     def __init__(self, directory: Path, dim: int, options: StoreOptions) -> None:
         self.directory = Path(directory)
         self.dim, self.options = dim, options
-        self.client, self.collection = _client_and_collection(self.directory)
-        version_file = self.directory / VERSION_FILE
-        self._version = -1
-        if version_file.is_file():
-            self._version = int(json.loads(version_file.read_text())["version"])
-        if not self.client.has_collection(self.collection):
-            self._create()
-            self._version = -1  # whatever was recorded, the collection is new
+        self._version = _recorded_version(self.directory / VERSION_FILE)
+        with milvus_errors(self.directory, "open the collection"):
+            self.client, self.collection = _client_and_collection(self.directory)
+            if not self.client.has_collection(self.collection):
+                self._create()
+                self._version = -1  # whatever was recorded, the collection is new
+            else:  # built by another process (or before a crash): released until loaded
+                self.client.load_collection(self.collection)
 
     def _create(self) -> None:
         from pymilvus import DataType, MilvusClient
@@ -70,6 +146,7 @@ class MilvusStore:
                                       consistency_level=_CONSISTENCY)  # fmt: skip
 
     # -- mutation -------------------------------------------------------------------
+    @_guarded("count the vectors")
     def __len__(self) -> int:
         rows = self.client.query(self.collection, filter="", output_fields=["count(*)"],
                                  consistency_level=_CONSISTENCY)  # fmt: skip
@@ -83,6 +160,7 @@ class MilvusStore:
         return {"backend": "milvus", "kind": INDEX["index_type"].lower(),
                 "collection": self.collection}  # fmt: skip
 
+    @_guarded("add vectors")
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64)
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -92,11 +170,13 @@ class MilvusStore:
                                     strict=True)]  # fmt: skip
             self.client.insert(self.collection, rows)
 
+    @_guarded("remove vectors")
     def remove(self, ids: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64)
         for start in range(0, len(ids), _BATCH):
             self.client.delete(self.collection, ids=ids[start : start + _BATCH].tolist())
 
+    @_guarded("list the ids")
     def ids(self) -> np.ndarray:
         iterator = self.client.query_iterator(self.collection, batch_size=_BATCH, filter="",
                                               output_fields=["id"])  # fmt: skip
@@ -109,6 +189,7 @@ class MilvusStore:
         return np.asarray(found, dtype=np.int64)
 
     # -- search ---------------------------------------------------------------------
+    @_guarded("search")
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +209,7 @@ class MilvusStore:
                 scores[row, col], ids[row, col] = hit["distance"], hit["id"]
         return scores, ids
 
+    @_guarded("rebuild the collection")
     def rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         self.client.drop_collection(self.collection)
         self._create()
@@ -140,6 +222,7 @@ class MilvusStore:
         return {"recall": 1.0}  # exact search
 
     # -- persistence ----------------------------------------------------------------
+    @_guarded("save the collection")
     def save(self, version: int) -> None:
         self.client.flush(self.collection)
         path = self.directory / VERSION_FILE
