@@ -58,8 +58,11 @@ def _pair(family: str) -> tuple[torch.nn.Module, clipforge.CLIP, int, torch.Tens
         model = clipforge.create_model(siglip._native_config(name))
         model.load_state_dict(siglip_keys.to_native(ref.state_dict()))
         text = model.config.text
-        return ref, model.eval(), siglip.REDUCED[name][1]["size"], siglip._tokens(
-            text.context_length, text.vocab_size
+        return (
+            ref,
+            model.eval(),
+            siglip.REDUCED[name][1]["size"],
+            siglip._tokens(text.context_length, text.vocab_size),
         )
     ref, config = eva._tiny_reference("eva02-rope-rescaled")
     tokens = sample_tokens(eva.TEXT["context_length"], eva.TEXT["vocab_size"])
