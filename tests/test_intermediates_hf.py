@@ -17,7 +17,6 @@ from transformers import (
     CLIPTextModelWithProjection,
     CLIPVisionModel,
     SiglipConfig,
-    SiglipModel,
 )
 
 import clipforge
