@@ -13,7 +13,7 @@ from typing import Literal, NamedTuple
 import torch
 
 from .errors import UsageError
-from .models import CLIP, Tower
+from .models import CLIP, Tower, TransformerTower
 
 SdVersion = Literal["1", "2", "xl"]
 Texts = str | Sequence[str] | torch.Tensor
@@ -27,7 +27,7 @@ def _tower(model: CLIP, image: torch.Tensor | None, text: torch.Tensor | None):
 
 def _tokens_only(tower: Tower, inputs: torch.Tensor, indices, stop_early: bool) -> list:
     """Block outputs with every token (prefix first), ``(N, L, width)`` each."""
-    if not hasattr(tower, "transformer"):
+    if not isinstance(tower, TransformerTower):
         raise UsageError(
             f"{type(tower).__name__} has no token hidden states (a convolutional tower): "
             "use model.forward_intermediates for its feature maps"
