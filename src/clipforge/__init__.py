@@ -45,6 +45,11 @@ _EXPORTS: dict[str, str] = {
     "plot_similarity": "scoring",
     "similarity_matrix": "scoring",
     "tokenize": "tokenizer",
+    "TextConditioning": "features",
+    "hidden_state": "features",
+    "hidden_states": "features",
+    "llava_image_features": "features",
+    "sd_text_conditioning": "features",
     "ZeroShotClassifier": "zeroshot",
     "ZeroShotResult": "zeroshot",
     "get_templates": "zeroshot",
@@ -74,6 +79,13 @@ if TYPE_CHECKING:  # what editors and type checkers see; mirrors _EXPORTS (teste
         embed_texts as embed_texts,
     )
     from .errors import ClipforgeError as ClipforgeError
+    from .features import (
+        TextConditioning as TextConditioning,
+        hidden_state as hidden_state,
+        hidden_states as hidden_states,
+        llava_image_features as llava_image_features,
+        sd_text_conditioning as sd_text_conditioning,
+    )
     from .index import Index as Index
     from .models import CLIP as CLIP, Tower as Tower, register_tower as register_tower
     from .preprocess import PreprocessConfig as PreprocessConfig

@@ -18,12 +18,15 @@ def onnx(
     weights: Path = WEIGHTS,
     pretrained: str = PRETRAINED,
     opset: int = typer.Option(17, help="ONNX opset."),
+    tokens: bool = typer.Option(
+        False, "--tokens", help="Also output each encoder's last-layer token features."
+    ),
 ) -> None:
     """Export the image and text encoders (dynamic batch) plus preprocessing metadata and the
     model's own tokenizer (any family: CLIP, SigLIP, EVA)."""
     from clipforge.onnx.export import export_onnx
 
-    export_onnx(load_model(model, weights, pretrained), output, opset=opset)
+    export_onnx(load_model(model, weights, pretrained), output, opset=opset, tokens=tokens)
     files = ", ".join(sorted(p.name for p in output.iterdir() if p.is_file()))
     err_console.print(f"wrote {output}/: {files}")
     err_console.print("use it without torch: clipforge.onnx.OnnxClip(directory)")

@@ -13,8 +13,15 @@ from ..configs import ClipConfig
 from ..configs.model_config import DEFAULT_TEXT_TYPE
 from ..preprocess import PreprocessConfig, build_preprocess
 from ..tokenizer import get_tokenizer
-from . import resnet, siglip_text, siglip_vision, text, vit  # noqa: F401  (register the towers)
+from . import (  # noqa: F401  (register the towers)
+    resnet,
+    siglip_text,
+    siglip_vision,
+    text as _text,  # noqa: F401  (registers the causal text tower)
+    vit,
+)
 from .bf16_cpu import bf16_cpu_context
+from .intermediates import Indices, Intermediates
 from .tower import Tower, TowerSettings, build_tower
 
 Towers = Literal["both", "image", "text"]
@@ -85,6 +92,65 @@ class CLIP(nn.Module):
             self.encode_text(tokens, normalize=True),
             self.logit_scale.exp(),
         )
+
+    def forward_intermediates(
+        self,
+        image: torch.Tensor | None = None,
+        text: torch.Tensor | None = None,
+        image_indices: Indices = None,
+        text_indices: Indices = None,
+        stop_early: bool = False,
+        normalize: bool = True,
+        normalize_intermediates: bool = False,
+        intermediates_only: bool = False,
+        image_output_fmt: str = "NCHW",
+        image_output_extra_tokens: bool = False,
+        text_output_fmt: str = "NLC",
+        text_output_extra_tokens: bool = False,
+        output_logits: bool = False,
+        output_logit_scale_bias: bool = False,
+    ) -> Intermediates:
+        """open_clip 3.x's ``CLIP.forward_intermediates``: per-block tokens of either tower and
+        the final features from the same pass (see :meth:`Tower.forward_intermediates`).
+
+        Keys: ``image_intermediates`` (``image_intermediates_prefix`` with extra tokens),
+        ``image_features``, ``text_intermediates``, ``text_features``; ``image_logits`` /
+        ``text_logits`` with ``output_logits``; ``logit_scale`` (and ``logit_bias``) with
+        ``output_logit_scale_bias``. ``intermediates_only`` turns off ``normalize`` and
+        logits. ``stop_early`` applies to both towers.
+        """
+        if intermediates_only:
+            normalize, output_logits = False, False
+        if output_logits and (image is None or text is None):
+            raise ValueError("output_logits needs both image and text inputs")
+        out: Intermediates = {}
+        runs = [(image, "image", image_indices, image_output_fmt, image_output_extra_tokens),
+                (text, "text", text_indices, text_output_fmt, text_output_extra_tokens)]  # fmt: skip
+        for inputs, name, indices, fmt, extra in runs:
+            if inputs is None:
+                continue
+            with bf16_cpu_context(inputs):
+                tower_out = self.tower(name).forward_intermediates(
+                    inputs, indices=indices, stop_early=stop_early,
+                    normalize_intermediates=normalize_intermediates,
+                    intermediates_only=intermediates_only, output_fmt=fmt,
+                    output_extra_tokens=extra,
+                )  # fmt: skip
+            key = f"{name}_features"
+            if normalize and key in tower_out:
+                tower_out[key] = F.normalize(tower_out[key], dim=-1)
+            out.update(tower_out)
+        scale = self.logit_scale.exp() if output_logits or output_logit_scale_bias else None
+        if output_logits:
+            logits = scale * out["image_features"] @ out["text_features"].T
+            if self.logit_bias is not None:
+                logits = logits + self.logit_bias
+            out["image_logits"], out["text_logits"] = logits, logits.T
+        if output_logit_scale_bias:
+            out["logit_scale"] = scale
+            if self.logit_bias is not None:
+                out["logit_bias"] = self.logit_bias
+        return out
 
     def preprocess(self, image) -> torch.Tensor:
         """A PIL image (or path) → (3, H, W) tensor, with this checkpoint's preprocessing."""

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..configs.eva import EvaVisionConfig
+from .intermediates import Indices, Intermediates, image_grid, token_intermediates
 from .tower import TowerSettings, TransformerTower, register_tower
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # (sin, cos), each (1 or N, 1, patches, head_width)
@@ -244,6 +245,36 @@ class EvaVisionTransformer(TransformerTower):
         """``(N, 1 + grid², width)``: the class token then every patch token, after ``ln_post``."""
         x, rope = self._tokens(inputs)
         return self.ln_post(self.transformer(x, rope))
+
+    def forward_intermediates(
+        self,
+        inputs: torch.Tensor,
+        indices: Indices = None,
+        stop_early: bool = False,
+        normalize_intermediates: bool = False,
+        intermediates_only: bool = False,
+        output_fmt: str = "NCHW",
+        output_extra_tokens: bool = False,
+    ) -> Intermediates:
+        """timm ``Eva.forward_intermediates`` as open_clip's ``TimmModel`` calls it: class token
+        as the prefix, features ``proj(ln_post(x[:, 0]))`` from the same pass."""
+        x, rope = self._tokens(inputs)
+        run = self.transformer._run
+        return token_intermediates(
+            [lambda y, b=b: run(b, y, rope) for b in self.blocks],
+            x,
+            kind="image",
+            norm=self.ln_post,
+            pool=lambda y: self.proj(self.ln_post(y[:, 0])),
+            num_prefix=1,
+            grid=image_grid(inputs, self.patch_embed.kernel_size[0]),
+            indices=indices,
+            stop_early=stop_early,
+            normalize_intermediates=normalize_intermediates,
+            intermediates_only=intermediates_only,
+            output_fmt=output_fmt,
+            output_extra_tokens=output_extra_tokens,
+        )
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x, rope = self._tokens(pixels)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from functools import partial
 from typing import cast
 
 import torch
@@ -17,6 +18,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from ..configs import ResNetConfig
+from .intermediates import Indices, Intermediates, check_format, run_blocks
 from .tower import Tower, TowerSettings, register_tower
 
 
@@ -147,19 +149,53 @@ class ModifiedResNet(Tower):
         x = F.relu(self.bn3(self.conv3(x)), inplace=True)
         return self.avgpool(x)
 
-    def _trunk(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _input(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.to(self.conv1.weight.dtype)
         if x.device.type == "cpu":  # oneDNN convolutions run faster on NHWC activations
             x = x.contiguous(memory_format=torch.channels_last)
-        x = self.stem(x)
-        for stage in self.stages:
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint_sequential(
-                    stage, len(stage), x, use_reentrant=False
-                )
-            else:
-                x = stage(x)
         return x
+
+    def _run_stage(self, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint_sequential(
+                stage, len(stage), x, use_reentrant=False
+            )
+        return stage(x)
+
+    def _trunk(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.stem(self._input(pixels))
+        for stage in self.stages:
+            x = self._run_stage(stage, x)
+        return x
+
+    def forward_intermediates(
+        self,
+        inputs: torch.Tensor,
+        indices: Indices = None,
+        stop_early: bool = False,
+        normalize_intermediates: bool = False,
+        intermediates_only: bool = False,
+        output_fmt: str = "NCHW",
+        output_extra_tokens: bool = False,
+    ) -> Intermediates:
+        """open_clip's ``ModifiedResNet.forward_intermediates``: five feature maps (stem, then
+        ``layer1``..``layer4``), NCHW (``"NLC"`` flattens them); features ``attnpool`` of
+        the last map computed. There is no final norm and no prefix token, so
+        ``normalize_intermediates`` and ``output_extra_tokens`` do nothing (as in open_clip).
+        ``attnpool`` only accepts ``layer4``'s map, so ``stop_early`` skips stages only with
+        ``intermediates_only`` (open_clip 3.x inverts the flag for ResNets and fails to
+        pool an earlier map; every result it does return is reproduced)."""
+        check_format(output_fmt)
+        stages = [self.stem, *(partial(self._run_stage, s) for s in self.stages)]
+        stop = stop_early and intermediates_only
+        x, maps = run_blocks(stages, self._input(inputs), indices, stop)
+        maps = [m.contiguous() for m in maps]
+        if output_fmt == "NLC":
+            maps = [m.flatten(2).transpose(1, 2) for m in maps]
+        out: Intermediates = {"image_intermediates": maps}
+        if not intermediates_only:
+            out["image_features"] = self.attnpool(x)
+        return out
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.attnpool(self._trunk(pixels))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..configs import SigLipTextConfig
+from .intermediates import Indices, Intermediates, token_intermediates
 from .layers import Transformer
 from .tower import TowerSettings, TransformerTower, register_tower
 
@@ -70,6 +72,36 @@ class SigLipTextTransformer(TransformerTower):
     def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
         """``(N, length, width)``: every position's feature after ``ln_final``."""
         return self.ln_final(self.transformer(self._embed(inputs)))
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.ln_final(x[:, -1])
+        return self.text_projection(pooled) if self.text_projection is not None else pooled
+
+    def forward_intermediates(
+        self,
+        inputs: torch.Tensor,
+        indices: Indices = None,
+        stop_early: bool = False,
+        normalize_intermediates: bool = False,
+        intermediates_only: bool = False,
+        output_fmt: str = "NLC",
+        output_extra_tokens: bool = False,
+    ) -> Intermediates:
+        """open_clip's text ``forward_intermediates`` (bidirectional, last-token pooling):
+        block outputs ``(N, L, width)``; features from the last position of the same pass."""
+        return token_intermediates(
+            [partial(self.transformer._run, b) for b in self.blocks],
+            self._embed(inputs),
+            kind="text",
+            norm=self.ln_final,
+            pool=self._pool,
+            indices=indices,
+            stop_early=stop_early,
+            normalize_intermediates=normalize_intermediates,
+            intermediates_only=intermediates_only,
+            output_fmt=output_fmt,
+            output_extra_tokens=output_extra_tokens,
+        )
 
     def input_spec(self) -> dict[str, Any]:
         """Last-position pooling over bidirectional attention: pad to the context, never trim."""

@@ -55,7 +55,9 @@ class Tower(nn.Module, ABC):
     - ``head_names``: top-level parameter/module names after the blocks (unlocked with them);
     - ``supports_patch_dropout``: whether ``set_patch_dropout`` is meaningful;
     - ``export_forward()`` / ``input_spec()``: the traceable forward an ONNX export records,
-      and how a runtime must feed it (a text tower's pooling: trimmable EOT or last token).
+      and how a runtime must feed it (a text tower's pooling: trimmable EOT or last token);
+    - ``forward_intermediates()``: the outputs of chosen blocks and the final features from
+      one pass, open_clip 3.x's hook (see :mod:`clipforge.models.intermediates`).
     """
 
     head_names: ClassVar[tuple[str, ...]] = ()
@@ -74,6 +76,21 @@ class Tower(nn.Module, ABC):
     @abstractmethod
     def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
         """Per-token (or per-position) features ``(N, L, width)`` after the final norm."""
+
+    def forward_intermediates(
+        self,
+        inputs: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        stop_early: bool = False,
+        normalize_intermediates: bool = False,
+        intermediates_only: bool = False,
+        output_fmt: str = "NCHW",
+        output_extra_tokens: bool = False,
+    ) -> dict[str, Any]:
+        """Block outputs and final features in one pass, with open_clip 3.x's arguments and
+        keys: ``{image,text}_intermediates`` (plus ``image_intermediates_prefix``) and,
+        unless ``intermediates_only``, ``{image,text}_features`` (unnormalised)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward_intermediates")
 
     def adapter_blocks(self) -> list[tuple[str, nn.Module]]:
         """``(name, block)`` of the transformer blocks LoRA adapts; names relative to the tower."""

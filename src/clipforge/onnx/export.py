@@ -33,6 +33,23 @@ class _Encoder(nn.Module):
         return self.tower.export_forward(inputs)
 
 
+class _TokenEncoder(_Encoder):
+    """Features and the last block's tokens after the final norm (prefix tokens first), both
+    from one :meth:`~clipforge.models.Tower.forward_intermediates` pass."""
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.tower.forward_intermediates(
+            inputs, indices=1, normalize_intermediates=True, output_fmt="NLC",
+            output_extra_tokens=True,
+        )  # fmt: skip
+        kind = "image" if "image_features" in out else "text"
+        tokens = out[f"{kind}_intermediates"][0]
+        prefix = out.get(f"{kind}_intermediates_prefix")
+        if prefix is not None:
+            tokens = torch.cat([prefix[0], tokens], dim=1)
+        return out[f"{kind}_features"], tokens
+
+
 def _fp32_cpu(model: CLIP) -> CLIP:
     """``model`` itself if it is fp32 on the CPU, else an fp32 CPU copy (never in place)."""
     tensors = [*model.parameters(), *model.buffers()]
@@ -55,13 +72,15 @@ def _save_tokenizer(model: CLIP, directory: Path) -> dict[str, Any] | None:
         return None
 
 
-def export_onnx(model: CLIP, directory: str | Path, opset: int = 17) -> Path:
+def export_onnx(model: CLIP, directory: str | Path, opset: int = 17, tokens: bool = False) -> Path:
     """Write ``image_encoder.onnx``, ``text_encoder.onnx``, ``clipforge_onnx.json`` and the
     model's tokenizer files (SigLIP: ``tokenizer.json``).
 
     Outputs are unnormalised features, exactly ``model.encode_image`` / ``encode_text``.
     The caller's model is left as it was: a half-precision or GPU model is exported from
-    an fp32 CPU copy.
+    an fp32 CPU copy. ``tokens=True`` adds a second output to each encoder, ``tokens``
+    ``(N, L, width)``: the last block's tokens after the tower's final norm (class token
+    first; a ResNet's last feature map flattened), from the same pass as the features.
     """
     if model.visual is None or model.text is None:
         raise ValueError("ONNX export needs a model with both towers")
@@ -71,24 +90,28 @@ def export_onnx(model: CLIP, directory: str | Path, opset: int = 17) -> Path:
     size = model.config.vision.image_size
     pixels = torch.zeros(2, 3, size, size)
     context = model.config.text.context_length
-    tokens = torch.arange(2 * context).reshape(2, context) % model.config.text.vocab_size
+    ids = torch.arange(2 * context).reshape(2, context) % model.config.text.vocab_size
+    wrap = _TokenEncoder if tokens else _Encoder
     exports = [
         # wrappers in eval mode: the exporter restores each wrapper's mode (recursively)
-        (_Encoder(model.visual).eval(), pixels, "pixels", {0: "batch"}, IMAGE_FILE),
-        (_Encoder(model.text).eval(), tokens, "tokens", {0: "batch", 1: "length"}, TEXT_FILE),
+        (wrap(model.visual).eval(), pixels, "pixels", {0: "batch"}, IMAGE_FILE),
+        (wrap(model.text).eval(), ids, "tokens", {0: "batch", 1: "length"}, TEXT_FILE),
     ]
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer chatter about shape-dependent Python values
         for module, example, name, axes, filename in exports:
+            outputs = {"features": {0: "batch"}}
+            if tokens:
+                outputs["token_features"] = {0: "batch", 1: "length"}
             torch.onnx.export(
                 module,
                 (example,),
                 str(directory / filename),
                 dynamo=False,
                 input_names=[name],
-                output_names=["features"],
+                output_names=list(outputs),
                 opset_version=opset,
-                dynamic_axes={name: axes, "features": {0: "batch"}},
+                dynamic_axes={name: axes, **outputs},
             )
     meta = {
         "embed_dim": model.config.embed_dim,
@@ -96,6 +119,7 @@ def export_onnx(model: CLIP, directory: str | Path, opset: int = 17) -> Path:
         "text_input": model.text.input_spec(),
         "tokenizer": _save_tokenizer(model, directory),
         "preprocess": model.preprocess_config.to_dict(),
+        "token_outputs": tokens,
     }
     (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return directory

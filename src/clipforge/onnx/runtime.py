@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from ..errors import UsageError
 from ..preprocess import PreprocessConfig, build_preprocess
 from ..tokenizer.files import load_tokenizer
 
@@ -66,7 +67,8 @@ class OnnxClip:
 
     def encode_image(self, pixels: np.ndarray, normalize: bool = False) -> np.ndarray:
         """(N, 3, H, W) float32 → (N, D) features."""
-        (out,) = self.image_session.run(None, {"pixels": np.asarray(pixels, dtype=np.float32)})
+        pixels = np.asarray(pixels, dtype=np.float32)
+        (out,) = self.image_session.run(["features"], {"pixels": pixels})
         out = cast(np.ndarray, out)  # a dense output (run() is typed for every output kind)
         return _normalize(out) if normalize else out
 
@@ -78,9 +80,31 @@ class OnnxClip:
             eot_id = self.text_input.get("eot_token_id")
             eot = tokens.argmax(axis=-1) if eot_id is None else (tokens == eot_id).argmax(axis=-1)
             tokens = tokens[:, : int(eot.max()) + 1]  # exact for a causal tower (EOT pooling)
-        (out,) = self.text_session.run(None, {"tokens": tokens})
+        (out,) = self.text_session.run(["features"], {"tokens": tokens})
         out = cast(np.ndarray, out)  # a dense output (run() is typed for every output kind)
         return _normalize(out) if normalize else out
+
+    def encode_image_tokens(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(features (N, D), tokens (N, L, width))`` of a bundle exported with
+        ``tokens=True``: the last block's tokens after the final norm, class token first."""
+        self._need_tokens()
+        pixels = np.asarray(pixels, dtype=np.float32)
+        features, tokens = self.image_session.run(
+            ["features", "token_features"], {"pixels": pixels}
+        )
+        return features, tokens
+
+    def encode_text_tokens(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(features (N, D), tokens (N, L, width))`` over the full given length (no trim)."""
+        self._need_tokens()
+        feed = {"tokens": np.asarray(tokens, dtype=np.int64)}
+        features, out = self.text_session.run(["features", "token_features"], feed)
+        return features, out
+
+    def _need_tokens(self) -> None:
+        outputs = {o.name for o in self.image_session.get_outputs()}
+        if "token_features" not in outputs:
+            raise UsageError("this ONNX export has no token outputs: export it with --tokens")
 
     def embed_images(self, images: Sequence, normalize: bool = True) -> np.ndarray:
         """Paths or PIL images → (N, D) features."""
