@@ -13,8 +13,8 @@ from .locking import (
     RootNotFoundError,
 )
 from .opening import ModelMismatchError, require_index
-from .reconcile import IndexRepairedWarning
 from .query import Filters, SearchHit
+from .reconcile import IndexRepairedWarning
 from .store import StoreOptions, VectorStore, list_backends, open_backend, register_backend
 
 __all__ = [
