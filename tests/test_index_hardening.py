@@ -25,7 +25,7 @@ from clipforge.index import (
 )
 from clipforge.index.locking import writer_lock
 from tests.conftest import REPO, tiny_model
-from tests.index_helpers import write_images
+from tests.index_helpers import write_image, write_images
 
 runner = CliRunner()
 
@@ -209,3 +209,22 @@ def test_mistyped_db_is_refused_and_not_created(tmp_path):
     with pytest.raises(IndexNotFoundError):
         clipforge.Index.open(db, create=False)
     assert not db.exists()
+
+
+def test_rehash_reembeds_a_file_replaced_with_same_size_and_mtime(tmp_path, model):
+    photos, db = tmp_path / "photos", tmp_path / "db"
+    target = write_image(photos / "a.bmp", seed=1)  # BMP: same pixels size, same bytes size
+    write_image(photos / "b.bmp", seed=2)
+    replacement = write_image(tmp_path / "other.bmp", seed=3).read_bytes()
+    st = target.stat()
+    with clipforge.Index.open(db, model) as index:
+        index.sync([photos])
+        query = "SELECT id, sha256 FROM images WHERE path = ?"
+        old = index.meta.db.execute(query, (str(target),)).fetchone()
+        target.write_bytes(replacement)
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert target.stat().st_size == st.st_size
+        assert index.sync([photos]).replaced == 0  # the stat shortcut cannot notice
+        report = index.sync([photos], rehash=True)
+        new = index.meta.db.execute(query, (str(target),)).fetchone()
+    assert report.replaced == 1 and new[1] != old[1] and new[0] != old[0]

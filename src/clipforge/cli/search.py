@@ -85,6 +85,9 @@ def index(
     prune_missing: bool = typer.Option(
         False, "--prune-missing", help="Remove the rows of folders that are gone."
     ),
+    rehash: bool = typer.Option(
+        False, "--rehash", help="Re-hash unchanged-looking files; re-embed changed bytes."
+    ),
     wait: float = typer.Option(
         None, "--wait", help="Seconds to wait for another writer of --db (default: none)."
     ),
@@ -113,7 +116,7 @@ def index(
     )
     with opened as idx:
         report = idx.sync(
-            dirs, prune_missing=prune_missing, batch_size=batch_size, num_workers=workers,
+            dirs, prune_missing=prune_missing, rehash=rehash, batch_size=batch_size, num_workers=workers,
             progress=None,
         )  # fmt: skip
         info = idx.info()

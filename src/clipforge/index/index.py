@@ -74,6 +74,7 @@ class Index:
         self.lock_timeout: float | None = 0.0
         self.max_k = MAX_K
         self._writers = 0
+        self._rehash = False
 
     @classmethod
     def open(
@@ -176,14 +177,18 @@ class Index:
         batch_size: int = 64,
         num_workers: int = 0,
         progress: bool | None = None,
+        rehash: bool = False,
     ) -> IndexReport:
         """Index image files (directories are expanded): new or changed files are embedded,
         renamed ones re-pointed, exact duplicates (by SHA-256) and unchanged files skipped,
-        unreadable ones recorded in :meth:`errors`. Committed batch by batch."""
+        unreadable ones recorded in :meth:`errors`. Committed batch by batch.
+        ``rehash``: hash every file even when size and mtime are unchanged (re-embedding
+        those whose bytes changed)."""
         self._require_model()
         start = time.perf_counter()
         report = IndexReport()
         with self.writing():
+            self._rehash = rehash
             pending, later = self._plan(expand(paths), report)
             self._embed(pending, report, batch_size, num_workers, progress)
             self._record_duplicates(later, report)
@@ -292,7 +297,11 @@ class Index:
         if not stat.S_ISREG(st.st_mode):  # FIFO, device, socket: never opened
             self._fail(path, 0, 0, f"not a regular file ({file_kind(st.st_mode)})", report, removed)
             return None
-        if state is not None and (state.size, state.mtime_ns) == (st.st_size, st.st_mtime_ns):
+        same_stat = state is not None and (state.size, state.mtime_ns) == (
+            st.st_size,
+            st.st_mtime_ns,
+        )
+        if same_stat and not (self._rehash and state.kind == "image"):
             report.unchanged += 1
             return None
         try:
