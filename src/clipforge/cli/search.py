@@ -18,12 +18,16 @@ SEARCH_MODEL = typer.Option(
 
 
 def _open(db: Path, model: str | None, weights: Path | None, pretrained: str | None, **kwargs):
-    """Open the index with the given model, or with the one recorded in it."""
+    """Open the index with the given model, or with the one recorded in it.
+
+    ``create=False`` (read commands): a directory without an index is refused."""
     import clipforge
-    from clipforge.index import ModelMismatchError
+    from clipforge.index import ModelMismatchError, require_index
 
     from .common import load_model
 
+    if not kwargs.get("create", True):
+        require_index(db)
     spec = None
     if model is None:
         if not (db / "metadata.sqlite").exists():
@@ -78,6 +82,15 @@ def index(
         help="faiss | milvus, for a new index (Milvus server: set "
         "CLIPFORGE_MILVUS_URI, else milvus-lite in --db)",
     ),
+    prune_missing: bool = typer.Option(
+        False, "--prune-missing", help="Remove the rows of folders that are gone."
+    ),
+    rehash: bool = typer.Option(
+        False, "--rehash", help="Re-hash unchanged-looking files; re-embed changed bytes."
+    ),
+    wait: float = typer.Option(
+        None, "--wait", help="Seconds to wait for another writer of --db (default: none)."
+    ),
     batch_size: int = BATCH,
     workers: int = WORKERS,
     as_json: bool = JSON,
@@ -89,7 +102,7 @@ def index(
     if (index_type, max_memory, target_recall) != (None, None, None):
         options = StoreOptions(index_type or "auto", _bytes(max_memory), target_recall or 0.95)
     if errors:
-        with _open(db, model, weights, pretrained) as idx:
+        with _open(db, model, weights, pretrained, create=False) as idx:
             failed = idx.errors()
         if as_json:
             print_json([{"path": p, "reason": r} for p, r in failed])
@@ -98,8 +111,14 @@ def index(
         return
     if not dirs:
         raise typer.BadParameter("give folders to index (or --errors)", param_hint="DIRS")
-    with _open(db, model, weights, pretrained, options=options, backend=backend) as idx:
-        report = idx.sync(dirs, batch_size=batch_size, num_workers=workers, progress=None)
+    opened = _open(
+        db, model, weights, pretrained, options=options, backend=backend, lock_timeout=wait or 0
+    )
+    with opened as idx:
+        report = idx.sync(
+            dirs, prune_missing=prune_missing, rehash=rehash, batch_size=batch_size, num_workers=workers,
+            progress=None,
+        )  # fmt: skip
         info = idx.info()
     if as_json:
         print_json({"report": report.to_dict(), "index": info})
@@ -146,7 +165,7 @@ def search(
     from clipforge.index import Filters
     from clipforge.index.querying import near_duplicates
 
-    with _open(db, model, weights, pretrained) as idx:
+    with _open(db, model, weights, pretrained, create=False) as idx:
         if duplicates:
             groups = near_duplicates(idx, threshold)
             if as_json:

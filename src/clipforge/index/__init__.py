@@ -4,14 +4,29 @@
 :class:`VectorStore` backend (FAISS embedded by default; see :func:`register_backend`).
 """
 
-from .index import Index, IndexReport, ModelMismatchError
+from .index import Index, IndexReport
+from .locking import (
+    IndexCorruptError,
+    IndexLockedError,
+    IndexNotFoundError,
+    IndexWriteError,
+    RootNotFoundError,
+)
+from .opening import ModelMismatchError, require_index
 from .query import Filters, SearchHit
+from .reconcile import IndexRepairedWarning
 from .store import StoreOptions, VectorStore, list_backends, open_backend, register_backend
 
 __all__ = [
     "Filters",
     "Index",
+    "IndexCorruptError",
+    "IndexLockedError",
+    "IndexNotFoundError",
+    "IndexRepairedWarning",
     "IndexReport",
+    "IndexWriteError",
+    "RootNotFoundError",
     "ModelMismatchError",
     "SearchHit",
     "StoreOptions",
@@ -19,4 +34,5 @@ __all__ = [
     "list_backends",
     "open_backend",
     "register_backend",
+    "require_index",
 ]

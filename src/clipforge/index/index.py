@@ -9,26 +9,27 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import UsageError
+from . import reconcile
+from .locking import IndexLockedError, RootNotFoundError, write_errors, writer_lock
 from .metadata import ImageRow, MetadataStore, file_identity
+from .opening import _check_model, file_kind, require_index
 from .query import Filters, SearchHit
-from .scan import expand, file_sha256, image_size, model_fingerprint
-from .store import StoreOptions, VectorStore, open_backend
+from .scan import expand, file_sha256, image_size
+from .store import StoreOptions, VectorStore
 
 TUNE_QUERIES = 200
-
-
-class ModelMismatchError(UsageError):
-    """The index was built with another model (or other weights / preprocessing)."""
+MAX_K = 10_000
 
 
 @dataclass
@@ -71,6 +72,10 @@ class Index:
         self.store = store
         self.model = model
         self.lock = threading.RLock()
+        self.lock_timeout: float | None = 0.0
+        self.max_k = MAX_K
+        self._writers = 0
+        self._rehash = False
 
     @classmethod
     def open(
@@ -81,14 +86,20 @@ class Index:
         backend: str = "faiss",
         options: StoreOptions | None = None,
         model_spec: dict | None = None,
+        create: bool = True,
+        lock_timeout: float | None = 0.0,
     ) -> Index:
         """Open (or create) the index directory ``path``.
 
         ``model``: the CLIP model used for embedding; the first one is recorded and any
         other is refused (:class:`ModelMismatchError`). ``model_spec``: how to load it again
         (recorded for the command line). ``options``: index kind / memory / recall target.
+        ``create=False``: refuse a directory without an index (:class:`IndexNotFoundError`).
+        ``lock_timeout``: seconds a writer waits for another one (``None``: forever).
         """
         path = Path(path)
+        if not create:
+            require_index(path)
         path.mkdir(parents=True, exist_ok=True)
         meta = MetadataStore(path / "metadata.sqlite")
         dim = _check_model(meta, model, backend, model_spec)
@@ -97,10 +108,31 @@ class Index:
             options = StoreOptions(**saved)
         elif options.__dict__ != saved:
             meta.set_meta("store_options", json.dumps(options.__dict__))
-        store = open_backend(meta.get_meta("backend") or backend, path, dim, options)
+        store = reconcile.open_store(meta.get_meta("backend") or backend, path, dim, options)
         index = cls(path, meta, store, model)
+        index.lock_timeout = lock_timeout
         index._reconcile()
         return index
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the writer lock (re-entrant in this object) and bring the backend in line
+        with SQLite first: another process may have written since this one opened."""
+        with self.lock:
+            if self._writers:
+                self._writers += 1
+                try:
+                    yield
+                finally:
+                    self._writers -= 1
+                return
+            with writer_lock(self.path, self.lock_timeout), write_errors(self.path):
+                self._writers = 1
+                try:
+                    reconcile.repair(self, announce=False)
+                    yield
+                finally:
+                    self._writers = 0
 
     def close(self) -> None:
         self.meta.close()
@@ -146,14 +178,18 @@ class Index:
         batch_size: int = 64,
         num_workers: int = 0,
         progress: bool | None = None,
+        rehash: bool = False,
     ) -> IndexReport:
         """Index image files (directories are expanded): new or changed files are embedded,
         renamed ones re-pointed, exact duplicates (by SHA-256) and unchanged files skipped,
-        unreadable ones recorded in :meth:`errors`. Committed batch by batch."""
+        unreadable ones recorded in :meth:`errors`. Committed batch by batch.
+        ``rehash``: hash every file even when size and mtime are unchanged (re-embedding
+        those whose bytes changed)."""
         self._require_model()
         start = time.perf_counter()
         report = IndexReport()
-        with self.lock:
+        with self.writing():
+            self._rehash = rehash
             pending, later = self._plan(expand(paths), report)
             self._embed(pending, report, batch_size, num_workers, progress)
             self._record_duplicates(later, report)
@@ -161,24 +197,41 @@ class Index:
         report.seconds = time.perf_counter() - start
         return report
 
-    def sync(self, roots: Sequence[str | os.PathLike], **kwargs) -> IndexReport:
-        """:meth:`add` every image under ``roots``, then drop what is no longer there."""
-        files = expand(roots)
-        with self.lock, self.meta.transaction():
-            known = set(self.roots) | {str(Path(r).absolute()) for r in roots}
-            self.meta.set_meta("roots", json.dumps(sorted(known)))
-        report = self.add(files, **kwargs)
-        prefixes = tuple(os.path.join(str(Path(r).absolute()), "") for r in roots)
-        present = set(files)
-        gone = [p for p in self.meta.states() if p.startswith(prefixes) and p not in present]
-        report.removed = self.remove(gone)
+    def sync(
+        self, roots: Sequence[str | os.PathLike], *, prune_missing: bool = False, **kwargs
+    ) -> IndexReport:
+        """:meth:`add` every image under ``roots``, then drop what is no longer there.
+
+        A missing root (unmounted disk, typo) is refused with :class:`RootNotFoundError` and
+        nothing is removed, unless ``prune_missing`` (then its rows are removed)."""
+        missing = [str(r) for r in roots if not os.path.lexists(r)]
+        if missing and not prune_missing:
+            raise RootNotFoundError(
+                f"{missing[0]}: not found — nothing removed; use --prune-missing to remove "
+                "its rows"
+            )
+        with self.writing():
+            files = expand(r for r in roots if str(r) not in missing)
+            with self.meta.transaction():
+                known = set(self.roots) | {str(Path(r).absolute()) for r in roots}
+                self.meta.set_meta("roots", json.dumps(sorted(known)))
+            report = self.add(files, **kwargs)
+            prefixes = tuple(os.path.join(str(Path(r).absolute()), "") for r in roots)
+            exact = {str(Path(r).absolute()) for r in missing}
+            present = set(files)
+            gone = [
+                p
+                for p in self.meta.states()
+                if (p.startswith(prefixes) or p in exact) and p not in present
+            ]
+            report.removed = self.remove(gone)
         return report
 
     def remove(self, paths: Iterable[str | os.PathLike]) -> int:
         """Forget these files; returns how many indexed images were removed."""
         paths = [str(Path(p).absolute()) for p in paths]
         removed: list[int] = []
-        with self.lock, self.meta.transaction():
+        with self.writing(), self.meta.transaction():
             for path in paths:
                 row = self.meta.db.execute("SELECT id FROM images WHERE path = ?", (path,))
                 old = row.fetchone()
@@ -188,7 +241,7 @@ class Index:
                     removed.append(gone)
             if removed:
                 self.meta.bump_version()
-        with self.lock:
+        with self.writing():
             self.store.remove(np.asarray(removed, np.int64))
             self._persist()
         return len(removed)
@@ -242,7 +295,14 @@ class Index:
             reason = "no such file" if isinstance(exc, FileNotFoundError) else f"unreadable: {exc}"
             self._fail(path, size, mtime_ns, reason, report, removed)
             return None
-        if state is not None and (state.size, state.mtime_ns) == (st.st_size, st.st_mtime_ns):
+        if not stat.S_ISREG(st.st_mode):  # FIFO, device, socket: never opened
+            self._fail(path, 0, 0, f"not a regular file ({file_kind(st.st_mode)})", report, removed)
+            return None
+        same_stat = state is not None and (state.size, state.mtime_ns) == (
+            st.st_size,
+            st.st_mtime_ns,
+        )
+        if same_stat and not (self._rehash and state.kind == "image"):
             report.unchanged += 1
             return None
         try:
@@ -339,20 +399,22 @@ class Index:
 
     # -- backend consistency ----------------------------------------------------------
     def _reconcile(self) -> None:
-        """Bring a stale backend (crash, missing file) in line with the stored vectors."""
-        if self.store.version == self.meta.version and len(self.store) == self.meta.count():
-            return
-        if self.store.version < 0:
-            self.rebuild()
-            return
-        db_ids, backend_ids = self.meta.all_ids(), self.store.ids()
-        self.store.remove(np.setdiff1d(backend_ids, db_ids))
-        ids, vectors = self.meta.vectors(np.setdiff1d(db_ids, backend_ids), self._dim)
-        self.store.add(ids, vectors)
-        self._persist()
+        """Compare the backend with the stored vectors by content; repair it (and save it
+        when no other process is writing) if they disagree: crash, damage, lost race."""
+        with self.lock:
+            if not reconcile.repair(self):
+                return
+            try:
+                with self.writing():
+                    self._persist()
+            except IndexLockedError:  # another writer holds the lock: it saves its own state
+                pass
 
-    def rebuild(self) -> dict:
+    def rebuild(self, *, _locked: bool = False) -> dict:
         """Rebuild the backend from the stored vectors (choosing the index kind) and tune it."""
+        if not _locked:
+            with self.writing():
+                return self.rebuild(_locked=True)
         with self.lock:
             ids, vectors = self.meta.vectors(None, self._dim)
             self.store.rebuild(ids, vectors)
@@ -429,29 +491,3 @@ def _lstat(path: str) -> tuple[int, int]:
     except OSError:
         return 0, 0
     return st.st_size, st.st_mtime_ns
-
-
-def _check_model(
-    meta: MetadataStore, model: torch.nn.Module | None, backend: str, spec: dict | None
-) -> int:
-    """Record the first model's id; refuse another. Returns the embedding dimension."""
-    recorded = meta.get_meta("model_id")
-    if model is None:
-        if recorded is None:
-            raise ValueError(f"{meta.path.parent} is not an index yet: pass the model to build it")
-        return int(meta.get_meta("dim"))
-    fingerprint = model_fingerprint(model)
-    if recorded is not None and recorded != fingerprint:
-        built = meta.get_meta("model_spec") or "unknown"
-        raise ModelMismatchError(
-            f"index {meta.path.parent} was built with model id {recorded} ({built}); the given "
-            f"model has id {fingerprint}: embeddings of different models cannot be compared. "
-            "Use the same model, or index into a new --db directory."
-        )
-    if recorded is None:
-        with meta.transaction():
-            meta.set_meta("model_id", fingerprint)
-            meta.set_meta("dim", str(model.config.embed_dim))
-            meta.set_meta("backend", backend)
-            meta.set_meta("model_spec", json.dumps(spec or {}))
-    return model.config.embed_dim

@@ -107,12 +107,24 @@ class MetadataStore:
     """Thin typed wrapper over the SQLite database ``DIR/metadata.sqlite``."""
 
     def __init__(self, path: Path) -> None:
+        from .locking import IndexCorruptError
+
         self.path = Path(path)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        migrate_file_identity(self.db)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+            migrate_file_identity(self.db)
+            self.db.execute("SELECT COUNT(*) FROM images").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise IndexCorruptError(
+                f"{self.path} is damaged ({exc}); restore it from a backup or index into a "
+                "new --db"
+            ) from exc
 
     def close(self) -> None:
         self.db.close()

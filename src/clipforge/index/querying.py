@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import UsageError
 from .query import Filters, SearchHit
 
 if TYPE_CHECKING:
@@ -74,6 +75,11 @@ def search_vectors(
 ) -> list[list[SearchHit]]:
     """Filtered top-k: metadata filters select allowed ids in SQL, then the backend (or
     exact search, for small selections) ranks only those."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise UsageError(f"k must be a positive whole number, got {k!r}")
+    k = min(int(k), index.max_k, len(index.store))
+    if k == 0:
+        return [[] for _ in queries]
     filters = filters or Filters()
     allowed = None
     if filters.restricts():

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,7 +36,11 @@ def expand(paths: Iterable[str | os.PathLike]) -> list[str]:
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes (raises ``OSError`` if unreadable)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO swapped in cannot block us
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path}: not a regular file")
+    with os.fdopen(fd, "rb") as f:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()

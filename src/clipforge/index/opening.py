@@ -1,0 +1,68 @@
+"""Opening an index directory: is there an index, which model built it, file kinds."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import torch
+
+from ..errors import UsageError
+from .locking import IndexNotFoundError
+from .metadata import MetadataStore
+from .scan import model_fingerprint
+
+__all__ = ["ModelMismatchError", "file_kind", "require_index"]
+
+
+class ModelMismatchError(UsageError):
+    """The index was built with another model (or other weights / preprocessing)."""
+
+
+def require_index(path: str | os.PathLike) -> Path:
+    """``path`` if it holds an index, else :class:`IndexNotFoundError` (creates nothing)."""
+    path = Path(path)
+    if not (path / "metadata.sqlite").is_file():
+        raise IndexNotFoundError(
+            f"no index at {path} (create one with `clipforge index ... --db {path}`)"
+        )
+    return path
+
+
+def file_kind(mode: int) -> str:
+    """A readable name of a non-regular file's kind."""
+    for test, name in (
+        (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "directory"),
+    ):  # fmt: skip
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _check_model(
+    meta: MetadataStore, model: torch.nn.Module | None, backend: str, spec: dict | None
+) -> int:
+    """Record the first model's id; refuse another. Returns the embedding dimension."""
+    recorded = meta.get_meta("model_id")
+    if model is None:
+        if recorded is None:
+            raise ValueError(f"{meta.path.parent} is not an index yet: pass the model to build it")
+        return int(meta.get_meta("dim"))
+    fingerprint = model_fingerprint(model)
+    if recorded is not None and recorded != fingerprint:
+        built = meta.get_meta("model_spec") or "unknown"
+        raise ModelMismatchError(
+            f"index {meta.path.parent} was built with model id {recorded} ({built}); the given "
+            f"model has id {fingerprint}: embeddings of different models cannot be compared. "
+            "Use the same model, or index into a new --db directory."
+        )
+    if recorded is None:
+        with meta.transaction():
+            meta.set_meta("model_id", fingerprint)
+            meta.set_meta("dim", str(model.config.embed_dim))
+            meta.set_meta("backend", backend)
+            meta.set_meta("model_spec", json.dumps(spec or {}))
+    return model.config.embed_dim
