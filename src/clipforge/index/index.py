@@ -20,11 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..embedding import stream_image_embeddings
 from . import reconcile
 from .locking import IndexLockedError, RootNotFoundError, write_errors, writer_lock
 from .metadata import ImageRow, MetadataStore, file_identity
 from .opening import _check_model, file_kind, require_index
 from .query import Filters, SearchHit
+from .querying import query_vector, search_vectors
 from .scan import expand, file_sha256, image_size
 from .store import StoreOptions, VectorStore
 
@@ -336,7 +338,6 @@ class Index:
         report.failed.append((path, reason))
 
     def _embed(self, pending, report, batch_size, num_workers, progress) -> None:
-        from ..embedding import stream_image_embeddings
 
         if not pending:
             return
@@ -467,7 +468,6 @@ class Index:
         The query vector is ``text_weight * t + image_weight * i - negative_weight * n``
         (each part L2-normalised; several texts are averaged), normalised again.
         """
-        from .querying import query_vector
 
         vector = query_vector(
             self._require_model(), text, image, negative, text_weight, image_weight,
@@ -479,7 +479,6 @@ class Index:
         self, queries: np.ndarray, k: int = 20, filters: Filters | None = None
     ) -> list[list[SearchHit]]:
         """Top-``k`` hits for each row of ``queries`` (normalised ``(nq, dim)`` floats)."""
-        from .querying import search_vectors
 
         with self.lock:
             return search_vectors(self, np.atleast_2d(queries).astype(np.float32), k, filters)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .locking import IndexCorruptError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS images (
@@ -107,7 +109,6 @@ class MetadataStore:
     """Thin typed wrapper over the SQLite database ``DIR/metadata.sqlite``."""
 
     def __init__(self, path: Path) -> None:
-        from .locking import IndexCorruptError
 
         self.path = Path(path)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

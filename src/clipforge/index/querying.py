@@ -11,7 +11,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..embedding import embed_images, embed_texts
 from ..errors import UsageError
+from ..preprocess import decode_image
 from .query import Filters, SearchHit
 
 if TYPE_CHECKING:
@@ -28,7 +30,6 @@ def _unit(vector: np.ndarray) -> np.ndarray:
 
 def text_vector(model: torch.nn.Module, texts: str | Sequence[str]) -> np.ndarray:
     """Mean of the normalised text embeddings, normalised."""
-    from ..embedding import embed_texts
 
     texts = [texts] if isinstance(texts, str) else list(texts)
     return _unit(embed_texts(model, texts).mean(axis=0))
@@ -36,10 +37,8 @@ def text_vector(model: torch.nn.Module, texts: str | Sequence[str]) -> np.ndarra
 
 def image_vector(model: torch.nn.Module, image) -> np.ndarray:
     """Normalised embedding of an image (path, PIL image or encoded bytes)."""
-    from ..embedding import embed_images
 
     if isinstance(image, bytes | bytearray):
-        from ..preprocess import decode_image
 
         image = decode_image(io.BytesIO(image), "<upload>")
     result = embed_images(model, [image])
