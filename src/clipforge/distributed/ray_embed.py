@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -32,6 +32,8 @@ from PIL import Image
 from ..api import load as load_model
 from ..embedding import _failure_reason, _to_pixels, stream_image_embeddings
 from ..errors import UsageError
+from ..models import CLIP
+from ..runtime import Precision, check_precision
 from .sources import list_source
 
 __all__ = ["MANIFEST", "EmbedOutputError", "EmbedReport", "embed"]
@@ -65,9 +67,9 @@ def _shown(raw: bytes) -> str:
     return bytes(raw).decode("utf-8", "backslashreplace")
 
 
-def _load_model(spec: ModelSpec, pretrained: str | None) -> torch.nn.Module:
+def _load_model(spec: ModelSpec, pretrained: str | None) -> CLIP:
     if callable(spec):
-        return spec()
+        return cast(CLIP, spec())  # a factory of the caller's model
 
     return load_model(os.fspath(spec), pretrained=pretrained)
 
@@ -93,7 +95,10 @@ class _Encoder:
         if device == "cpu":  # Ray pins OMP_NUM_THREADS to the actor's num_cpus otherwise
             torch.set_num_threads(threads)
         self.model = _load_model(spec, pretrained).to(device)
-        self.precision, self.normalize = precision, normalize
+        self.precision: Precision | None = (
+            None if precision is None else check_precision(precision)
+        )
+        self.normalize = normalize
         self.dim = int(self.model.config.embed_dim)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -14,17 +14,20 @@ temporary file, fsynced and renamed, so a crash leaves either the old or the new
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import faiss
 import numpy as np
 
 from .half_scan import HalfScan
 from .store import StoreOptions
+
+faiss: Any = importlib.import_module("faiss")  # SWIG stubs lack downcasts and params
 
 FLAT_MAX = 20_000
 """Collections up to this size use exact search under ``kind="auto"`` (a few ms per query
@@ -84,7 +87,7 @@ class FaissStore:
             self._load()
 
     # -- construction ---------------------------------------------------------------
-    def _new_index(self, kind: str, nlist: int, n: int) -> faiss.Index:
+    def _new_index(self, kind: str, nlist: int, n: int) -> Any:
         ip = faiss.METRIC_INNER_PRODUCT
         if kind == "flat":
             return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
@@ -240,7 +243,7 @@ class FaissStore:
             return self.params["nprobe"] * widen >= self.nlist
         return self.params["efSearch"] * widen >= 4096  # the efSearch cap of _search_params
 
-    def _search_params(self, selector, widen: float = 1.0) -> faiss.SearchParameters | None:
+    def _search_params(self, selector, widen: float = 1.0) -> Any:
         if self.kind.startswith("ivf"):
             nprobe = min(self.nlist, math.ceil(self.params["nprobe"] * widen))
             return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)

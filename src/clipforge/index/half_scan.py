@@ -16,8 +16,12 @@ component, so ``|q·x − q·x̃| ≤ 2⁻¹¹ ‖q‖ ‖x‖``, plus float32 a
 
 from __future__ import annotations
 
-import faiss
+import importlib
+from typing import Any
+
 import numpy as np
+
+faiss: Any = importlib.import_module("faiss")  # SWIG stubs lack downcasts and params
 
 EPSILON = 1e-3
 """Bound on ``|float32 score − float16 score|`` per unit of query norm (2⁻¹¹ ≈ 4.9e-4 from
@@ -42,7 +46,7 @@ class HalfScan:
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         self.index.add_with_ids(vectors, ids)
 
-    def remove(self, selector: faiss.IDSelector) -> None:
+    def remove(self, selector: Any) -> None:
         self.index.remove_ids(selector)
 
     def usable(self, nq: int) -> bool:
@@ -50,7 +54,7 @@ class HalfScan:
         return self.index.ntotal >= MIN_VECTORS and nq <= MAX_QUERIES
 
     def search(
-        self, exact: faiss.Index, queries: np.ndarray, k: int, params
+        self, exact: Any, queries: np.ndarray, k: int, params
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Exact top-``k`` ``(scores, ids)`` using ``exact`` (the float32 flat index) to
         re-rank, or ``None`` when the certificate needs too many candidates."""
@@ -67,7 +71,7 @@ class HalfScan:
             m = min(live, m * 4)
 
 
-def _rerank(exact: faiss.Index, queries, k, approx, candidates, bound):
+def _rerank(exact: Any, queries, k, approx, candidates, bound):
     """Top-``k`` of the candidates by exact score; whether it provably is the global one."""
     nq, m = candidates.shape
     scores = np.full((nq, k), -np.inf, np.float32)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..embedding import stream_image_embeddings
+from ..models.protocols import ClipModel
 from . import reconcile
 from .locking import IndexLockedError, RootNotFoundError, write_errors, writer_lock
 from .metadata import ImageRow, MetadataStore, file_identity
@@ -83,7 +84,7 @@ class Index:
     def open(
         cls,
         path: str | os.PathLike,
-        model: torch.nn.Module | None = None,
+        model: ClipModel | None = None,
         *,
         backend: str = "faiss",
         options: StoreOptions | None = None,
@@ -304,7 +305,7 @@ class Index:
             st.st_size,
             st.st_mtime_ns,
         )
-        if same_stat and not (self._rehash and state.kind == "image"):
+        if same_stat and state is not None and not (self._rehash and state.kind == "image"):
             report.unchanged += 1
             return None
         try:
@@ -313,7 +314,7 @@ class Index:
             self._fail(path, st.st_size, st.st_mtime_ns, f"unreadable: {exc}", report, removed)
             return None
         old_id = state.id if state is not None and state.kind == "image" else None
-        if old_id is not None and state.sha256 == sha:  # touched, content unchanged
+        if old_id is not None and state is not None and state.sha256 == sha:  # touched only
             self.meta.move_image(old_id, path, st.st_size, st.st_mtime_ns, file_identity(st))
             report.unchanged += 1
             return None
@@ -445,7 +446,7 @@ class Index:
     def _dim(self) -> int:
         return int(self.meta.get_meta("dim") or 0)
 
-    def _require_model(self) -> torch.nn.Module:
+    def _require_model(self) -> ClipModel:
         if self.model is None:
             raise ValueError("this operation embeds images or texts: open the index with a model")
         return self.model

@@ -219,7 +219,7 @@ class MetadataStore:
                 row.inode,
             ),
         )
-        return int(cursor.lastrowid)
+        return int(cursor.lastrowid or 0)
 
     def move_image(
         self, id_: int, path: str, size: int, mtime_ns: int, identity: tuple[int, int] | None = None
@@ -281,9 +281,9 @@ class MetadataStore:
             pairs = cursor.fetchall()
         else:
             pairs = []
-            ids = sorted(int(i) for i in ids)
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
+            wanted = sorted(int(i) for i in ids)
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 pairs += self.db.execute(
                     f"SELECT id, vector FROM images WHERE id IN ({marks}) ORDER BY id", chunk

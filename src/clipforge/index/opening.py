@@ -7,9 +7,8 @@ import os
 import stat
 from pathlib import Path
 
-import torch
-
 from ..errors import UsageError
+from ..models.protocols import ClipModel
 from .locking import IndexNotFoundError
 from .metadata import MetadataStore
 from .scan import model_fingerprint
@@ -43,14 +42,14 @@ def file_kind(mode: int) -> str:
 
 
 def _check_model(
-    meta: MetadataStore, model: torch.nn.Module | None, backend: str, spec: dict | None
+    meta: MetadataStore, model: ClipModel | None, backend: str, spec: dict | None
 ) -> int:
     """Record the first model's id; refuse another. Returns the embedding dimension."""
     recorded = meta.get_meta("model_id")
     if model is None:
         if recorded is None:
             raise ValueError(f"{meta.path.parent} is not an index yet: pass the model to build it")
-        return int(meta.get_meta("dim"))
+        return int(meta.get_meta("dim") or 0)
     fingerprint = model_fingerprint(model)
     if recorded is not None and recorded != fingerprint:
         built = meta.get_meta("model_spec") or "unknown"

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ..embedding import embed_images, embed_texts
 from ..errors import UsageError
+from ..models.protocols import ClipModel
 from ..preprocess import decode_image
 from .query import Filters, SearchHit
 
@@ -28,14 +28,14 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     return vector / norm if norm > 0 else vector
 
 
-def text_vector(model: torch.nn.Module, texts: str | Sequence[str]) -> np.ndarray:
+def text_vector(model: ClipModel, texts: str | Sequence[str]) -> np.ndarray:
     """Mean of the normalised text embeddings, normalised."""
 
     texts = [texts] if isinstance(texts, str) else list(texts)
     return _unit(embed_texts(model, texts).mean(axis=0))
 
 
-def image_vector(model: torch.nn.Module, image) -> np.ndarray:
+def image_vector(model: ClipModel, image) -> np.ndarray:
     """Normalised embedding of an image (path, PIL image or encoded bytes)."""
 
     if isinstance(image, bytes | bytearray):
@@ -48,7 +48,7 @@ def image_vector(model: torch.nn.Module, image) -> np.ndarray:
 
 
 def query_vector(
-    model: torch.nn.Module,
+    model: ClipModel,
     text: str | Sequence[str] | None,
     image: str | os.PathLike | Image.Image | bytes | None,
     negative: str | Sequence[str] | None,

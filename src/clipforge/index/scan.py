@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..models.protocols import ClipModel
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
@@ -57,7 +59,7 @@ def image_size(path: str) -> tuple[int, int]:
         return 0, 0
 
 
-def model_fingerprint(model: torch.nn.Module) -> str:
+def model_fingerprint(model: ClipModel) -> str:
     """A digest of the architecture, the preprocessing and the exact bytes of every weight.
 
     Two models give the same fingerprint only if their embeddings can be compared. Bytes,

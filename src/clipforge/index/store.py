@@ -84,7 +84,9 @@ class VectorStore(Protocol):
         """Whether the index kind no longer suits the collection (size tier, deletions)."""
         ...
 
-    def tune(self, queries: np.ndarray, truth: np.ndarray, k: int) -> dict:
+    def tune(
+        self, queries: np.ndarray, truth: np.ndarray, k: int, query_ids: np.ndarray | None = None
+    ) -> dict:
         """Pick search parameters meeting the target recall@k against exact ``truth`` ids."""
         ...
 
