@@ -118,9 +118,20 @@ def check_inference(tmp: Path, ns: dict) -> None:
     assert ns["emb"].embeddings.shape == (len(ns["paths"]), 512)
 
 
+def check_features(tmp: Path, ns: dict) -> None:
+    assert tuple(ns["out"]["image_intermediates"][0].shape) == (2, 49, 768)
+    assert tuple(ns["sd1"].prompt_embeds.shape) == (1, 77, 768)
+    assert tuple(ns["sd2"].prompt_embeds.shape) == (1, 77, 1024)
+    assert tuple(ns["xl"].prompt_embeds.shape) == (1, 77, 2048)
+    assert tuple(ns["xl"].pooled_prompt_embeds.shape) == (1, 1280)
+    assert tuple(ns["feats"].shape) == (1, 576, 1024)
+    assert (tmp / "dog.png").stat().st_size > 0
+
+
 ASSERTIONS = {  # what a page's blocks must leave behind, beyond running without error
     "README.md": check_readme,
     "docs/guide/inference.md": check_inference,
+    "docs/guide/features.md": check_features,
 }
 RUNNABLE = [p for p in PAGES if python_blocks(p)]
 
