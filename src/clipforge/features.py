@@ -8,7 +8,7 @@ after the last one it needs (``stop_early``), for a model loaded from any format
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, cast
 
 import torch
 
@@ -19,10 +19,14 @@ SdVersion = Literal["1", "2", "xl"]
 Texts = str | Sequence[str] | torch.Tensor
 
 
-def _tower(model: CLIP, image: torch.Tensor | None, text: torch.Tensor | None):
-    if (image is None) == (text is None):
-        raise UsageError("pass exactly one of image= or text=")
-    return (model.tower("image"), image) if image is not None else (model.tower("text"), text)
+def _tower(
+    model: CLIP, image: torch.Tensor | None, text: torch.Tensor | None
+) -> tuple[Tower, torch.Tensor]:
+    if image is not None and text is None:
+        return model.tower("image"), image
+    if text is not None and image is None:
+        return model.tower("text"), text
+    raise UsageError("pass exactly one of image= or text=")
 
 
 def _tokens_only(tower: Tower, inputs: torch.Tensor, indices, stop_early: bool) -> list:
@@ -36,8 +40,9 @@ def _tokens_only(tower: Tower, inputs: torch.Tensor, indices, stop_early: bool) 
         inputs, indices=indices, stop_early=stop_early, intermediates_only=True,
         output_fmt="NLC", output_extra_tokens=True,
     )  # fmt: skip
-    states = out.get("image_intermediates", out.get("text_intermediates"))
-    prefix = out.get("image_intermediates_prefix")
+    # with intermediates_only, every entry is a list of per-block tensors
+    states = cast(list[torch.Tensor], out.get("image_intermediates", out.get("text_intermediates")))
+    prefix = cast(list[torch.Tensor] | None, out.get("image_intermediates_prefix"))
     if prefix is None:
         return list(states)
     return [torch.cat([p, s], dim=1) for p, s in zip(prefix, states, strict=True)]
@@ -150,7 +155,8 @@ def sd_text_conditioning(
             text=sd_tokens(bigg, texts, "zero"), text_indices=[-2], normalize=False
         )
         embeds = torch.cat([first, out["text_intermediates"][0]], dim=-1)
-        return TextConditioning(embeds, out["text_features"])
+        # "text_features" is one tensor (only the intermediates are lists)
+        return TextConditioning(embeds, cast(torch.Tensor, out["text_features"]))
     if isinstance(model, tuple) or version not in ("1", "2"):
         raise UsageError(
             f"version must be '1', '2' or 'xl' (one model for 1 and 2), got {version!r}"

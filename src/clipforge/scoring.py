@@ -156,7 +156,9 @@ def _checked_grid(
     n_images, n_texts = values.shape
     if len(texts) != n_texts:
         raise UsageError(f"sim has {n_texts} text columns but {len(texts)} texts were given")
-    items = list(images) if images is not None else [str(i) for i in range(n_images)]
+    items: list[Thumbnail] = (
+        list(images) if images is not None else [str(i) for i in range(n_images)]
+    )
     if len(items) != n_images:
         raise UsageError(f"sim has {n_images} image rows but {len(items)} images/labels were given")
     return values, items

@@ -228,3 +228,28 @@ def test_rehash_reembeds_a_file_replaced_with_same_size_and_mtime(tmp_path, mode
         report = index.sync([photos], rehash=True)
         new = index.meta.db.execute(query, (str(target),)).fetchone()
     assert report.replaced == 1 and new[1] != old[1] and new[0] != old[0]
+
+
+def test_names_that_are_not_utf8_are_indexed_losslessly_and_never_stop_a_batch(tmp_path):
+    """A file name with bytes that are not UTF-8 (b'caf\\xe9.png') is indexed with the others,
+    kept exactly (a re-run finds it unchanged), searchable, and printed as valid JSON."""
+    ckpt = clipforge.save(tiny_model(), tmp_path / "tiny")
+    photos, db = tmp_path / "photos", tmp_path / "db"
+    write_images(photos, 3)
+    odd = os.path.join(os.fsencode(photos), b"caf\xe9.png")
+    write_image(tmp_path / "odd.png", seed=7).rename(os.fsdecode(odd))
+    write_images(photos, 2, start=10)  # names sorted after the odd one: the batch goes on
+    first = runner.invoke(app, ["index", str(photos), "--db", str(db), "--model", str(ckpt)])
+    assert first.exit_code == 0, first.output
+    with clipforge.Index.open(db, create=False) as index:
+        assert len(index) == 6
+        paths = {os.fsencode(p) for p, state in index.meta.states().items() if state.kind == "image"}
+    assert odd in paths  # the exact bytes
+    again = runner.invoke(app, ["index", str(photos), "--db", str(db), "--json"])
+    assert again.exit_code == 0, again.output
+    found = runner.invoke(app, ["search", "anything", "--db", str(db), "-k", "6", "--json"])
+    assert found.exit_code == 0, found.output
+    import json
+
+    hits = json.loads(found.stdout)
+    assert len(hits["results"] if isinstance(hits, dict) else hits) == 6

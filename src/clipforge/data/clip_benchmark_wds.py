@@ -51,7 +51,9 @@ def _members(shards: list[Path]) -> Iterator[tuple[int, Path, tarfile.TarFile, A
                 if key != previous:
                     ordinal, previous = ordinal + 1, key
                 yield ordinal, shard, tar, member
-                tar.members.clear()  # streaming: no growing member list
+                # streaming: no growing member list (``members`` is an undocumented
+                # instance attribute that typeshed's TarFile does not declare)
+                tar.members.clear()  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def read_shards(

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import UsageError
+from ..models.protocols import ClipModel
 from ..preprocess import build_preprocess, load_image
 from .methods import METHODS
 from .towers import last_block_input, vit_parts
@@ -67,12 +69,14 @@ def heatmap(
     if not texts:
         raise UsageError("heatmap needs at least one text")
     parts = vit_parts(model)
+    # callers hand a CLIP typed as nn.Module; the protocol gives its attributes real types
+    clip = cast(ClipModel, model)
     pil = _image(image)
-    cfg = dataclasses.replace(model.preprocess_config, resize_mode="squash")
-    device = next(model.parameters()).device
+    cfg = dataclasses.replace(clip.preprocess_config, resize_mode="squash")
+    device = next(clip.parameters()).device
     pixels = build_preprocess(cfg)(pil)[None].to(device)
     with torch.no_grad():
-        text_emb = model.encode_text(model.tokenize(texts).to(device), normalize=True)
+        text_emb = clip.encode_text(clip.tokenize(texts).to(device), normalize=True)
         x = last_block_input(parts, pixels)
         grid = METHODS[method](parts, x, text_emb.to(x.dtype))[0].float()
     up = F.interpolate(grid[None], size=(pil.height, pil.width), mode="bilinear")[0]
@@ -101,7 +105,7 @@ def overlay(
     base = _image(image)
     heat = np.clip(np.asarray(heat, dtype=np.float32), 0.0, 1.0)
     if heat.shape != (base.height, base.width):
-        resized = Image.fromarray(heat).resize(base.size, Image.BILINEAR)
+        resized = Image.fromarray(heat).resize(base.size, Image.Resampling.BILINEAR)
         heat = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
     colours = Image.fromarray(_colours(heat, cmap))
     return Image.blend(base, colours, alpha)

@@ -9,6 +9,7 @@ that runs the tower's blocks, so it can later be switched to ``forward_intermedi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.layers import ResidualAttentionBlock
+from ..models.protocols import ClipModel
 from ..models.siglip_vision import SigLipVisionTransformer
 from ..models.vit import VisionTransformer
 
@@ -30,13 +32,14 @@ class ViTParts:
     ``grid``: patches per side.
     """
 
-    tower: nn.Module
+    tower: VisionTransformer | SigLipVisionTransformer
     prefix: int
     grid: int
 
     @property
     def last_block(self) -> ResidualAttentionBlock:
-        return self.tower.transformer.resblocks[-1]
+        # ModuleList indexing is typed as nn.Module; the blocks are ResidualAttentionBlocks
+        return cast(ResidualAttentionBlock, self.tower.transformer.resblocks[-1])
 
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` → tokens entering the first block ``(N, prefix + grid², width)``
@@ -79,7 +82,8 @@ class ViTParts:
 
 def vit_parts(model: nn.Module) -> ViTParts:
     """The dense-method view of ``model``'s image tower; ``ConfigError`` for other towers."""
-    tower = model.tower("image") if hasattr(model, "tower") else model
+    # a model with towers (CLIP) or a bare tower; hasattr cannot narrow nn.Module's attributes
+    tower = cast(ClipModel, model).tower("image") if hasattr(model, "tower") else model
     if isinstance(tower, VisionTransformer):
         prefix = 1
     elif isinstance(tower, SigLipVisionTransformer):
@@ -96,7 +100,9 @@ def vit_parts(model: nn.Module) -> ViTParts:
 def last_block_input(parts: ViTParts, pixels: torch.Tensor) -> torch.Tensor:
     """Tokens entering the tower's last block ``(N, prefix + grid², width)``."""
     x = parts.embed(pixels)
-    for block in parts.tower.transformer.resblocks[:-1]:
+    # ModuleList slicing is typed as a ModuleList of nn.Module; the blocks are ResidualAttentionBlocks
+    blocks = cast(list[ResidualAttentionBlock], parts.tower.transformer.resblocks[:-1])
+    for block in blocks:
         x = block(x)
     return x
 

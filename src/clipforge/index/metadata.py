@@ -105,6 +105,26 @@ class FileState:
     id: int | None = None
 
 
+def _db(path: str) -> str | bytes:
+    """A file name as SQLite stores it: text when it is valid UTF-8, else its exact bytes
+    (a BLOB; Python keeps undecodable bytes of a name as surrogates, which text cannot hold)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def _fs(value: str | bytes) -> str:
+    """A stored file name back as the ``str`` the file system gave (lossless)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _image_row(row: tuple) -> ImageRow:
+    return ImageRow(row[0], _fs(row[1]), *row[2:])
+
+
+
 class MetadataStore:
     """Thin typed wrapper over the SQLite database ``DIR/metadata.sqlite``."""
 
@@ -169,24 +189,24 @@ class MetadataStore:
         for path, size, mtime, sha, id_ in self.db.execute(
             "SELECT path, size, mtime_ns, sha256, id FROM images"
         ):
-            known[path] = FileState("image", size, mtime, sha, id_)
+            known[_fs(path)] = FileState("image", size, mtime, sha, id_)
         for path, size, mtime, sha, id_ in self.db.execute(
             "SELECT path, size, mtime_ns, sha256, original_id FROM duplicates"
         ):
-            known[path] = FileState("duplicate", size, mtime, sha, id_)
+            known[_fs(path)] = FileState("duplicate", size, mtime, sha, id_)
         for path, size, mtime in self.db.execute("SELECT path, size, mtime_ns FROM errors"):
-            known[path] = FileState("error", size, mtime)
+            known[_fs(path)] = FileState("error", size, mtime)
         return known
 
     def by_hash(self, sha256: str) -> ImageRow | None:
         row = self.db.execute(
             f"SELECT {COLUMNS} FROM images WHERE sha256 = ?", (sha256,)
         ).fetchone()
-        return None if row is None else ImageRow(*row)
+        return None if row is None else _image_row(row)
 
     def get(self, id_: int) -> ImageRow | None:
         row = self.db.execute(f"SELECT {COLUMNS} FROM images WHERE id = ?", (id_,)).fetchone()
-        return None if row is None else ImageRow(*row)
+        return None if row is None else _image_row(row)
 
     def rows(self, ids: Iterable[int]) -> dict[int, ImageRow]:
         ids = [int(i) for i in ids]
@@ -197,17 +217,18 @@ class MetadataStore:
             for row in self.db.execute(
                 f"SELECT {COLUMNS} FROM images WHERE id IN ({marks})", chunk
             ):
-                found[row[0]] = ImageRow(*row)
+                found[row[0]] = _image_row(row)
         return found
 
     def insert_image(self, row: ImageRow, vector: np.ndarray) -> int:
         """Insert (replacing any row or record at the same path); returns the new id."""
         self.forget_path(row.path)
+        stored = _db(row.path)
         cursor = self.db.execute(
             "INSERT INTO images (path, size, mtime_ns, sha256, width, height, indexed_at,"
             " vector, device, inode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                row.path,
+                stored,
                 row.size,
                 row.mtime_ns,
                 row.sha256,
@@ -227,19 +248,21 @@ class MetadataStore:
         """A renamed (or merely touched) file: same content, new path/stat, same id.
         ``identity``: the file's :func:`file_identity` (``None``: unknown, checked by hash)."""
         device, inode = identity or (None, None)
-        self.db.execute("DELETE FROM duplicates WHERE path = ?", (path,))
-        self.db.execute("DELETE FROM errors WHERE path = ?", (path,))
+        stored = _db(path)
+        self.db.execute("DELETE FROM duplicates WHERE path = ?", (stored,))
+        self.db.execute("DELETE FROM errors WHERE path = ?", (stored,))
         self.db.execute(
             "UPDATE images SET path = ?, size = ?, mtime_ns = ?, device = ?, inode = ?"
             " WHERE id = ?",
-            (path, size, mtime_ns, device, inode, id_),
+            (stored, size, mtime_ns, device, inode, id_),
         )
 
     def forget_path(self, path: str) -> int | None:
         """Drop whatever is recorded at ``path``; the removed image id, if it was one."""
-        self.db.execute("DELETE FROM duplicates WHERE path = ?", (path,))
-        self.db.execute("DELETE FROM errors WHERE path = ?", (path,))
-        row = self.db.execute("SELECT id FROM images WHERE path = ?", (path,)).fetchone()
+        stored = _db(path)
+        self.db.execute("DELETE FROM duplicates WHERE path = ?", (stored,))
+        self.db.execute("DELETE FROM errors WHERE path = ?", (stored,))
+        row = self.db.execute("SELECT id FROM images WHERE path = ?", (stored,)).fetchone()
         if row is None:
             return None
         self.db.execute("DELETE FROM images WHERE id = ?", (row[0],))
@@ -248,27 +271,31 @@ class MetadataStore:
     def add_duplicate(self, path: str, size: int, mtime_ns: int, sha: str, of: int) -> None:
         self.forget_path(path)
         self.db.execute(
-            "INSERT INTO duplicates VALUES (?, ?, ?, ?, ?)", (path, size, mtime_ns, sha, of)
+            "INSERT INTO duplicates VALUES (?, ?, ?, ?, ?)", (_db(path), size, mtime_ns, sha, of)
         )
 
     def duplicates_of(self, id_: int) -> list[tuple[str, int, int]]:
-        return self.db.execute(
+        cursor = self.db.execute(
             "SELECT path, size, mtime_ns FROM duplicates WHERE original_id = ? ORDER BY path",
             (id_,),
-        ).fetchall()
+        )
+        return [(_fs(path), size, mtime) for path, size, mtime in cursor]
 
     def add_error(self, path: str, size: int, mtime_ns: int, reason: str) -> int | None:
         removed = self.forget_path(path)
         self.db.execute(
-            "INSERT INTO errors VALUES (?, ?, ?, ?, ?)", (path, size, mtime_ns, reason, time.time())
+            "INSERT INTO errors VALUES (?, ?, ?, ?, ?)",
+            (_db(path), size, mtime_ns, reason, time.time()),
         )
         return removed
 
     def errors(self) -> list[tuple[str, str]]:
-        return self.db.execute("SELECT path, reason FROM errors ORDER BY path").fetchall()
+        cursor = self.db.execute("SELECT path, reason FROM errors ORDER BY path")
+        return [(_fs(path), reason) for path, reason in cursor]
 
     def duplicates(self) -> list[tuple[str, int]]:
-        return self.db.execute("SELECT path, original_id FROM duplicates ORDER BY path").fetchall()
+        cursor = self.db.execute("SELECT path, original_id FROM duplicates ORDER BY path")
+        return [(_fs(path), original) for path, original in cursor]
 
     # -- vectors ---------------------------------------------------------------------
     def all_ids(self) -> np.ndarray:

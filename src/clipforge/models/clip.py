@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -140,16 +140,20 @@ class CLIP(nn.Module):
             if normalize and key in tower_out:
                 tower_out[key] = F.normalize(tower_out[key], dim=-1)
             out.update(tower_out)
-        scale = self.logit_scale.exp() if output_logits or output_logit_scale_bias else None
-        if output_logits:
-            logits = scale * out["image_features"] @ out["text_features"].T
-            if self.logit_bias is not None:
-                logits = logits + self.logit_bias
-            out["image_logits"], out["text_logits"] = logits, logits.T
-        if output_logit_scale_bias:
-            out["logit_scale"] = scale
-            if self.logit_bias is not None:
-                out["logit_bias"] = self.logit_bias
+        if output_logits or output_logit_scale_bias:
+            scale = self.logit_scale.exp()
+            if output_logits:
+                # the "*_features" entries are single tensors (only intermediates are lists)
+                image_features = cast(torch.Tensor, out["image_features"])
+                text_features = cast(torch.Tensor, out["text_features"])
+                logits = scale * image_features @ text_features.T
+                if self.logit_bias is not None:
+                    logits = logits + self.logit_bias
+                out["image_logits"], out["text_logits"] = logits, logits.T
+            if output_logit_scale_bias:
+                out["logit_scale"] = scale
+                if self.logit_bias is not None:
+                    out["logit_bias"] = self.logit_bias
         return out
 
     def preprocess(self, image) -> torch.Tensor:

@@ -158,7 +158,8 @@ class EvaTransformer(nn.Module):
     def forward(self, x: torch.Tensor, rope: Rope | None, pool: bool = False) -> torch.Tensor:
         """``(N, L, width)`` → the same shape, or with ``pool`` the class token ``(N, width)``
         (the last block then computes that row only)."""
-        blocks = list(self.resblocks)
+        # ModuleList iterates as nn.Module; every entry is a EvaBlock
+        blocks = cast(list[EvaBlock], list(self.resblocks))
         last = blocks.pop() if pool else None
         for block in blocks:
             x = self._run(block, x, rope)

@@ -120,6 +120,7 @@ def token_intermediates(
     x, states = run_blocks(blocks, x, indices, stop_early)
     if normalize_intermediates:
         states = [norm(y) for y in states]
+    out: Intermediates
     if grid is not None:
         out = split_tokens(states, num_prefix, grid, output_fmt, output_extra_tokens)
     else:

@@ -148,7 +148,8 @@ class Transformer(nn.Module):
         row (its keys and values still span the sequence): the same result for ~1/12 less
         work in a 12-layer tower.
         """
-        blocks = list(self.resblocks)
+        # ModuleList iterates as nn.Module; every entry is a ResidualAttentionBlock
+        blocks = cast(list[ResidualAttentionBlock], list(self.resblocks))
         last = blocks.pop() if pool_index is not None and blocks else None
         for block in blocks:
             x = self._run(block, x)

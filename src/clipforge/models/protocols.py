@@ -6,13 +6,14 @@ a model, so a type checker sees them (``nn.Module.__getattr__`` would type every
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 if TYPE_CHECKING:
     from ..configs import ClipConfig
+    from ..preprocess import PreprocessConfig
     from .tower import Tower
 
 
@@ -39,7 +40,12 @@ class ClipModel(Protocol):
     def training(self) -> bool: ...
 
     @property
+    def preprocess_config(self) -> PreprocessConfig: ...
+
+    @property
     def image_transform(self) -> Callable[..., torch.Tensor]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
 
     def tower(self, name: str) -> Tower: ...
 

@@ -94,8 +94,8 @@ def export_onnx(model: CLIP, directory: str | Path, opset: int = 17, tokens: boo
     wrap = _TokenEncoder if tokens else _Encoder
     exports = [
         # wrappers in eval mode: the exporter restores each wrapper's mode (recursively)
-        (wrap(model.visual).eval(), pixels, "pixels", {0: "batch"}, IMAGE_FILE),
-        (wrap(model.text).eval(), ids, "tokens", {0: "batch", 1: "length"}, TEXT_FILE),
+        (wrap(model.tower("image")).eval(), pixels, "pixels", {0: "batch"}, IMAGE_FILE),
+        (wrap(model.tower("text")).eval(), ids, "tokens", {0: "batch", 1: "length"}, TEXT_FILE),
     ]
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer chatter about shape-dependent Python values
@@ -116,7 +116,7 @@ def export_onnx(model: CLIP, directory: str | Path, opset: int = 17, tokens: boo
     meta = {
         "embed_dim": model.config.embed_dim,
         "context_length": context,
-        "text_input": model.text.input_spec(),
+        "text_input": model.tower("text").input_spec(),
         "tokenizer": _save_tokenizer(model, directory),
         "preprocess": model.preprocess_config.to_dict(),
         "token_outputs": tokens,

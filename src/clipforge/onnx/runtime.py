@@ -92,14 +92,16 @@ class OnnxClip:
         features, tokens = self.image_session.run(
             ["features", "token_features"], {"pixels": pixels}
         )
-        return features, tokens
+        # dense outputs (run() is typed for every output kind)
+        return cast(np.ndarray, features), cast(np.ndarray, tokens)
 
     def encode_text_tokens(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(features (N, D), tokens (N, L, width))`` over the full given length (no trim)."""
         self._need_tokens()
         feed = {"tokens": np.asarray(tokens, dtype=np.int64)}
         features, out = self.text_session.run(["features", "token_features"], feed)
-        return features, out
+        # dense outputs (run() is typed for every output kind)
+        return cast(np.ndarray, features), cast(np.ndarray, out)
 
     def _need_tokens(self) -> None:
         outputs = {o.name for o in self.image_session.get_outputs()}
