@@ -75,6 +75,7 @@ def test_writer_waits_with_a_timeout_then_proceeds(built, model):
         assert report.added == 2 and len(index) == 8
 
 
+@pytest.mark.slow  # two real indexer processes
 def test_two_concurrent_cli_indexers_lose_nothing(tmp_path):
     """Two real `clipforge index` processes on one db: each image searchable at the end,
     or the second refuses with a clear one-line error."""

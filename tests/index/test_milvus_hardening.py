@@ -17,6 +17,9 @@ import clipforge
 from tests.conftest import REPO, tiny_model
 from tests.index_helpers import write_images
 
+# real milvus-lite processes (tens of seconds each): the slow tier, run by CI
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("milvus_lite")
 
 ENV = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}

@@ -14,6 +14,7 @@ import threading
 import time
 
 import httpx
+import pytest
 from PIL import Image
 
 import clipforge
@@ -30,6 +31,7 @@ def _index(tmp_path, n: int = 8, spec: dict | None = None):
     return photos, tmp_path / "db"
 
 
+@pytest.mark.slow  # a real server and a re-index child process
 def test_reindex_leaves_the_loop_free_and_sigterm_stops_it(tmp_path):
     photos, db = _index(tmp_path)
     proc, url = start(["-m", "tests.serve_server", "--db", str(db)], env={SLOW_ENV: "120"})
@@ -82,6 +84,7 @@ def _png(side: int, mode: str = "RGB") -> bytes:
     return out.getvalue()
 
 
+@pytest.mark.slow  # a real server under an address-space limit, 40 uploads
 def test_concurrent_large_pixel_uploads_under_an_address_space_limit(tmp_path):
     ckpt = clipforge.save(tiny_model(), tmp_path / "tiny")
     _, db = _index(tmp_path, spec={"model": str(ckpt), "weights": None, "pretrained": None})
@@ -121,6 +124,7 @@ def _faults_module():
     return module
 
 
+@pytest.mark.slow  # a bounded load run against a real server
 def test_mixed_fault_load_has_no_5xx_and_health_stays_fast(tmp_path):
     faults = _faults_module()
     ckpt = clipforge.save(tiny_model(), tmp_path / "tiny")
