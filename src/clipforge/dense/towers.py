@@ -82,8 +82,8 @@ class ViTParts:
 
 def vit_parts(model: nn.Module) -> ViTParts:
     """The dense-method view of ``model``'s image tower; ``ConfigError`` for other towers."""
-    # a model with towers (CLIP) or a bare tower; hasattr cannot narrow nn.Module's attributes
-    tower = cast(ClipModel, model).tower("image") if hasattr(model, "tower") else model
+    # a model with towers (the runtime-checkable ClipModel protocol) or a bare tower
+    tower = model.tower("image") if isinstance(model, ClipModel) else model
     if isinstance(tower, VisionTransformer):
         prefix = 1
     elif isinstance(tower, SigLipVisionTransformer):
