@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..configs.eva import EvaVisionConfig
-from .intermediates import Indices, Intermediates, image_grid, token_intermediates
+from .intermediates import TokenPass, image_grid
 from .tower import TowerSettings, TransformerTower, register_tower
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # (sin, cos), each (1 or N, 1, patches, head_width)
@@ -247,21 +247,12 @@ class EvaVisionTransformer(TransformerTower):
         x, rope = self._tokens(inputs)
         return self.ln_post(self.transformer(x, rope))
 
-    def forward_intermediates(
-        self,
-        inputs: torch.Tensor,
-        indices: Indices = None,
-        stop_early: bool = False,
-        normalize_intermediates: bool = False,
-        intermediates_only: bool = False,
-        output_fmt: str = "NCHW",
-        output_extra_tokens: bool = False,
-    ) -> Intermediates:
+    def token_pass(self, inputs: torch.Tensor) -> TokenPass:
         """timm ``Eva.forward_intermediates`` as open_clip's ``TimmModel`` calls it: class token
         as the prefix, features ``proj(ln_post(x[:, 0]))`` from the same pass."""
         x, rope = self._tokens(inputs)
         run = self.transformer._run
-        return token_intermediates(
+        return TokenPass(
             [lambda y, b=b: run(b, y, rope) for b in self.blocks],
             x,
             kind="image",
@@ -269,12 +260,6 @@ class EvaVisionTransformer(TransformerTower):
             pool=lambda y: self.proj(self.ln_post(y[:, 0])),
             num_prefix=1,
             grid=image_grid(inputs, self.patch_embed.kernel_size[0]),
-            indices=indices,
-            stop_early=stop_early,
-            normalize_intermediates=normalize_intermediates,
-            intermediates_only=intermediates_only,
-            output_fmt=output_fmt,
-            output_extra_tokens=output_extra_tokens,
         )
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ with ``stop_early``, and the token-output formats (open_clip 3.x / timm semantic
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -93,38 +94,50 @@ def image_grid(pixels: torch.Tensor, patch_size: int) -> tuple[int, int]:
     return pixels.shape[-2] // patch_size, pixels.shape[-1] // patch_size
 
 
-def token_intermediates(
-    blocks: Sequence[Callable[[torch.Tensor], torch.Tensor]],
-    x: torch.Tensor,
-    *,
-    kind: str,
-    norm: Callable[[torch.Tensor], torch.Tensor],
-    pool: Callable[[torch.Tensor], torch.Tensor],
-    num_prefix: int = 0,
-    grid: tuple[int, int] | None = None,
-    indices: Indices = None,
-    stop_early: bool = False,
-    normalize_intermediates: bool = False,
-    intermediates_only: bool = False,
-    output_fmt: str = "NLC",
-    output_extra_tokens: bool = False,
-) -> Intermediates:
-    """The whole ``forward_intermediates`` of a transformer tower, from its embedded tokens.
+@dataclass(frozen=True)
+class IntermediatesRequest:
+    """What a ``forward_intermediates`` call asks for (open_clip 3.x's arguments), built once
+    by :meth:`Tower.forward_intermediates` and handed to the tower's ``intermediates`` hook."""
 
-    ``kind`` is ``"image"`` or ``"text"`` (the key prefix); ``norm`` is the tower's final
-    norm (applied to intermediates with ``normalize_intermediates``); ``pool`` maps the last
-    computed ``(N, L, C)`` tokens to the tower's features (norm, pooling, projection);
-    ``grid`` is the patch grid (image towers: NCHW output, prefix split).
+    indices: Indices = None
+    stop_early: bool = False
+    normalize_intermediates: bool = False
+    intermediates_only: bool = False
+    output_fmt: str = "NLC"
+    output_extra_tokens: bool = False
+
+
+@dataclass(frozen=True)
+class TokenPass:
+    """A transformer tower's embedded tokens and how to run, normalise and pool them.
+
+    ``blocks`` are callables ``x -> x``; ``kind`` is ``"image"`` or ``"text"`` (the key
+    prefix); ``norm`` is the final norm (applied to intermediates with
+    ``normalize_intermediates``); ``pool`` maps the last computed ``(N, L, C)`` tokens to the
+    tower's features; ``grid`` is the patch grid of image towers (NCHW output, prefix split).
     """
-    check_format(output_fmt, OUTPUT_FORMATS if grid is not None else ("NLC",))
-    x, states = run_blocks(blocks, x, indices, stop_early)
-    if normalize_intermediates:
-        states = [norm(y) for y in states]
+
+    blocks: Sequence[Callable[[torch.Tensor], torch.Tensor]]
+    tokens: torch.Tensor
+    kind: str
+    norm: Callable[[torch.Tensor], torch.Tensor]
+    pool: Callable[[torch.Tensor], torch.Tensor]
+    num_prefix: int = 0
+    grid: tuple[int, int] | None = None
+
+
+def token_intermediates(plan: TokenPass, request: IntermediatesRequest) -> Intermediates:
+    """The whole ``forward_intermediates`` of a transformer tower, from its :class:`TokenPass`."""
+    fmt = request.output_fmt
+    check_format(fmt, OUTPUT_FORMATS if plan.grid is not None else ("NLC",))
+    x, states = run_blocks(plan.blocks, plan.tokens, request.indices, request.stop_early)
+    if request.normalize_intermediates:
+        states = [plan.norm(y) for y in states]
     out: Intermediates
-    if grid is not None:
-        out = split_tokens(states, num_prefix, grid, output_fmt, output_extra_tokens)
+    if plan.grid is not None:
+        out = split_tokens(states, plan.num_prefix, plan.grid, fmt, request.output_extra_tokens)
     else:
-        out = {f"{kind}_intermediates": states}
-    if not intermediates_only:
-        out[f"{kind}_features"] = pool(x)
+        out = {f"{plan.kind}_intermediates": states}
+    if not request.intermediates_only:
+        out[f"{plan.kind}_features"] = plan.pool(x)
     return out

@@ -18,7 +18,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from ..configs import ResNetConfig
-from .intermediates import Indices, Intermediates, check_format, run_blocks
+from .intermediates import Intermediates, IntermediatesRequest, check_format, run_blocks
 from .tower import Tower, TowerSettings, register_tower
 
 
@@ -168,16 +168,7 @@ class ModifiedResNet(Tower):
             x = self._run_stage(stage, x)
         return x
 
-    def forward_intermediates(
-        self,
-        inputs: torch.Tensor,
-        indices: Indices = None,
-        stop_early: bool = False,
-        normalize_intermediates: bool = False,
-        intermediates_only: bool = False,
-        output_fmt: str = "NCHW",
-        output_extra_tokens: bool = False,
-    ) -> Intermediates:
+    def intermediates(self, inputs: torch.Tensor, request: IntermediatesRequest) -> Intermediates:
         """open_clip's ``ModifiedResNet.forward_intermediates``: five feature maps (stem, then
         ``layer1``..``layer4``), NCHW (``"NLC"`` flattens them); features ``attnpool`` of
         the last map computed. There is no final norm and no prefix token, so
@@ -185,15 +176,15 @@ class ModifiedResNet(Tower):
         ``attnpool`` only accepts ``layer4``'s map, so ``stop_early`` skips stages only with
         ``intermediates_only`` (open_clip 3.x inverts the flag for ResNets and fails to
         pool an earlier map; every result it does return is reproduced)."""
-        check_format(output_fmt)
+        check_format(request.output_fmt)
         stages = [self.stem, *(partial(self._run_stage, s) for s in self.stages)]
-        stop = stop_early and intermediates_only
-        x, maps = run_blocks(stages, self._input(inputs), indices, stop)
+        stop = request.stop_early and request.intermediates_only
+        x, maps = run_blocks(stages, self._input(inputs), request.indices, stop)
         maps = [m.contiguous() for m in maps]
-        if output_fmt == "NLC":
+        if request.output_fmt == "NLC":
             maps = [m.flatten(2).transpose(1, 2) for m in maps]
         out: Intermediates = {"image_intermediates": maps}
-        if not intermediates_only:
+        if not request.intermediates_only:
             out["image_features"] = self.attnpool(x)
         return out
 

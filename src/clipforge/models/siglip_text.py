@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..configs import SigLipTextConfig
-from .intermediates import Indices, Intermediates, token_intermediates
+from .intermediates import TokenPass
 from .layers import Transformer
 from .tower import TowerSettings, TransformerTower, register_tower
 
@@ -23,6 +23,8 @@ class SigLipTextTransformer(TransformerTower):
     to ``context_length`` exactly as the checkpoint was trained (no trimming here). Only the
     last position is pooled, so the last block computes just that row.
     """
+
+    default_output_fmt = "NLC"
 
     transformer: Transformer
 
@@ -77,30 +79,15 @@ class SigLipTextTransformer(TransformerTower):
         pooled = self.ln_final(x[:, -1])
         return self.text_projection(pooled) if self.text_projection is not None else pooled
 
-    def forward_intermediates(
-        self,
-        inputs: torch.Tensor,
-        indices: Indices = None,
-        stop_early: bool = False,
-        normalize_intermediates: bool = False,
-        intermediates_only: bool = False,
-        output_fmt: str = "NLC",
-        output_extra_tokens: bool = False,
-    ) -> Intermediates:
+    def token_pass(self, inputs: torch.Tensor) -> TokenPass:
         """open_clip's text ``forward_intermediates`` (bidirectional, last-token pooling):
         block outputs ``(N, L, width)``; features from the last position of the same pass."""
-        return token_intermediates(
+        return TokenPass(
             [partial(self.transformer._run, b) for b in self.blocks],
             self._embed(inputs),
             kind="text",
             norm=self.ln_final,
             pool=self._pool,
-            indices=indices,
-            stop_early=stop_early,
-            normalize_intermediates=normalize_intermediates,
-            intermediates_only=intermediates_only,
-            output_fmt=output_fmt,
-            output_extra_tokens=output_extra_tokens,
         )
 
     def input_spec(self) -> dict[str, Any]:

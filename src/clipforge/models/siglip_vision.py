@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import SigLipVisionConfig
-from .intermediates import Indices, Intermediates, image_grid, token_intermediates
+from .intermediates import TokenPass, image_grid
 from .layers import Mlp, Transformer, init_scaled_normal_
 from .tower import TowerSettings, TransformerTower, register_tower
 
@@ -103,31 +103,16 @@ class SigLipVisionTransformer(TransformerTower):
         pooled = self.attn_pool(self.ln_post(x))
         return self.proj(pooled) if self.proj is not None else pooled
 
-    def forward_intermediates(
-        self,
-        inputs: torch.Tensor,
-        indices: Indices = None,
-        stop_early: bool = False,
-        normalize_intermediates: bool = False,
-        intermediates_only: bool = False,
-        output_fmt: str = "NCHW",
-        output_extra_tokens: bool = False,
-    ) -> Intermediates:
+    def token_pass(self, inputs: torch.Tensor) -> TokenPass:
         """timm ``VisionTransformer.forward_intermediates`` as open_clip's ``TimmModel`` calls
         it: no prefix tokens; features are the MAP head over ``ln_post`` of the same pass."""
-        return token_intermediates(
+        return TokenPass(
             [partial(self.transformer._run, b) for b in self.blocks],
             self._tokens(inputs),
             kind="image",
             norm=self.ln_post,
             pool=self._pool,
             grid=image_grid(inputs, self.patch_embed.kernel_size[0]),
-            indices=indices,
-            stop_early=stop_early,
-            normalize_intermediates=normalize_intermediates,
-            intermediates_only=intermediates_only,
-            output_fmt=output_fmt,
-            output_extra_tokens=output_extra_tokens,
         )
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..configs import TextConfig
-from .intermediates import Indices, Intermediates, token_intermediates
+from .intermediates import TokenPass
 from .layers import Transformer, init_scaled_normal_
 from .tower import TowerSettings, TransformerTower, register_tower
 
@@ -25,6 +25,8 @@ class TextTransformer(TransformerTower):
     longest EOT of the batch cannot influence the result; ``forward`` skips them
     (``trim_padding=True``), which is exact and much faster for short prompts.
     """
+
+    default_output_fmt = "NLC"
 
     transformer: Transformer
 
@@ -66,16 +68,7 @@ class TextTransformer(TransformerTower):
         x = x + self.positional_embedding[: inputs.shape[1]].to(x.dtype)
         return self.ln_final(self.transformer(x))
 
-    def forward_intermediates(
-        self,
-        inputs: torch.Tensor,
-        indices: Indices = None,
-        stop_early: bool = False,
-        normalize_intermediates: bool = False,
-        intermediates_only: bool = False,
-        output_fmt: str = "NLC",
-        output_extra_tokens: bool = False,
-    ) -> Intermediates:
+    def token_pass(self, inputs: torch.Tensor) -> TokenPass:
         """open_clip's text ``forward_intermediates`` over the full (untrimmed) sequence:
         block outputs ``(N, L, width)``; features ``ln_final(x)[eot] @ text_projection``."""
         self._check_shape(inputs)
@@ -83,18 +76,12 @@ class TextTransformer(TransformerTower):
         x = x + self.positional_embedding[: inputs.shape[1]].to(x.dtype)
         rows = torch.arange(inputs.shape[0], device=inputs.device)
         eot = self.eot_positions(inputs)
-        return token_intermediates(
+        return TokenPass(
             [partial(self.transformer._run, b) for b in self.blocks],
             x,
             kind="text",
             norm=self.ln_final,
             pool=lambda y: self.ln_final(y[rows, eot]) @ self.text_projection,
-            indices=indices,
-            stop_early=stop_early,
-            normalize_intermediates=normalize_intermediates,
-            intermediates_only=intermediates_only,
-            output_fmt=output_fmt,
-            output_extra_tokens=output_extra_tokens,
         )
 
     def _check_shape(self, tokens: torch.Tensor) -> None:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..registry import Registry
+from .intermediates import Intermediates, IntermediatesRequest, TokenPass, token_intermediates
 
 #: parameter-name fragments that are never weight-decayed (besides tensors with ndim < 2)
 NO_DECAY_KEYWORDS: tuple[str, ...] = ("bias", "logit_scale", "logit_bias", "gain")
@@ -61,6 +62,7 @@ class Tower(nn.Module, ABC):
     """
 
     head_names: ClassVar[tuple[str, ...]] = ()
+    default_output_fmt: ClassVar[str] = "NCHW"
     supports_patch_dropout: ClassVar[bool] = False
     output_dim: int
 
@@ -84,12 +86,32 @@ class Tower(nn.Module, ABC):
         stop_early: bool = False,
         normalize_intermediates: bool = False,
         intermediates_only: bool = False,
-        output_fmt: str = "NCHW",
+        output_fmt: str | None = None,
         output_extra_tokens: bool = False,
     ) -> dict[str, Any]:
         """Block outputs and final features in one pass, with open_clip 3.x's arguments and
         keys: ``{image,text}_intermediates`` (plus ``image_intermediates_prefix``) and,
-        unless ``intermediates_only``, ``{image,text}_features`` (unnormalised)."""
+        unless ``intermediates_only``, ``{image,text}_features`` (unnormalised).
+        ``output_fmt`` defaults to the tower's ``default_output_fmt`` (image towers
+        ``"NCHW"``, text towers ``"NLC"``). Towers implement :meth:`intermediates`."""
+        request = IntermediatesRequest(
+            indices,
+            stop_early,
+            normalize_intermediates,
+            intermediates_only,
+            output_fmt or self.default_output_fmt,
+            output_extra_tokens,
+        )
+        return self.intermediates(inputs, request)
+
+    def intermediates(self, inputs: torch.Tensor, request: IntermediatesRequest) -> Intermediates:
+        """The hook behind :meth:`forward_intermediates`. Transformer towers implement only
+        :meth:`token_pass` (their embedded tokens, blocks, norm and pooling); others override
+        this."""
+        return token_intermediates(self.token_pass(inputs), request)
+
+    def token_pass(self, inputs: torch.Tensor) -> TokenPass:
+        """A transformer tower's tokens and how to run them (see :class:`TokenPass`)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement forward_intermediates")
 
     def adapter_blocks(self) -> list[tuple[str, nn.Module]]:

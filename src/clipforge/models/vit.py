@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..configs import ViTConfig
-from .intermediates import Indices, Intermediates, image_grid, token_intermediates
+from .intermediates import TokenPass, image_grid
 from .layers import Transformer, init_scaled_normal_
 from .tower import TowerSettings, TransformerTower, register_tower
 
@@ -72,19 +72,10 @@ class VisionTransformer(TransformerTower):
         """``(N, 1 + grid², width)``: the class token then every patch token, after ``ln_post``."""
         return self.ln_post(self.transformer(self._tokens(inputs)))
 
-    def forward_intermediates(
-        self,
-        inputs: torch.Tensor,
-        indices: Indices = None,
-        stop_early: bool = False,
-        normalize_intermediates: bool = False,
-        intermediates_only: bool = False,
-        output_fmt: str = "NCHW",
-        output_extra_tokens: bool = False,
-    ) -> Intermediates:
+    def token_pass(self, inputs: torch.Tensor) -> TokenPass:
         """open_clip's ``VisionTransformer.forward_intermediates``: block outputs (class token
         split off as the prefix), features ``ln_post(x[:, 0]) @ proj`` from the same pass."""
-        return token_intermediates(
+        return TokenPass(
             [partial(self.transformer._run, b) for b in self.blocks],
             self._tokens(inputs),
             kind="image",
@@ -92,12 +83,6 @@ class VisionTransformer(TransformerTower):
             pool=lambda x: self.ln_post(x[:, 0]) @ self.proj,
             num_prefix=1,
             grid=image_grid(inputs, self.conv1.kernel_size[0]),
-            indices=indices,
-            stop_early=stop_early,
-            normalize_intermediates=normalize_intermediates,
-            intermediates_only=intermediates_only,
-            output_fmt=output_fmt,
-            output_extra_tokens=output_extra_tokens,
         )
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
