@@ -217,7 +217,7 @@ def test_quoted_glob_is_expanded_and_an_empty_one_fails(tmp_path, tiny_dir, phot
 # ----------------------------------------------------------------------------- outputs
 def test_parquet_without_pyarrow_is_refused_before_work(tmp_path, tiny_dir, photos, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow -> ImportError
-    monkeypatch.setattr("clipforge.cli.inference.load_model", _no_model)
+    monkeypatch.setattr("clipforge.cli.common.load_model", _no_model)
     result = run("embed", photos["good"][0], "-o", tmp_path / "x.parquet", "--model", tiny_dir)
     assert result.exit_code == 2 and "needs pyarrow" in result.output
     assert not (tmp_path / "x.parquet").exists()
@@ -230,7 +230,7 @@ def _no_model(*args, **kwargs):
 def test_unwritable_output_is_refused_before_work(tmp_path, tiny_dir, photos, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a directory")
-    monkeypatch.setattr("clipforge.cli.inference.load_model", _no_model)
+    monkeypatch.setattr("clipforge.cli.common.load_model", _no_model)
     result = run("embed", photos["good"][0], "-o", blocker / "out.npy", "--model", tiny_dir)
     assert (
         result.exit_code == 2 and f"--output {blocker / 'out.npy'}: cannot write" in result.output

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import glob
+import inspect
 import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -195,3 +199,62 @@ def fail_if_empty(n_inputs: int) -> None:
 
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2))
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What ``--model/--weights/--pretrained/--device/--precision`` chose, as one value."""
+
+    model: str
+    weights: Path | None = None
+    pretrained: str | None = None
+    device: str | None = None
+    precision: str = "fp32"
+
+    def load(self) -> CLIP:
+        """The chosen model on the chosen device (see :func:`load_model`)."""
+        return load_model(self.model, self.weights, self.pretrained, self.device, self.precision)
+
+    @property
+    def autocast(self) -> Precision:
+        """``--precision`` checked and narrowed for the API's ``precision=`` arguments."""
+        return check_precision_option(self.precision)
+
+
+_MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {  # name -> (annotation, typer option)
+    "model": (str, MODEL),
+    "weights": (Path, WEIGHTS),
+    "pretrained": (str, PRETRAINED),
+    "device": (str, DEVICE),
+    "precision": (str, PRECISION),
+}
+
+
+def model_options(
+    *, device: bool = True, precision: bool = True
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorator: a command's keyword-only ``choice: ModelChoice`` parameter becomes the model
+    flags ``--model --weights --pretrained`` (plus ``--device`` and ``--precision`` unless
+    turned off), declared once here instead of in every command's signature."""
+    off = {n for n, on in (("device", device), ("precision", precision)) if not on}
+    names = [n for n in _MODEL_OPTIONS if n not in off]
+
+    def wrap(command: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(command, eval_str=True)
+        kept = [p for p in signature.parameters.values() if p.name != "choice"]
+        added = [
+            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=_MODEL_OPTIONS[n][1],
+                              annotation=_MODEL_OPTIONS[n][0])
+            for n in names
+        ]  # fmt: skip
+
+        @functools.wraps(command)
+        def run(**kwargs: Any) -> None:
+            chosen = {n: kwargs.pop(n) for n in names}
+            command(choice=ModelChoice(**chosen), **kwargs)
+
+        run.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in [*kept, *added]}
+        return run
+
+    return wrap

@@ -6,20 +6,11 @@ from pathlib import Path
 
 import typer
 
-from .common import (
-    DEVICE,
-    JSON,
-    MODEL,
-    PRETRAINED,
-    WEIGHTS,
-    display,
-    err_console,
-    load_model,
-    print_json,
-)
+from .common import JSON, ModelChoice, display, err_console, model_options, print_json
 from .writers import check_writable
 
 
+@model_options(precision=False)
 def explain(
     image: Path = typer.Argument(..., help="Image file."),
     texts: list[str] = typer.Option(..., "--text", "-t", help="A text (repeat the option)."),
@@ -35,11 +26,9 @@ def explain(
         help="Overlay PNG (one text), or a pattern with {i} for several; e.g. overlay_{i}.png.",
     ),  # fmt: skip
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Heat-map opacity."),
-    model: str = MODEL,
-    weights: Path = WEIGHTS,
-    pretrained: str = PRETRAINED,
-    device: str = DEVICE,
     as_json: bool = JSON,
+    *,
+    choice: ModelChoice,
 ) -> None:
     """Heat maps of where each --text matches IMAGE, written as overlays."""
     from clipforge.dense import DEFAULT_METHOD, explain_to_files
@@ -47,7 +36,7 @@ def explain(
     outputs = _outputs(output, len(texts))
     for path in outputs:
         check_writable(path, "--output")
-    clip = load_model(model, weights, pretrained, device)
+    clip = choice.load()
     rows = explain_to_files(clip, image, texts, outputs, method or DEFAULT_METHOD, alpha)
     if as_json:
         print_json({"image": display(image), "method": method or DEFAULT_METHOD, "maps": rows})

@@ -11,21 +11,16 @@ from rich.table import Table
 from ..embedding_io import write_embeddings
 from .common import (
     BATCH,
-    DEVICE,
     JSON,
-    MODEL,
-    PRECISION,
-    PRETRAINED,
-    WEIGHTS,
     WORKERS,
+    ModelChoice,
     cell,
-    check_precision_option,
     console,
     display,
     err_console,
     expand_images,
     fail_if_empty,
-    load_model,
+    model_options,
     print_json,
     read_lines,
     report_failures,
@@ -34,6 +29,7 @@ from .errors import UsageError, warn
 from .writers import check_embedding_output, check_writable
 
 
+@model_options()
 def classify(
     images: list[Path] = typer.Argument(..., help="Image files, directories or quoted globs."),
     labels: str = typer.Option(..., "--labels", "-l", help="Comma-separated class names."),
@@ -44,14 +40,11 @@ def classify(
         help="openai_imagenet | simple | cifar10 | cifar100 | FILE",
     ),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1),
-    model: str = MODEL,
-    weights: Path = WEIGHTS,
-    pretrained: str = PRETRAINED,
-    device: str = DEVICE,
-    precision: str = PRECISION,
     batch_size: int = BATCH,
     workers: int = WORKERS,
     as_json: bool = JSON,
+    *,
+    choice: ModelChoice,
 ) -> None:
     """Zero-shot classification of images among --labels."""
     from clipforge.zeroshot import ZeroShotClassifier
@@ -61,10 +54,8 @@ def classify(
         raise typer.BadParameter("give at least two labels", param_hint="--labels")
     prompts = _templates(templates)
     paths = expand_images(images)
-    clip = load_model(model, weights, pretrained, device, precision)
-    classifier = ZeroShotClassifier(
-        clip, classnames, templates=prompts, precision=check_precision_option(precision)
-    )
+    clip = choice.load()
+    classifier = ZeroShotClassifier(clip, classnames, templates=prompts, precision=choice.autocast)
     result = classifier.predict(
         paths,
         top_k=min(top_k, len(classnames)),
@@ -116,15 +107,11 @@ def _templates(value: str) -> list[str]:
         raise UsageError(f"--templates: {err}") from None
 
 
+@model_options()
 def embed(
     inputs: list[Path] = typer.Argument(None, help="Image files, directories or quoted globs."),
     texts: Path = typer.Option(None, "--texts", help="UTF-8 text file: one text per line."),
     output: Path = typer.Option(..., "--output", "-o", help="out.npy or out.parquet"),
-    model: str = MODEL,
-    weights: Path = WEIGHTS,
-    pretrained: str = PRETRAINED,
-    device: str = DEVICE,
-    precision: str = PRECISION,
     batch_size: int = BATCH,
     workers: int = WORKERS,
     engine: str = typer.Option(
@@ -132,6 +119,8 @@ def embed(
     ),
     address: str = typer.Option(None, "--address", help="Ray cluster address (ray: 'auto')."),
     shard_size: int = typer.Option(1000, "--shard-size", min=1, help="Images per shard (ray)."),
+    *,
+    choice: ModelChoice,
 ) -> None:
     """Embed images (or --texts) and write them with their paths/ids alongside."""
     from clipforge.embedding import embed_images, embed_texts
@@ -141,7 +130,8 @@ def embed(
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"--engine must be local or ray, got {engine!r}")
     if engine == "ray":
-        _embed_ray(inputs, output, weights or model, pretrained, precision, batch_size,
+        _embed_ray(inputs, output, choice.weights or choice.model, choice.pretrained,
+                   choice.precision, batch_size,
                    address, shard_size)  # fmt: skip
         return
     check_embedding_output(output)  # before any work: a bad --output must not lose the run
@@ -149,20 +139,20 @@ def embed(
     if texts:
         ids = read_lines(texts)
         n_inputs = len(ids)
-        clip = load_model(model, weights, pretrained, device, precision)
-        vectors = embed_texts(clip, ids, precision=check_precision_option(precision))
+        clip = choice.load()
+        vectors = embed_texts(clip, ids, precision=choice.autocast)
     else:
         paths = expand_images(inputs)
         n_inputs = len(paths)
         _warn_undecodable_names(paths)
-        clip = load_model(model, weights, pretrained, device, precision)
+        clip = choice.load()
         result = embed_images(
             clip,
             paths,
             batch_size=batch_size,
             num_workers=workers,
             progress=None,
-            precision=check_precision_option(precision),
+            precision=choice.autocast,
         )
         ids, vectors, failures = (
             [display(p) for p in result.paths],
@@ -214,16 +204,14 @@ def _nan_to_none(values: list) -> list:
     ]
 
 
+@model_options()
 def similarity(
     images: list[Path] = typer.Option(..., "--images", "-i", help="Image files or directories."),
     texts: list[str] = typer.Option(..., "--texts", "-t", help="Texts (repeat the option)."),
     plot: Path = typer.Option(None, "--plot", help="Write a heat-map PNG."),
-    model: str = MODEL,
-    weights: Path = WEIGHTS,
-    pretrained: str = PRETRAINED,
-    device: str = DEVICE,
-    precision: str = PRECISION,
     as_json: bool = JSON,
+    *,
+    choice: ModelChoice,
 ) -> None:
     """Cosine similarity matrix of images × texts (and an optional heat-map).
 
@@ -233,11 +221,9 @@ def similarity(
     if plot is not None:
         check_writable(plot, "--plot")
     paths = expand_images(images)
-    clip = load_model(model, weights, pretrained, device, precision)
+    clip = choice.load()
     failures: list[tuple[str, str]] = []
-    sim = similarity_matrix(
-        clip, paths, texts, failures=failures, precision=check_precision_option(precision)
-    )
+    sim = similarity_matrix(clip, paths, texts, failures=failures, precision=choice.autocast)
     if plot is not None and paths:
         bad = {p for p, _ in failures}
         columns = [f"{Path(display(p)).name} (unreadable)" if p in bad else Path(p) for p in paths]
@@ -258,15 +244,13 @@ def _signed(value: float) -> str:
     return "unreadable" if math.isnan(value) else f"{value:+.3f}"
 
 
+@model_options()
 def score(
     images: list[Path] = typer.Option(..., "--images", "-i", help="Image files, one per text."),
     texts: list[str] = typer.Option(..., "--texts", "-t", help="Captions, one per image."),
-    model: str = MODEL,
-    weights: Path = WEIGHTS,
-    pretrained: str = PRETRAINED,
-    device: str = DEVICE,
-    precision: str = PRECISION,
     as_json: bool = JSON,
+    *,
+    choice: ModelChoice,
 ) -> None:
     """CLIP score of each (image, caption) pair: max(100·cos, 0).
 
@@ -280,11 +264,9 @@ def score(
         raise typer.BadParameter(
             f"{len(paths)} images but {len(texts)} texts: give one text per image"
         )
-    clip = load_model(model, weights, pretrained, device, precision)
+    clip = choice.load()
     failures: list[tuple[str, str]] = []
-    scores = clip_score(
-        clip, paths, texts, failures=failures, precision=check_precision_option(precision)
-    )
+    scores = clip_score(clip, paths, texts, failures=failures, precision=choice.autocast)
     finite = scores[np.isfinite(scores)]
     mean = float(finite.mean()) if len(finite) else float("nan")
     if as_json:
