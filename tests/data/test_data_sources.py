@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 import clipforge
 from clipforge.data import folder, tabular, webdataset_source
+from clipforge.data.sources import BuildContext
 from clipforge.preprocess import PreprocessConfig, build_preprocess
 
 SIZE = 32
@@ -55,7 +56,7 @@ def cfg(path, **options) -> SimpleNamespace:
 
 
 def build(module, config, seed: int = 0, rank: int = 0, world_size: int = 1):
-    return module.build(config, TRANSFORM, tokenize, seed=seed, rank=rank, world_size=world_size)
+    return module.build(BuildContext(config, TRANSFORM, tokenize, seed, rank, world_size))
 
 
 def warnings_for(caplog, text: str) -> list[str]:

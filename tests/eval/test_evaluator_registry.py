@@ -296,10 +296,10 @@ class ConstantOptions:
     caption: str = "a thing"
 
 
-def build_constant(cfg, transform, tokenize, *, seed, rank, world_size):
-    opts = sources.source_options(cfg, "constant_test")
-    image = transform(Image.new("RGB", (40, 40), (seed % 255, 0, 0)))
-    return [(image, tokenize(opts.caption))] * opts.count
+def build_constant(ctx: sources.BuildContext):
+    opts = sources.source_options(ctx.cfg, "constant_test")
+    image = ctx.transform(Image.new("RGB", (40, 40), (ctx.seed % 255, 0, 0)))
+    return [(image, ctx.tokenize(opts.caption))] * opts.count
 
 
 def test_third_party_data_source(tmp_path, model):
@@ -425,7 +425,7 @@ def test_third_party_data_source_is_used_by_train_and_eval_clis(tmp_path):
     assert "cannot use data of kind 'constant_cli'" in refused.output
 
 
-def build_constant_cli(cfg, transform, tokenize, *, seed, rank, world_size):
-    opts = sources.source_options(cfg, "constant_cli")
-    image = transform(Image.new("RGB", (40, 40), (seed % 255, 0, 0)))
-    return [(image, tokenize(opts.caption))] * opts.count
+def build_constant_cli(ctx: sources.BuildContext):
+    opts = sources.source_options(ctx.cfg, "constant_cli")
+    image = ctx.transform(Image.new("RGB", (40, 40), (ctx.seed % 255, 0, 0)))
+    return [(image, ctx.tokenize(opts.caption))] * opts.count

@@ -23,9 +23,10 @@ from .procedural import (
     sample_scene,
     zero_shot_task,
 )
-from .sources import DATA_SOURCES, list_data_sources, register_data_source
+from .sources import DATA_SOURCES, BuildContext, list_data_sources, register_data_source
 
 __all__ = [
+    "BuildContext",
     "CLASSNAMES",
     "DATA_SOURCES",
     "COLOURS",

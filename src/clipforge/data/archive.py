@@ -1,6 +1,6 @@
 """Tar archives of a class folder or an image-caption table, read through a cache directory.
 
-``build(cfg, ...)`` extracts ``cfg.path`` (``.tar``, ``.tar.gz``, ``.tgz``, ``.tar.bz2``,
+``build(ctx)`` extracts ``cfg.path`` (``.tar``, ``.tar.gz``, ``.tgz``, ``.tar.bz2``,
 ``.tar.xz``) once into a cache directory (never next to the archive) and hands the inner
 dataset to the ``folder`` or ``csv`` source. ``cfg.options`` (:class:`Options`):
 
@@ -30,8 +30,7 @@ from typing import Any
 from ..configs import ConfigError
 from ..errors import InputError
 from .data_config import DataConfig
-from .sources import get_data_source, resolve_builder, source_options
-from .tabular import Tokenize, Transform
+from .sources import BuildContext, get_data_source, resolve_builder, source_options
 
 __all__ = [
     "ArchiveLimitError",
@@ -177,13 +176,10 @@ def inner_config(cfg: Any) -> Any:
     )
 
 
-def build(
-    cfg: Any, transform: Transform, tokenize: Tokenize, *, seed: int, rank: int, world_size: int
-) -> Any:
+def build(ctx: BuildContext) -> Any:
     """The inner folder or table dataset of archive ``cfg.path``."""
-    inner = inner_config(cfg)
-    builder = resolve_builder(inner.kind)
-    return builder(inner, transform, tokenize, seed=seed, rank=rank, world_size=world_size)
+    inner = inner_config(ctx.cfg)
+    return resolve_builder(inner.kind)(ctx.with_config(inner))
 
 
 def labelled_images(

@@ -23,6 +23,7 @@ from ..errors import InputError
 from ..preprocess import ImageDecodeError
 from ..preprocess.image_io import decode_image
 from .samples import LabelledImages, subset_indices
+from .sources import BuildContext
 
 __all__ = ["Options", "build", "read_shards"]
 
@@ -102,8 +103,9 @@ def decode(sample: dict[str, Any]) -> Any:
     return decode_image(io.BytesIO(sample[ext]), name)
 
 
-def build(cfg: Any, transform: Any, tokenize: Any, *, seed: int, rank: int, world_size: int) -> Any:
+def build(ctx: BuildContext) -> Any:
     """Not a training source: a :class:`ConfigError` pointing to ``webdataset``."""
+    del ctx
     raise ConfigError("data kind 'clip_benchmark' is for evaluation; train with kind 'webdataset'")
 
 

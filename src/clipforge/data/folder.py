@@ -1,6 +1,6 @@
 """Class-per-folder image trees (``root/<class_name>/**/*.jpg``) captioned from templates.
 
-``build(cfg, ...)`` scans ``cfg.path`` and returns an :class:`ImageFolderCaptions`. Every
+``build(ctx)`` scans ``cfg.path`` and returns an :class:`ImageFolderCaptions`. Every
 sub-directory of the root (hidden ones excluded) is a class, in sorted order; its images are
 found recursively (extensions ``.jpg .jpeg .png .webp .bmp .gif .tif .tiff``, any case).
 The caption of image ``i`` is one template with ``{c}`` replaced by its class name, chosen
@@ -31,7 +31,7 @@ import numpy as np
 
 from ..templates import get_templates
 from .samples import LabelledImages
-from .sources import source_options
+from .sources import BuildContext, source_options
 from .tabular import ImageCaptionDataset, Tokenize, Transform
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -156,25 +156,17 @@ class ImageFolderCaptions(ImageCaptionDataset):
         )
 
 
-def build(
-    cfg: Any,
-    transform: Transform,
-    tokenize: Tokenize,
-    *,
-    seed: int,
-    rank: int,
-    world_size: int,
-) -> ImageFolderCaptions:
+def build(ctx: BuildContext) -> ImageFolderCaptions:
     """An :class:`ImageFolderCaptions` for ``cfg.path`` (see the module docstring)."""
-    del rank, world_size  # map-style: sharding belongs to the sampler
+    cfg = ctx.cfg  # map-style: sharding belongs to the sampler
     opts: Options = source_options(cfg, "folder", what="folder data option")
     return ImageFolderCaptions(
         cfg.path,
-        transform,
-        tokenize,
+        ctx.transform,
+        ctx.tokenize,
         templates=opts.templates,
         classnames=opts.classnames,
-        seed=seed,
+        seed=ctx.seed,
         min_size=cfg.image_size if opts.draft else None,
     )
 

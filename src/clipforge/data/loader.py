@@ -5,7 +5,7 @@ A data ``kind`` maps to a typed options dataclass and a builder in the registry 
 (webdataset, pyarrow, ...) are needed only by the kinds that use them. Every builder has
 the signature::
 
-    build(cfg: DataConfig, transform, tokenize, *, seed, rank, world_size) -> Dataset
+    build(ctx: BuildContext) -> Dataset  # ctx: cfg, transform, tokenize, seed, rank, world_size
 
 and returns items ``(image (3, H, W) float tensor, tokens (L,) int64)`` or ``None`` for a
 sample that could not be read (the dataset logs its id). :func:`collate_skip_bad` drops the
@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from ..tokenizer import get_tokenizer
-from .sources import DATA_SOURCES, resolve_builder
+from .sources import DATA_SOURCES, BuildContext, resolve_builder
 from .streaming import StreamingSource
 
 if TYPE_CHECKING:
@@ -172,9 +172,8 @@ def build_dataset(
         model.config.text.context_length,  # type: ignore[union-attr]
         model.get_tokenizer(),  # type: ignore[operator]
     )
-    return builder(
-        cfg, model.image_transform, tokenize, seed=seed, rank=rank, world_size=world_size
-    )
+    transform = model.image_transform  # type: ignore[assignment]
+    return builder(BuildContext(cfg, transform, tokenize, seed, rank, world_size))  # type: ignore[arg-type]
 
 
 def _loader_kwargs(cfg: DataConfig, seed: int, start_step: int) -> dict[str, Any]:

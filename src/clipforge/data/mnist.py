@@ -25,7 +25,7 @@ from ..templates import get_templates
 from .folder import template_index
 from .guards import check_labels
 from .samples import LabelledImages, subset_indices
-from .sources import source_options
+from .sources import BuildContext, source_options
 from .tabular import Tokenize, Transform, to_tokens
 
 __all__ = ["IdxHeader", "MnistCaptions", "Options", "build", "idx_header", "load_mnist", "read_idx"]
@@ -170,13 +170,10 @@ class MnistCaptions(Dataset):
         return self.transform(to_pil(self.images[index])), to_tokens(self.tokenize, caption)
 
 
-def build(
-    cfg: Any, transform: Transform, tokenize: Tokenize, *, seed: int, rank: int, world_size: int
-) -> MnistCaptions:
+def build(ctx: BuildContext) -> MnistCaptions:
     """A :class:`MnistCaptions` for the IDX files in ``cfg.path``."""
-    del rank, world_size
-    opts: Options = source_options(cfg, "mnist", what="mnist data option")
-    return MnistCaptions(cfg.path, transform, tokenize, opts, seed)
+    opts: Options = source_options(ctx.cfg, "mnist", what="mnist data option")
+    return MnistCaptions(ctx.cfg.path, ctx.transform, ctx.tokenize, opts, ctx.seed)
 
 
 def labelled_images(

@@ -11,12 +11,10 @@ Evaluation on the shapes lives in the evaluator registry (``procedural_zeroshot`
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from ..configs import ConfigError
@@ -29,10 +27,10 @@ from .procedural import (
     zero_shot_task,
 )
 from .samples import LabelledImages
-from .sources import source_options
+from .sources import BuildContext, source_options
 
 if TYPE_CHECKING:
-    from .data_config import DataConfig
+    pass
 
 __all__ = ["Options", "build"]
 
@@ -57,24 +55,16 @@ class Options:
             raise ConfigError(f"data.options.split: {self.split!r} is not one of {list(SPLITS)}")
 
 
-def build(
-    cfg: DataConfig,
-    transform: Callable[[Any], torch.Tensor],
-    tokenize: Callable[[str], torch.Tensor],
-    *,
-    seed: int,
-    rank: int = 0,
-    world_size: int = 1,
-) -> Dataset:
+def build(ctx: BuildContext) -> Dataset:
     """A map-style procedural dataset of ``(image, tokens)``; failures become ``None``."""
-    opts: Options = source_options(cfg, "procedural")
+    opts: Options = source_options(ctx.cfg, "procedural")
     dataset = ProceduralCaptions(
         opts.size,
-        image_size=cfg.image_size or 64,
-        seed=seed if opts.seed is None else opts.seed,
+        image_size=ctx.cfg.image_size or 64,
+        seed=ctx.seed if opts.seed is None else opts.seed,
         split=opts.split,
-        transform=transform,
-        tokenizer=tokenize,
+        transform=ctx.transform,
+        tokenizer=ctx.tokenize,
         difficulty=opts.difficulty,
     )
     return SafeDataset(dataset, name="procedural")

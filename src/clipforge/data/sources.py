@@ -2,7 +2,7 @@
 
 Each source is one module with an options dataclass and a builder::
 
-    build(cfg: DataConfig, transform, tokenize, *, seed, rank, world_size) -> Dataset
+    build(ctx: BuildContext) -> Dataset   # ctx: cfg, transform, tokenize, seed, rank, world_size
 
 Built-in sources are referenced as ``"module:attribute"`` strings and imported only when
 used, so optional dependencies (webdataset, pyarrow, ...) are needed only by their kinds.
@@ -27,6 +27,7 @@ from ..registry import Registry, import_ref
 
 __all__ = [
     "DATA_SOURCES",
+    "BuildContext",
     "DataSource",
     "check_options",
     "get_data_source",
@@ -39,12 +40,31 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class BuildContext:
+    """What a data source's builder receives: the data config, the model's preprocessing
+    (``transform``: image -> tensor) and tokenizer (``tokenize``: text -> token ids), the
+    run's seed and this process's shard (``rank`` of ``world_size``). Map-style datasets
+    leave sharding to the sampler; streaming ones shard themselves."""
+
+    cfg: Any
+    transform: Callable[[Any], Any]
+    tokenize: Callable[[str], Any]
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+
+    def with_config(self, cfg: Any) -> BuildContext:
+        """The same context for another data config (a wrapper source's inner one)."""
+        return dataclasses.replace(self, cfg=cfg)
+
+
+@dataclass(frozen=True)
 class DataSource:
     """One registered data kind: its options dataclass and builder (objects or refs)."""
 
     name: str
     options: type | str  # a dataclass, or "module:Class"
-    builder: Callable[..., Any] | str  # build(cfg, transform, tokenize, *, seed, rank, world_size)
+    builder: Callable[..., Any] | str  # build(ctx: BuildContext) -> Dataset
     needs_path: bool = True  # data.path is required
     #: ``labelled(cfg, *, limit, n_per_class, n_classes) -> LabelledImages`` (or
     #: "module:function"): the source as a classification dataset (``n_classes``: the

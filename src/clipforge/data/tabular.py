@@ -1,6 +1,6 @@
 """Image-caption tables (CSV, TSV, Parquet) as a map-style training data source.
 
-``build(cfg, ...)`` reads ``cfg.path`` (a ``.csv``/``.tsv``/``.tab`` file, optionally
+``build(ctx)`` reads ``cfg.path`` (a ``.csv``/``.tsv``/``.tab`` file, optionally
 compressed: ``.gz``, ``.bz2``, ``.zst``, ``.lz4``; or a ``.parquet``/``.pq`` file or
 directory of Parquet files) with pyarrow and returns an :class:`ImageCaptionTable`.
 
@@ -44,7 +44,7 @@ from ..configs import ConfigError
 from ..preprocess import ImageDecodeError, load_image
 from .guards import confine_paths, parse_labels
 from .samples import CaptionedImages, LabelledImages, subset_indices
-from .sources import source_options
+from .sources import BuildContext, source_options
 
 logger = logging.getLogger("clipforge.data")
 
@@ -276,17 +276,9 @@ def _check_columns(path: str, wanted: list[str], available: list[str]) -> None:
         raise ValueError(f"{path}: no column(s) {missing}; the table has {available}")
 
 
-def build(
-    cfg: Any,
-    transform: Transform,
-    tokenize: Tokenize,
-    *,
-    seed: int,
-    rank: int,
-    world_size: int,
-) -> ImageCaptionTable:
+def build(ctx: BuildContext) -> ImageCaptionTable:
     """An :class:`ImageCaptionTable` for ``cfg.path`` (see the module docstring for options)."""
-    del seed, rank, world_size  # map-style: ordering and sharding belong to the sampler
+    cfg = ctx.cfg  # map-style: ordering and sharding belong to the sampler
     opts: Options = source_options(cfg, "csv", what="tabular data options")
     fmt = table_format(cfg.path, opts.format)
     paths, captions = read_columns(
@@ -297,8 +289,8 @@ def build(
     return ImageCaptionTable(
         paths,
         captions,
-        transform,
-        tokenize,
+        ctx.transform,
+        ctx.tokenize,
         root=opts.root,
         min_size=cfg.image_size if opts.draft else None,
         source=os.fspath(cfg.path),
@@ -353,7 +345,7 @@ def captioned_images(data: Any, *, limit: int | None) -> CaptionedImages:
     def identity(x: Any) -> Any:
         return x
 
-    table = build(data, identity, identity, seed=0, rank=0, world_size=1)
+    table = build(BuildContext(data, identity, identity))
     captions: dict[str, list[str]] = {}
     for row in range(len(table)):
         raw, caption = table.image_path(row), table.caption(row)

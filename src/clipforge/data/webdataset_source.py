@@ -1,6 +1,6 @@
 """WebDataset tar shards (``key.jpg``/``key.png`` + ``key.txt``) as an iterable data source.
 
-``build(cfg, ...)`` returns a :class:`WebDatasetSource` streaming ``cfg.path``: a brace
+``build(ctx)`` returns a :class:`WebDatasetSource` streaming ``cfg.path``: a brace
 pattern (``"data/shard-{000000..000099}.tar"``, ``::`` joins several) or a list of them.
 Shards are read with the ``webdataset`` library (``tarfile_to_samples``, ``shuffle``,
 ``ResampledShards``).
@@ -50,7 +50,7 @@ from ..configs import ConfigError
 from ..preprocess import ImageDecodeError
 from ..preprocess.image_io import decode_image
 from .folder import stable_hash
-from .sources import source_options
+from .sources import BuildContext, source_options
 from .streaming import StreamingSource
 from .tabular import BadSampleLog, Sample, Tokenize, Transform, caption_problem, to_tokens
 
@@ -271,16 +271,9 @@ class WebDatasetSource(StreamingSource):
         return f"{type(self).__name__}({len(self.urls)} shards, {mode})"
 
 
-def build(
-    cfg: Any,
-    transform: Transform,
-    tokenize: Tokenize,
-    *,
-    seed: int,
-    rank: int,
-    world_size: int,
-) -> WebDatasetSource:
+def build(ctx: BuildContext) -> WebDatasetSource:
     """A :class:`WebDatasetSource` for ``cfg.path`` (see the module docstring for options)."""
+    cfg = ctx.cfg
     opts: Options = source_options(cfg, "webdataset", what="webdataset option")
     keys = {
         name: value.split(";") if isinstance(value, str) else list(value)
@@ -288,11 +281,11 @@ def build(
     }
     return WebDatasetSource(
         expand_shards(cfg.path),
-        transform,
-        tokenize,
-        seed=seed,
-        rank=rank,
-        world_size=world_size,
+        ctx.transform,
+        ctx.tokenize,
+        seed=ctx.seed,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
         resampled=opts.resampled,
         samples_per_epoch=opts.samples_per_epoch,
         shuffle_buffer=opts.shuffle_buffer,
