@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .engine import ConfigError, bounded
-from .model_config import TransformerGeometry, register_vision_config
+from .model_config import ImageTransformerGeometry, register_vision_config
 from .param_counts import register_parameter_counter
 
 __all__ = ["EvaVisionConfig"]
@@ -22,7 +22,7 @@ __all__ = ["EvaVisionConfig"]
 
 @register_vision_config
 @dataclass(frozen=True)
-class EvaVisionConfig(TransformerGeometry):
+class EvaVisionConfig(ImageTransformerGeometry):
     """EVA / EVA-02 ViT image tower with a biased linear head to ``embed_dim``.
 
     ``rope_ref_grid`` is the patch grid the rotary embedding was trained for: positions of a
@@ -31,12 +31,6 @@ class EvaVisionConfig(TransformerGeometry):
     """
 
     type: ClassVar[str] = "eva"
-    image_size: int = 224
-    patch_size: int = 16
-    width: int = 768
-    layers: int = 12
-    heads: int = 12
-    mlp_ratio: float = 4.0
     swiglu: bool = False
     mlp_norm: bool = False
     attn_norm: bool = False

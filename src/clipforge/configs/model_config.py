@@ -65,7 +65,32 @@ class TransformerGeometry:
 
 
 @dataclass(frozen=True)
-class ViTConfig(TransformerGeometry):
+class ImageTransformerGeometry(TransformerGeometry):
+    """The fields every ViT-like image tower config shares (subclasses change defaults)."""
+
+    image_size: int = 224
+    patch_size: int = 16
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+
+
+@dataclass(frozen=True)
+class TextTransformerGeometry(TransformerGeometry):
+    """The fields every transformer text tower config shares (CLIP's defaults)."""
+
+    section: ClassVar[str] = "text"
+    context_length: int = 77
+    vocab_size: int = 49408
+    width: int = 512
+    heads: int = 8
+    layers: int = 12
+    mlp_ratio: float = 4.0
+
+
+@dataclass(frozen=True)
+class ViTConfig(ImageTransformerGeometry):
     """Vision transformer image tower (class token, pre-LN, ``ln_pre``/``ln_post``).
 
     ``activation``/``norm_eps`` override the model-wide ones for this tower (``None``: the
@@ -73,12 +98,7 @@ class ViTConfig(TransformerGeometry):
     """
 
     type: ClassVar[str] = "vit"
-    image_size: int = 224
     patch_size: int = 32
-    width: int = 768
-    layers: int = 12
-    heads: int = 12
-    mlp_ratio: float = 4.0
     activation: TowerActivation | None = None
     norm_eps: float | None = None
 
@@ -133,7 +153,7 @@ register_vision_config(ResNetConfig)
 
 
 @dataclass(frozen=True)
-class TextConfig(TransformerGeometry):
+class TextConfig(TextTransformerGeometry):
     """Causal text transformer with EOT pooling.
 
     ``eot_token_id=None`` pools at the argmax of the token ids (OpenAI; EOT is the largest
@@ -141,13 +161,6 @@ class TextConfig(TransformerGeometry):
     """
 
     type: ClassVar[str] = "clip"
-    section: ClassVar[str] = "text"
-    context_length: int = 77
-    vocab_size: int = 49408
-    width: int = 512
-    heads: int = 8
-    layers: int = 12
-    mlp_ratio: float = 4.0
     eot_token_id: int | None = None
     activation: TowerActivation | None = None
     norm_eps: float | None = None

@@ -13,8 +13,9 @@ from typing import ClassVar, Literal
 
 from .engine import ConfigError
 from .model_config import (
+    ImageTransformerGeometry,
+    TextTransformerGeometry,
     TowerActivation,
-    TransformerGeometry,
     register_text_config,
     register_vision_config,
 )
@@ -23,7 +24,7 @@ from .param_counts import layer_norm, register_parameter_counter, transformer
 
 @register_vision_config
 @dataclass(frozen=True)
-class SigLipVisionConfig(TransformerGeometry):
+class SigLipVisionConfig(ImageTransformerGeometry):
     """SigLIP image tower: biased patch conv, no class token, pre-LN ViT, MAP head.
 
     ``image_size`` need not be a multiple of ``patch_size``: the patch convolution drops the
@@ -33,12 +34,6 @@ class SigLipVisionConfig(TransformerGeometry):
     """
 
     type: ClassVar[str] = "siglip_vit"
-    image_size: int = 224
-    patch_size: int = 16
-    width: int = 768
-    layers: int = 12
-    heads: int = 12
-    mlp_ratio: float = 4.0
     activation: TowerActivation | None = None
     proj: bool = False
 
@@ -52,7 +47,7 @@ class SigLipVisionConfig(TransformerGeometry):
 
 @register_text_config
 @dataclass(frozen=True)
-class SigLipTextConfig(TransformerGeometry):
+class SigLipTextConfig(TextTransformerGeometry):
     """SigLIP text tower: bidirectional transformer, pooled at the last position.
 
     Sequences are always padded to ``context_length`` (the pooled position is the last one,
@@ -61,13 +56,10 @@ class SigLipTextConfig(TransformerGeometry):
     """
 
     type: ClassVar[str] = "siglip_text"
-    section: ClassVar[str] = "text"
     context_length: int = 64
     vocab_size: int = 32000
     width: int = 768
     heads: int = 12
-    layers: int = 12
-    mlp_ratio: float = 4.0
     activation: TowerActivation | None = None
     proj: Literal["linear", "none"] = "linear"
 

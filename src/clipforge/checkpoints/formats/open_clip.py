@@ -81,16 +81,19 @@ def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
     )
 
 
+#: open_clip ``text_cfg`` keys that are a text tower config's fields under the same names
+TEXT_GEOMETRY_KEYS = ("context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio")
+
+
+def text_geometry(text: dict[str, Any]) -> dict[str, Any]:
+    """The transformer geometry an open_clip ``text_cfg`` sets (absent keys: the tower
+    config's defaults, which are open_clip's)."""
+    return {key: text[key] for key in TEXT_GEOMETRY_KEYS if key in text}
+
+
 def text_config_to_native(text: dict[str, Any]) -> TextConfig:
     """open_clip ``text_cfg`` of CLIP's causal text transformer → :class:`TextConfig`."""
-    return TextConfig(
-        context_length=text.get("context_length", 77),
-        vocab_size=text.get("vocab_size", 49408),
-        width=text.get("width", 512),
-        heads=text.get("heads", 8),
-        layers=text.get("layers", 12),
-        mlp_ratio=text.get("mlp_ratio", 4.0),
-    )
+    return TextConfig(**text_geometry(text))
 
 
 def config_from_native(cfg: ClipConfig) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import torch
 from ...configs import ClipConfig, ConfigError, SigLipTextConfig, SigLipVisionConfig
 from ...tokenizer.sentencepiece import SentencePieceTokenizer
 from .base import CheckpointFormat, LayoutFamily
-from .open_clip import register_family
+from .open_clip import register_family, text_geometry
 from .renames import Renames
 
 __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
@@ -136,12 +136,7 @@ def _text_to_native(text: dict[str, Any]) -> SigLipTextConfig:
     if proj == "linear" and not text.get("proj_bias"):
         raise ConfigError("SigLIP text projection must be biased (proj_bias: true)")
     return SigLipTextConfig(
-        context_length=text.get("context_length", 64),
-        vocab_size=text.get("vocab_size", 32000),
-        width=text.get("width", 768),
-        heads=text.get("heads", 12),
-        layers=text.get("layers", 12),
-        mlp_ratio=text.get("mlp_ratio", 4.0),
+        **text_geometry(text),
         activation="gelu_tanh" if tanh else None,
         proj=proj,
     )
