@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -35,6 +35,16 @@ class LoadedCheckpoint:
     tokenizer: Any = None
 
 
+class KeyTranslation(Protocol):
+    """The translations a key-layout module defines (a module satisfies this protocol)."""
+
+    def config_to_native(self, config: dict[str, Any]) -> ClipConfig: ...
+    def config_from_native(self, config: ClipConfig) -> dict[str, Any]: ...
+    def to_native(self, state: StateDict) -> StateDict: ...
+    def from_native(self, state: StateDict) -> StateDict: ...
+    def matches(self, state: StateDict) -> bool: ...
+
+
 @dataclass(frozen=True)
 class LayoutFamily:
     """A model family whose checkpoints in a directory format need their own translation
@@ -56,6 +66,21 @@ class LayoutFamily:
     to_native: Callable[[StateDict], StateDict]
     from_native: Callable[[StateDict], StateDict]
     read_tokenizer: Callable[[Path], Any] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        layout: KeyTranslation,
+        *,
+        owns_config: Callable[[dict[str, Any]], bool],
+        owns_model: Callable[[ClipConfig], bool],
+        read_tokenizer: Callable[[Path], Any] | None = None,
+    ) -> LayoutFamily:
+        """The family whose translations are ``layout``'s (usually the calling module)."""
+        return cls(name, owns_config, owns_model, layout.config_to_native,
+                   layout.config_from_native, layout.to_native, layout.from_native,
+                   read_tokenizer)  # fmt: skip
 
 
 class Families(Registry[LayoutFamily]):
@@ -107,6 +132,11 @@ class CheckpointFormat:
     read_dir: DirReader | None = None
     write_dir: DirWriter | None = None
     priority: int = 0
+
+    @classmethod
+    def of_state_layout(cls, name: str, layout: KeyTranslation, priority: int) -> CheckpointFormat:
+        """A format for bare state dicts in ``layout``'s keys (recognised by its ``matches``)."""
+        return cls(name, layout.to_native, layout.from_native, layout.matches, priority=priority)
 
     @property
     def marker_file(self) -> str | None:

@@ -13,14 +13,15 @@ dims of ``cls_token``/``pos_embed`` are dropped.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from ...configs import ClipConfig, ConfigError, TextConfig
 from ...configs.eva import EvaVisionConfig
-from .base import CheckpointFormat, LayoutFamily
+from .base import CheckpointFormat, KeyTranslation, LayoutFamily
 from .open_clip import (
     _UNSUPPORTED_TEXT,
     _reject_unsupported,
@@ -260,21 +261,18 @@ def _owns_config(model_cfg: dict[str, Any]) -> bool:
     return dict(model_cfg.get("vision_cfg") or {}).get("timm_model_name") in TRUNKS
 
 
+#: this module defines the KeyTranslation functions (typed as such for the checker)
+_LAYOUT = cast(KeyTranslation, sys.modules[__name__])
+
 register_family(
-    LayoutFamily(
-        name="eva",
+    LayoutFamily.of(
+        "eva",
+        _LAYOUT,
         owns_config=_owns_config,
         owns_model=lambda cfg: isinstance(cfg.vision, EvaVisionConfig),
-        config_to_native=config_to_native,
-        config_from_native=config_from_native,
-        to_native=to_native,
-        from_native=from_native,
     )
 )
 
 #: bare open_clip EVA state dicts are recognised by their ``visual.trunk.*`` keys, before
 #: clipforge's own layout (they share its ``text.*`` keys, as open_clip's CustomTextCLIP does)
-FORMAT = CheckpointFormat(
-    name="open_clip_eva", matches=matches, to_native=to_native, from_native=from_native,
-    priority=40,
-)  # fmt: skip
+FORMAT = CheckpointFormat.of_state_layout("open_clip_eva", _LAYOUT, priority=40)

@@ -10,12 +10,13 @@ dimensions of ``probe``, ``logit_scale`` and ``logit_bias``.
 from __future__ import annotations
 
 import re
-from typing import Any
+import sys
+from typing import Any, cast
 
 import torch
 
 from ...configs import ClipConfig, ConfigError, SigLipTextConfig, SigLipVisionConfig
-from .base import CheckpointFormat, LayoutFamily
+from .base import CheckpointFormat, KeyTranslation, LayoutFamily
 from .hf import register_family
 from .renames import Renames
 from .siglip_keys import read_tokenizer
@@ -197,21 +198,18 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
     }  # fmt: skip
 
 
+#: this module defines the KeyTranslation functions (typed as such for the checker)
+_LAYOUT = cast(KeyTranslation, sys.modules[__name__])
+
 register_family(
-    LayoutFamily(
-        name="siglip",
+    LayoutFamily.of(
+        "siglip",
+        _LAYOUT,
         owns_config=lambda config_json: config_json.get("model_type") == "siglip",
         owns_model=lambda cfg: isinstance(cfg.vision, SigLipVisionConfig),
-        config_to_native=config_to_native,
-        config_from_native=config_from_native,
-        to_native=to_native,
-        from_native=from_native,
         read_tokenizer=read_tokenizer,
     )
 )
 
 #: bare ``SiglipModel`` state dicts, recognised before CLIPModel's (shared tower prefixes)
-FORMAT = CheckpointFormat(
-    name="hf_siglip", matches=matches, to_native=to_native, from_native=from_native,
-    priority=12,
-)  # fmt: skip
+FORMAT = CheckpointFormat.of_state_layout("hf_siglip", _LAYOUT, priority=12)

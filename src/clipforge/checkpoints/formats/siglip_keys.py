@@ -10,15 +10,16 @@ tensors change shape: timm's ``pos_embed`` ``(1, L, C)`` ↔ ``positional_embedd
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from ...configs import ClipConfig, ConfigError, SigLipTextConfig, SigLipVisionConfig
 from ...tokenizer.sentencepiece import SentencePieceTokenizer
-from .base import CheckpointFormat, LayoutFamily
+from .base import CheckpointFormat, KeyTranslation, LayoutFamily
 from .open_clip import register_family, text_geometry
 from .renames import Renames
 
@@ -208,22 +209,19 @@ def _owns_config(model_cfg: dict[str, Any]) -> bool:
     return _TRUNK_NAME.match(str(vision.get("timm_model_name"))) is not None
 
 
+#: this module defines the KeyTranslation functions (typed as such for the checker)
+_LAYOUT = cast(KeyTranslation, sys.modules[__name__])
+
 register_family(
-    LayoutFamily(
-        name="siglip",
+    LayoutFamily.of(
+        "siglip",
+        _LAYOUT,
         owns_config=_owns_config,
         owns_model=lambda cfg: isinstance(cfg.vision, SigLipVisionConfig),
-        config_to_native=config_to_native,
-        config_from_native=config_from_native,
-        to_native=to_native,
-        from_native=from_native,
         read_tokenizer=read_tokenizer,
     )
 )
 
 #: bare open_clip SigLIP state dicts (timm trunk under ``visual.trunk.``), recognised before
 #: clipforge's own layout (they share its ``text.*`` keys)
-FORMAT = CheckpointFormat(
-    name="open_clip_siglip", matches=matches, to_native=to_native, from_native=from_native,
-    priority=40,
-)  # fmt: skip
+FORMAT = CheckpointFormat.of_state_layout("open_clip_siglip", _LAYOUT, priority=40)
