@@ -7,6 +7,7 @@ import errno
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -60,18 +61,21 @@ def test_second_writer_is_refused_with_the_holders_pid(built, model):
 def test_writer_waits_with_a_timeout_then_proceeds(built, model):
     photos, db = built
     write_images(photos, 2, start=50)
+    held = threading.Event()
+
+    def hold() -> None:  # flock conflicts between two open()s, even in one process
+        with writer_lock(db):
+            held.set()
+            time.sleep(1.0)
+
+    holder = threading.Thread(target=hold)
     with clipforge.Index.open(db, model, lock_timeout=30) as index:
-        holder = subprocess.Popen(
-            [sys.executable, "-c", "import sys, time\nfrom clipforge.index.locking import "
-             "writer_lock\nwith writer_lock(sys.argv[1]):\n    print('held', flush=True)\n"
-             "    time.sleep(1.5)", str(db)],
-            env=_env(), stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert holder.stdout.readline().strip() == "held"
+        holder.start()
+        assert held.wait(10)
         start = time.monotonic()
         report = index.sync([photos])
         assert time.monotonic() - start >= 0.5
-        holder.wait(10)
+        holder.join(10)
         assert report.added == 2 and len(index) == 8
 
 
@@ -171,16 +175,21 @@ def test_missing_root_cli_exit_1(tmp_path):
         assert len(index) == 3
 
 
-def test_fifo_and_device_link_are_skipped_without_opening(tmp_path):
-    ckpt = clipforge.save(tiny_model(), tmp_path / "tiny")
+def test_fifo_and_device_link_are_skipped_without_opening(tmp_path, model):
     photos = tmp_path / "photos"
     write_images(photos, 3)
     os.mkfifo(photos / "trap.png")
     (photos / "zero.jpg").symlink_to("/dev/zero")
     db = tmp_path / "db"
-    cmd = [sys.executable, "-m", "clipforge.cli", "index", str(photos), "--db", str(db),
-           "--model", str(ckpt)]  # fmt: skip
-    subprocess.run(cmd, env=_env(), check=True, timeout=120, capture_output=True)
+
+    def index_folder() -> None:  # opening the FIFO would block this thread, not the test
+        with clipforge.Index.open(db, model) as index:
+            index.sync([photos])
+
+    worker = threading.Thread(target=index_folder, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "indexing blocked on the FIFO or /dev/zero"
     with clipforge.Index.open(db, create=False) as index:
         reasons = dict(index.errors())
         assert len(index) == 3
