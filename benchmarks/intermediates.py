@@ -26,6 +26,7 @@ from collections.abc import Callable
 import torch
 
 import clipforge
+from results import write_result
 
 
 def _rows(model: clipforge.CLIP, images: torch.Tensor) -> dict[str, Callable[[], object]]:
@@ -71,6 +72,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
+    rows = []
     for name in args.models:
         result = measure(name, args.batch, args.reps)
         base = result["encode_image"]
@@ -78,10 +80,13 @@ def main() -> None:
         print(f"\n{name} ({layers} blocks; median of {args.reps} interleaved reps)")
         for row, seconds in result.items():
             print(f"  {row:<26} {seconds * 1000:8.1f} ms   x{seconds / base:.3f}")
+            rows.append({"model": name, "call": row, "ms_per_batch": round(seconds * 1000, 1),
+                         "vs_encode_image": round(seconds / base, 3)})  # fmt: skip
         saved = result["penultimate, full pass"] - result["penultimate + stop_early"]
         print(f"  stop_early saves {saved * 1000:.1f} ms "
               f"({saved / result['penultimate, full pass']:.1%}; one block = "
               f"{1 / layers:.1%} of the blocks)")  # fmt: skip
+    write_result("intermediates", {"batch": args.batch, "reps": args.reps, "rows": rows})
 
 
 if __name__ == "__main__":
