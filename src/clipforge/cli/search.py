@@ -131,8 +131,19 @@ def index(
         f"{report.unchanged}, failed {len(report.failed)} in {report.seconds:.1f} s "
         f"({rate:.1f} images/s); {info['images']} images, index {info['store']}"
     )
+    if report.videos:
+        typer.echo(video_summary(report))
     if report.failed:
         err_console.print(f"[yellow]{len(report.failed)} file(s) failed: see --errors[/yellow]")
+
+
+def video_summary(report) -> str:
+    """One line: videos embedded, their length and the speed in seconds per hour of video."""
+    count = f"{report.videos} video{'s' if report.videos != 1 else ''}"
+    return (
+        f"{count} ({report.video_seconds / 60:.1f} min) in {report.video_index_seconds:.1f} s: "
+        f"{report.seconds_per_video_hour:.0f} s per hour of video"
+    )
 
 
 def _date(text: str | None) -> float | None:
@@ -184,7 +195,8 @@ def search(
         print_json([h.to_dict() for h in hits])
         return
     for hit in hits:
-        typer.echo(f"{hit.score:.4f}\t{hit.path}")
+        at = "" if hit.timestamp is None else f" @ {hit.timestamp:.1f} s"
+        typer.echo(f"{hit.score:.4f}\t{hit.path}{at}")
 
 
 def serve(
