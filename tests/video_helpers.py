@@ -36,7 +36,9 @@ def write_video(
             for i in range(frames):
                 pixels = base.copy()
                 column = (frame_no * 3) % size[0]
-                pixels[:, column : column + 2] = np.clip(pixels[:, column : column + 2] + 12, 0, 255)
+                pixels[:, column : column + 2] = np.clip(
+                    pixels[:, column : column + 2] + 12, 0, 255
+                )
                 frame = av.VideoFrame.from_ndarray(pixels.astype(np.uint8), format="rgb24")
                 frame.pts = frame_no
                 for packet in stream.encode(frame):

@@ -81,9 +81,7 @@ def insert_frames(
         ],
     )
     if ids:  # the next image row (AUTOINCREMENT) starts after the frames' ids
-        db.execute(
-            "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'images'", (ids[-1],)
-        )
+        db.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'images'", (ids[-1],))
     db.execute(
         "INSERT OR REPLACE INTO videos VALUES (?, ?, ?, ?)",
         (image_id, float(duration), count, float(seconds)),

@@ -158,6 +158,16 @@ def sample_frames(
                 break
 
 
+def poster(source: Any) -> Image.Image:
+    """The first frame of a video (path or binary file object), for thumbnails."""
+    try:
+        for _, image in sample_frames(source, VideoSampling(max_frames=1)):
+            return image
+    except (require_av().error.FFmpegError, OSError, ValueError) as exc:
+        raise VideoDecodeError(f"cannot decode video: {exc}") from exc
+    raise VideoDecodeError("cannot decode video: no frames")
+
+
 def embed_video(
     model: ClipModel, path: str, options: VideoSampling, batch_size: int = 32
 ) -> tuple[list[float], np.ndarray, SampledVideo]:
