@@ -156,10 +156,7 @@ class FrameAwareStore:
     def __init__(self, inner: VectorStore, db: sqlite3.Connection) -> None:
         self.inner = inner
         self.db = db
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
+        self.dim = inner.dim
 
     def __len__(self) -> int:
         return len(self.inner)

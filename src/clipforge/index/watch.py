@@ -209,4 +209,8 @@ def _stop_on_sigint(stop: threading.Event) -> Callable[[], None]:
         stop.set()
 
     signal.signal(signal.SIGINT, handler)
-    return lambda: signal.signal(signal.SIGINT, previous)
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, previous)
+
+    return restore
