@@ -48,10 +48,23 @@ def test_near_identical_frames_are_dropped_and_slow_changes_sampled(tmp_path):
     # the max interval does pick frames of the static shot; they are near-identical, dropped
     kept_all = _timestamps(path, duplicate_threshold=0.0)
     assert kept_all == pytest.approx([0.0, 1.0, 11.0])
-    fade = [(np.full((48, 64, 3), 8 * i, np.int16), 10) for i in range(30)]  # 30 s, slow
+    fade = [(np.full((48, 64, 3), 20 + i * 2 // 3, np.int16), 1) for i in range(300)]  # 30 s
     write_video(tmp_path / "fade.mp4", fade, fps=FPS)
     got = _timestamps(tmp_path / "fade.mp4", max_interval_s=5.0)
     assert got == pytest.approx([0.0, 5.0, 10.0, 15.0, 20.0, 25.0])
+
+
+def test_a_cut_between_similar_shots_is_found_against_the_recent_motion(tmp_path):
+    shots = []
+    for i, colour in enumerate(COLOURS[:4]):  # same grey, a small square moves and recolours
+        picture = np.full((48, 64, 3), 90, np.int16)
+        picture[8 + 6 * i : 20 + 6 * i, 6 + 12 * i : 18 + 12 * i] = colour
+        shots.append((picture, 25))
+    starts = write_video(tmp_path / "similar.mp4", shots, fps=FPS)
+    got = _timestamps(tmp_path / "similar.mp4")
+    assert np.abs(np.asarray(got) - np.asarray(starts)).max() <= 2 * FRAME + 1e-6
+    absolute_only = _timestamps(tmp_path / "similar.mp4", adaptive_ratio=1e9)
+    assert absolute_only == [0.0]  # each change is far below the absolute threshold
 
 
 def test_sampler_reports_size_and_duration(tmp_path):

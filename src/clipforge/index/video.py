@@ -1,23 +1,28 @@
 """Videos in the index: frames sampled at scene changes, each searchable with its timestamp.
 
 Sampling (:class:`VideoSampling`) decodes every frame with PyAV (``pip install
-'clipforge[video]'``, the ``av`` package) and measures each against the previous one on a
-16x16 RGB downscale (FFmpeg's area filter): the *mean absolute difference* of the 768
-values, on the 0-255 scale. A frame is sampled when
+'clipforge[video]'``, the ``av`` package) and measures its *change*: the mean absolute
+difference from the previous frame of a 16x16 RGB downscale (FFmpeg's area filter; 768
+values on the 0-255 scale). A frame is sampled when
 
 - it is the first frame;
-- it differs from the previous frame by at least ``scene_threshold`` (a cut), or
+- its change is at least ``scene_threshold`` (a hard cut between different shots);
+- its change is at least ``min_change`` and ``adaptive_ratio`` times the mean change of the
+  ``adaptive_window`` frames before it plus 0.5 (a spike against the recent motion: a cut
+  between similar-looking shots, as in PySceneDetect's adaptive detector); or
 - ``max_interval_s`` seconds have passed since the last sample (slow changes, fades);
 
-and a sampled frame is dropped when it differs from the last *kept* frame by less than
-``duplicate_threshold`` (a static shot, or a cut back to the same picture). The kept frames
-are embedded like images; the first becomes the video's ``images`` row, the others
-``frames`` rows (:mod:`.frames`). Searches return each video once, at its best frame.
+and a sampled frame is dropped when its mean absolute difference from the last *kept*
+frame is below ``duplicate_threshold`` (a static shot, or a cut back to the same picture).
+The kept frames are embedded like images; the first becomes the video's ``images`` row,
+the others ``frames`` rows (:mod:`.frames`). Searches return each video once, at its best
+frame.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,21 +70,30 @@ class VideoSampling:
     """Which frames of a video are indexed (module docstring: the measure).
 
     Attributes:
-        scene_threshold: mean absolute difference (0-255) of consecutive 16x16 RGB frames
-            that marks a scene change.
+        scene_threshold: a change (mean absolute difference, 0-255, of consecutive 16x16
+            RGB frames) this large is always a scene change.
+        adaptive_ratio, adaptive_window, min_change: a change of at least ``min_change``
+            and ``adaptive_ratio`` times the mean of the previous ``adaptive_window``
+            changes (plus 0.5) is a scene change too.
         max_interval_s: the longest stretch of video without a sampled frame.
         duplicate_threshold: a sampled frame this close to the last kept one is dropped.
         max_frames: at most this many frames per video (the first ones are kept).
     """
 
     scene_threshold: float = 24.0
+    adaptive_ratio: float = 3.0
+    adaptive_window: int = 16
+    min_change: float = 2.0
     max_interval_s: float = 10.0
-    duplicate_threshold: float = 4.0
+    duplicate_threshold: float = 2.0
     max_frames: int = 20_000
 
     def __post_init__(self) -> None:
         checks = {
             "scene_threshold": 0 < self.scene_threshold <= 255,
+            "adaptive_ratio": self.adaptive_ratio > 1,
+            "adaptive_window": self.adaptive_window >= 1,
+            "min_change": 0 <= self.min_change <= 255,
             "max_interval_s": self.max_interval_s > 0,
             "duplicate_threshold": 0 <= self.duplicate_threshold <= 255,
             "max_frames": self.max_frames >= 1,
@@ -112,6 +126,24 @@ def _difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).mean())
 
 
+class _CutDetector:
+    """Scene changes: a large change, or a spike against the recent changes."""
+
+    def __init__(self, options: VideoSampling) -> None:
+        self.options = options
+        self.previous: np.ndarray | None = None
+        self.recent: deque[float] = deque(maxlen=options.adaptive_window)
+
+    def is_cut(self, small: np.ndarray) -> bool:
+        previous, self.previous = self.previous, small
+        if previous is None:
+            return False
+        change, o = _difference(small, previous), self.options
+        spike = bool(self.recent) and change >= o.adaptive_ratio * (np.mean(self.recent) + 0.5)
+        self.recent.append(change)
+        return change >= o.scene_threshold or (change >= o.min_change and spike)
+
+
 @dataclass
 class SampledVideo:
     """What :func:`sample_frames` found besides the frames: size and duration."""
@@ -136,7 +168,8 @@ def sample_frames(
         stream.thread_type = "AUTO"
         rate = float(stream.average_rate or 25)
         info.width, info.height = stream.codec_context.width, stream.codec_context.height
-        previous = kept = None
+        cuts = _CutDetector(options)
+        kept = None
         last = -np.inf
         count = 0
         for frame in container.decode(stream):
@@ -144,8 +177,7 @@ def sample_frames(
             info.decoded += 1
             info.duration = max(info.duration, t + 1 / rate)
             small = _small(frame)
-            cut = previous is not None and _difference(small, previous) >= options.scene_threshold
-            previous = small
+            cut = cuts.is_cut(small)
             if kept is not None and not cut and t - last < options.max_interval_s:
                 continue
             last = t
