@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import clipforge
 from clipforge.cli import app
-from clipforge.index import Filters
+from clipforge.index import Filters, IndexRepairedWarning
 from clipforge.index.video import AV_MISSING, SampledVideo, VideoSampling, sample_frames
 from tests.conftest import tiny_model
 from tests.index_helpers import write_images
@@ -205,3 +205,27 @@ def test_cli_json_carries_timestamps_and_the_summary_speed(tmp_path, model):
     assert hits[0]["timestamp"] == pytest.approx(starts[3], abs=2 * FRAME)
     text = runner.invoke(app, ["search", "--image", str(tmp_path / "query.png"), "--db", db])
     assert f"clip.mp4 @ {hits[0]['timestamp']:.1f} s" in text.stdout
+
+
+def test_a_crash_between_the_video_commit_and_the_vector_file_is_repaired(tmp_path, model):
+    folder, starts = _library(tmp_path)
+    video = folder / "clip.mp4"
+    video.rename(tmp_path / "later.mp4")
+    index = clipforge.Index.open(tmp_path / "db", model)
+    index.sync([folder])
+    (tmp_path / "later.mp4").rename(video)
+
+    def crash(ids, vectors):
+        raise KeyboardInterrupt  # the process dies after SQLite committed the video
+
+    index.store.inner.add = crash  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        index.sync([folder])
+    index.close()
+    with pytest.warns(IndexRepairedWarning):
+        reopened = clipforge.Index.open(tmp_path / "db", model)
+    _consistent(reopened)
+    assert len(reopened.store) == 5 + len(starts)
+    hit = reopened.search(image=_colour_image(COLOURS[3]), k=1)[0]
+    assert hit.path == str(video) and hit.timestamp == pytest.approx(starts[3], abs=2 * FRAME)
+    assert reopened.sync([folder]).unchanged == 6  # committed: not embedded again
