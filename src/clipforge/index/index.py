@@ -55,16 +55,11 @@ class IndexReport:
     @property
     def seconds_per_video_hour(self) -> float | None:
         """Indexing time per hour of video embedded in this run."""
-        if not self.video_seconds:
-            return None
-        return self.video_index_seconds / (self.video_seconds / 3600)
+        return self.video_index_seconds * 3600 / self.video_seconds if self.video_seconds else None
 
     def to_dict(self) -> dict:
-        return {
-            **self.__dict__,
-            "failed": [list(f) for f in self.failed],
-            "seconds_per_video_hour": self.seconds_per_video_hour,
-        }
+        out = {**self.__dict__, "failed": [list(f) for f in self.failed]}
+        return out | {"seconds_per_video_hour": self.seconds_per_video_hour}
 
 
 @dataclass
@@ -212,10 +207,9 @@ class Index:
         with self.writing():
             self._rehash = rehash
             pending, later = self._plan(expand(paths), report)
-            videos = [p for p in pending if is_video(p.path)]
-            pending = [p for p in pending if not is_video(p.path)]
-            self._embed(pending, report, batch_size, num_workers, progress)
-            index_videos(self, videos, report, batch_size)
+            images = [p for p in pending if not is_video(p.path)]
+            self._embed(images, report, batch_size, num_workers, progress)
+            index_videos(self, [p for p in pending if is_video(p.path)], report, batch_size)
             self._record_duplicates(later, report)
             self._persist()
         report.seconds = time.perf_counter() - start

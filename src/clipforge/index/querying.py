@@ -155,7 +155,7 @@ def near_duplicates(index: Index, threshold: float = 0.95, neighbours: int = 16)
     """Groups of paths whose images are at cosine similarity >= ``threshold`` (connected
     components over each image's nearest ``neighbours``), exact copies included."""
     ids, vectors = index.meta.vectors(None, index._dim)
-    keep = np.isin(ids, frames.file_ids(index.meta.db))  # images and videos, not their further frames
+    keep = np.isin(ids, frames.file_ids(index.meta.db))  # files, not a video's further frames
     ids, vectors = ids[keep], vectors[keep]
     parent = {int(i): int(i) for i in ids}
 
