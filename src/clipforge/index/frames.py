@@ -15,6 +15,7 @@ A crash in between leaves only stale backend ids, which reconciling by content r
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Sequence
 
@@ -174,8 +175,11 @@ class FrameAwareStore:
     def remove(self, ids: np.ndarray) -> None:
         gone = np.fromiter((r[0] for r in self.db.execute("SELECT id FROM frames_gone")), np.int64)
         self.inner.remove(np.concatenate([np.asarray(ids, np.int64).reshape(-1), gone]))
-        if len(gone):
-            self.db.executemany("DELETE FROM frames_gone WHERE id = ?", [(int(i),) for i in gone])
+        if len(gone):  # bookkeeping only (reconciling compares ids by content): best effort
+            with contextlib.suppress(sqlite3.OperationalError):
+                self.db.executemany(
+                    "DELETE FROM frames_gone WHERE id = ?", [(int(i),) for i in gone]
+                )
 
     def ids(self) -> np.ndarray:
         return self.inner.ids()
