@@ -32,7 +32,13 @@ architecture comes from the checkpoint and what it was trained on from the run's
 
 Usage: python benchmarks/search.py [--n 100000] [--skip-vectors | --skip-synthetic]
        [--skip-serve] [--skip-flickr] [--weights RUN_OR_CKPT] [--flickr-weights RUN_OR_CKPT]
-       [--flickr-train TSV]
+       [--flickr-train TSV] [--skip-video] [--video-weights CKPT] [--video-steps 500]
+       [--video-count 30] [--video-speed-s 60]
+
+4. Video (``search_video.py``): text→moment recall@10 over generated videos of procedural
+   scenes with a model trained on procedural data (and with random weights: chance), and
+   indexing speed in seconds per hour of video (a 720p30 H.264 clip, tiny model and
+   ViT-B-32).
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from clipforge.index import Index, StoreOptions
 from clipforge.index.faiss_store import FaissStore
 from clipforge.index.metadata import ImageRow
 from results import write_result
+from search_video import bench_video
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CLIP_RETRIEVAL_QPS = 20  # clip-retrieval back end, as published (~50 ms, ~20 queries/s)
@@ -505,6 +512,11 @@ def main() -> None:
     parser.add_argument("--skip-synthetic", action="store_true", help="only the CIFAR-10 rows")
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--skip-flickr", action="store_true")
+    parser.add_argument("--skip-video", action="store_true")
+    parser.add_argument("--video-weights", default=None, help="procedural model (else trained)")
+    parser.add_argument("--video-steps", type=int, default=500, help="training without weights")
+    parser.add_argument("--video-count", type=int, default=30, help="generated videos")
+    parser.add_argument("--video-speed-s", type=float, default=60, help="720p clip seconds")
     args = parser.parse_args()
     args.flickr_weights = args.flickr_weights or args.weights
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
@@ -516,6 +528,8 @@ def main() -> None:
         bench_serve(args)
     if not args.skip_flickr:
         bench_flickr(args)
+    if not args.skip_video:
+        ROWS.extend(bench_video(args))
     write_result("search", {"rows": ROWS})
 
 

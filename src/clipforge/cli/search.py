@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -91,11 +92,18 @@ def index(
     wait: float = typer.Option(
         None, "--wait", help="Seconds to wait for another writer of --db (default: none)."
     ),
+    watch: bool = typer.Option(
+        False, "--watch", help="Then keep the index current as files change (Ctrl-C stops)."
+    ),
+    debounce: float = typer.Option(
+        0.5, "--debounce", min=0.01, max=60.0, help="--watch: quiet seconds before updating."
+    ),
     batch_size: int = BATCH,
     workers: int = WORKERS,
     as_json: bool = JSON,
 ) -> None:
-    """Index images incrementally: new/changed files embedded, deleted ones dropped."""
+    """Index images and videos incrementally: new/changed files embedded, deleted ones
+    dropped; with --watch, kept current as files are added, changed, moved and deleted."""
     from clipforge.index import StoreOptions
 
     options = None  # keep the index's recorded options unless one is given
@@ -114,6 +122,10 @@ def index(
     opened = _open(
         db, model, weights, pretrained, options=options, backend=backend, lock_timeout=wait or 0
     )
+    if watch:
+        _watch(opened, dirs, debounce, as_json, rehash=rehash, batch_size=batch_size,
+               num_workers=workers, progress=False)  # fmt: skip
+        return
     with opened as idx:
         report = idx.sync(
             dirs, prune_missing=prune_missing, rehash=rehash, batch_size=batch_size, num_workers=workers,
@@ -131,8 +143,43 @@ def index(
         f"{report.unchanged}, failed {len(report.failed)} in {report.seconds:.1f} s "
         f"({rate:.1f} images/s); {info['images']} images, index {info['store']}"
     )
+    if report.videos:
+        typer.echo(video_summary(report))
     if report.failed:
         err_console.print(f"[yellow]{len(report.failed)} file(s) failed: see --errors[/yellow]")
+
+
+def _watch(idx, dirs: list[Path], debounce: float, as_json: bool, **add_options) -> None:
+    """``clipforge index --watch``: one line (or JSON object) per update until Ctrl-C."""
+    from clipforge.index.watch import WatchOptions, watch
+
+    def show(report) -> None:
+        if as_json:
+            typer.echo(json.dumps(report.to_dict()))
+            return
+        changed = report.added + report.replaced + report.renamed + report.removed
+        typer.echo(
+            f"{time.strftime('%H:%M:%S')} added {report.added}, re-embedded {report.replaced}, "
+            f"renamed {report.renamed}, removed {report.removed}, failed {len(report.failed)}"
+            f"; {len(idx)} indexed" + ("" if changed or report.failed else " (no change)")
+        )
+        if report.videos:
+            typer.echo(video_summary(report))
+
+    err_console.print(f"watching {', '.join(map(str, dirs))} — Ctrl-C stops")
+    with idx:
+        options = WatchOptions(debounce_s=debounce, max_delay_s=max(10.0, debounce))
+        watch(idx, dirs, options=options, on_update=show, **add_options)
+    err_console.print("stopped watching")
+
+
+def video_summary(report) -> str:
+    """One line: videos embedded, their length and the speed in seconds per hour of video."""
+    count = f"{report.videos} video{'s' if report.videos != 1 else ''}"
+    return (
+        f"{count} ({report.video_seconds / 60:.1f} min) in {report.video_index_seconds:.1f} s: "
+        f"{report.seconds_per_video_hour:.0f} s per hour of video"
+    )
 
 
 def _date(text: str | None) -> float | None:
@@ -184,7 +231,8 @@ def search(
         print_json([h.to_dict() for h in hits])
         return
     for hit in hits:
-        typer.echo(f"{hit.score:.4f}\t{hit.path}")
+        at = "" if hit.timestamp is None else f" @ {hit.timestamp:.1f} s"
+        typer.echo(f"{hit.score:.4f}\t{hit.path}{at}")
 
 
 def serve(

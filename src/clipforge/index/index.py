@@ -22,7 +22,7 @@ import torch
 
 from ..embedding import stream_image_embeddings
 from ..models.protocols import ClipModel
-from . import reconcile
+from . import frames, reconcile
 from .locking import IndexLockedError, RootNotFoundError, write_errors, writer_lock
 from .metadata import ImageRow, MetadataStore, file_identity
 from .opening import _check_model, file_kind, require_index
@@ -30,6 +30,7 @@ from .query import Filters, SearchHit
 from .querying import query_vector, search_vectors
 from .scan import expand, file_sha256, image_size
 from .store import StoreOptions, VectorStore
+from .video import VideoSampling, index_videos, is_video
 
 TUNE_QUERIES = 200
 MAX_K = 10_000
@@ -47,9 +48,18 @@ class IndexReport:
     removed: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    videos: int = 0  # videos embedded, their duration and the time it took (seconds)
+    video_seconds: float = 0.0
+    video_index_seconds: float = 0.0
+
+    @property
+    def seconds_per_video_hour(self) -> float | None:
+        """Indexing time per hour of video embedded in this run."""
+        return self.video_index_seconds * 3600 / self.video_seconds if self.video_seconds else None
 
     def to_dict(self) -> dict:
-        return {**self.__dict__, "failed": [list(f) for f in self.failed]}
+        out = {**self.__dict__, "failed": [list(f) for f in self.failed]}
+        return out | {"seconds_per_video_hour": self.seconds_per_video_hour}
 
 
 @dataclass
@@ -79,6 +89,7 @@ class Index:
         self.max_k = MAX_K
         self._writers = 0
         self._rehash = False
+        self.video_sampling = VideoSampling()
 
     @classmethod
     def open(
@@ -112,6 +123,7 @@ class Index:
         elif options.__dict__ != saved:
             meta.set_meta("store_options", json.dumps(options.__dict__))
         store = reconcile.open_store(meta.get_meta("backend") or backend, path, dim, options)
+        store = frames.FrameAwareStore(store, meta.db)
         index = cls(path, meta, store, model)
         index.lock_timeout = lock_timeout
         index._reconcile()
@@ -171,6 +183,7 @@ class Index:
             "model": self.model_spec,
             "dim": int(self.meta.get_meta("dim") or 0),
             "store": self.store.describe(),
+            **frames.video_totals(self.meta.db),
         }
 
     # -- indexing -------------------------------------------------------------------
@@ -194,7 +207,9 @@ class Index:
         with self.writing():
             self._rehash = rehash
             pending, later = self._plan(expand(paths), report)
-            self._embed(pending, report, batch_size, num_workers, progress)
+            images = [p for p in pending if not is_video(p.path)]
+            self._embed(images, report, batch_size, num_workers, progress)
+            index_videos(self, [p for p in pending if is_video(p.path)], report, batch_size)
             self._record_duplicates(later, report)
             self._persist()
         report.seconds = time.perf_counter() - start

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import frames
 from .locking import IndexCorruptError
 
 SCHEMA = """
@@ -137,6 +138,7 @@ class MetadataStore:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
             migrate_file_identity(self.db)
+            frames.migrate(self.db)
             self.db.execute("SELECT COUNT(*) FROM images").fetchone()
         except sqlite3.DatabaseError as exc:
             self.db.close()
@@ -299,12 +301,15 @@ class MetadataStore:
 
     # -- vectors ---------------------------------------------------------------------
     def all_ids(self) -> np.ndarray:
-        return np.fromiter((r[0] for r in self.db.execute("SELECT id FROM images")), np.int64)
+        """Every searchable id: images and video frames (see :mod:`.frames`)."""
+        cursor = self.db.execute(f"SELECT id FROM {frames.VECTORS}")
+        return np.fromiter((r[0] for r in cursor), np.int64)
 
     def vectors(self, ids: np.ndarray | None = None, dim: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids, vectors)`` of the given ids (all rows if ``None``), in id order."""
+        """``(ids, vectors)`` of the given ids (all rows if ``None``, video frames included),
+        in id order."""
         if ids is None:
-            cursor = self.db.execute("SELECT id, vector FROM images ORDER BY id")
+            cursor = self.db.execute(f"SELECT id, vector FROM {frames.VECTORS} ORDER BY id")
             pairs = cursor.fetchall()
         else:
             pairs = []
@@ -313,7 +318,8 @@ class MetadataStore:
                 chunk = wanted[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 pairs += self.db.execute(
-                    f"SELECT id, vector FROM images WHERE id IN ({marks}) ORDER BY id", chunk
+                    f"SELECT id, vector FROM {frames.VECTORS} WHERE id IN ({marks}) ORDER BY id",
+                    chunk,
                 ).fetchall()
         out_ids = np.fromiter((p[0] for p in pairs), np.int64, len(pairs))
         if not pairs:

@@ -57,7 +57,10 @@ def _ns(value: datetime | float) -> int:
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One result: the image's id and metadata with its cosine similarity to the query."""
+    """One result: the image's id and metadata with its cosine similarity to the query.
+
+    ``timestamp``: for a video, the second of its best-matching sampled frame (else ``None``).
+    """
 
     id: int
     path: str
@@ -65,9 +68,10 @@ class SearchHit:
     width: int
     height: int
     mtime: float
+    timestamp: float | None = None
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "id": self.id,
             "path": self.path,
             "score": round(self.score, 6),
@@ -75,3 +79,6 @@ class SearchHit:
             "height": self.height,
             "mtime": self.mtime,
         }
+        if self.timestamp is not None:  # a video: the moment that matched
+            out["timestamp"] = round(self.timestamp, 3)
+        return out

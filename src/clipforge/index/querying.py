@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from ..embedding import embed_images, embed_texts
 from ..errors import UsageError
 from ..models.protocols import ClipModel
 from ..preprocess import decode_image
+from . import frames
 from .query import Filters, SearchHit
 
 if TYPE_CHECKING:
@@ -86,21 +88,55 @@ def search_vectors(
         allowed = index.meta.select_ids(where, params)
         if len(allowed) == 0:
             return [[] for _ in queries]
+    if not frames.has_frames(index.meta.db):
+        scores, ids = _ranked(index, queries, k, allowed)
+        return _hits(index, scores, ids, filters, {})
+    if allowed is not None:
+        allowed = frames.with_frames(index.meta.db, allowed)
+    total = len(index.store) if allowed is None else len(allowed)
+    fetch = k
+    while True:  # videos hold many frames: fetch more until k distinct files are found
+        scores, ids = _ranked(index, queries, fetch, allowed)
+        owners = frames.owners(index.meta.db, ids.ravel().tolist())
+        results = _hits(index, scores, ids, filters, owners)
+        if fetch >= total or all(len(hits) >= k for hits in results):
+            return [hits[:k] for hits in results]
+        fetch = min(total, fetch * 4)
+
+
+def _ranked(
+    index: Index, queries: np.ndarray, k: int, allowed: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     if allowed is not None and len(allowed) <= EXACT_SUBSET:
-        scores, ids = _exact(index, queries, k, allowed)
-    else:
-        scores, ids = index.store.search(queries, k, allowed)
-    rows = index.meta.rows(ids[ids >= 0].tolist())
+        return _exact(index, queries, k, allowed)
+    return index.store.search(queries, k, allowed)
+
+
+def _hits(
+    index: Index,
+    scores: np.ndarray,
+    ids: np.ndarray,
+    filters: Filters,
+    owners: dict[int, tuple[int, float]],
+) -> list[list[SearchHit]]:
+    """Hits in rank order; a video (its frames: ``owners``) once, at its best frame."""
+    files = {id_: owners.get(id_, (id_, None)) for id_ in ids[ids >= 0].tolist()}
+    rows = index.meta.rows({file for file, _ in files.values()})
     results = []
     for score_row, id_row in zip(scores, ids, strict=True):
-        hits = []
-        for score, id_ in zip(score_row.tolist(), id_row.tolist(), strict=True):
-            if id_ < 0 or id_ not in rows:
+        hits: list[SearchHit] = []
+        seen: set[int] = set()
+        for score, frame in zip(score_row.tolist(), id_row.tolist(), strict=True):
+            id_, timestamp = files.get(frame, (-1, None))
+            if id_ not in rows or id_ in seen:
                 continue
             if filters.min_score is not None and score < filters.min_score:
                 break
+            seen.add(id_)
             row = rows[id_]
             hits.append(SearchHit(id_, row.path, score, row.width, row.height, row.mtime_ns / 1e9))
+            if timestamp is not None:
+                hits[-1] = dataclasses.replace(hits[-1], timestamp=timestamp)
         results.append(hits)
     return results
 
@@ -119,6 +155,8 @@ def near_duplicates(index: Index, threshold: float = 0.95, neighbours: int = 16)
     """Groups of paths whose images are at cosine similarity >= ``threshold`` (connected
     components over each image's nearest ``neighbours``), exact copies included."""
     ids, vectors = index.meta.vectors(None, index._dim)
+    keep = np.isin(ids, frames.file_ids(index.meta.db))  # files, not a video's further frames
+    ids, vectors = ids[keep], vectors[keep]
     parent = {int(i): int(i) for i in ids}
 
     def find(x: int) -> int:

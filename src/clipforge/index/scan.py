@@ -15,12 +15,15 @@ import torch
 from PIL import Image
 
 from ..models.protocols import ClipModel
+from .video import VIDEO_SUFFIXES
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+INDEXED_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
 def expand(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Absolute paths: files as given, directories expanded recursively to image files."""
+    """Absolute paths: files as given, directories expanded recursively to image and video
+    files."""
     found: list[str] = []
     for item in paths:
         path = Path(item).absolute()
@@ -28,7 +31,7 @@ def expand(paths: Iterable[str | os.PathLike]) -> list[str]:
             found += sorted(
                 str(p)
                 for p in path.rglob("*")
-                if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()
+                if p.suffix.lower() in INDEXED_SUFFIXES and not p.is_dir()
             )
         else:
             found.append(str(path))

@@ -200,6 +200,7 @@ def _add_search_routes(
         hits = await searcher(vector[None], k, params.filters)
         return [
             {**h.to_dict(), "image": f"/images/{h.id}", "thumbnail": f"/thumbnails/{h.id}"}
+            | ({} if h.timestamp is None else {"video": f"/images/{h.id}#t={h.timestamp:.3f}"})
             for h in hits[0]
         ]
 

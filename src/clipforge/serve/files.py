@@ -14,24 +14,25 @@ from __future__ import annotations
 
 import hashlib
 import io
-import mimetypes
 import os
 import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, Header, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from PIL import Image
 
 from ..errors import InputError
 from ..index.metadata import ImageRow, file_identity
+from ..index.video import VideoDecodeError, is_video, poster
 from ..preprocess.image_io import ImageDecodeError, decode_image
 from .limits import DecodePool, ImageId
+from .ranges import byte_range, media_type, read_span
 
 if TYPE_CHECKING:
     from .app import ServeConfig
@@ -128,9 +129,14 @@ class _Thumbnails:
                     self.cache.move_to_end(key)
                     return self.cache[key]
             try:
-                image = decode_image(file, row.path, min_size=self.px)
+                if is_video(row.path):
+                    image = poster(file)
+                else:
+                    image = decode_image(file, row.path, min_size=self.px)
             except ImageDecodeError as exc:
                 raise HTTPException(404, f"image {row.id}: {exc.reason}") from exc
+            except VideoDecodeError as exc:
+                raise HTTPException(404, f"video {row.id}: {exc}") from exc
         image.thumbnail((self.px, self.px))
         out = io.BytesIO()
         image.convert("RGB").save(out, format="JPEG", quality=85)
@@ -176,14 +182,29 @@ def add_file_routes(
         return row
 
     @app.get("/images/{image_id}")
-    async def get_image(image_id: ImageId) -> StreamingResponse:
-        """The original file of an indexed image (by id only; refused with 403 unless it is
-        still the indexed regular file under an indexed folder)."""
+    async def get_image(
+        image_id: ImageId, range_: Annotated[str | None, Header(alias="range")] = None
+    ) -> StreamingResponse:
+        """The original file of an indexed image or video (by id only; refused with 403
+        unless it is still the indexed regular file under an indexed folder). One byte
+        ``Range`` is answered with 206 (a browser seeks in a video with it)."""
         row = indexed_row(image_id)
         file, st = await run_in_threadpool(open_served_file, row, state.roots)
-        media = mimetypes.guess_type(row.path)[0] or "application/octet-stream"
-        headers = {"Content-Length": str(st.st_size), "X-Content-Type-Options": "nosniff"}
-        return StreamingResponse(_read(file, st.st_size), media_type=media, headers=headers)
+        headers = {"X-Content-Type-Options": "nosniff", "Accept-Ranges": "bytes"}
+        try:
+            span = byte_range(range_, st.st_size)
+        except HTTPException:
+            file.close()
+            raise
+        if span is None:
+            headers["Content-Length"] = str(st.st_size)
+            body = _read(file, st.st_size)
+            return StreamingResponse(body, media_type=media_type(row.path), headers=headers)
+        start, end = span
+        headers["Content-Length"] = str(end - start + 1)
+        headers["Content-Range"] = f"bytes {start}-{end}/{st.st_size}"
+        body = read_span(file, start, end - start + 1)
+        return StreamingResponse(body, 206, media_type=media_type(row.path), headers=headers)
 
     @app.get("/thumbnails/{image_id}")
     async def get_thumbnail(image_id: ImageId) -> Response:
