@@ -26,6 +26,8 @@ from . import reconcile
 from .locking import IndexLockedError, RootNotFoundError, write_errors, writer_lock
 from .metadata import ImageRow, MetadataStore, file_identity
 from .opening import _check_model, file_kind, require_index
+from .photo_store import backfill, migrate_photos
+from .photos import open_photo, plugin_errors_now_fixable
 from .query import Filters, SearchHit
 from .querying import query_vector, search_vectors
 from .scan import expand, file_sha256, image_size
@@ -105,6 +107,7 @@ class Index:
             require_index(path)
         path.mkdir(parents=True, exist_ok=True)
         meta = MetadataStore(path / "metadata.sqlite")
+        migrate_photos(meta.db)
         dim = _check_model(meta, model, backend, model_spec)
         saved = json.loads(meta.get_meta("store_options") or "{}")
         if options is None:
@@ -193,9 +196,11 @@ class Index:
         report = IndexReport()
         with self.writing():
             self._rehash = rehash
+            self._retry_plugin_errors()
             pending, later = self._plan(expand(paths), report)
             self._embed(pending, report, batch_size, num_workers, progress)
             self._record_duplicates(later, report)
+            backfill(self.meta)  # capture dates, places, cameras (and older databases')
             self._persist()
         report.seconds = time.perf_counter() - start
         return report
@@ -256,6 +261,14 @@ class Index:
                 self.meta.move_image(id_, path, size, mtime_ns)
                 return True
         return False
+
+    def _retry_plugin_errors(self) -> None:
+        """Files recorded as needing a package that is now installed are tried again."""
+        reasons = {r for _, r in self.meta.errors()}
+        fixable = plugin_errors_now_fixable(reasons)
+        if fixable:
+            with self.meta.transaction() as db:
+                db.executemany("DELETE FROM errors WHERE reason = ?", [(r,) for r in fixable])
 
     def errors(self) -> list[tuple[str, str]]:
         """``(path, reason)`` of every file that could not be indexed."""
@@ -370,6 +383,7 @@ class Index:
             batch_size=batch_size,
             num_workers=num_workers,
             progress=progress,
+            loader=open_photo,  # HEIC/AVIF/RAW previews, EXIF orientation applied
         )
         removed: list[int] = []
         with self.meta.transaction():

@@ -14,6 +14,8 @@ from ..embedding import embed_images, embed_texts
 from ..errors import UsageError
 from ..models.protocols import ClipModel
 from ..preprocess import decode_image
+from .filters import order, score_cutoffs
+from .photo_store import decorate
 from .query import Filters, SearchHit
 
 if TYPE_CHECKING:
@@ -91,17 +93,18 @@ def search_vectors(
     else:
         scores, ids = index.store.search(queries, k, allowed)
     rows = index.meta.rows(ids[ids >= 0].tolist())
+    cutoffs = score_cutoffs(index, queries, filters.min_score)
     results = []
-    for score_row, id_row in zip(scores, ids, strict=True):
+    for q, (score_row, id_row) in enumerate(zip(scores, ids, strict=True)):
         hits = []
         for score, id_ in zip(score_row.tolist(), id_row.tolist(), strict=True):
             if id_ < 0 or id_ not in rows:
                 continue
-            if filters.min_score is not None and score < filters.min_score:
+            if cutoffs is not None and score < cutoffs[q]:
                 break
             row = rows[id_]
             hits.append(SearchHit(id_, row.path, score, row.width, row.height, row.mtime_ns / 1e9))
-        results.append(hits)
+        results.append(order(decorate(index.meta, hits), filters.sort))
     return results
 
 

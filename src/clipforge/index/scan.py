@@ -15,8 +15,10 @@ import torch
 from PIL import Image
 
 from ..models.protocols import ClipModel
+from .photos import PHOTO_SUFFIXES
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+IMAGE_SUFFIXES = IMAGE_SUFFIXES | PHOTO_SUFFIXES  # HEIC/HEIF, AVIF, RAW previews
 
 
 def expand(paths: Iterable[str | os.PathLike]) -> list[str]:

@@ -30,7 +30,8 @@ from PIL import Image
 
 from ..errors import InputError
 from ..index.metadata import ImageRow, file_identity
-from ..preprocess.image_io import ImageDecodeError, decode_image
+from ..index.photos import decode_photo
+from ..preprocess.image_io import ImageDecodeError
 from .limits import DecodePool, ImageId
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ class _Thumbnails:
                     self.cache.move_to_end(key)
                     return self.cache[key]
             try:
-                image = decode_image(file, row.path, min_size=self.px)
+                image = decode_photo(file, row.path, min_size=self.px)  # upright, HEIC, RAW
             except ImageDecodeError as exc:
                 raise HTTPException(404, f"image {row.id}: {exc.reason}") from exc
         image.thumbnail((self.px, self.px))
@@ -154,7 +155,7 @@ def served_image_opener(state: ServiceState) -> Callable[[int], Image.Image]:
         file, _ = open_served_file(row, state.roots)
         with file:
             try:
-                return decode_image(file, row.path)
+                return decode_photo(file, row.path)
             except ImageDecodeError as exc:
                 raise HTTPException(404, f"image {row.id}: {exc.reason}") from exc
 
