@@ -69,22 +69,32 @@ class PhotoMeta:
         return " ".join(p for p in (make, model) if p) or None
 
 
-def read_exif(path: str | os.PathLike) -> Image.Exif | None:
-    """The file's EXIF (``None`` when it has none or cannot be read; never raises)."""
+Tags = dict
+"""One EXIF directory as ``{tag: value}``."""
+
+
+def read_exif(path: str | os.PathLike) -> tuple[Tags, Tags, Tags]:
+    """The file's EXIF as ``(IFD0, Exif sub-IFD, GPS IFD)``, empty when it has none or
+    cannot be read (never raises)."""
     if missing_plugin(path) is not None:
-        return None
+        return {}, {}, {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as image:  # header only; RAW files are TIFF-shaped
-                return image.getexif()
+                return _directories(image.getexif())
     except Exception:
         if Path(path).suffix.lower() in RAW_SUFFIXES:
             return _raw_preview_exif(path)
-        return None
+        return {}, {}, {}
 
 
-def _raw_preview_exif(path: str | os.PathLike) -> Image.Exif | None:
+def _directories(exif: Image.Exif) -> tuple[Tags, Tags, Tags]:
+    """Read while the file is open: some formats load the sub-IFDs lazily."""
+    return dict(exif), dict(exif.get_ifd(_IFD.Exif)), dict(exif.get_ifd(_IFD.GPSInfo))
+
+
+def _raw_preview_exif(path: str | os.PathLike) -> tuple[Tags, Tags, Tags]:
     """EXIF of a RAW file's embedded preview (CR3 and other non-TIFF RAW files)."""
     import io
 
@@ -94,19 +104,16 @@ def _raw_preview_exif(path: str | os.PathLike) -> Image.Exif | None:
         with rawpy.imread(str(path)) as raw:
             thumb = raw.extract_thumb()
         if thumb.format != rawpy.ThumbFormat.JPEG:
-            return None
+            return {}, {}, {}
         with Image.open(io.BytesIO(thumb.data)) as image:
-            return image.getexif()
+            return _directories(image.getexif())
     except Exception:
-        return None
+        return {}, {}, {}
 
 
 def photo_meta(path: str | os.PathLike, mtime_ns: int) -> PhotoMeta:
     """Everything :class:`PhotoMeta` holds for one file (file time when EXIF has no date)."""
-    exif = read_exif(path)
-    base = exif or {}
-    sub = exif.get_ifd(_IFD.Exif) if exif is not None else {}
-    gps = exif.get_ifd(_IFD.GPSInfo) if exif is not None else {}
+    base, sub, gps = read_exif(path)
     when = capture_time(sub)
     if when is None:
         seconds = mtime_ns / 1e9
