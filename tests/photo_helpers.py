@@ -40,9 +40,13 @@ class Shot:
     orientation: int | None = None
 
 
-def pixels(seed: int, size: tuple[int, int] = (48, 40)) -> np.ndarray:
-    """Random RGB pixels (H, W, 3), distinct per seed."""
+def pixels(seed: int, size: tuple[int, int] = (48, 40), *, smooth: bool = False) -> np.ndarray:
+    """Random RGB pixels (H, W, 3), distinct per seed; ``smooth``: a blurry 6x5 colour grid
+    (what lossy codecs such as HEIC keep close)."""
     rng = np.random.default_rng(seed)
+    if smooth:
+        grid = Image.fromarray(rng.integers(0, 256, (5, 6, 3), dtype=np.uint8))
+        return np.asarray(grid.resize(size, Image.Resampling.BILINEAR))
     return rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
 
 
@@ -77,11 +81,12 @@ def exif_for(shot: Shot) -> Image.Exif:
 
 
 def write_photo(
-    path: Path, shot: Shot, seed: int = 0, *, mtime: float | None = None, **save
+    path: Path, shot: Shot, seed: int = 0, *, mtime: float | None = None, smooth: bool = False,
+    **save,
 ) -> Path:
     """An image file (format by suffix) with the shot's EXIF; ``mtime`` sets the file time."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels(seed)).save(path, exif=exif_for(shot), **save)
+    Image.fromarray(pixels(seed, smooth=smooth)).save(path, exif=exif_for(shot), **save)
     if mtime is not None:
         os.utime(path, (mtime, mtime))
     return path
@@ -92,7 +97,7 @@ def write_heic(path: Path, seed: int = 0, shot: Shot | None = None) -> Path:
     from pillow_heif import register_heif_opener
 
     register_heif_opener()
-    return write_photo(path, shot or Shot(), seed, format="HEIF", quality=90)
+    return write_photo(path, shot or Shot(), seed, smooth=True, format="HEIF", quality=90)
 
 
 def jpeg_bytes(array: np.ndarray) -> bytes:

@@ -109,7 +109,7 @@ def index(
         for path, reason in [] if as_json else failed:
             typer.echo(f"{path}\t{reason}")
         if failed and not as_json:
-            err_console.print(summary_line(failed), highlight=False, markup=False)
+            err_console.print(summary_line(failed), highlight=False, markup=False, soft_wrap=True)
         return
     if not dirs:
         raise typer.BadParameter("give folders to index (or --errors)", param_hint="DIRS")
@@ -135,7 +135,7 @@ def index(
     )
     if report.failed:
         err_console.print(f"[yellow]{len(report.failed)} file(s) failed: see --errors[/yellow]")
-        err_console.print(summary_line(report.failed), highlight=False, markup=False)
+        err_console.print(summary_line(report.failed), highlight=False, markup=False, soft_wrap=True)
 
 
 def search(
