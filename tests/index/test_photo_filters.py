@@ -112,7 +112,7 @@ CASES = [
     ({"taken_after": _utc(2024, 1, 1)}, {"instant": (_utc(2024, 1, 1), None)}),
     ({"taken_before": datetime(2022, 12, 31, 23, 0)}, {"local": (None, _utc(2022, 12, 31, 23))}),
     ({"near": CITIES["paris"], "radius_km": 30.0}, {"near": (*CITIES["paris"], 30.0)}),
-    ({"near": "%f,%f" % CITIES["sydney"], "radius_km": 60.0, "camera": "IPHONE"},
+    ({"near": "{:f},{:f}".format(*CITIES["sydney"]), "radius_km": 60.0, "camera": "IPHONE"},
      {"near": (*CITIES["sydney"], 60.0), "camera": "iphone"}),
     ({"camera": "canon eos"}, {"camera": "canon eos"}),
     ({"camera": "Pixel", "taken_after": "2022-01-01", "near": CITIES["nyc"], "radius_km": 80.0},

@@ -180,3 +180,20 @@ def test_heic_and_avif_exif_is_read(tmp_path):
         meta = photo_meta(path, 0)
         assert (meta.taken, meta.camera) == ("2022-05-05T05:05:05-07:00", "Google Pixel 8")
         assert (round(meta.lat, 4), round(meta.lon, 4)) == (48.8584, 2.2945)
+
+
+def test_missing_avif_plugin_names_pillow(tmp_path, model, monkeypatch):
+    avif = write_photo(tmp_path / "p" / "a.avif", Shot(make="Google"), seed=3)
+    real_check = photos.features.check
+    try:
+        with monkeypatch.context() as patch:  # an old Pillow without AVIF, no pillow-avif-plugin
+            patch.setattr(photos.features, "check", lambda name: name != "avif" and real_check(name))
+            patch.setitem(sys.modules, "pillow_avif", None)
+            _clear_plugin_caches()
+            with clipforge.Index.open(tmp_path / "db", model) as index:
+                index.sync([tmp_path / "p"])
+                [(path, reason)] = index.errors()
+        assert path == str(avif)
+        assert reason.startswith("AVIF needs the pillow>=11.3 package: pip install 'clipforge[photos]'")
+    finally:
+        _clear_plugin_caches()

@@ -46,9 +46,9 @@ def server(tmp_path_factory):
     thread.join(timeout=10)
 
 
-def _set_date(browser, element_id: str, iso: str) -> None:
+def _set_date(driver, element_id: str, iso: str) -> None:
     """Date inputs take typed keys in the locale's order; set the value as a script would."""
-    browser.execute_script(
+    driver.execute_script(
         "document.getElementById(arguments[0]).value = arguments[1]", element_id, iso
     )
 

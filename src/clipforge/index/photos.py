@@ -3,7 +3,7 @@
 The index opens photos through :func:`open_photo`, which
 
 - decodes HEIC/HEIF with ``pillow-heif`` and AVIF with Pillow's own plugin (Pillow >= 11.3)
-  or ``pillow-heif``; a file whose plugin is missing raises :class:`MissingPluginError`
+  or ``pillow-avif-plugin``; a file whose plugin is missing raises :class:`MissingPluginError`
   naming the package to install (it is recorded in the index's errors, never skipped);
 - reads the embedded JPEG preview of RAW files (CR2, NEF, ARW, DNG, ...) with ``rawpy``
   (LibRaw), without demosaicing the raw data;
@@ -37,6 +37,8 @@ PHOTO_SUFFIXES = HEIF_SUFFIXES | AVIF_SUFFIXES | RAW_SUFFIXES
 """Suffixes the index finds in folders in addition to the common image formats."""
 
 INSTALL_HINT = "pip install 'clipforge[photos]'"
+AVIF_PACKAGE = "pillow>=11.3"
+"""Pillow's wheels decode AVIF from 11.3 on (``pillow-avif-plugin`` is used if installed)."""
 
 
 class MissingPluginError(ImageDecodeError):
@@ -48,7 +50,7 @@ class MissingPluginError(ImageDecodeError):
 
 def plugin_reason(kind: str, package: str) -> str:
     """The recorded reason of a file whose plugin is missing (one line, names the package)."""
-    return f"{kind} needs the {package} package: {INSTALL_HINT} (or pip install {package})"
+    return f"{kind} needs the {package} package: {INSTALL_HINT} (or pip install '{package}')"
 
 
 @cache
@@ -64,14 +66,13 @@ def heif_available() -> bool:
 
 @cache
 def avif_available() -> bool:
-    """Pillow's own AVIF plugin (Pillow >= 11.3 built with libavif), else ``pillow-heif``'s."""
+    """Pillow's own AVIF plugin (Pillow >= 11.3 wheels), else ``pillow-avif-plugin``."""
     if features.check("avif"):
         return True
     try:
-        from pillow_heif import register_avif_opener
+        import pillow_avif  # noqa: F401  (registers its plugin with Pillow on import)
     except ImportError:
         return False
-    register_avif_opener()
     return True
 
 
@@ -90,7 +91,7 @@ def missing_plugin(name: str | os.PathLike) -> tuple[str, str] | None:
     if suffix in HEIF_SUFFIXES and not heif_available():
         return "HEIC/HEIF", "pillow-heif"
     if suffix in AVIF_SUFFIXES and not avif_available():
-        return "AVIF", "pillow-heif"
+        return "AVIF", AVIF_PACKAGE
     if suffix in RAW_SUFFIXES and not rawpy_available():
         return "RAW", "rawpy"
     return None
@@ -157,7 +158,7 @@ def plugin_errors_now_fixable(reasons: Iterable[str]) -> list[str]:
     fixable = []
     for kind, package, available in (
         ("HEIC/HEIF", "pillow-heif", heif_available),
-        ("AVIF", "pillow-heif", avif_available),
+        ("AVIF", AVIF_PACKAGE, avif_available),
         ("RAW", "rawpy", rawpy_available),
     ):
         reason = plugin_reason(kind, package)
