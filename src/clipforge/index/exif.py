@@ -103,7 +103,7 @@ def _raw_preview_exif(path: str | os.PathLike) -> tuple[Tags, Tags, Tags]:
     try:
         with rawpy.imread(str(path)) as raw:
             thumb = raw.extract_thumb()
-        if thumb.format != rawpy.ThumbFormat.JPEG:
+        if not isinstance(thumb.data, bytes):  # a bitmap preview carries no EXIF
             return {}, {}, {}
         with Image.open(io.BytesIO(thumb.data)) as image:
             return _directories(image.getexif())

@@ -23,6 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 from PIL import ExifTags, Image, ImageOps, features
 
 from ..preprocess import ImageDecodeError, load_image
@@ -70,7 +71,7 @@ def avif_available() -> bool:
     if features.check("avif"):
         return True
     try:
-        import pillow_avif  # noqa: F401  (registers its plugin with Pillow on import)
+        import pillow_avif  # type: ignore[import-not-found]  # noqa: F401  (registers itself)
     except ImportError:
         return False
     return True
@@ -118,10 +119,11 @@ def raw_preview(source: str | os.PathLike | BinaryIO, name: str | os.PathLike) -
             flip = raw.sizes.flip
     except Exception as exc:  # LibRawNoThumbnailError, LibRawFileUnsupportedError, ...
         raise ImageDecodeError(name, f"no readable RAW preview: {type(exc).__name__}: {exc}") from exc
-    if thumb.format == rawpy.ThumbFormat.BITMAP:
-        image = Image.fromarray(thumb.data)
+    data = thumb.data
+    if isinstance(data, np.ndarray):  # ThumbFormat.BITMAP: RGB pixels
+        image = Image.fromarray(data)
     else:
-        image = decode_image(io.BytesIO(thumb.data), name)
+        image = decode_image(io.BytesIO(data), os.fspath(name))
     if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
         return orient(image)
     if flip in _FLIPS:  # LibRaw's flip: the RAW file's own orientation tag
@@ -150,7 +152,7 @@ def decode_photo(
     _check_plugin(name)
     if Path(name).suffix.lower() in RAW_SUFFIXES:
         return raw_preview(file, name)
-    return orient(decode_image(file, name, min_size=min_size))
+    return orient(decode_image(file, os.fspath(name), min_size=min_size))
 
 
 def plugin_errors_now_fixable(reasons: Iterable[str]) -> list[str]:
