@@ -8,6 +8,7 @@ which: ``"exif"``, ``"exif-local"`` (no offset) or ``"file"``.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -96,8 +97,6 @@ def _directories(exif: Image.Exif) -> tuple[Tags, Tags, Tags]:
 
 def _raw_preview_exif(path: str | os.PathLike) -> tuple[Tags, Tags, Tags]:
     """EXIF of a RAW file's embedded preview (CR3 and other non-TIFF RAW files)."""
-    import io
-
     import rawpy
 
     try:
