@@ -233,3 +233,41 @@ def test_renamed_photo_keeps_its_metadata(tmp_path):
         query = index.meta.vectors(None, 32)[1][0]
         [hit] = index.search_vectors(query, 5, Filters(camera="nikon"))[0]
     assert hit.path.endswith("b.jpg") and hit.taken == "2019-09-09T09:09:09"
+
+
+def test_cli_search_photo_flags(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from clipforge.cli import app
+
+    shots = {
+        "paris.jpg": Shot("2024:07:01 18:30:00", "+02:00", 48.8584, 2.2945, "Apple", "iPhone 15", 6),
+        "rome.jpg": Shot("2023:04:01 10:00:00", "+02:00", 41.8902, 12.4922, "Canon", "EOS R6"),
+        "old.jpg": Shot("2019:05:05 12:00:00", None, None, None, "Apple", "iPhone 8"),
+    }
+    for seed, (name, shot) in enumerate(shots.items()):
+        write_photo(tmp_path / "p" / name, shot, seed)
+    ckpt = clipforge.save(tiny_model(), tmp_path / "tiny")
+    db = ["--db", str(tmp_path / "db")]
+    runner = CliRunner()
+    assert runner.invoke(app, ["index", str(tmp_path / "p"), *db, "--model", str(ckpt)]).exit_code == 0
+
+    def names(*flags: str) -> list[str]:
+        result = runner.invoke(app, ["search", "a photo", *db, "--json", *flags])
+        assert result.exit_code == 0, result.output
+        return [Path(h["path"]).name for h in json.loads(result.stdout)]
+
+    assert names("--after", "2023-01-01", "--sort", "date") == ["paris.jpg", "rome.jpg"]
+    assert names("--before", "2023-04-01", "--sort", "date-asc") == ["old.jpg", "rome.jpg"]
+    assert names("--near", "41.89,12.49", "--radius-km", "1") == ["rome.jpg"]
+    assert names("--camera", "iphone", "--sort", "date") == ["paris.jpg", "old.jpg"]
+    assert len(names("--min-score", "auto")) == 3  # fewer than 8 images: no cutoff
+    bad = runner.invoke(app, ["search", "x", *db, "--near", "95,0"])
+    assert bad.exit_code == 2 and "latitude must be in [-90, 90]" in bad.output
+    text = runner.invoke(app, ["search", "x", *db, "--camera", "eos", "--sort", "date"])
+    assert text.stdout.strip().endswith("rome.jpg\t2023-04-01T10:00:00+02:00")
+    with clipforge.Index.open(tmp_path / "db") as index:  # the upright size is recorded
+        paris = index.meta.db.execute("SELECT width, height FROM images WHERE path LIKE '%paris%'")
+        assert paris.fetchone() == (40, 48)

@@ -27,7 +27,7 @@ from .locking import IndexLockedError, RootNotFoundError, write_errors, writer_l
 from .metadata import ImageRow, MetadataStore, file_identity
 from .opening import _check_model, file_kind, require_index
 from .photo_store import backfill, migrate_photos
-from .photos import open_photo, plugin_errors_now_fixable
+from .photos import open_photo, plugin_errors_now_fixable, register_plugins
 from .query import Filters, SearchHit
 from .querying import query_vector, search_vectors
 from .scan import expand, file_sha256, image_size
@@ -264,6 +264,7 @@ class Index:
 
     def _retry_plugin_errors(self) -> None:
         """Files recorded as needing a package that is now installed are tried again."""
+        register_plugins()  # this process reads HEIC/AVIF headers too (sizes, EXIF)
         reasons = {r for _, r in self.meta.errors()}
         fixable = plugin_errors_now_fixable(reasons)
         if fixable:

@@ -86,6 +86,12 @@ def rawpy_available() -> bool:
     return True
 
 
+def register_plugins() -> None:
+    """Register the installed HEIF/AVIF plugins with Pillow in this process (idempotent)."""
+    heif_available()
+    avif_available()
+
+
 def missing_plugin(name: str | os.PathLike) -> tuple[str, str] | None:
     """``(kind, package)`` if opening ``name`` needs a package that is not installed."""
     suffix = Path(name).suffix.lower()
