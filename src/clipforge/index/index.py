@@ -26,8 +26,8 @@ from . import reconcile
 from .locking import IndexLockedError, RootNotFoundError, write_errors, writer_lock
 from .metadata import ImageRow, MetadataStore, file_identity
 from .opening import _check_model, file_kind, require_index
-from .photo_store import backfill, migrate_photos
-from .photos import open_photo, plugin_errors_now_fixable, register_plugins
+from .photo_store import backfill, migrate_photos, retry_plugin_errors
+from .photos import open_photo
 from .query import Filters, SearchHit
 from .querying import query_vector, search_vectors
 from .scan import expand, file_sha256, image_size
@@ -196,7 +196,7 @@ class Index:
         report = IndexReport()
         with self.writing():
             self._rehash = rehash
-            self._retry_plugin_errors()
+            retry_plugin_errors(self.meta)  # a package installed since: try those files again
             pending, later = self._plan(expand(paths), report)
             self._embed(pending, report, batch_size, num_workers, progress)
             self._record_duplicates(later, report)
@@ -261,15 +261,6 @@ class Index:
                 self.meta.move_image(id_, path, size, mtime_ns)
                 return True
         return False
-
-    def _retry_plugin_errors(self) -> None:
-        """Files recorded as needing a package that is now installed are tried again."""
-        register_plugins()  # this process reads HEIC/AVIF headers too (sizes, EXIF)
-        reasons = {r for _, r in self.meta.errors()}
-        fixable = plugin_errors_now_fixable(reasons)
-        if fixable:
-            with self.meta.transaction() as db:
-                db.executemany("DELETE FROM errors WHERE reason = ?", [(r,) for r in fixable])
 
     def errors(self) -> list[tuple[str, str]]:
         """``(path, reason)`` of every file that could not be indexed."""

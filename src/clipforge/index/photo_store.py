@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .exif import PhotoMeta, photo_meta
 from .metadata import _fs
+from .photos import plugin_errors_now_fixable, register_plugins
 
 if TYPE_CHECKING:
     from .metadata import MetadataStore
@@ -84,6 +85,16 @@ def backfill(meta: MetadataStore, chunk: int = 256) -> int:
                 rows,
             )
     return len(missing)
+
+
+def retry_plugin_errors(meta: MetadataStore) -> None:
+    """Forget the errors of files that needed a package now installed, so they are tried
+    again; registers the HEIF/AVIF plugins in this process (it reads their headers too)."""
+    register_plugins()
+    fixable = plugin_errors_now_fixable({reason for _, reason in meta.errors()})
+    if fixable:
+        with meta.transaction() as db:
+            db.executemany("DELETE FROM errors WHERE reason = ?", [(r,) for r in fixable])
 
 
 def photo_rows(meta: MetadataStore, ids: Sequence[int]) -> dict[int, PhotoMeta]:
