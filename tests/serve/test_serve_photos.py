@@ -56,6 +56,7 @@ def _names(results: list[dict]) -> list[str]:
         ({"camera": "iphone", "sort": "date"}, Filters(camera="iphone", sort="date")),
         ({"sort": "date-asc", "k": 40}, Filters(sort="date-asc")),
         ({"min_score": "auto"}, Filters(min_score="auto")),
+        ({"min_score": "0.05"}, Filters(min_score=0.05)),  # a number still works
     ],
 )  # fmt: skip
 def test_api_filters_equal_library(index, client, params, filters):
