@@ -23,6 +23,7 @@ OPTIONAL = {
     "uvicorn", "fastapi", "starlette", "open_clip", "transformers", "sentencepiece", "scipy",
     "httpx", "psutil", "pillow_heif", "clip_benchmark", "huggingface_hub",
     "av", "watchdog",  # the video and watch extras
+    "rawpy", "pillow_avif",  # the photos extra: RAW previews, AVIF on Pillow < 11.3
 }  # fmt: skip
 
 

@@ -36,6 +36,9 @@ ImageInput = str | os.PathLike | Image.Image | torch.Tensor
 Images = Sequence[ImageInput] | torch.Tensor
 """Several images: a sequence of :data:`ImageInput`, or an ``(N, 3, H, W)`` tensor."""
 BatchCallback = Callable[[list[int], torch.Tensor], None]
+ImageLoader = Callable[[str | os.PathLike], Image.Image]
+"""Decodes a path to a PIL image (picklable for DataLoader workers); raises
+:class:`~clipforge.preprocess.ImageDecodeError` for an unreadable file."""
 
 
 class TextTruncatedWarning(UserWarning):
@@ -82,11 +85,15 @@ def _failure_reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _to_pixels(item: ImageInput, transform: Callable) -> torch.Tensor:
+def _to_pixels(
+    item: ImageInput, transform: Callable, loader: ImageLoader | None = None
+) -> torch.Tensor:
     if isinstance(item, torch.Tensor):
         return item
     if isinstance(item, Image.Image):
         return transform(item)
+    if loader is not None:
+        return transform(loader(item))
     if isinstance(transform, Preprocess):
         return transform(item)  # load_image inside; honours cfg.draft (JPEG DCT scaling)
     return transform(load_image(item))
@@ -95,16 +102,19 @@ def _to_pixels(item: ImageInput, transform: Callable) -> torch.Tensor:
 class ImageDataset(Dataset):
     """Decode and preprocess one input per item; a failure yields a sentinel, never raises."""
 
-    def __init__(self, items: Sequence[ImageInput], transform: Callable) -> None:
+    def __init__(
+        self, items: Sequence[ImageInput], transform: Callable, loader: ImageLoader | None = None
+    ) -> None:
         self.items = list(items)
         self.transform = transform
+        self.loader = loader
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor] | _Failed:
         try:
-            return index, _to_pixels(self.items[index], self.transform)
+            return index, _to_pixels(self.items[index], self.transform, self.loader)
         except Exception as exc:  # reported per input; a bad file must not stop the run
             return _Failed(index, _failure_reason(exc))
 
@@ -180,6 +190,7 @@ def _pixel_batches(
     batch_size: int,
     num_workers: int,
     device: torch.device,
+    loader: ImageLoader | None = None,
 ) -> Iterator[tuple[list[int], torch.Tensor | None, list[_Failed]]]:
     n = len(images)
     if isinstance(images, torch.Tensor):
@@ -187,8 +198,8 @@ def _pixel_batches(
             stop = min(start + batch_size, n)
             yield list(range(start, stop)), images[start:stop], []
         return
-    loader = DataLoader(
-        ImageDataset(images, model.image_transform),
+    batches = DataLoader(
+        ImageDataset(images, model.image_transform, loader),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -196,7 +207,7 @@ def _pixel_batches(
         pin_memory=device.type == "cuda",
         worker_init_fn=functools.partial(_init_worker, Image.MAX_IMAGE_PIXELS),
     )
-    yield from loader
+    yield from batches
 
 
 def stream_image_embeddings(
@@ -209,13 +220,15 @@ def stream_image_embeddings(
     normalize: bool = True,
     progress: bool | None = False,
     precision: Precision | None = None,
+    loader: ImageLoader | None = None,
 ) -> list[tuple[int, str]]:
     """Embed ``images`` batch by batch, calling ``on_batch(indices, embeddings)`` for each.
 
     ``embeddings`` is a float32 tensor on the model's device (computed in eval mode under
     ``torch.inference_mode``, which is also active during the callback). ``precision``
-    ("fp32", "bf16", "fp16") runs the model under autocast. Returns the failures as
-    ``(input index, reason)``, in input order.
+    ("fp32", "bf16", "fp16") runs the model under autocast. ``loader`` decodes file paths
+    (default: :func:`clipforge.preprocess.load_image`; the index's opens phone formats and
+    applies EXIF orientation). Returns the failures as ``(input index, reason)``, in input order.
     """
     if batch_size < 1:
         raise UsageError(f"batch_size must be >= 1, got {batch_size}")
@@ -232,7 +245,7 @@ def stream_image_embeddings(
 
     with eval_mode(model), tqdm(total=n, unit="img", desc="embedding", disable=not show) as bar:
         for indices, pixels, failed in _pixel_batches(
-            model, items, batch_size, num_workers, device
+            model, items, batch_size, num_workers, device, loader
         ):
             failures.extend((f.index, f.reason) for f in failed)
             if pixels is not None:

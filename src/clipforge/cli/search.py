@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -105,6 +104,7 @@ def index(
     """Index images and videos incrementally: new/changed files embedded, deleted ones
     dropped; with --watch, kept current as files are added, changed, moved and deleted."""
     from clipforge.index import StoreOptions
+    from clipforge.index.photos import summary_line
 
     options = None  # keep the index's recorded options unless one is given
     if (index_type, max_memory, target_recall) != (None, None, None):
@@ -116,6 +116,8 @@ def index(
             print_json([{"path": p, "reason": r} for p, r in failed])
         for path, reason in [] if as_json else failed:
             typer.echo(f"{path}\t{reason}")
+        if failed and not as_json:
+            err_console.print(summary_line(failed), highlight=False, markup=False, soft_wrap=True)
         return
     if not dirs:
         raise typer.BadParameter("give folders to index (or --errors)", param_hint="DIRS")
@@ -147,6 +149,7 @@ def index(
         typer.echo(video_summary(report))
     if report.failed:
         err_console.print(f"[yellow]{len(report.failed)} file(s) failed: see --errors[/yellow]")
+        err_console.print(summary_line(report.failed), highlight=False, markup=False, soft_wrap=True)
 
 
 def _watch(idx, dirs: list[Path], debounce: float, as_json: bool, **add_options) -> None:
@@ -182,10 +185,6 @@ def video_summary(report) -> str:
     )
 
 
-def _date(text: str | None) -> float | None:
-    return None if text is None else datetime.fromisoformat(text).timestamp()
-
-
 def search(
     query: str = typer.Argument(None, help="What to look for, in words."),
     db: Path = DB,
@@ -196,9 +195,17 @@ def search(
     image_weight: float = typer.Option(1.0, "--image-weight"),
     negative_weight: float = typer.Option(0.5, "--negative-weight"),
     glob: str = typer.Option(None, "--glob", help="Only paths matching this glob."),
-    after: str = typer.Option(None, "--after", help="Modified on/after (ISO date)."),
-    before: str = typer.Option(None, "--before", help="Modified on/before (ISO date)."),
-    min_score: float = typer.Option(None, "--min-score"),
+    after: str = typer.Option(
+        None, "--after", help="Taken on/after (ISO date; EXIF capture date, else file time)."
+    ),
+    before: str = typer.Option(None, "--before", help="Taken on/before (ISO date, inclusive)."),
+    near: str = typer.Option(None, "--near", help="LAT,LON: only photos taken near here."),
+    radius_km: float = typer.Option(10.0, "--radius-km", help="Radius for --near (km)."),
+    camera: str = typer.Option(None, "--camera", help="Camera make/model contains this."),
+    sort: str = typer.Option("score", "--sort", help="score | date (newest first) | date-asc"),
+    min_score: str = typer.Option(
+        None, "--min-score", help="Minimum cosine, or 'auto' (per-query outlier cutoff)."
+    ),
     min_width: int = typer.Option(None, "--min-width"),
     min_height: int = typer.Option(None, "--min-height"),
     duplicates: bool = typer.Option(False, "--duplicates", help="List near-duplicate groups."),
@@ -222,7 +229,11 @@ def search(
             return
         if not query and image is None:
             raise typer.BadParameter("give a QUERY, --image, or --duplicates")
-        filters = Filters(glob, _date(after), _date(before), min_width, min_height, min_score)
+        filters = Filters(
+            glob, None, None, min_width, min_height, min_score, taken_after=after,
+            taken_before=before, near=near, radius_km=radius_km if near else None,
+            camera=camera, sort=sort,
+        )  # fmt: skip
         hits = idx.search(
             query, image=image, negative=negative, text_weight=text_weight,
             image_weight=image_weight, negative_weight=negative_weight, k=k, filters=filters,
@@ -232,7 +243,7 @@ def search(
         return
     for hit in hits:
         at = "" if hit.timestamp is None else f" @ {hit.timestamp:.1f} s"
-        typer.echo(f"{hit.score:.4f}\t{hit.path}{at}")
+        typer.echo(f"{hit.score:.4f}\t{hit.path}{at}" + (f"\t{hit.taken}" if sort != "score" else ""))
 
 
 def serve(

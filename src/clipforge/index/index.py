@@ -26,6 +26,8 @@ from . import frames, reconcile
 from .locking import IndexLockedError, RootNotFoundError, write_errors, writer_lock
 from .metadata import ImageRow, MetadataStore, file_identity
 from .opening import _check_model, file_kind, require_index
+from .photo_store import backfill, migrate_photos, retry_plugin_errors
+from .photos import open_photo
 from .query import Filters, SearchHit
 from .querying import query_vector, search_vectors
 from .scan import expand, file_sha256, image_size
@@ -116,6 +118,7 @@ class Index:
             require_index(path)
         path.mkdir(parents=True, exist_ok=True)
         meta = MetadataStore(path / "metadata.sqlite")
+        migrate_photos(meta.db)
         dim = _check_model(meta, model, backend, model_spec)
         saved = json.loads(meta.get_meta("store_options") or "{}")
         if options is None:
@@ -206,11 +209,13 @@ class Index:
         report = IndexReport()
         with self.writing():
             self._rehash = rehash
+            retry_plugin_errors(self.meta)  # a package installed since: try those files again
             pending, later = self._plan(expand(paths), report)
             images = [p for p in pending if not is_video(p.path)]
             self._embed(images, report, batch_size, num_workers, progress)
             index_videos(self, [p for p in pending if is_video(p.path)], report, batch_size)
             self._record_duplicates(later, report)
+            backfill(self.meta)  # capture dates, places, cameras (and older databases')
             self._persist()
         report.seconds = time.perf_counter() - start
         return report
@@ -385,6 +390,7 @@ class Index:
             batch_size=batch_size,
             num_workers=num_workers,
             progress=progress,
+            loader=open_photo,  # HEIC/AVIF/RAW previews, EXIF orientation applied
         )
         removed: list[int] = []
         with self.meta.transaction():

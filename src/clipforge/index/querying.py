@@ -16,6 +16,8 @@ from ..errors import UsageError
 from ..models.protocols import ClipModel
 from ..preprocess import decode_image
 from . import frames
+from .filters import order, score_cutoffs
+from .photo_store import decorate
 from .query import Filters, SearchHit
 
 if TYPE_CHECKING:
@@ -88,9 +90,10 @@ def search_vectors(
         allowed = index.meta.select_ids(where, params)
         if len(allowed) == 0:
             return [[] for _ in queries]
+    cutoffs = score_cutoffs(index, queries, filters.min_score)
     if not frames.has_frames(index.meta.db):
         scores, ids = _ranked(index, queries, k, allowed)
-        return _hits(index, scores, ids, filters, {})
+        return _finish(index, _hits(index, scores, ids, cutoffs, {}), k, filters)
     if allowed is not None:
         allowed = frames.with_frames(index.meta.db, allowed)
     total = len(index.store) if allowed is None else len(allowed)
@@ -98,10 +101,17 @@ def search_vectors(
     while True:  # videos hold many frames: fetch more until k distinct files are found
         scores, ids = _ranked(index, queries, fetch, allowed)
         owners = frames.owners(index.meta.db, ids.ravel().tolist())
-        results = _hits(index, scores, ids, filters, owners)
+        results = _hits(index, scores, ids, cutoffs, owners)
         if fetch >= total or all(len(hits) >= k for hits in results):
-            return [hits[:k] for hits in results]
+            return _finish(index, results, k, filters)
         fetch = min(total, fetch * 4)
+
+
+def _finish(
+    index: Index, results: list[list[SearchHit]], k: int, filters: Filters
+) -> list[list[SearchHit]]:
+    """The top ``k`` by score of each query, with photo metadata, in the requested order."""
+    return [order(decorate(index.meta, hits[:k]), filters.sort) for hits in results]
 
 
 def _ranked(
@@ -116,21 +126,22 @@ def _hits(
     index: Index,
     scores: np.ndarray,
     ids: np.ndarray,
-    filters: Filters,
+    cutoffs: np.ndarray | None,
     owners: dict[int, tuple[int, float]],
 ) -> list[list[SearchHit]]:
-    """Hits in rank order; a video (its frames: ``owners``) once, at its best frame."""
+    """Hits in rank order, down to each query's score cutoff; a video (its frames:
+    ``owners``) once, at its best frame."""
     files = {id_: owners.get(id_, (id_, None)) for id_ in ids[ids >= 0].tolist()}
     rows = index.meta.rows({file for file, _ in files.values()})
     results = []
-    for score_row, id_row in zip(scores, ids, strict=True):
+    for q, (score_row, id_row) in enumerate(zip(scores, ids, strict=True)):
         hits: list[SearchHit] = []
         seen: set[int] = set()
         for score, frame in zip(score_row.tolist(), id_row.tolist(), strict=True):
             id_, timestamp = files.get(frame, (-1, None))
             if id_ not in rows or id_ in seen:
                 continue
-            if filters.min_score is not None and score < filters.min_score:
+            if cutoffs is not None and score < cutoffs[q]:
                 break
             seen.add(id_)
             row = rows[id_]

@@ -15,9 +15,11 @@ import torch
 from PIL import Image
 
 from ..models.protocols import ClipModel
+from .photos import PHOTO_SUFFIXES
 from .video import VIDEO_SUFFIXES
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+IMAGE_SUFFIXES = IMAGE_SUFFIXES | PHOTO_SUFFIXES  # HEIC/HEIF, AVIF, RAW previews
 INDEXED_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
@@ -52,12 +54,15 @@ def file_sha256(path: str, chunk: int = 1 << 20) -> str:
 
 
 def image_size(path: str) -> tuple[int, int]:
-    """``(width, height)`` from the header only; ``(0, 0)`` if it cannot be read."""
+    """Upright ``(width, height)`` from the header only; ``(0, 0)`` if it cannot be read."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as image:
-                return image.size
+                width, height = image.size
+                if image.getexif().get(274) in (5, 6, 7, 8):  # EXIF orientation: a quarter turn
+                    return height, width  # the upright size, as the photo is embedded
+                return width, height
     except Exception:  # the embedding step records the real reason
         return 0, 0
 

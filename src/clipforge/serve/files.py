@@ -29,8 +29,9 @@ from PIL import Image
 
 from ..errors import InputError
 from ..index.metadata import ImageRow, file_identity
+from ..index.photos import decode_photo
 from ..index.video import VideoDecodeError, is_video, poster
-from ..preprocess.image_io import ImageDecodeError, decode_image
+from ..preprocess.image_io import ImageDecodeError
 from .limits import DecodePool, ImageId
 from .ranges import byte_range, media_type, read_span
 
@@ -132,7 +133,7 @@ class _Thumbnails:
                 if is_video(row.path):
                     image = poster(file)
                 else:
-                    image = decode_image(file, row.path, min_size=self.px)
+                    image = decode_photo(file, row.path, min_size=self.px)  # upright, HEIC, RAW
             except ImageDecodeError as exc:
                 raise HTTPException(404, f"image {row.id}: {exc.reason}") from exc
             except VideoDecodeError as exc:
@@ -160,7 +161,7 @@ def served_image_opener(state: ServiceState) -> Callable[[int], Image.Image]:
         file, _ = open_served_file(row, state.roots)
         with file:
             try:
-                return decode_image(file, row.path)
+                return decode_photo(file, row.path)
             except ImageDecodeError as exc:
                 raise HTTPException(404, f"image {row.id}: {exc.reason}") from exc
 

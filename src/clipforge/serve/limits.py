@@ -12,9 +12,9 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import HTTPException, Path, Query
+from fastapi import Depends, HTTPException, Path, Query
 
 from ..index import Filters
 
@@ -49,6 +49,24 @@ _Time = Annotated[
 _Side = Annotated[int | None, Query(ge=0, le=MAX_SIDE)]
 
 T = TypeVar("T")
+_When = Annotated[
+    str | None,
+    Query(max_length=40, description="Capture date, ISO 8601 (zone-less: the photo's clock)."),
+]
+
+
+@dataclass
+class PhotoParams:
+    """Capture date, place and camera filters and the result order (``clipforge.index.filters``)."""
+
+    taken_after: _When = None
+    taken_before: _When = None
+    near: Annotated[str | None, Query(max_length=64, description="LAT,LON in degrees.")] = None
+    radius_km: Annotated[
+        float | None, Query(gt=0.0, le=20_100.0, allow_inf_nan=False, description="For near.")
+    ] = None
+    camera: Annotated[str | None, Query(max_length=128)] = None
+    sort: Annotated[Literal["score", "date", "date-asc"], Query()] = "score"
 
 
 @dataclass
@@ -60,17 +78,24 @@ class FilterParams:
 
 
 async def filter_params(
+    photo: Annotated[PhotoParams, Depends()],
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 20,
     glob: Annotated[str | None, Query(max_length=MAX_GLOB_CHARS)] = None,
     after: _Time = None,
     before: _Time = None,
-    min_score: Annotated[float | None, Query(ge=-1.0, le=1.0, allow_inf_nan=False)] = None,
+    min_score: Annotated[
+        float | Literal["auto"] | None,
+        Query(description="Minimum cosine in [-1, 1], or 'auto' (per-query outlier cutoff)."),
+    ] = None,
     min_width: _Side = None,
     min_height: _Side = None,
 ) -> FilterParams:
     """The filters of a search request (async: FastAPI runs it on the event loop, where a
     sync dependency would cost a worker-thread hop per request)."""
-    return FilterParams(k, Filters(glob or None, after, before, min_width, min_height, min_score))
+    if isinstance(min_score, float) and not -1.0 <= min_score <= 1.0:
+        raise HTTPException(422, "min_score must be in [-1, 1] or 'auto'")
+    filters = Filters(glob or None, after, before, min_width, min_height, min_score, **photo.__dict__)
+    return FilterParams(k, filters)
 
 
 class DecodePool:
