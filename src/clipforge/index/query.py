@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .ocr import TextMatch
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,11 @@ def _ns(value: datetime | float) -> int:
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One result: the image's id and metadata with its cosine similarity to the query."""
+    """One result: the image's id and metadata with its cosine similarity to the query.
+
+    With recognised text (``--ocr``): ``rrf`` is the reciprocal-rank-fusion score that
+    ordered a fused query, ``text`` where the query's words occur in the image's text.
+    """
 
     id: int
     path: str
@@ -65,9 +73,11 @@ class SearchHit:
     width: int
     height: int
     mtime: float
+    rrf: float | None = None
+    text: TextMatch | None = None
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "id": self.id,
             "path": self.path,
             "score": round(self.score, 6),
@@ -75,3 +85,8 @@ class SearchHit:
             "height": self.height,
             "mtime": self.mtime,
         }
+        if self.rrf is not None:
+            out["rrf"] = round(self.rrf, 6)
+        if self.text is not None:
+            out["ocr"] = self.text.to_dict()
+        return out
