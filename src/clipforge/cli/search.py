@@ -91,6 +91,10 @@ def index(
     wait: float = typer.Option(
         None, "--wait", help="Seconds to wait for another writer of --db (default: none)."
     ),
+    ocr: bool = typer.Option(
+        None, "--ocr/--no-ocr", help="Read text in images too (needs clipforge[ocr]); "
+        "remembered for later runs (default: as before).",
+    ),
     batch_size: int = BATCH,
     workers: int = WORKERS,
     as_json: bool = JSON,
@@ -117,7 +121,7 @@ def index(
     with opened as idx:
         report = idx.sync(
             dirs, prune_missing=prune_missing, rehash=rehash, batch_size=batch_size, num_workers=workers,
-            progress=None,
+            progress=None, ocr=ocr,
         )  # fmt: skip
         info = idx.info()
     if as_json:
@@ -131,6 +135,11 @@ def index(
         f"{report.unchanged}, failed {len(report.failed)} in {report.seconds:.1f} s "
         f"({rate:.1f} images/s); {info['images']} images, index {info['store']}"
     )
+    if report.ocr_read or report.ocr_failed:
+        typer.echo(
+            f"read text in {report.ocr_read} images in {report.ocr_seconds:.1f} s "
+            f"({len(report.ocr_failed)} failed)"
+        )
     if report.failed:
         err_console.print(f"[yellow]{len(report.failed)} file(s) failed: see --errors[/yellow]")
 
@@ -156,14 +165,22 @@ def search(
     min_height: int = typer.Option(None, "--min-height"),
     duplicates: bool = typer.Option(False, "--duplicates", help="List near-duplicate groups."),
     threshold: float = typer.Option(0.95, "--threshold", help="Cosine for --duplicates."),
+    ocr_only: bool = typer.Option(
+        False, "--ocr-only", help="Only images whose recognised text has every query word."
+    ),
+    no_ocr: bool = typer.Option(False, "--no-ocr", help="CLIP only: ignore recognised text."),
     model: str = SEARCH_MODEL,
     weights: Path = WEIGHTS,
     pretrained: str = PRETRAINED,
     as_json: bool = JSON,
 ) -> None:
     """Search an index by text and/or image, with filters; or list near-duplicates."""
+    from clipforge.errors import UsageError
     from clipforge.index import Filters
     from clipforge.index.querying import near_duplicates
+
+    if ocr_only and no_ocr:
+        raise UsageError("--ocr-only and --no-ocr exclude each other")
 
     with _open(db, model, weights, pretrained, create=False) as idx:
         if duplicates:
@@ -179,12 +196,14 @@ def search(
         hits = idx.search(
             query, image=image, negative=negative, text_weight=text_weight,
             image_weight=image_weight, negative_weight=negative_weight, k=k, filters=filters,
+            ocr="only" if ocr_only else "off" if no_ocr else "auto",
         )  # fmt: skip
     if as_json:
         print_json([h.to_dict() for h in hits])
         return
     for hit in hits:
-        typer.echo(f"{hit.score:.4f}\t{hit.path}")
+        said = "" if hit.text is None else "\ttext: " + hit.text.text.replace("\n", " / ")[:100]
+        typer.echo(f"{hit.score:.4f}\t{hit.path}{said}")
 
 
 def serve(

@@ -53,14 +53,16 @@ def check_mode(mode: str) -> OcrMode:
     return mode  # type: ignore[return-value]
 
 
-def wants_text(index: Index, text, mode: str) -> bool:
+def wants_text(index: Index, text, mode: str, has: bool | None = None) -> bool:
     """Whether a query in ``mode`` goes through the text side (raises for a text-only
-    query the index cannot answer)."""
+    query the index cannot answer). ``has``: whether the index holds recognised text, if
+    the caller knows (else it is looked up)."""
     mode = check_mode(mode)
     if mode == "off":
         return False
-    with index.lock:
-        has = ocr.has_text(index.meta.db)
+    if has is None:
+        with index.lock:
+            has = ocr.has_text(index.meta.db)
     if mode == "only":
         if not has:
             raise ocr.NoOcrTextError(
@@ -75,7 +77,13 @@ def wants_text(index: Index, text, mode: str) -> bool:
 
 
 def hybrid_search(
-    index: Index, vector: np.ndarray, text, k: int, filters: Filters | None, mode: str
+    index: Index,
+    vector: np.ndarray,
+    text,
+    k: int,
+    filters: Filters | None,
+    mode: str,
+    has: bool | None = None,
 ) -> list[SearchHit]:
     """Top-``k`` hits of one query: CLIP only, fused with the text matches, or text only.
 
@@ -84,7 +92,7 @@ def hybrid_search(
     ``filters`` restrict both sides; ``min_score`` drops CLIP candidates only (a literal
     text match is kept whatever its cosine).
     """
-    if not wants_text(index, text, mode):
+    if not wants_text(index, text, mode, has):
         return index.search_vectors(vector[None], k=k, filters=filters)[0]
     filters = filters or Filters()
     query = ocr.fts_query(text)
