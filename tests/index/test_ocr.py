@@ -125,9 +125,10 @@ def test_ocr_only_and_no_ocr(built):
     assert {h.id for h in only} == {glued, other} and all(h.rrf is None for h in only)
     both = index.search("zebra quartz", k=10, ocr="only")  # every word must occur
     assert [h.id for h in both] == [glued]
-    assert index.search("zebra quartz", k=10, ocr="off") == index.search_vectors(
-        _vector(index, "zebra quartz"), k=10
-    )[0]
+    assert (
+        index.search("zebra quartz", k=10, ocr="off")
+        == index.search_vectors(_vector(index, "zebra quartz"), k=10)[0]
+    )
     assert all(h.text is None and h.rrf is None for h in index.search("quartz", ocr="off"))
     assert index.search("xylophone", k=10, ocr="only") == []
 
@@ -172,8 +173,7 @@ def test_text_rows_follow_the_images(built):
     write_image(photos / "img_new.png", seed=99, size=(90, 40))
     report = index.sync([photos], ocr=engine)
     assert report.ocr_read == 1 and engine.seen == [90]  # only the new image is read
-    (photos / "moved.png").write_bytes(open(glued_path, "rb").read())
-    os.remove(glued_path)  # a move: same id, text kept
+    os.rename(glued_path, photos / "moved.png")  # a move: same id, text kept
     index.sync([photos], ocr=engine)
     assert [h.id for h in index.search("quartz", ocr="only")] == [glued]
     other_row = index.meta.get(other)

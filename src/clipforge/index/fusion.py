@@ -69,9 +69,7 @@ def wants_text(index: Index, text, mode: str, has: bool | None = None) -> bool:
                 "this index holds no recognised text: index it with --ocr first"
             )
         if ocr.fts_query(text) is None:
-            raise UsageError(
-                f"a text-only query needs a word of {ocr.MIN_WORD} or more characters"
-            )
+            raise UsageError(f"a text-only query needs a word of {ocr.MIN_WORD} or more characters")
         return True
     return has and ocr.fts_query(text) is not None
 

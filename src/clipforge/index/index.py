@@ -22,8 +22,7 @@ import torch
 
 from ..embedding import stream_image_embeddings
 from ..models.protocols import ClipModel
-from . import ocr as ocr_text
-from . import reconcile
+from . import ocr as ocr_text, reconcile
 from .fusion import OcrMode, hybrid_search
 from .locking import IndexLockedError, RootNotFoundError, write_errors, writer_lock
 from .metadata import ImageRow, MetadataStore, file_identity

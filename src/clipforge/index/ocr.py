@@ -137,7 +137,9 @@ def has_text(db: sqlite3.Connection) -> bool:
     exists = db.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ocr_lines'"
     ).fetchone()
-    return exists is not None and db.execute("SELECT 1 FROM ocr_lines LIMIT 1").fetchone() is not None
+    return (
+        exists is not None and db.execute("SELECT 1 FROM ocr_lines LIMIT 1").fetchone() is not None
+    )
 
 
 def choose_engine(meta: MetadataStore, ocr: bool | OcrEngine | None) -> OcrEngine | None:
@@ -164,9 +166,7 @@ def describe(db: sqlite3.Connection) -> dict | None:
     """Engine and counts of the recognised text (``None``: never used)."""
     if not has_text(db):
         return None
-    row = db.execute(
-        "SELECT COUNT(*), SUM(lines != '[]') FROM ocr_lines"
-    ).fetchone()
+    row = db.execute("SELECT COUNT(*), SUM(lines != '[]') FROM ocr_lines").fetchone()
     engine = db.execute("SELECT value FROM meta WHERE key = ?", (OCR_META_KEY,)).fetchone()
     return {"engine": engine and engine[0], "read": row[0], "with_text": row[1] or 0}
 
