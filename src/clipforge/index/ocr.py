@@ -111,7 +111,8 @@ class RapidOcrEngine:
         self.name = f"{OCR_PACKAGE} {version} PP-OCRv4"
 
     def __call__(self, image: Image.Image) -> list[OcrLine]:
-        found, _ = self._engine(image.convert("RGB"))
+        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])  # OpenCV order
+        found, _ = self._engine(bgr)
         lines = []
         for quad, text, confidence in found or []:
             xs, ys = [float(p[0]) for p in quad], [float(p[1]) for p in quad]
