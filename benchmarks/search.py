@@ -30,9 +30,13 @@ intact checkpoint), ``RUN/latest``, ``RUN/step_N``, or a checkpoint file or dire
 architecture comes from the checkpoint and what it was trained on from the run's
 ``train_config.json``.
 
+4. Text in images (``search_ocr.py``): OCR + CLIP fusion vs CLIP alone, recall@10 of
+   pseudo-word queries on generated screenshots; ``Index.sync`` images/s with and without
+   ``--ocr``.
+
 Usage: python benchmarks/search.py [--n 100000] [--skip-vectors | --skip-synthetic]
-       [--skip-serve] [--skip-flickr] [--weights RUN_OR_CKPT] [--flickr-weights RUN_OR_CKPT]
-       [--flickr-train TSV]
+       [--skip-serve] [--skip-flickr] [--skip-ocr] [--weights RUN_OR_CKPT]
+       [--flickr-weights RUN_OR_CKPT] [--flickr-train TSV]
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from clipforge.index import Index, StoreOptions
 from clipforge.index.faiss_store import FaissStore
 from clipforge.index.metadata import ImageRow
 from results import write_result
+from search_ocr import add_arguments as add_ocr_arguments, bench_ocr
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CLIP_RETRIEVAL_QPS = 20  # clip-retrieval back end, as published (~50 ms, ~20 queries/s)
@@ -505,6 +510,8 @@ def main() -> None:
     parser.add_argument("--skip-synthetic", action="store_true", help="only the CIFAR-10 rows")
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--skip-flickr", action="store_true")
+    parser.add_argument("--skip-ocr", action="store_true", help="no text-in-images rows")
+    add_ocr_arguments(parser)
     args = parser.parse_args()
     args.flickr_weights = args.flickr_weights or args.weights
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
@@ -516,6 +523,11 @@ def main() -> None:
         bench_serve(args)
     if not args.skip_flickr:
         bench_flickr(args)
+    if not args.skip_ocr:  # benchmarks/search_ocr.py
+        model = load_model(args.weights)
+        ocr_rows = bench_ocr(args, model, describe_model(model, args.weights))
+        ROWS.extend(ocr_rows)
+        write_result("search_ocr", {"rows": ocr_rows})  # also alone: other sections may not run
     write_result("search", {"rows": ROWS})
 
 
