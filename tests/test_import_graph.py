@@ -22,6 +22,7 @@ OPTIONAL = {
     "onnx", "onnxruntime", "tokenizers", "matplotlib", "webdataset", "tensorboard",
     "uvicorn", "fastapi", "starlette", "open_clip", "transformers", "sentencepiece", "scipy",
     "httpx", "psutil", "pillow_heif", "clip_benchmark", "huggingface_hub",
+    "rapidocr_onnxruntime",
 }  # fmt: skip
 
 
