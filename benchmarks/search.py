@@ -30,12 +30,16 @@ intact checkpoint), ``RUN/latest``, ``RUN/step_N``, or a checkpoint file or dire
 architecture comes from the checkpoint and what it was trained on from the run's
 ``train_config.json``.
 
-Usage: python benchmarks/search.py [--n 100000] [--skip-vectors | --skip-synthetic]
-       [--skip-serve] [--skip-flickr] [--weights RUN_OR_CKPT] [--flickr-weights RUN_OR_CKPT]
-       [--flickr-train TSV] [--skip-video] [--video-weights CKPT] [--video-steps 500]
-       [--video-count 30] [--video-speed-s 60]
+4. Text in images (``search_ocr.py``): OCR + CLIP fusion vs CLIP alone, recall@10 of
+   pseudo-word queries on generated screenshots; ``Index.sync`` images/s with and without
+   ``--ocr``.
 
-4. Video (``search_video.py``): text→moment recall@10 over generated videos of procedural
+Usage: python benchmarks/search.py [--n 100000] [--skip-vectors | --skip-synthetic]
+       [--skip-serve] [--skip-flickr] [--skip-ocr] [--weights RUN_OR_CKPT]
+       [--flickr-weights RUN_OR_CKPT] [--flickr-train TSV] [--skip-video]
+       [--video-weights CKPT] [--video-steps 500] [--video-count 30] [--video-speed-s 60]
+
+5. Video (``search_video.py``): text→moment recall@10 over generated videos of procedural
    scenes with a model trained on procedural data (and with random weights: chance), and
    indexing speed in seconds per hour of video (a 720p30 H.264 clip, tiny model and
    ViT-B-32).
@@ -64,6 +68,7 @@ from clipforge.index import Index, StoreOptions
 from clipforge.index.faiss_store import FaissStore
 from clipforge.index.metadata import ImageRow
 from results import write_result
+from search_ocr import add_arguments as add_ocr_arguments, bench_ocr
 from search_video import bench_video
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -517,6 +522,8 @@ def main() -> None:
     parser.add_argument("--video-steps", type=int, default=500, help="training without weights")
     parser.add_argument("--video-count", type=int, default=30, help="generated videos")
     parser.add_argument("--video-speed-s", type=float, default=60, help="720p clip seconds")
+    parser.add_argument("--skip-ocr", action="store_true", help="no text-in-images rows")
+    add_ocr_arguments(parser)
     args = parser.parse_args()
     args.flickr_weights = args.flickr_weights or args.weights
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
@@ -530,6 +537,11 @@ def main() -> None:
         bench_flickr(args)
     if not args.skip_video:
         ROWS.extend(bench_video(args))
+    if not args.skip_ocr:  # benchmarks/search_ocr.py
+        model = load_model(args.weights)
+        ocr_rows = bench_ocr(args, model, describe_model(model, args.weights))
+        ROWS.extend(ocr_rows)
+        write_result("search_ocr", {"rows": ocr_rows})  # also alone: other sections may not run
     write_result("search", {"rows": ROWS})
 
 

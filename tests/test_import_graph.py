@@ -24,6 +24,7 @@ OPTIONAL = {
     "httpx", "psutil", "pillow_heif", "clip_benchmark", "huggingface_hub",
     "av", "watchdog",  # the video and watch extras
     "rawpy", "pillow_avif",  # the photos extra: RAW previews, AVIF on Pillow < 11.3
+    "rapidocr_onnxruntime",
 }  # fmt: skip
 
 

@@ -97,6 +97,10 @@ def index(
     debounce: float = typer.Option(
         0.5, "--debounce", min=0.01, max=60.0, help="--watch: quiet seconds before updating."
     ),
+    ocr: bool = typer.Option(
+        None, "--ocr/--no-ocr", help="Read text in images too (needs clipforge[ocr]); "
+        "remembered for later runs (default: as before).",
+    ),
     batch_size: int = BATCH,
     workers: int = WORKERS,
     as_json: bool = JSON,
@@ -126,12 +130,12 @@ def index(
     )
     if watch:
         _watch(opened, dirs, debounce, as_json, rehash=rehash, batch_size=batch_size,
-               num_workers=workers, progress=False)  # fmt: skip
+               num_workers=workers, progress=False, ocr=ocr)  # fmt: skip
         return
     with opened as idx:
         report = idx.sync(
             dirs, prune_missing=prune_missing, rehash=rehash, batch_size=batch_size, num_workers=workers,
-            progress=None,
+            progress=None, ocr=ocr,
         )  # fmt: skip
         info = idx.info()
     if as_json:
@@ -147,6 +151,11 @@ def index(
     )
     if report.videos:
         typer.echo(video_summary(report))
+    if report.ocr_read or report.ocr_failed:
+        typer.echo(
+            f"read text in {report.ocr_read} images in {report.ocr_seconds:.1f} s "
+            f"({len(report.ocr_failed)} failed)"
+        )
     if report.failed:
         err_console.print(f"[yellow]{len(report.failed)} file(s) failed: see --errors[/yellow]")
         err_console.print(summary_line(report.failed), highlight=False, markup=False, soft_wrap=True)
@@ -210,14 +219,22 @@ def search(
     min_height: int = typer.Option(None, "--min-height"),
     duplicates: bool = typer.Option(False, "--duplicates", help="List near-duplicate groups."),
     threshold: float = typer.Option(0.95, "--threshold", help="Cosine for --duplicates."),
+    ocr_only: bool = typer.Option(
+        False, "--ocr-only", help="Only images whose recognised text has every query word."
+    ),
+    no_ocr: bool = typer.Option(False, "--no-ocr", help="CLIP only: ignore recognised text."),
     model: str = SEARCH_MODEL,
     weights: Path = WEIGHTS,
     pretrained: str = PRETRAINED,
     as_json: bool = JSON,
 ) -> None:
     """Search an index by text and/or image, with filters; or list near-duplicates."""
+    from clipforge.errors import UsageError
     from clipforge.index import Filters
     from clipforge.index.querying import near_duplicates
+
+    if ocr_only and no_ocr:
+        raise UsageError("--ocr-only and --no-ocr exclude each other")
 
     with _open(db, model, weights, pretrained, create=False) as idx:
         if duplicates:
@@ -237,13 +254,16 @@ def search(
         hits = idx.search(
             query, image=image, negative=negative, text_weight=text_weight,
             image_weight=image_weight, negative_weight=negative_weight, k=k, filters=filters,
+            ocr="only" if ocr_only else "off" if no_ocr else "auto",
         )  # fmt: skip
     if as_json:
         print_json([h.to_dict() for h in hits])
         return
     for hit in hits:
         at = "" if hit.timestamp is None else f" @ {hit.timestamp:.1f} s"
-        typer.echo(f"{hit.score:.4f}\t{hit.path}{at}" + (f"\t{hit.taken}" if sort != "score" else ""))
+        said = "" if hit.text is None else "\ttext: " + hit.text.text.replace("\n", " / ")[:100]
+        taken = f"\t{hit.taken}" if sort != "score" else ""
+        typer.echo(f"{hit.score:.4f}\t{hit.path}{at}{taken}{said}")
 
 
 def serve(

@@ -22,7 +22,8 @@ import torch
 
 from ..embedding import stream_image_embeddings
 from ..models.protocols import ClipModel
-from . import frames, reconcile
+from . import frames, ocr as ocr_text, reconcile
+from .fusion import OcrMode, hybrid_search
 from .locking import IndexLockedError, RootNotFoundError, write_errors, writer_lock
 from .metadata import ImageRow, MetadataStore, file_identity
 from .opening import _check_model, file_kind, require_index
@@ -53,6 +54,9 @@ class IndexReport:
     videos: int = 0  # videos embedded, their duration and the time it took (seconds)
     video_seconds: float = 0.0
     video_index_seconds: float = 0.0
+    ocr_read: int = 0  # images read by text recognition (--ocr)
+    ocr_failed: list[tuple[str, str]] = field(default_factory=list)
+    ocr_seconds: float = 0.0
 
     @property
     def seconds_per_video_hour(self) -> float | None:
@@ -60,8 +64,9 @@ class IndexReport:
         return self.video_index_seconds * 3600 / self.video_seconds if self.video_seconds else None
 
     def to_dict(self) -> dict:
-        out = {**self.__dict__, "failed": [list(f) for f in self.failed]}
-        return out | {"seconds_per_video_hour": self.seconds_per_video_hour}
+        failures = {"failed": [list(f) for f in self.failed],
+                    "ocr_failed": [list(f) for f in self.ocr_failed]}  # fmt: skip
+        return self.__dict__ | failures | {"seconds_per_video_hour": self.seconds_per_video_hour}
 
 
 @dataclass
@@ -187,6 +192,7 @@ class Index:
             "dim": int(self.meta.get_meta("dim") or 0),
             "store": self.store.describe(),
             **frames.video_totals(self.meta.db),
+            "ocr": ocr_text.describe(self.meta.db),
         }
 
     # -- indexing -------------------------------------------------------------------
@@ -198,16 +204,18 @@ class Index:
         num_workers: int = 0,
         progress: bool | None = None,
         rehash: bool = False,
+        ocr: bool | ocr_text.OcrEngine | None = None,
     ) -> IndexReport:
         """Index image files (directories are expanded): new or changed files are embedded,
         renamed ones re-pointed, exact duplicates (by SHA-256) and unchanged files skipped,
         unreadable ones recorded in :meth:`errors`. Committed batch by batch.
         ``rehash``: hash every file even when size and mtime are unchanged (re-embedding
-        those whose bytes changed)."""
+        those whose bytes changed). ``ocr``: also read text in images (:mod:`.ocr`)."""
         self._require_model()
         start = time.perf_counter()
         report = IndexReport()
         with self.writing():
+            engine = ocr_text.choose_engine(self.meta, ocr)  # before embedding: fail fast
             self._rehash = rehash
             retry_plugin_errors(self.meta)  # a package installed since: try those files again
             pending, later = self._plan(expand(paths), report)
@@ -217,6 +225,8 @@ class Index:
             self._record_duplicates(later, report)
             backfill(self.meta)  # capture dates, places, cameras (and older databases')
             self._persist()
+            if engine is not None:
+                ocr_text.recognise_pending(self, engine, report)
         report.seconds = time.perf_counter() - start
         return report
 
@@ -484,18 +494,20 @@ class Index:
         negative_weight: float = 0.5,
         k: int = 20,
         filters: Filters | None = None,
+        ocr: OcrMode = "auto",
     ) -> list[SearchHit]:
         """Top-``k`` images for a text and/or image query, minus ``negative`` prompts.
 
         The query vector is ``text_weight * t + image_weight * i - negative_weight * n``
-        (each part L2-normalised; several texts are averaged), normalised again.
+        (each part L2-normalised; several texts are averaged), normalised again. ``ocr``:
+        fuse with recognised text (``"auto"``), text only, or ``"off"`` (:mod:`.fusion`).
         """
 
         vector = query_vector(
             self._require_model(), text, image, negative, text_weight, image_weight,
             negative_weight,
         )  # fmt: skip
-        return self.search_vectors(vector[None], k=k, filters=filters)[0]
+        return hybrid_search(self, vector, text, k, filters, ocr)
 
     def search_vectors(
         self, queries: np.ndarray, k: int = 20, filters: Filters | None = None

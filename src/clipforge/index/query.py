@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 from .filters import check_min_score, check_sort, photo_terms
+
+if TYPE_CHECKING:
+    from .ocr import TextMatch
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,8 @@ class SearchHit:
     """One result: the image's id and metadata with its cosine similarity to the query.
 
     ``timestamp``: for a video, the second of its best-matching sampled frame (else ``None``).
+    With recognised text (``--ocr``): ``rrf`` is the reciprocal-rank-fusion score that
+    ordered a fused query, ``text`` where the query's words occur in the image's text.
     """
 
     id: int
@@ -101,6 +107,8 @@ class SearchHit:
     lat: float | None = None
     lon: float | None = None
     camera: str | None = None
+    rrf: float | None = None
+    text: TextMatch | None = None
 
     def to_dict(self) -> dict:
         out = {
@@ -118,4 +126,8 @@ class SearchHit:
         }
         if self.timestamp is not None:  # a video: the moment that matched
             out["timestamp"] = round(self.timestamp, 3)
+        if self.rrf is not None:
+            out["rrf"] = round(self.rrf, 6)
+        if self.text is not None:
+            out["ocr"] = self.text.to_dict()
         return out

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from ..embedding import embed_texts
 from ..errors import ClipforgeError
 from ..index import Filters, Index
+from ..index.fusion import OcrMode, hybrid_search, wants_text
 from ..runtime import Precision, check_precision
 from .admin import add_admin_routes
 from .batching import TextBatcher
@@ -161,6 +162,15 @@ async def _clipforge_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "http_status", 400))
 
 
+def _result(hit) -> dict:
+    """A hit as the API answers it: its fields, the file and thumbnail URLs and, for a
+    video, the URL that plays it from the matching moment."""
+    out = {**hit.to_dict(), "image": f"/images/{hit.id}", "thumbnail": f"/thumbnails/{hit.id}"}
+    if hit.timestamp is not None:
+        out["video"] = f"/images/{hit.id}#t={hit.timestamp:.3f}"
+    return out
+
+
 def set_threads(threads: int) -> None:
     """Torch intra-op threads for the text tower (process-wide). FAISS already searches a
     single query on one thread (``FaissStore.search``)."""
@@ -198,20 +208,25 @@ def _add_search_routes(
     async def run_search(vector: np.ndarray, params: FilterParams) -> list[dict]:
         k = min(params.k, config.max_k)
         hits = await searcher(vector[None], k, params.filters)
-        return [
-            {**h.to_dict(), "image": f"/images/{h.id}", "thumbnail": f"/thumbnails/{h.id}"}
-            | ({} if h.timestamp is None else {"video": f"/images/{h.id}#t={h.timestamp:.3f}"})
-            for h in hits[0]
-        ]
+        return [_result(h) for h in hits[0]]
 
     @app.get("/search")
     async def search_text(
         q: QueryText,
         params: Annotated[FilterParams, Depends(filter_params)],
         negative: Negatives = None,
+        ocr: OcrMode = "auto",
     ) -> dict:
-        """Images matching a text query (minus ``negative`` prompts)."""
+        """Images matching a text query (minus ``negative`` prompts); with recognised text
+        in the index, fused with the text matches (``ocr``: auto, only, off)."""
         vector = await text_query(q, list(negative or []))
+        has = state.info.get("ocr") is not None  # the index holds recognised text
+        if wants_text(state.index, q, ocr, has):
+            k = min(params.k, config.max_k)
+            hits = await run_in_threadpool(
+                hybrid_search, state.index, vector, q, k, params.filters, ocr, has
+            )
+            return {"query": q, "results": [_result(h) for h in hits]}
         return {"query": q, "results": await run_search(vector, params)}
 
     @app.get("/search/similar/{image_id}")
