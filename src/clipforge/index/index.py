@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,42 +31,13 @@ from .photo_store import backfill, migrate_photos, retry_plugin_errors
 from .photos import open_photo
 from .query import Filters, SearchHit
 from .querying import query_vector, search_vectors
+from .report import IndexReport
 from .scan import expand, file_sha256, image_size
 from .store import StoreOptions, VectorStore
 from .video import VideoSampling, index_videos, is_video
 
 TUNE_QUERIES = 200
 MAX_K = 10_000
-
-
-@dataclass
-class IndexReport:
-    """What one :meth:`Index.add` / :meth:`Index.sync` run did."""
-
-    added: int = 0
-    replaced: int = 0
-    renamed: int = 0
-    unchanged: int = 0
-    duplicates: int = 0
-    removed: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    videos: int = 0  # videos embedded, their duration and the time it took (seconds)
-    video_seconds: float = 0.0
-    video_index_seconds: float = 0.0
-    ocr_read: int = 0  # images read by text recognition (--ocr)
-    ocr_failed: list[tuple[str, str]] = field(default_factory=list)
-    ocr_seconds: float = 0.0
-
-    @property
-    def seconds_per_video_hour(self) -> float | None:
-        """Indexing time per hour of video embedded in this run."""
-        return self.video_index_seconds * 3600 / self.video_seconds if self.video_seconds else None
-
-    def to_dict(self) -> dict:
-        failures = {"failed": [list(f) for f in self.failed],
-                    "ocr_failed": [list(f) for f in self.ocr_failed]}  # fmt: skip
-        return self.__dict__ | failures | {"seconds_per_video_hour": self.seconds_per_video_hour}
 
 
 @dataclass

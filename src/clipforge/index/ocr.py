@@ -35,7 +35,8 @@ from ..preprocess import load_image
 from .metadata import MetadataStore, _fs
 
 if TYPE_CHECKING:
-    from .index import Index, IndexReport
+    from .index import Index
+    from .report import IndexReport
 
 OCR_PACKAGE = "rapidocr_onnxruntime"
 OCR_META_KEY = "ocr_engine"

@@ -38,7 +38,8 @@ from . import frames
 from .metadata import ImageRow
 
 if TYPE_CHECKING:
-    from .index import Index, IndexReport, _Pending
+    from .index import Index, _Pending
+    from .report import IndexReport
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm"})
 VIDEO_TYPES = {

@@ -28,7 +28,8 @@ from .locking import IndexLockedError
 from .scan import INDEXED_SUFFIXES, expand
 
 if TYPE_CHECKING:
-    from .index import Index, IndexReport
+    from .index import Index
+    from .report import IndexReport
 
 WATCHDOG_MISSING = (
     "watch mode needs watchdog: pip install 'clipforge[watch]' (the `watchdog` package)"
