@@ -37,7 +37,22 @@ DEVICE = typer.Option(
     None, "--device", "-d", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)."
 )
 PRECISION = typer.Option(
-    "fp32", "--precision", help="fp32 | bf16 | fp16 (autocast; weights stay fp32)."
+    "fp32",
+    "--precision",
+    help="fp32 | bf16 | fp16 (autocast; weights stay fp32) | int8 (CPU: int8 linear layers, "
+    "measured against fp32) | auto (bf16 where the CPU computes it, else int8).",
+)
+CALIBRATION = typer.Option(
+    None,
+    "--calibration",
+    help="int8: folder of images (and *.txt prompts) to measure against fp32 (default: a "
+    "built-in set).",
+)
+MAX_DEGRADATION = typer.Option(
+    None,
+    "--max-degradation",
+    min=0.0,
+    help="int8: refuse the model when 1 - cosine vs fp32 exceeds this (e.g. 0.01).",
 )
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 WORKERS = typer.Option(2, "--workers", help="DataLoader workers decoding images.")
@@ -117,9 +132,16 @@ def load_model(
     pretrained: str | None,
     device: str | None = None,
     precision: str = "fp32",
+    calibration: Path | None = None,
+    max_degradation: float | None = None,
 ) -> CLIP:
-    """Load the model named on the command line; random weights get a loud warning."""
+    """Load the model named on the command line; random weights get a loud warning.
+
+    ``precision`` int8 (or auto resolved to it) gives the int8 copy, measured against fp32
+    on ``calibration`` (its one-line report on stderr), refused above ``max_degradation``.
+    """
     from clipforge.api import load_spec
+    from clipforge.quantization import apply_precision
 
     target = check_runtime(device, precision)
     arch = _check_model_args(model, weights, pretrained)
@@ -128,7 +150,21 @@ def load_model(
             f"{arch} has random weights (seed 0; pass --weights or "
             "--pretrained for meaningful results)"
         )
-    return load_spec(model, weights, pretrained).to(target)
+    clip = load_spec(model, weights, pretrained).to(target)
+    quantized = apply_precision(
+        clip, precision, calibration=calibration, max_degradation=max_degradation
+    )
+    if quantized is not clip:
+        err_console.print(quantized.quantization_report.summary())  # type: ignore[union-attr]
+    elif calibration is not None or max_degradation is not None:
+        warn("--calibration and --max-degradation apply to --precision int8 only")
+    return quantized
+
+
+def quantization_json(clip: object) -> dict[str, Any]:
+    """``{"quantization": report}`` for an int8 model (for ``--json`` outputs), else ``{}``."""
+    report = getattr(clip, "quantization_report", None)
+    return {} if report is None else {"quantization": report.to_dict()}
 
 
 def _expand_one(item: Path) -> list[str]:

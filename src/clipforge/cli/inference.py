@@ -11,8 +11,10 @@ from rich.table import Table
 from ..embedding_io import write_embeddings
 from .common import (
     BATCH,
+    CALIBRATION,
     DEVICE,
     JSON,
+    MAX_DEGRADATION,
     MODEL,
     PRECISION,
     PRETRAINED,
@@ -27,6 +29,7 @@ from .common import (
     fail_if_empty,
     load_model,
     print_json,
+    quantization_json,
     read_lines,
     report_failures,
 )
@@ -49,6 +52,8 @@ def classify(
     pretrained: str = PRETRAINED,
     device: str = DEVICE,
     precision: str = PRECISION,
+    calibration: Path = CALIBRATION,
+    max_degradation: float = MAX_DEGRADATION,
     batch_size: int = BATCH,
     workers: int = WORKERS,
     as_json: bool = JSON,
@@ -61,7 +66,7 @@ def classify(
         raise typer.BadParameter("give at least two labels", param_hint="--labels")
     prompts = _templates(templates)
     paths = expand_images(images)
-    clip = load_model(model, weights, pretrained, device, precision)
+    clip = load_model(model, weights, pretrained, device, precision, calibration, max_degradation)
     classifier = ZeroShotClassifier(
         clip, classnames, templates=prompts, precision=check_precision_option(precision)
     )
@@ -83,17 +88,18 @@ def classify(
             result.paths, result.top_k_labels, result.top_k_scores, strict=True
         )
     ]
-    _print_predictions(rows, result.failures, as_json)
+    _print_predictions(rows, result.failures, as_json, quantization_json(clip))
     report_failures(result.failures)
     fail_if_empty(len(paths))
 
 
-def _print_predictions(rows: list[dict], failures: list[tuple[str, str]], as_json: bool) -> None:
+def _print_predictions(rows: list[dict], failures: list[tuple[str, str]], as_json: bool,
+                       extra: dict) -> None:  # fmt: skip
     if as_json:
         for row in rows:
             row["path"] = display(row["path"])
         shown = [[display(p), reason] for p, reason in failures]
-        print_json({"predictions": rows, "failures": shown})
+        print_json({"predictions": rows, "failures": shown, **extra})
         return
     table = Table("image", "prediction", "top-k")
     for row in rows:
@@ -125,6 +131,8 @@ def embed(
     pretrained: str = PRETRAINED,
     device: str = DEVICE,
     precision: str = PRECISION,
+    calibration: Path = CALIBRATION,
+    max_degradation: float = MAX_DEGRADATION,
     batch_size: int = BATCH,
     workers: int = WORKERS,
     engine: str = typer.Option(
@@ -149,13 +157,13 @@ def embed(
     if texts:
         ids = read_lines(texts)
         n_inputs = len(ids)
-        clip = load_model(model, weights, pretrained, device, precision)
+        clip = load_model(model, weights, pretrained, device, precision, calibration, max_degradation)
         vectors = embed_texts(clip, ids, precision=check_precision_option(precision))
     else:
         paths = expand_images(inputs)
         n_inputs = len(paths)
         _warn_undecodable_names(paths)
-        clip = load_model(model, weights, pretrained, device, precision)
+        clip = load_model(model, weights, pretrained, device, precision, calibration, max_degradation)
         result = embed_images(
             clip,
             paths,
@@ -223,6 +231,8 @@ def similarity(
     pretrained: str = PRETRAINED,
     device: str = DEVICE,
     precision: str = PRECISION,
+    calibration: Path = CALIBRATION,
+    max_degradation: float = MAX_DEGRADATION,
     as_json: bool = JSON,
 ) -> None:
     """Cosine similarity matrix of images × texts (and an optional heat-map).
@@ -233,7 +243,7 @@ def similarity(
     if plot is not None:
         check_writable(plot, "--plot")
     paths = expand_images(images)
-    clip = load_model(model, weights, pretrained, device, precision)
+    clip = load_model(model, weights, pretrained, device, precision, calibration, max_degradation)
     failures: list[tuple[str, str]] = []
     sim = similarity_matrix(
         clip, paths, texts, failures=failures, precision=check_precision_option(precision)
@@ -244,7 +254,8 @@ def similarity(
         plot_similarity(sim, columns, texts, plot)
     if as_json:
         shown = [display(p) for p in paths]
-        print_json({"images": shown, "texts": texts, "similarity": _nan_to_none(sim.tolist())})
+        print_json({"images": shown, "texts": texts, "similarity": _nan_to_none(sim.tolist()),
+                    **quantization_json(clip)})  # fmt: skip
     else:
         table = Table("image", *texts)
         for path, row in zip(paths, sim, strict=True):
@@ -266,6 +277,8 @@ def score(
     pretrained: str = PRETRAINED,
     device: str = DEVICE,
     precision: str = PRECISION,
+    calibration: Path = CALIBRATION,
+    max_degradation: float = MAX_DEGRADATION,
     as_json: bool = JSON,
 ) -> None:
     """CLIP score of each (image, caption) pair: max(100·cos, 0).
@@ -280,7 +293,7 @@ def score(
         raise typer.BadParameter(
             f"{len(paths)} images but {len(texts)} texts: give one text per image"
         )
-    clip = load_model(model, weights, pretrained, device, precision)
+    clip = load_model(model, weights, pretrained, device, precision, calibration, max_degradation)
     failures: list[tuple[str, str]] = []
     scores = clip_score(
         clip, paths, texts, failures=failures, precision=check_precision_option(precision)
@@ -289,7 +302,8 @@ def score(
     mean = float(finite.mean()) if len(finite) else float("nan")
     if as_json:
         print_json(
-            {"scores": _nan_to_none(scores.tolist()), "mean": None if math.isnan(mean) else mean}
+            {"scores": _nan_to_none(scores.tolist()), "mean": None if math.isnan(mean) else mean,
+             **quantization_json(clip)}
         )
     else:
         table = Table("image", "text", "CLIP score")

@@ -61,6 +61,7 @@ def run_evaluation(
     """Run a planned evaluation on a loaded model: ``(results record, EvalOutput)``."""
     start = time.perf_counter()
     output = evaluate_detailed(plan.task, model, plan.options, plan.data)
+    report = getattr(model, "quantization_report", None)
     record = make_record(
         task=plan.task,
         dataset=dataset_name(plan.data),
@@ -70,5 +71,7 @@ def run_evaluation(
         checkpoint=checkpoint or (model_name if Path(model_name).exists() else None),
         seconds=time.perf_counter() - start,
         options=plan.options,
+        precision="int8" if report is not None else str(plan.options.get("precision", "fp32")),
+        quantization=None if report is None else report.to_dict(),
     )
     return record, output

@@ -22,10 +22,11 @@ import torch
 
 from ..embedding import stream_image_embeddings
 from ..models.protocols import ClipModel
+from ..runtime import Precision
 from . import reconcile
 from .locking import IndexLockedError, RootNotFoundError, write_errors, writer_lock
 from .metadata import ImageRow, MetadataStore, file_identity
-from .opening import _check_model, file_kind, require_index
+from .opening import _check_model, check_precision_of, file_kind, require_index
 from .query import Filters, SearchHit
 from .querying import query_vector, search_vectors
 from .scan import expand, file_sha256, image_size
@@ -74,6 +75,7 @@ class Index:
         self.meta = meta
         self.store = store
         self.model = model
+        self.precision: Precision = "fp32"
         self.lock = threading.RLock()
         self.lock_timeout: float | None = 0.0
         self.max_k = MAX_K
@@ -91,6 +93,8 @@ class Index:
         model_spec: dict | None = None,
         create: bool = True,
         lock_timeout: float | None = 0.0,
+        precision: str | None = None,
+        allow_precision_mismatch: bool = False,
     ) -> Index:
         """Open (or create) the index directory ``path``.
 
@@ -99,6 +103,10 @@ class Index:
         (recorded for the command line). ``options``: index kind / memory / recall target.
         ``create=False``: refuse a directory without an index (:class:`IndexNotFoundError`).
         ``lock_timeout``: seconds a writer waits for another one (``None``: forever).
+        ``precision``: what the model runs at (``"int8"``: its int8 copy, see
+        :mod:`clipforge.quantization`); a new index records it (default fp32), an existing
+        one refuses another (:class:`PrecisionMismatchError`) unless
+        ``allow_precision_mismatch``; ``None`` keeps the recorded one.
         """
         path = Path(path)
         if not create:
@@ -106,6 +114,7 @@ class Index:
         path.mkdir(parents=True, exist_ok=True)
         meta = MetadataStore(path / "metadata.sqlite")
         dim = _check_model(meta, model, backend, model_spec)
+        chosen = check_precision_of(meta, model, precision, allow_precision_mismatch)
         saved = json.loads(meta.get_meta("store_options") or "{}")
         if options is None:
             options = StoreOptions(**saved)
@@ -113,6 +122,7 @@ class Index:
             meta.set_meta("store_options", json.dumps(options.__dict__))
         store = reconcile.open_store(meta.get_meta("backend") or backend, path, dim, options)
         index = cls(path, meta, store, model)
+        index.precision = chosen
         index.lock_timeout = lock_timeout
         index._reconcile()
         return index
@@ -370,6 +380,7 @@ class Index:
             batch_size=batch_size,
             num_workers=num_workers,
             progress=progress,
+            precision=self.precision,
         )
         removed: list[int] = []
         with self.meta.transaction():
@@ -472,7 +483,7 @@ class Index:
 
         vector = query_vector(
             self._require_model(), text, image, negative, text_weight, image_weight,
-            negative_weight,
+            negative_weight, precision=self.precision,
         )  # fmt: skip
         return self.search_vectors(vector[None], k=k, filters=filters)[0]
 

@@ -36,6 +36,7 @@ from .int8 import count_quantized, quantize_linear_int8
 
 __all__ = [
     "Calibration",
+    "apply_precision",
     "QuantizationError",
     "QuantizationReport",
     "QuantizationWarning",
@@ -43,6 +44,7 @@ __all__ = [
     "for_precision",
     "is_quantized",
     "load_calibration",
+    "prepare_int8",
     "quantize",
 ]
 
@@ -126,9 +128,39 @@ def for_precision(model: ClipModel, precision: str | None) -> tuple[ClipModel, P
         return model, name
     if device.type != "cpu":
         raise UsageError(f"precision int8 runs on the CPU; the model is on {device}")
+    return prepare_int8(model), "fp32"
+
+
+def prepare_int8(
+    model: ClipModel,
+    *,
+    calibration: Calibration | str | os.PathLike | None = None,
+    max_degradation: float | None = None,
+) -> CLIP:
+    """The int8 twin :func:`for_precision` runs for ``model``: made now (with these
+    :func:`quantize` settings) unless it exists, then reused. Make it up front to measure,
+    and refuse, before any work."""
     with _TWINS_LOCK:
         twin = _TWINS.get(cast(torch.nn.Module, model))
         if twin is None:
-            twin = quantize(cast(CLIP, model))
+            twin = quantize(
+                cast(CLIP, model), calibration=calibration, max_degradation=max_degradation
+            )
             _TWINS[cast(torch.nn.Module, model)] = twin
-    return twin, "fp32"
+    return twin
+
+
+def apply_precision(
+    model: CLIP,
+    precision: str | None,
+    *,
+    calibration: Calibration | str | os.PathLike | None = None,
+    max_degradation: float | None = None,
+) -> CLIP:
+    """``model`` for ``precision``: its measured int8 copy (:func:`quantize`) when
+    ``precision`` is (or ``auto`` resolves to) int8, else ``model`` itself (other
+    precisions run under autocast)."""
+    device = next(model.parameters()).device
+    if resolve_precision(precision, device) != "int8" or is_quantized(model):
+        return model
+    return quantize(model, calibration=calibration, max_degradation=max_degradation)

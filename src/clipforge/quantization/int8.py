@@ -3,8 +3,8 @@
 Linear layers (attention q/k/v and output projections, MLPs, pooling heads) become
 ``torch.ao.nn.quantized.dynamic.Linear`` with per-output-channel int8 weight scales and
 per-batch int8 activation scales (fbgemm/onednn ``x86`` kernels: AVX2 ``vpmaddubsw``,
-AVX-512 VNNI, AMX). Patch/token embeddings, norms, softmax, rotary tables and the final
-projections stay in float. The fused q/k/v projections of :class:`SelfAttention` and
+AVX-512 VNNI, AMX). Patch/token embeddings, norms, softmax, rotary tables and projections
+held as plain parameters (ViT ``proj``, CLIP ``text_projection``) stay in float. The fused q/k/v projections of :class:`SelfAttention` and
 :class:`EvaAttention` are functional (``F.linear`` on a parameter), so the copy swaps those
 modules for equivalents whose fused projection is an ``nn.Linear`` first.
 """
