@@ -113,8 +113,8 @@ class Index:
             require_index(path)
         path.mkdir(parents=True, exist_ok=True)
         meta = MetadataStore(path / "metadata.sqlite")
-        dim = _check_model(meta, model, backend, model_spec)
         chosen = check_precision_of(meta, model, precision, allow_precision_mismatch)
+        dim = _check_model(meta, model, backend, model_spec)
         saved = json.loads(meta.get_meta("store_options") or "{}")
         if options is None:
             options = StoreOptions(**saved)
