@@ -19,6 +19,7 @@ from torch import nn
 
 from ..models import CLIP, Tower
 from ..tokenizer.files import save_tokenizer
+from .quantize import quantize_bundle
 from .runtime import IMAGE_FILE, META_FILE, TEXT_FILE
 
 
@@ -135,8 +136,6 @@ def export_onnx(
     }
     (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     if quantize is not None:
-        from .quantize import quantize_bundle
-
         report = quantize_bundle(directory, model, quantize, calibration=calibration,
                                  max_degradation=max_degradation)  # fmt: skip
         meta["quantization"] = report.to_dict()
