@@ -141,7 +141,7 @@ def load_model(
     on ``calibration`` (its one-line report on stderr), refused above ``max_degradation``.
     """
     from clipforge.api import load_spec
-    from clipforge.quantization import apply_precision
+    from clipforge.quantization import apply_precision, report_of
 
     target = check_runtime(device, precision)
     arch = _check_model_args(model, weights, pretrained)
@@ -154,8 +154,9 @@ def load_model(
     quantized = apply_precision(
         clip, precision, calibration=calibration, max_degradation=max_degradation
     )
-    if quantized is not clip:
-        err_console.print(quantized.quantization_report.summary())  # type: ignore[union-attr]
+    report = report_of(quantized)
+    if report is not None:
+        err_console.print(report.summary())
     elif calibration is not None or max_degradation is not None:
         warn("--calibration and --max-degradation apply to --precision int8 only")
     return quantized
@@ -163,7 +164,9 @@ def load_model(
 
 def quantization_json(clip: object) -> dict[str, Any]:
     """``{"quantization": report}`` for an int8 model (for ``--json`` outputs), else ``{}``."""
-    report = getattr(clip, "quantization_report", None)
+    from clipforge.quantization import report_of
+
+    report = report_of(clip)
     return {} if report is None else {"quantization": report.to_dict()}
 
 

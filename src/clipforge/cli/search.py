@@ -68,10 +68,10 @@ def _open(db: Path, model: str | None, weights: Path | None, pretrained: str | N
             db, load_model(str(model), weights, pretrained), model_spec=spec, **kwargs
         )
         if index.precision == "int8":  # measured (and refused) before any work
-            from clipforge.quantization import prepare_int8
+            from clipforge.quantization import prepare_int8, report_of
 
-            report = prepare_int8(index.model, **quantization).quantization_report
-            err_console.print(report.summary())
+            report = report_of(prepare_int8(index.model, **quantization))
+            err_console.print(report.summary() if report else "int8")
         return index
     except PrecisionMismatchError:
         raise  # one `error:` line from the CLI's handler

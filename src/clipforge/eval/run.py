@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.data_config import DataConfig
+from ..quantization import report_of
 from ..runtime import Precision
 from .datasets import data_config_for, dataset_name
 from .output import EvalOutput
@@ -61,7 +62,7 @@ def run_evaluation(
     """Run a planned evaluation on a loaded model: ``(results record, EvalOutput)``."""
     start = time.perf_counter()
     output = evaluate_detailed(plan.task, model, plan.options, plan.data)
-    report = getattr(model, "quantization_report", None)
+    report = report_of(model)
     record = make_record(
         task=plan.task,
         dataset=dataset_name(plan.data),

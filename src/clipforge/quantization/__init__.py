@@ -46,6 +46,7 @@ __all__ = [
     "load_calibration",
     "prepare_int8",
     "quantize",
+    "report_of",
 ]
 
 METHOD = "torch.ao dynamic int8 (per-channel weights, per-batch activations; x86 kernels)"
@@ -53,9 +54,15 @@ _TWINS: weakref.WeakKeyDictionary[torch.nn.Module, CLIP] = weakref.WeakKeyDictio
 _TWINS_LOCK = threading.Lock()
 
 
+def report_of(model: object) -> QuantizationReport | None:
+    """The :class:`QuantizationReport` of an int8 model made by :func:`quantize`, else None."""
+    report = getattr(model, "quantization_report", None)
+    return report if isinstance(report, QuantizationReport) else None
+
+
 def is_quantized(model: object) -> bool:
     """Whether ``model`` is an int8 model made by :func:`quantize`."""
-    return getattr(model, "quantization_report", None) is not None
+    return report_of(model) is not None
 
 
 def _calibration(calibration: Calibration | str | os.PathLike | None, size: int) -> Calibration:

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+from torch.ao.quantization.qconfig import per_channel_dynamic_qconfig
+from torch.ao.quantization.quantize import quantize_dynamic
 
 from ..models import CLIP
 from ..models.eva import EvaAttention, Rope
