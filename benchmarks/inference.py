@@ -7,8 +7,10 @@ runs CLIPModel for ViT CLIP, SiglipModel for SigLIP; it has no ResNet CLIP and n
 so those rows compare with open_clip only.
 
 Usage: python benchmarks/inference.py [--reps N] [--skip-e2e] [--models NAME ...]
-(``--models`` picks rows: ViT-B-32 — with the tokenizer, preprocessing and end-to-end
-rows —, RN50, ViT-B-16, ViT-B-16-SigLIP, EVA02-B-16; all by default)
+(``--models`` picks rows: ViT-B-32 — with the tokenizer, preprocessing, int8 and
+end-to-end rows —, RN50, ViT-B-16, ViT-B-16-SigLIP, EVA02-B-16; all by default).
+``--int8-only``: just the int8 table (``inference_int8.py``), written to
+``results/inference_int8.json``.
 """
 
 from __future__ import annotations
@@ -417,6 +419,14 @@ def end_to_end(table: Table, models, batch: int = 32) -> None:
     )
 
 
+def write_int8(models, reps: int) -> None:
+    """The int8 table (``inference_int8.py``) to ``results/inference_int8.json``."""
+    from inference_int8 import int8_rows
+
+    prompts = [f"a photo of a {c.replace('_', ' ')}." for c in CIFAR100]
+    write_result("inference_int8", int8_rows(models, prompts, reps, interleaved_times))
+
+
 MODELS = ("ViT-B-32", "RN50", "ViT-B-16", "ViT-B-16-SigLIP", "EVA02-B-16")
 
 
@@ -439,6 +449,7 @@ def vit_b32_rows(table: Table, args, peaks: tuple[float, float]) -> None:
     image_encode(table, "ViT-B-32", vit_b32, bf16_batch, 1, bf16=True, peak=peak16)
     print(f"bf16 vs fp32 embeddings: min cosine {bf16_cosine(vit_b32):.5f}", flush=True)
     text_encode(table, "ViT-B-32", vit_b32, args.reps)
+    write_int8(vit_b32, args.reps)
     if not args.skip_e2e:
         end_to_end(table, vit_b32)
 
@@ -449,9 +460,14 @@ def main() -> None:
     parser.add_argument("--skip-e2e", action="store_true", help="skip the 1,000-photo run")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
                         help="rows to run (default: all)")  # fmt: skip
+    parser.add_argument("--int8-only", action="store_true", help="only the int8 table")
     args = parser.parse_args()
     started = time.perf_counter()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, CPU", flush=True)
+    if args.int8_only:
+        write_int8(build_models("ViT-B-32"), args.reps)
+        print(f"total benchmark time {time.perf_counter() - started:.0f} s")
+        return
     peak32 = matmul_peak(torch.float32)
     peak16 = matmul_peak(torch.bfloat16, n=512, reps=2)
     print(f"matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.1f} GFLOP/s", flush=True)

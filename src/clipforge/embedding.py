@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from .errors import UsageError
 from .models.protocols import ClipModel
 from .preprocess import ImageDecodeError, Preprocess, load_image
-from .runtime import Precision, autocast, check_precision
+from .quantization import for_precision
+from .runtime import Precision, autocast
 
 ImageInput = str | os.PathLike | Image.Image | torch.Tensor
 """One image: a file path, a PIL image, or an already preprocessed ``(3, H, W)`` tensor."""
@@ -226,7 +227,8 @@ def stream_image_embeddings(
 
     ``embeddings`` is a float32 tensor on the model's device (computed in eval mode under
     ``torch.inference_mode``, which is also active during the callback). ``precision``
-    ("fp32", "bf16", "fp16") runs the model under autocast. ``loader`` decodes file paths
+    ("fp32", "bf16", "fp16") runs the model under autocast, "int8" an int8 copy of it (see
+    :func:`clipforge.quantization.for_precision`). ``loader`` decodes file paths
     (default: :func:`clipforge.preprocess.load_image`; the index's opens phone formats and
     applies EXIF orientation). Returns the failures as ``(input index, reason)``, in input order.
     """
@@ -234,7 +236,7 @@ def stream_image_embeddings(
         raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     if num_workers < 0:
         raise UsageError(f"num_workers must be >= 0, got {num_workers}")
-    check_precision(precision)
+    model, precision = for_precision(model, precision)
     items = check_images(images)
     n = len(items)
     failures: list[tuple[int, str]] = []
@@ -332,7 +334,7 @@ def encode_texts(
     """
     if batch_size < 1:
         raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-    check_precision(precision)
+    model, precision = for_precision(model, precision)
     if isinstance(texts, str):
         texts = [texts]
     texts = list(texts)

@@ -41,7 +41,22 @@ DEVICE = typer.Option(
     None, "--device", "-d", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)."
 )
 PRECISION = typer.Option(
-    "fp32", "--precision", help="fp32 | bf16 | fp16 (autocast; weights stay fp32)."
+    "fp32",
+    "--precision",
+    help="fp32 | bf16 | fp16 (autocast; weights stay fp32) | int8 (CPU: int8 linear layers, "
+    "measured against fp32) | auto (bf16 where the CPU computes it, else int8).",
+)
+CALIBRATION = typer.Option(
+    None,
+    "--calibration",
+    help="int8: folder of images (and *.txt prompts) to measure against fp32 (default: a "
+    "built-in set).",
+)
+MAX_DEGRADATION = typer.Option(
+    None,
+    "--max-degradation",
+    min=0.0,
+    help="int8: refuse the model when 1 - cosine vs fp32 exceeds this (e.g. 0.01).",
 )
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 WORKERS = typer.Option(2, "--workers", help="DataLoader workers decoding images.")
@@ -121,9 +136,16 @@ def load_model(
     pretrained: str | None,
     device: str | None = None,
     precision: str = "fp32",
+    calibration: Path | None = None,
+    max_degradation: float | None = None,
 ) -> CLIP:
-    """Load the model named on the command line; random weights get a loud warning."""
+    """Load the model named on the command line; random weights get a loud warning.
+
+    ``precision`` int8 (or auto resolved to it) gives the int8 copy, measured against fp32
+    on ``calibration`` (its one-line report on stderr), refused above ``max_degradation``.
+    """
     from clipforge.api import load_spec
+    from clipforge.quantization import apply_precision, report_of
 
     target = check_runtime(device, precision)
     arch = _check_model_args(model, weights, pretrained)
@@ -132,7 +154,24 @@ def load_model(
             f"{arch} has random weights (seed 0; pass --weights or "
             "--pretrained for meaningful results)"
         )
-    return load_spec(model, weights, pretrained).to(target)
+    clip = load_spec(model, weights, pretrained).to(target)
+    quantized = apply_precision(
+        clip, precision, calibration=calibration, max_degradation=max_degradation
+    )
+    report = report_of(quantized)
+    if report is not None:
+        err_console.print(report.summary())
+    elif calibration is not None or max_degradation is not None:
+        warn("--calibration and --max-degradation apply to --precision int8 only")
+    return quantized
+
+
+def quantization_json(clip: object) -> dict[str, Any]:
+    """``{"quantization": report}`` for an int8 model (for ``--json`` outputs), else ``{}``."""
+    from clipforge.quantization import report_of
+
+    report = report_of(clip)
+    return {} if report is None else {"quantization": report.to_dict()}
 
 
 def _expand_one(item: Path) -> list[str]:
@@ -210,10 +249,13 @@ class ModelChoice:
     pretrained: str | None = None
     device: str | None = None
     precision: str = "fp32"
+    calibration: Path | None = None  # int8: what the accuracy check measures on
+    max_degradation: float | None = None  # int8: refuse above this 1 - cosine
 
     def load(self) -> CLIP:
         """The chosen model on the chosen device (see :func:`load_model`)."""
-        return load_model(self.model, self.weights, self.pretrained, self.device, self.precision)
+        return load_model(self.model, self.weights, self.pretrained, self.device,
+                          self.precision, self.calibration, self.max_degradation)  # fmt: skip
 
     @property
     def autocast(self) -> Precision:
@@ -227,6 +269,8 @@ _MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {  # name -> (annotation, typer opt
     "pretrained": (str, PRETRAINED),
     "device": (str, DEVICE),
     "precision": (str, PRECISION),
+    "calibration": (Path, CALIBRATION),
+    "max_degradation": (float, MAX_DEGRADATION),
 }
 
 
@@ -234,9 +278,12 @@ def model_options(
     *, device: bool = True, precision: bool = True
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Decorator: a command's keyword-only ``choice: ModelChoice`` parameter becomes the model
-    flags ``--model --weights --pretrained`` (plus ``--device`` and ``--precision`` unless
-    turned off), declared once here instead of in every command's signature."""
-    off = {n for n, on in (("device", device), ("precision", precision)) if not on}
+    flags ``--model --weights --pretrained`` (plus ``--device`` and ``--precision
+    --calibration --max-degradation`` unless turned off), declared once here instead of in
+    every command's signature."""
+    off = {"device"} if not device else set()
+    if not precision:
+        off |= {"precision", "calibration", "max_degradation"}
     names = [n for n in _MODEL_OPTIONS if n not in off]
 
     def wrap(command: Callable[..., None]) -> Callable[..., None]:

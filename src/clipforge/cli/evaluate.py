@@ -14,7 +14,18 @@ from typing import Any
 
 import typer
 
-from .common import BATCH, DEVICE, PRECISION, PRETRAINED, WEIGHTS, WORKERS, err_console, load_model
+from .common import (
+    BATCH,
+    CALIBRATION,
+    DEVICE,
+    MAX_DEGRADATION,
+    PRECISION,
+    PRETRAINED,
+    WEIGHTS,
+    WORKERS,
+    err_console,
+    load_model,
+)
 from .errors import UsageError, warn
 from .eval_flags import EvaluatorGroup, make_command
 
@@ -58,7 +69,9 @@ def _pairs(items: list[str] | None, option: str) -> dict[str, Any]:
 def run_task(task: str, model: str, data: Path | None, options: dict[str, Any], *,
              weights: Path | None = None, pretrained: str | None = None,
              device: str | None = None, precision: str = "fp32", kind: str | None = None,
-             data_options: dict[str, Any] | None = None, workers: int = 0) -> tuple[dict, Any]:  # fmt: skip
+             data_options: dict[str, Any] | None = None, workers: int = 0,
+             calibration: Path | None = None,
+             max_degradation: float | None = None) -> tuple[dict, Any]:  # fmt: skip
     """Plan (options and dataset checked), load the model, run: ``(record, EvalOutput)``."""
     from ..eval import plan_evaluation, run_evaluation
     from ..runtime import check_precision
@@ -67,7 +80,7 @@ def run_task(task: str, model: str, data: Path | None, options: dict[str, Any], 
         task, data, options, kind=kind, data_options=data_options, workers=workers,
         precision=check_precision(precision),
     )  # fmt: skip
-    clip = load_model(model, weights, pretrained, device, precision)
+    clip = load_model(model, weights, pretrained, device, precision, calibration, max_degradation)
     return run_evaluation(plan, clip, model_name=model, pretrained=pretrained, checkpoint=weights)
 
 
@@ -95,6 +108,8 @@ def _run_command(
     pretrained: str = PRETRAINED,
     device: str = DEVICE,
     precision: str = PRECISION,
+    calibration: Path = CALIBRATION,
+    max_degradation: float = MAX_DEGRADATION,
     data_kind: str = KIND,
     data_option: list[str] = DATA_OPTION,
     option: list[str] = OPTION,
@@ -115,6 +130,7 @@ def _run_command(
     record, result = run_task(
         task, model, data, options, weights=weights, pretrained=pretrained, device=device,
         precision=precision, kind=data_kind, data_options=data_options, workers=workers,
+        calibration=calibration, max_degradation=max_degradation,
     )  # fmt: skip
     output.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
     _print_metrics(record)
@@ -170,24 +186,31 @@ def compare(
     classnames: str = CLASSNAMES,
     limit: int = LIMIT,
     device: str = DEVICE,
-    precision: str = PRECISION,
+    precisions: list[str] = typer.Option(
+        ["fp32"], "--precision", help="Precision (repeatable: fp32, int8, ... side by side)."
+    ),
+    calibration: Path = CALIBRATION,
+    max_degradation: float = MAX_DEGRADATION,
 ) -> None:
-    """Evaluate several models (architectures or checkpoints) on several datasets."""
+    """Evaluate several models (architectures or checkpoints) on several datasets, at one
+    or more precisions (``--precision fp32 --precision int8``: rows side by side)."""
     from ..eval.results import write_table
 
     check_writable(output, "--output")
     options = _pairs(option, "--option")
     options.update({k: v for k, v in {"classnames": classnames, "limit": limit}.items() if v})
     records = []
-    for model in models:
-        for data in datasets or [None]:
-            record, _ = run_task(task, model, data, dict(options), device=device,
-                                 precision=precision)  # fmt: skip
-            records.append(record)
-            if results_dir is not None:
-                results_dir.mkdir(parents=True, exist_ok=True)
-                name = f"{Path(model).stem}-{record['dataset']}-{task}.json"
-                (results_dir / name).write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+    runs = [(m, d, p) for m in models for d in datasets or [None] for p in precisions]
+    for model, data, precision in runs:
+        record, _ = run_task(task, model, data, dict(options), device=device,
+                             precision=precision, calibration=calibration,
+                             max_degradation=max_degradation)  # fmt: skip
+        records.append(record)
+        if results_dir is not None:
+            results_dir.mkdir(parents=True, exist_ok=True)
+            suffix = "" if len(precisions) == 1 else f"-{precision}"
+            name = f"{Path(model).stem}-{record['dataset']}-{task}{suffix}.json"
+            (results_dir / name).write_text(json.dumps(record, indent=2) + "\n", "utf-8")
     text = write_table(records, output)
     typer.echo(text if output.suffix == ".md" else f"wrote {output}")
 

@@ -22,6 +22,7 @@ from .common import (
     fail_if_empty,
     model_options,
     print_json,
+    quantization_json,
     read_lines,
     report_failures,
 )
@@ -74,17 +75,18 @@ def classify(
             result.paths, result.top_k_labels, result.top_k_scores, strict=True
         )
     ]
-    _print_predictions(rows, result.failures, as_json)
+    _print_predictions(rows, result.failures, as_json, quantization_json(clip))
     report_failures(result.failures)
     fail_if_empty(len(paths))
 
 
-def _print_predictions(rows: list[dict], failures: list[tuple[str, str]], as_json: bool) -> None:
+def _print_predictions(rows: list[dict], failures: list[tuple[str, str]], as_json: bool,
+                       extra: dict) -> None:  # fmt: skip
     if as_json:
         for row in rows:
             row["path"] = display(row["path"])
         shown = [[display(p), reason] for p, reason in failures]
-        print_json({"predictions": rows, "failures": shown})
+        print_json({"predictions": rows, "failures": shown, **extra})
         return
     table = Table("image", "prediction", "top-k")
     for row in rows:
@@ -230,7 +232,8 @@ def similarity(
         plot_similarity(sim, columns, texts, plot)
     if as_json:
         shown = [display(p) for p in paths]
-        print_json({"images": shown, "texts": texts, "similarity": _nan_to_none(sim.tolist())})
+        print_json({"images": shown, "texts": texts, "similarity": _nan_to_none(sim.tolist()),
+                    **quantization_json(clip)})  # fmt: skip
     else:
         table = Table("image", *texts)
         for path, row in zip(paths, sim, strict=True):
@@ -271,7 +274,8 @@ def score(
     mean = float(finite.mean()) if len(finite) else float("nan")
     if as_json:
         print_json(
-            {"scores": _nan_to_none(scores.tolist()), "mean": None if math.isnan(mean) else mean}
+            {"scores": _nan_to_none(scores.tolist()), "mean": None if math.isnan(mean) else mean,
+             **quantization_json(clip)}
         )
     else:
         table = Table("image", "text", "CLIP score")

@@ -9,11 +9,29 @@ from pathlib import Path
 
 import typer
 
-from .common import BATCH, JSON, PRETRAINED, WEIGHTS, WORKERS, err_console, print_json
+from .common import (
+    BATCH,
+    CALIBRATION,
+    JSON,
+    MAX_DEGRADATION,
+    PRETRAINED,
+    WEIGHTS,
+    WORKERS,
+    err_console,
+    print_json,
+)
 
 DB = typer.Option(..., "--db", help="Index directory (created by `clipforge index`).")
 SEARCH_MODEL = typer.Option(
     None, "--model", "-m", help="Architecture or checkpoint (default: the one that built --db)."
+)
+
+
+PRECISION_OPT = typer.Option(
+    None, "--precision", help="fp32 | bf16 | fp16 | int8 | auto (default: the index's own)."
+)
+ALLOW_MISMATCH = typer.Option(
+    False, "--allow-precision-mismatch", help="Query the index at another precision than it was built at."
 )
 
 
@@ -22,7 +40,7 @@ def _open(db: Path, model: str | None, weights: Path | None, pretrained: str | N
 
     ``create=False`` (read commands): a directory without an index is refused."""
     import clipforge
-    from clipforge.index import ModelMismatchError, require_index
+    from clipforge.index import ModelMismatchError, PrecisionMismatchError, require_index
 
     from .common import load_model
 
@@ -44,10 +62,19 @@ def _open(db: Path, model: str | None, weights: Path | None, pretrained: str | N
             pretrained = recorded.get("pretrained")
     weights = None if weights is None else Path(weights).absolute()
     spec = {"model": model, "weights": weights and str(weights), "pretrained": pretrained}
+    quantization = {k: kwargs.pop(k) for k in ("calibration", "max_degradation") if k in kwargs}
     try:
-        return clipforge.Index.open(
+        index = clipforge.Index.open(
             db, load_model(str(model), weights, pretrained), model_spec=spec, **kwargs
         )
+        if index.precision == "int8":  # measured (and refused) before any work
+            from clipforge.quantization import prepare_int8, report_of
+
+            report = report_of(prepare_int8(index.model, **quantization))
+            err_console.print(report.summary() if report else "int8")
+        return index
+    except PrecisionMismatchError:
+        raise  # one `error:` line from the CLI's handler
     except ModelMismatchError as err:
         err_console.print(f"[red]{err}[/red]")
         raise typer.Exit(code=2) from err
@@ -103,6 +130,10 @@ def index(
     ),
     batch_size: int = BATCH,
     workers: int = WORKERS,
+    precision: str = PRECISION_OPT,
+    allow_precision_mismatch: bool = ALLOW_MISMATCH,
+    calibration: Path = CALIBRATION,
+    max_degradation: float = MAX_DEGRADATION,
     as_json: bool = JSON,
 ) -> None:
     """Index images and videos incrementally: new/changed files embedded, deleted ones
@@ -126,8 +157,10 @@ def index(
     if not dirs:
         raise typer.BadParameter("give folders to index (or --errors)", param_hint="DIRS")
     opened = _open(
-        db, model, weights, pretrained, options=options, backend=backend, lock_timeout=wait or 0
-    )
+        db, model, weights, pretrained, options=options, backend=backend, lock_timeout=wait or 0,
+        precision=precision, allow_precision_mismatch=allow_precision_mismatch,
+        calibration=calibration, max_degradation=max_degradation,
+    )  # fmt: skip
     if watch:
         _watch(opened, dirs, debounce, as_json, rehash=rehash, batch_size=batch_size,
                num_workers=workers, progress=False, ocr=ocr)  # fmt: skip
@@ -226,6 +259,8 @@ def search(
     model: str = SEARCH_MODEL,
     weights: Path = WEIGHTS,
     pretrained: str = PRETRAINED,
+    precision: str = PRECISION_OPT,
+    allow_precision_mismatch: bool = ALLOW_MISMATCH,
     as_json: bool = JSON,
 ) -> None:
     """Search an index by text and/or image, with filters; or list near-duplicates."""
@@ -236,7 +271,9 @@ def search(
     if ocr_only and no_ocr:
         raise UsageError("--ocr-only and --no-ocr exclude each other")
 
-    with _open(db, model, weights, pretrained, create=False) as idx:
+    opened = _open(db, model, weights, pretrained, create=False, precision=precision,
+                   allow_precision_mismatch=allow_precision_mismatch)  # fmt: skip
+    with opened as idx:
         if duplicates:
             groups = near_duplicates(idx, threshold)
             if as_json:
@@ -280,9 +317,10 @@ def serve(
     threads: int = typer.Option(
         0, "--threads", help="Text-tower threads (0: one less than the cores, at least 1)."
     ),
-    precision: str = typer.Option(
-        None, "--precision", help="Text tower under bf16 autocast (faster; default fp32)."
-    ),
+    precision: str = PRECISION_OPT,
+    allow_precision_mismatch: bool = ALLOW_MISMATCH,
+    calibration: Path = CALIBRATION,
+    max_degradation: float = MAX_DEGRADATION,
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.001, max=1024.0),
     max_upload_pixels: int = typer.Option(40_000_000, "--max-upload-pixels", min=1),
     decode_workers: int = typer.Option(
@@ -295,7 +333,9 @@ def serve(
     from clipforge.runtime import check_precision
     from clipforge.serve import ServeConfig, create_app, run
 
-    idx = _open(db, model, weights, pretrained)
+    idx = _open(db, model, weights, pretrained, precision=precision,
+                allow_precision_mismatch=allow_precision_mismatch, calibration=calibration,
+                max_degradation=max_degradation)  # fmt: skip
     config = ServeConfig(
         api_key=api_key or None,
         cors_origins=list(cors or []),

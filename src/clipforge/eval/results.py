@@ -101,15 +101,21 @@ def make_record(
     checkpoint: str | os.PathLike | None = None,
     seconds: float | None = None,
     options: dict[str, Any] | None = None,
+    precision: str = "fp32",
+    quantization: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One results record (see the module docstring) from an ``EvalOutput``."""
+    """One results record (see the module docstring) from an ``EvalOutput``; ``precision``
+    and (int8) the model's ``quantization`` report (cosines vs fp32) are recorded too."""
     evaluated = output.counts.get("evaluated") or output.counts.get("test") or 0
+    extra = {"quantization": quantization} if quantization is not None else {}
     return to_jsonable(
         {
             "dataset": dataset,
             "model": model,
             "pretrained": pretrained or "",
             "task": task,
+            "precision": precision,
+            **extra,
             "metrics": _aliases(output.metrics),
             "checkpoint_sha256": checkpoint_hash(checkpoint),
             "counts": output.counts,
@@ -139,14 +145,18 @@ def merge(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
 
 
 def table_rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    """``(columns, rows)``: model, pretrained, dataset, task, then every metric seen."""
+    """``(columns, rows)``: model, pretrained, dataset, task, precision (when any record is
+    not fp32), then every metric seen."""
     metric_names: list[str] = []
     for record in records:
         metric_names.extend(m for m in record["metrics"] if m not in metric_names)
-    columns = ["model", "pretrained", "dataset", "task", *metric_names]
+    keys = ["model", "pretrained", "dataset", "task"]
+    if any(record.get("precision", "fp32") != "fp32" for record in records):
+        keys.append("precision")
+    columns = [*keys, *metric_names]
     rows = [
         {
-            **{c: record.get(c, "") for c in columns[:4]},
+            **{c: record.get(c, "fp32" if c == "precision" else "") for c in keys},
             **{m: record["metrics"].get(m, "") for m in metric_names},
         }
         for record in records

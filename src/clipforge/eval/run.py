@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.data_config import DataConfig
+from ..quantization import report_of
 from ..runtime import Precision
 from .datasets import data_config_for, dataset_name
 from .output import EvalOutput
@@ -61,6 +62,7 @@ def run_evaluation(
     """Run a planned evaluation on a loaded model: ``(results record, EvalOutput)``."""
     start = time.perf_counter()
     output = evaluate_detailed(plan.task, model, plan.options, plan.data)
+    report = report_of(model)
     record = make_record(
         task=plan.task,
         dataset=dataset_name(plan.data),
@@ -70,5 +72,7 @@ def run_evaluation(
         checkpoint=checkpoint or (model_name if Path(model_name).exists() else None),
         seconds=time.perf_counter() - start,
         options=plan.options,
+        precision="int8" if report is not None else str(plan.options.get("precision", "fp32")),
+        quantization=None if report is None else report.to_dict(),
     )
     return record, output

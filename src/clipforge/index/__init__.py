@@ -12,7 +12,7 @@ from .locking import (
     IndexWriteError,
     RootNotFoundError,
 )
-from .opening import ModelMismatchError, require_index
+from .opening import ModelMismatchError, PrecisionMismatchError, require_index
 from .query import Filters, SearchHit
 from .reconcile import IndexRepairedWarning
 from .store import StoreOptions, VectorStore, list_backends, open_backend, register_backend
@@ -28,6 +28,7 @@ __all__ = [
     "IndexWriteError",
     "RootNotFoundError",
     "ModelMismatchError",
+    "PrecisionMismatchError",
     "SearchHit",
     "StoreOptions",
     "VectorStore",

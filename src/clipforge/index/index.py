@@ -22,11 +22,12 @@ import torch
 
 from ..embedding import stream_image_embeddings
 from ..models.protocols import ClipModel
+from ..runtime import Precision
 from . import frames, ocr as ocr_text, reconcile
 from .fusion import OcrMode, hybrid_search
 from .locking import IndexLockedError, RootNotFoundError, write_errors, writer_lock
 from .metadata import ImageRow, MetadataStore, file_identity
-from .opening import _check_model, file_kind, require_index
+from .opening import _check_model, check_precision_of, file_kind, require_index
 from .photo_store import backfill, migrate_photos, retry_plugin_errors
 from .photos import open_photo
 from .query import Filters, SearchHit
@@ -62,6 +63,7 @@ class Index:
         self.meta = meta
         self.store = store
         self.model = model
+        self.precision: Precision = "fp32"
         self.lock = threading.RLock()
         self.lock_timeout: float | None = 0.0
         self.max_k = MAX_K
@@ -80,6 +82,8 @@ class Index:
         model_spec: dict | None = None,
         create: bool = True,
         lock_timeout: float | None = 0.0,
+        precision: str | None = None,
+        allow_precision_mismatch: bool = False,
     ) -> Index:
         """Open (or create) the index directory ``path``.
 
@@ -88,6 +92,10 @@ class Index:
         (recorded for the command line). ``options``: index kind / memory / recall target.
         ``create=False``: refuse a directory without an index (:class:`IndexNotFoundError`).
         ``lock_timeout``: seconds a writer waits for another one (``None``: forever).
+        ``precision``: what the model runs at (``"int8"``: its int8 copy, see
+        :mod:`clipforge.quantization`); a new index records it (default fp32), an existing
+        one refuses another (:class:`PrecisionMismatchError`) unless
+        ``allow_precision_mismatch``; ``None`` keeps the recorded one.
         """
         path = Path(path)
         if not create:
@@ -95,6 +103,7 @@ class Index:
         path.mkdir(parents=True, exist_ok=True)
         meta = MetadataStore(path / "metadata.sqlite")
         migrate_photos(meta.db)
+        chosen = check_precision_of(meta, model, precision, allow_precision_mismatch)
         dim = _check_model(meta, model, backend, model_spec)
         saved = json.loads(meta.get_meta("store_options") or "{}")
         if options is None:
@@ -104,6 +113,7 @@ class Index:
         store = reconcile.open_store(meta.get_meta("backend") or backend, path, dim, options)
         store = frames.FrameAwareStore(store, meta.db)
         index = cls(path, meta, store, model)
+        index.precision = chosen
         index.lock_timeout = lock_timeout
         index._reconcile()
         return index
@@ -372,6 +382,7 @@ class Index:
             num_workers=num_workers,
             progress=progress,
             loader=open_photo,  # HEIC/AVIF/RAW previews, EXIF orientation applied
+            precision=self.precision,
         )
         removed: list[int] = []
         with self.meta.transaction():
@@ -476,7 +487,7 @@ class Index:
 
         vector = query_vector(
             self._require_model(), text, image, negative, text_weight, image_weight,
-            negative_weight,
+            negative_weight, precision=self.precision,
         )  # fmt: skip
         return hybrid_search(self, vector, text, k, filters, ocr)
 

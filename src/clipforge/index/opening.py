@@ -9,15 +9,61 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..models.protocols import ClipModel
+from ..quantization import is_quantized
+from ..runtime import Precision, check_precision, resolve_precision
 from .locking import IndexNotFoundError
 from .metadata import MetadataStore
 from .scan import model_fingerprint
 
-__all__ = ["ModelMismatchError", "file_kind", "require_index"]
+__all__ = [
+    "ModelMismatchError",
+    "PrecisionMismatchError",
+    "check_precision_of",
+    "file_kind",
+    "require_index",
+]
 
 
 class ModelMismatchError(UsageError):
     """The index was built with another model (or other weights / preprocessing)."""
+
+
+class PrecisionMismatchError(ModelMismatchError):
+    """The index was built at another precision (e.g. int8 vectors queried with fp32)."""
+
+    http_status = 409
+
+
+def check_precision_of(
+    meta: MetadataStore, model: ClipModel | None, precision: str | None, allow_mismatch: bool
+) -> Precision:
+    """The precision the index runs at: the recorded one (``fp32`` for indexes older than
+    the record), or ``precision`` for a new index; a different one is refused unless
+    ``allow_mismatch``."""
+    recorded = meta.get_meta("precision")
+    if model is not None and is_quantized(model):
+        raise UsageError(
+            "Index.open takes the fp32 model and precision='int8' (not an int8 copy), so the "
+            "index can check which model built it"
+        )
+    device = next(model.parameters()).device if model is not None else "cpu"
+    wanted = resolve_precision(precision, device) if precision is not None else None
+    if recorded is None:
+        if meta.get_meta("model_id") is not None:  # an index from before precisions
+            recorded = "fp32"
+        else:
+            chosen = wanted or "fp32"
+            if model is not None:
+                with meta.transaction():
+                    meta.set_meta("precision", chosen)
+            return chosen
+    if wanted is not None and wanted != recorded and not allow_mismatch:
+        raise PrecisionMismatchError(
+            f"index {meta.path.parent} was built at precision {recorded}; querying it at "
+            f"{wanted} mixes embeddings of different precisions (pass --precision {recorded}, "
+            "or --allow-precision-mismatch)"
+        )
+    return wanted or check_precision(recorded)
 
 
 def require_index(path: str | os.PathLike) -> Path:

@@ -15,6 +15,7 @@ from ..embedding import embed_images, embed_texts
 from ..errors import UsageError
 from ..models.protocols import ClipModel
 from ..preprocess import decode_image
+from ..runtime import Precision
 from . import frames
 from .filters import order, score_cutoffs
 from .photo_store import decorate
@@ -32,20 +33,22 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     return vector / norm if norm > 0 else vector
 
 
-def text_vector(model: ClipModel, texts: str | Sequence[str]) -> np.ndarray:
+def text_vector(
+    model: ClipModel, texts: str | Sequence[str], precision: Precision | None = None
+) -> np.ndarray:
     """Mean of the normalised text embeddings, normalised."""
 
     texts = [texts] if isinstance(texts, str) else list(texts)
-    return _unit(embed_texts(model, texts).mean(axis=0))
+    return _unit(embed_texts(model, texts, precision=precision).mean(axis=0))
 
 
-def image_vector(model: ClipModel, image) -> np.ndarray:
+def image_vector(model: ClipModel, image, precision: Precision | None = None) -> np.ndarray:
     """Normalised embedding of an image (path, PIL image or encoded bytes)."""
 
     if isinstance(image, bytes | bytearray):
 
         image = decode_image(io.BytesIO(image), "<upload>")
-    result = embed_images(model, [image])
+    result = embed_images(model, [image], precision=precision)
     if result.failures:
         raise ValueError(f"cannot read the query image: {result.failures[0][1]}")
     return _unit(result.embeddings[0])
@@ -59,17 +62,18 @@ def query_vector(
     text_weight: float = 1.0,
     image_weight: float = 1.0,
     negative_weight: float = 0.5,
+    precision: Precision | None = None,
 ) -> np.ndarray:
     """``text_weight * t + image_weight * i - negative_weight * n``, normalised."""
     if not text and image is None:
         raise ValueError("give a text query, an image query, or both")
     parts = []
     if text:
-        parts.append(text_weight * text_vector(model, text))
+        parts.append(text_weight * text_vector(model, text, precision))
     if image is not None:
-        parts.append(image_weight * image_vector(model, image))
+        parts.append(image_weight * image_vector(model, image, precision))
     if negative:
-        parts.append(-negative_weight * text_vector(model, negative))
+        parts.append(-negative_weight * text_vector(model, negative, precision))
     return _unit(np.sum(parts, axis=0)).astype(np.float32)
 
 

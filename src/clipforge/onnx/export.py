@@ -19,6 +19,7 @@ from torch import nn
 
 from ..models import CLIP, Tower
 from ..tokenizer.files import save_tokenizer
+from .quantize import quantize_bundle
 from .runtime import IMAGE_FILE, META_FILE, TEXT_FILE
 
 
@@ -72,7 +73,16 @@ def _save_tokenizer(model: CLIP, directory: Path) -> dict[str, Any] | None:
         return None
 
 
-def export_onnx(model: CLIP, directory: str | Path, opset: int = 17, tokens: bool = False) -> Path:
+def export_onnx(
+    model: CLIP,
+    directory: str | Path,
+    opset: int = 17,
+    tokens: bool = False,
+    *,
+    quantize: str | None = None,
+    calibration: str | Path | None = None,
+    max_degradation: float | None = None,
+) -> Path:
     """Write ``image_encoder.onnx``, ``text_encoder.onnx``, ``clipforge_onnx.json`` and the
     model's tokenizer files (SigLIP: ``tokenizer.json``).
 
@@ -81,6 +91,9 @@ def export_onnx(model: CLIP, directory: str | Path, opset: int = 17, tokens: boo
     an fp32 CPU copy. ``tokens=True`` adds a second output to each encoder, ``tokens``
     ``(N, L, width)``: the last block's tokens after the tower's final norm (class token
     first; a ResNet's last feature map flattened), from the same pass as the features.
+    ``quantize``: ``"int8"`` (CPU) or ``"fp16"`` (GPU) encoders, measured against the fp32
+    model on ``calibration`` (see :mod:`clipforge.onnx.quantize`; the report is recorded as
+    ``quantization`` in ``clipforge_onnx.json`` and refused above ``max_degradation``).
     """
     if model.visual is None or model.text is None:
         raise ValueError("ONNX export needs a model with both towers")
@@ -122,4 +135,9 @@ def export_onnx(model: CLIP, directory: str | Path, opset: int = 17, tokens: boo
         "token_outputs": tokens,
     }
     (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    if quantize is not None:
+        report = quantize_bundle(directory, model, quantize, calibration=calibration,
+                                 max_degradation=max_degradation)  # fmt: skip
+        meta["quantization"] = report.to_dict()
+        (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return directory

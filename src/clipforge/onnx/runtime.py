@@ -47,6 +47,8 @@ class OnnxClip:
         self.text_input: dict[str, Any] = meta.get("text_input", legacy)
         self.preprocess_config = PreprocessConfig.from_dict(meta["preprocess"])
         self._preprocess = build_preprocess(self.preprocess_config)
+        #: the bundle's quantisation and its measured cosines vs fp32 (``None``: fp32)
+        self.quantization: dict[str, Any] | None = meta.get("quantization")
         spec = meta.get("tokenizer", {"kind": "clip_bpe"})
         self._tokenizer = load_tokenizer(spec, directory) if spec is not None else None
 

@@ -56,7 +56,8 @@ class ServeConfig:
     ``threads``: torch intra-op threads for the text tower (process-wide; ``None`` leaves
     torch's setting). ``precision``:
     ``"bf16"`` runs the text tower under bfloat16 autocast (faster on CPUs with bf16
-    instructions; query vectors then differ slightly from fp32 ones), ``None``: fp32.
+    instructions; query vectors then differ slightly from fp32 ones), ``"int8"`` an int8
+    copy of it (CPU), ``None``: the index's own precision (see ``Index.open``).
     ``decode_workers``: image decodes at once (uploads, thumbnails); ``decode_queue``
     requests wait up to ``decode_wait_s`` for one, more are answered 503. ``max_k``: larger
     ``k`` are clamped to it.
@@ -142,7 +143,8 @@ def create_app(index: Index, config: ServeConfig | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["*"])
     batcher = TextBatcher(
         lambda texts: embed_texts(
-            state.index.model, texts, batch_size=config.max_batch, precision=config.precision
+            state.index.model, texts, batch_size=config.max_batch,
+            precision=config.precision or state.index.precision,
         ),
         max_batch=config.max_batch,
         wait_s=config.batch_wait_s,

@@ -75,6 +75,6 @@ def upload_vector(index: Index, upload: UploadFile) -> np.ndarray:
             raise HTTPException(503, "out of memory decoding the upload; retry later") from exc
         raise HTTPException(400, f"cannot decode the upload: {exc.reason}") from exc
     try:
-        return image_vector(index.model, image)
+        return image_vector(index.model, image, index.precision)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc
