@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,23 +31,13 @@ from .photo_store import backfill, migrate_photos, retry_plugin_errors
 from .photos import open_photo
 from .query import Filters, SearchHit
 from .querying import query_vector, search_vectors
-from .report import IndexReport
+from .report import IndexReport, Pending as _Pending
 from .scan import expand, file_sha256, image_size
 from .store import StoreOptions, VectorStore
 from .video import VideoSampling, index_videos, is_video
 
 TUNE_QUERIES = 200
 MAX_K = 10_000
-
-
-@dataclass
-class _Pending:
-    path: str
-    size: int
-    mtime_ns: int
-    sha256: str
-    old_id: int | None = None
-    identity: tuple[int, int] | None = None  # (device, inode) when planned
 
 
 class Index:

@@ -1,4 +1,4 @@
-"""What one indexing run did: :class:`IndexReport`."""
+"""What one indexing run did (:class:`IndexReport`) and the files it plans to embed."""
 
 from __future__ import annotations
 
@@ -33,3 +33,15 @@ class IndexReport:
         failures = {"failed": [list(f) for f in self.failed],
                     "ocr_failed": [list(f) for f in self.ocr_failed]}  # fmt: skip
         return self.__dict__ | failures | {"seconds_per_video_hour": self.seconds_per_video_hour}
+
+
+@dataclass
+class Pending:
+    """A file the run will embed (its stat and hash; ``old_id``: the row it replaces)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    old_id: int | None = None
+    identity: tuple[int, int] | None = None  # (device, inode) when planned
