@@ -535,8 +535,10 @@ def main() -> None:
         bench_serve(args)
     if not args.skip_flickr:
         bench_flickr(args)
-    if not args.skip_video:
-        ROWS.extend(bench_video(args))
+    if not args.skip_video:  # benchmarks/search_video.py
+        video_rows = bench_video(args)
+        ROWS.extend(video_rows)
+        write_result("search_video", {"rows": video_rows})  # also alone, like search_ocr
     if not args.skip_ocr:  # benchmarks/search_ocr.py
         model = load_model(args.weights)
         ocr_rows = bench_ocr(args, model, describe_model(model, args.weights))

@@ -128,10 +128,23 @@ def check_features(tmp: Path, ns: dict) -> None:
     assert (tmp / "dog.png").stat().st_size > 0
 
 
+def check_search(tmp: Path, ns: dict) -> None:
+    assert ns["report"].added == 11  # the 8 sample photos and the 3 phone shots (HEIC, JPEG, AVIF)
+    assert [h.camera for h in ns["paris"]] == ["Apple iPhone 15"]
+    assert [h.taken[:10] for h in ns["summer"]] == ["2024-07-01"]
+
+
+def check_deployment(tmp: Path, ns: dict) -> None:
+    assert ns["int8"].quantization_report.image_cosine >= 0.99
+    assert ns["vectors"].shape == (1, 512)
+
+
 ASSERTIONS = {  # what a page's blocks must leave behind, beyond running without error
     "README.md": check_readme,
     "docs/guide/inference.md": check_inference,
     "docs/guide/features.md": check_features,
+    "docs/guide/search.md": check_search,
+    "docs/guide/deployment.md": check_deployment,
 }
 RUNNABLE = [p for p in PAGES if python_blocks(p)]
 
