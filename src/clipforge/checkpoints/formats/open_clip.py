@@ -36,7 +36,6 @@ _UNSUPPORTED_VISION = (
 _UNSUPPORTED_TEXT = (
     "hf_model_name",
     "ls_init_value",
-    "no_causal_mask",
     "pad_id",
     "embed_cls",
     "proj_bias",
@@ -90,7 +89,23 @@ def text_config_to_native(text: dict[str, Any]) -> TextConfig:
         heads=text.get("heads", 8),
         layers=text.get("layers", 12),
         mlp_ratio=text.get("mlp_ratio", 4.0),
+        causal=not text.get("no_causal_mask", False),
     )
+
+
+def text_config_from_native(t: TextConfig) -> dict[str, Any]:
+    """:class:`TextConfig` → open_clip ``text_cfg`` (``no_causal_mask`` when not causal)."""
+    text: dict[str, Any] = {
+        "context_length": t.context_length,
+        "vocab_size": t.vocab_size,
+        "width": t.width,
+        "heads": t.heads,
+        "layers": t.layers,
+        "mlp_ratio": t.mlp_ratio,
+    }
+    if not t.causal:
+        text["no_causal_mask"] = True
+    return text
 
 
 def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
@@ -132,14 +147,7 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
         "embed_dim": cfg.embed_dim,
         "quick_gelu": cfg.activation == "quick_gelu",
         "vision_cfg": vision,
-        "text_cfg": {
-            "context_length": t.context_length,
-            "vocab_size": t.vocab_size,
-            "width": t.width,
-            "heads": t.heads,
-            "layers": t.layers,
-            "mlp_ratio": t.mlp_ratio,
-        },
+        "text_cfg": text_config_from_native(t),
     }
 
 
