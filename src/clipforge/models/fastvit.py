@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
+
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
@@ -122,7 +123,9 @@ class FastViTStage(nn.Module):
         super().__init__()
         dim, prev = cfg.embed_dims[index], cfg.embed_dims[max(index - 1, 0)]
         attention = cfg.token_mixers[index] == "attention"
-        self.downsample = PatchEmbed(prev, dim, cfg.se_downsamples[index]) if index else nn.Identity()
+        self.downsample = (
+            PatchEmbed(prev, dim, cfg.se_downsamples[index]) if index else nn.Identity()
+        )
         self.pos_emb = RepConditionalPosEnc(dim) if attention else nn.Identity()
         make = (
             partial(AttentionBlock, dim, cfg.mlp_ratio, cfg.head_dim, cfg.attention_norm)

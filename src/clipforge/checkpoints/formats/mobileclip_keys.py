@@ -43,7 +43,8 @@ TRUNKS: dict[str, dict[str, Any]] = {
 def matches(state: StateDict) -> bool:
     """Whether ``state`` is an open_clip MobileCLIP state dict (a FastViT trunk, either form)."""
     return any(
-        k.startswith(f"{_TIMM}stem.0.") and k.endswith(("conv_kxk.0.conv.weight", "reparam_conv.weight"))
+        k.startswith(f"{_TIMM}stem.0.")
+        and k.endswith(("conv_kxk.0.conv.weight", "reparam_conv.weight"))
         for k in state
     )
 
