@@ -206,6 +206,10 @@ class FastViT(Tower):
         """Whether the tower is in its folded, inference-time form."""
         return self.final_conv.reparam_conv is not None
 
+    @property
+    def can_reparameterize(self) -> bool:
+        return not self.is_reparameterized
+
     def reparameterize(self) -> FastViT:
         """Fold every multi-branch module into one convolution (in place; idempotent).
         The folded tower computes the same function with its BatchNorm statistics frozen;

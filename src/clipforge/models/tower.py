@@ -128,6 +128,11 @@ class Tower(nn.Module, ABC):
         exporters (ONNX); the default is ``forward`` itself."""
         return self(inputs)
 
+    @property
+    def can_reparameterize(self) -> bool:
+        """Whether :meth:`reparameterize` would change the tower (it has unfolded branches)."""
+        return False
+
     def reparameterize(self) -> Tower:
         """Fold training-time branches into the inference-time form (MobileOne/FastViT
         towers; in place). Towers without such branches are already in it: no-op."""

@@ -35,7 +35,14 @@ from .registry import (
 )
 
 for _module in (
-    native, open_clip, eva_keys, siglip_keys, mobileclip_keys, hf, siglip_hf_keys, openai
+    native,
+    open_clip,
+    eva_keys,
+    siglip_keys,
+    mobileclip_keys,
+    hf,
+    siglip_hf_keys,
+    openai,
 ):
     register_format(_module.FORMAT)
 
