@@ -15,85 +15,32 @@ import json
 
 import open_clip
 import pytest
-import timm
 import torch
 from timm.utils import reparameterize_model
 
 import clipforge
 from clipforge.checkpoints.formats import mobileclip_keys
 from clipforge.checkpoints.reader import read_state_dict
-from clipforge.configs import ClipConfig, FastViTConfig, TextConfig
 
-from ..conftest import max_diff, perturb_, sample_images, sample_tokens
-
-TOL = 1e-5
-#: reduced twins: (architecture whose structure they keep, timm trunk, sizes)
-TWINS = {
-    "MobileCLIP-S2": ("fastvit_mci2", dict(layers=(1, 1, 2, 1), embed_dims=(16, 32, 64, 128))),
-    "MobileCLIP2-S0": ("fastvit_mci0", dict(layers=(1, 2, 1, 2), embed_dims=(16, 32, 64, 128))),
-    "MobileCLIP2-S3": (
-        "fastvit_mci3",
-        dict(layers=(1, 1, 1, 1, 1), embed_dims=(16, 32, 64, 128, 256)),
-    ),
-}
-TEXT = dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2)
-EMBED, SIZE = 32, 64
-
-
-def _reference(name: str) -> torch.nn.Module:
-    """open_clip's model of ``name`` with a reduced trunk and text tower, weights perturbed."""
-    trunk_name, sizes = TWINS[name]
-    cfg = copy.deepcopy(open_clip.get_model_config(name))
-    cfg.pop("custom_text")
-    cfg["vision_cfg"].update(timm_model_name="fastvit_t8", image_size=SIZE)  # small stand-in
-    cfg["text_cfg"].update(TEXT)
-    torch.manual_seed(0)
-    ref = open_clip.model.CustomTextCLIP(EMBED, cfg["vision_cfg"], cfg["text_cfg"])
-    # open_clip passes no depths/widths to timm: swap in the reduced trunk of the variant
-    ref.visual.trunk = timm.create_model(trunk_name, num_classes=EMBED, global_pool="avg", **sizes)
-    return perturb_(ref).eval()
-
-
-def _ours(name: str) -> clipforge.CLIP:
-    trunk_name, sizes = TWINS[name]
-    full = clipforge.get_config(name)
-    vision = FastViTConfig(**{**mobileclip_keys.TRUNKS[trunk_name], **sizes, "image_size": SIZE})
-    assert full.vision == FastViTConfig(**{**mobileclip_keys.TRUNKS[trunk_name]})
-    text = TextConfig(**TEXT, causal=full.text.causal)
-    return clipforge.create_model(ClipConfig(embed_dim=EMBED, vision=vision, text=text)).eval()
-
-
-def _loaded(name: str) -> tuple[torch.nn.Module, clipforge.CLIP]:
-    ref = _reference(name)
-    ours = _ours(name)
-    ours.load_state_dict(mobileclip_keys.to_native(ref.state_dict()))
-    return ref, ours
-
-
-def _assert_same(ref: torch.nn.Module, ours: clipforge.CLIP, size: int = SIZE) -> None:
-    images, tokens = sample_images(size), sample_tokens()
-    with torch.no_grad():
-        want_image, want_text = ref.encode_image(images), ref.encode_text(tokens)
-        assert want_image.abs().max() > 1e-2  # the perturbed weights reach the output
-        assert max_diff(ours.encode_image(images), want_image) <= TOL
-        assert max_diff(ours.encode_text(tokens), want_text) <= TOL
+from ..conftest import max_diff, perturb_, sample_tokens
+from ..mobileclip_helpers import TOL, TWINS, assert_same, loaded, reference, tiny_mobileclip
 
 
 @pytest.mark.parity
 @pytest.mark.parametrize("name", list(TWINS))
 def test_reduced_twins_equal_open_clip_in_both_forms(name):
-    ref, ours = _loaded(name)
-    _assert_same(ref, ours)
+    ref, ours = loaded(name)
+    assert_same(ref, ours)
     ours.reparameterize()
     assert ours.visual is not None and not ours.visual.can_reparameterize
-    _assert_same(ref, ours)
+    assert_same(ref, ours)
 
 
 @pytest.mark.parity
 def test_text_tower_without_causal_mask_sees_the_padding():
     """MobileCLIP's text attends to every position, so (unlike CLIP) the padding after the
     end-of-text token changes the result, and it is never trimmed."""
-    ref, ours = _loaded("MobileCLIP2-S0")
+    ref, ours = loaded("MobileCLIP2-S0")
     tokens = sample_tokens()[:3]  # short captions: most of the context is padding
     assert ours.config.text.causal is False
     with torch.no_grad():
@@ -107,14 +54,14 @@ def test_text_tower_without_causal_mask_sees_the_padding():
 def test_folded_weights_equal_timms_reparameterize_model():
     """``reparameterize`` folds exactly what timm's ``reparameterize_model`` folds: the same
     keys, tensors equal, outputs equal to the unfolded model."""
-    ref, ours = _loaded("MobileCLIP2-S0")
+    ref, ours = loaded("MobileCLIP2-S0")
     folded_ref = reparameterize_model(copy.deepcopy(ref))
     ours.reparameterize()
     want = mobileclip_keys.to_native(folded_ref.state_dict())
     got = ours.state_dict()
     assert set(got) == set(want)
     assert max(max_diff(got[k].float(), want[k].float()) for k in got) <= TOL
-    _assert_same(folded_ref, ours)
+    assert_same(folded_ref, ours)
 
 
 @pytest.mark.parity
@@ -122,26 +69,26 @@ def test_folded_weights_equal_timms_reparameterize_model():
 def test_bare_open_clip_state_dicts_load_in_either_form(tmp_path, folded):
     """A bare open_clip state dict is recognised by its keys; folded weights make the
     (training-form) model fold itself before loading."""
-    ref = _reference("MobileCLIP2-S0")
+    ref = reference("MobileCLIP2-S0")
     if folded:
         ref = reparameterize_model(ref)
     path = tmp_path / "weights.pt"
     torch.save(ref.state_dict(), path)
-    config = _ours("MobileCLIP2-S0").config
+    config = tiny_mobileclip("MobileCLIP2-S0").config
     model = clipforge.load(config, weights=path)
     assert model.visual is not None and model.visual.can_reparameterize is not folded
-    _assert_same(ref, model)
+    assert_same(ref, model)
 
 
 @pytest.mark.parity
 def test_state_dicts_translate_back_to_open_clips_layout():
     """``from_native`` gives the ``visual.trunk.*`` keys open_clip's model loads strictly."""
-    ref, ours = _loaded("MobileCLIP-S2")
+    ref, ours = loaded("MobileCLIP-S2")
     back = mobileclip_keys.from_native(ours.state_dict())
     assert set(back) == set(ref.state_dict())
-    ref2 = _reference("MobileCLIP-S2")
+    ref2 = reference("MobileCLIP-S2")
     ref2.load_state_dict(back)
-    _assert_same(ref2, ours)
+    assert_same(ref2, ours)
     assert mobileclip_keys.to_native(back).keys() == ours.state_dict().keys()
 
 
@@ -159,7 +106,7 @@ def test_saved_back_in_open_clips_layout(tmp_path, folded):
     clipforge.save(ours, tmp_path / "oc", format="open_clip")
     back = clipforge.load(tmp_path / "oc")
     assert back.visual is not None and back.visual.can_reparameterize is not folded
-    _assert_same(ref, back, 256)
+    assert_same(ref, back, 256)
     state = read_state_dict(tmp_path / "oc" / "open_clip_model.safetensors", trust_pickle=False)
     assert ("visual.trunk.stem.0.reparam_conv.weight" in state) is folded
     if not folded:  # open_clip builds timm's training form from the written config
@@ -167,7 +114,7 @@ def test_saved_back_in_open_clips_layout(tmp_path, folded):
         assert meta["model_cfg"]["vision_cfg"]["timm_model_name"] == "fastvit_mci0"
         ref2 = open_clip.create_model("MobileCLIP2-S0").eval()
         ref2.load_state_dict(state)
-        _assert_same(ref2, back, 256)
+        assert_same(ref2, back, 256)
 
 
 def _saved(tmp_path, model: torch.nn.Module):
@@ -195,5 +142,5 @@ def test_full_size_models_equal_open_clip(name):
     ref = perturb_(open_clip.create_model(name)).eval()
     ours = clipforge.create_model(name).eval()
     ours.load_state_dict(mobileclip_keys.to_native(ref.state_dict()))
-    _assert_same(ref, ours, 256)
-    _assert_same(ref, ours.reparameterize(), 256)
+    assert_same(ref, ours, 256)
+    assert_same(ref, ours.reparameterize(), 256)
