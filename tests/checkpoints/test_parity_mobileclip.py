@@ -19,11 +19,13 @@ import torch
 from timm.utils import reparameterize_model
 
 import clipforge
+from clipforge.checkpoints import get_pretrained
 from clipforge.checkpoints.formats import mobileclip_keys
 from clipforge.checkpoints.reader import read_state_dict
 
 from ..conftest import max_diff, perturb_, sample_tokens
 from ..mobileclip_helpers import TOL, TWINS, assert_same, loaded, reference, tiny_mobileclip
+from .test_pretrained_families import _hub_copy, _load_offline
 
 
 @pytest.mark.parity
@@ -144,3 +146,19 @@ def test_full_size_models_equal_open_clip(name):
     ours.load_state_dict(mobileclip_keys.to_native(ref.state_dict()))
     assert_same(ref, ours, 256)
     assert_same(ref, ours.reparameterize(), 256)
+
+
+@pytest.mark.slow  # full-size MobileCLIP2-S0 written to a fake hub cache, read in a subprocess
+def test_pretrained_entry_loads_offline(tmp_path):
+    entry = get_pretrained("MobileCLIP2-S0", "dfndr2b")
+    torch.manual_seed(0)
+    ref = perturb_(open_clip.create_model("MobileCLIP2-S0")).eval()
+    _hub_copy(tmp_path / "hub", entry, ref)
+    tokens = open_clip.get_tokenizer("MobileCLIP2-S0")(["a dog", "two cats"])
+    got, want, printed = _load_offline(tmp_path, "MobileCLIP2-S0", entry.tag, ref, tokens)
+    assert max_diff(got["image"], want["image"]) <= TOL
+    assert max_diff(got["text"], want["text"]) <= TOL
+    assert printed == ["gelu", "shortest", "bilinear", "0.0"]
+    assert torch.equal(
+        got["ids"], open_clip.get_tokenizer("MobileCLIP2-S0")(["A Dog, runs!", "two cats"])
+    )
