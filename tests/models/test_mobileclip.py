@@ -26,9 +26,9 @@ from ..conftest import max_diff, sample_images, sample_tokens
 from ..mobileclip_helpers import SIZE, TOL, loaded, tiny_mobileclip
 
 MOBILECLIP = [n for n in clipforge.list_architectures() if n.startswith("MobileCLIP")]
-REQUIRED = {"MobileCLIP-S1", "MobileCLIP-S2", "MobileCLIP2-S0", "MobileCLIP2-S2",
-            "MobileCLIP2-S3", "MobileCLIP2-S4"}  # fmt: skip
-FAST = {"MobileCLIP2-S0"}
+REQUIRED = {"MobileCLIP-S1", "MobileCLIP-S2", "MobileCLIP-B", "MobileCLIP2-S0", "MobileCLIP2-S2",
+            "MobileCLIP2-S3", "MobileCLIP2-S4", "MobileCLIP2-B", "MobileCLIP2-L-14"}  # fmt: skip
+FAST = {"MobileCLIP2-S0", "MobileCLIP-B"}
 
 
 def _tiered(names):
@@ -40,7 +40,7 @@ def _counts(model: torch.nn.Module) -> dict[str, int]:
     return {"image": count(model.visual), "text": count(model.text), "total": count(model)}
 
 
-def test_every_fastvit_release_has_an_architecture():
+def test_every_release_has_an_architecture():
     assert set(MOBILECLIP) >= REQUIRED
     assert set(MOBILECLIP) <= set(open_clip.list_models())
 
@@ -78,6 +78,31 @@ def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="vision.token_mixers"):
         ClipConfig.from_dict({**get_config("MobileCLIP2-S0").to_dict(),
                               "vision": {"type": "fastvit", "token_mixers": ["conv"] * 4}})  # fmt: skip
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("fmt", ["NCHW", "NLC"])
+@pytest.mark.parametrize("name", ["MobileCLIP-B", "MobileCLIP2-L-14"])
+def test_vit_intermediates_equal_open_clip(name, fmt):
+    """Block outputs (class token as the prefix), normalised ones, and the features."""
+    ref, ours = loaded(name)
+    images = sample_images(ours.config.vision.image_size)
+    kwargs = dict(image=images, image_indices=[0, -1], image_output_fmt=fmt,
+                  image_output_extra_tokens=True, normalize_intermediates=True)  # fmt: skip
+    with torch.no_grad():
+        want, got = ref.forward_intermediates(**kwargs), ours.forward_intermediates(**kwargs)
+    for key in ("image_intermediates", "image_intermediates_prefix"):
+        assert len(got[key]) == len(want[key]) == 2
+        for a, b in zip(got[key], want[key], strict=True):
+            assert a.shape == b.shape and max_diff(a, b) <= TOL
+    assert max_diff(got["image_features"], want["image_features"]) <= TOL
+
+
+def test_lora_adapts_the_vit_image_tower():
+    model = tiny_mobileclip("MobileCLIP-B")
+    apply_lora(model, rank=2, towers=("image", "text"))
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("visual.transformer.resblocks.1.") for n in names)
 
 
 @pytest.mark.parity

@@ -2,7 +2,7 @@
 
 from .engine import ConfigError
 from .eva import EvaVisionConfig  # noqa: F401  (registers vision.type "eva")
-from .fastvit import FastViTConfig
+from .fastvit import FastViTConfig, MobileCLIPViTConfig
 from .model_config import (
     TEXT_CONFIGS,
     VISION_CONFIGS,
@@ -31,6 +31,7 @@ __all__ = [
     "ClipConfig",
     "ConfigError",
     "FastViTConfig",
+    "MobileCLIPViTConfig",
     "ResNetConfig",
     "SigLipTextConfig",
     "SigLipVisionConfig",

@@ -1,5 +1,6 @@
-"""FastViT "MCi" image tower configuration (``vision.type: "fastvit"``): MobileCLIP's and
-MobileCLIP2's image encoders, timm's ``fastvit_mci0`` .. ``fastvit_mci4``.
+"""MobileCLIP image tower configurations: the FastViT "MCi" towers (``vision.type:
+"fastvit"``; timm's ``fastvit_mci0`` .. ``fastvit_mci4``) and the ViT towers of the -B and
+-L-14 releases (``vision.type: "mobileclip_vit"``).
 
 A FastViT is a convolutional stem (three MobileOne blocks, stride 4) and stages of
 ``RepMixer`` blocks (re-parameterisable depthwise token mixing) followed by stages of
@@ -16,10 +17,10 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from .engine import ConfigError, bounded
-from .model_config import register_vision_config
-from .param_counts import register_parameter_counter
+from .model_config import TransformerGeometry, register_vision_config
+from .param_counts import layer_norm, register_parameter_counter, transformer
 
-__all__ = ["FastViTConfig", "make_divisible"]
+__all__ = ["FastViTConfig", "MobileCLIPViTConfig", "make_divisible"]
 
 TokenMixer = Literal["repmixer", "attention"]
 
@@ -140,3 +141,56 @@ def _fastvit_parameters(cfg: FastViTConfig, embed_dim: int) -> int:
 
 
 register_parameter_counter(FastViTConfig, _fastvit_parameters)
+
+
+@register_vision_config
+@dataclass(frozen=True)
+class MobileCLIPViTConfig(TransformerGeometry):
+    """The ViT image towers of MobileCLIP-B / MobileCLIP2-B (timm's ``vit_base_mci_224``)
+    and MobileCLIP2-L-14 (``vit_large_patch14_clip_224``): timm's ``VisionTransformer`` with
+    a class token pooled by a biased linear ``head``.
+
+    ``stem``: ``"conv"`` (MCi's three-convolution stem, 4·2·2 = 16 px patches, BatchNorm and
+    GELU) or ``"patch"`` (one ``patch_size`` convolution, biased unless ``pre_norm``).
+    ``pre_norm``: a LayerNorm before the blocks (CLIP-style). ``class_pos``: the position
+    table covers the class token too (``False``: timm's ``no_embed_class``).
+    """
+
+    type: ClassVar[str] = "mobileclip_vit"
+    image_size: int = 224
+    patch_size: int = 16
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    stem: Literal["conv", "patch"] = "conv"
+    pre_norm: bool = False
+    class_pos: bool = False
+    norm_eps: float = bounded(1e-6, gt=0.0)
+
+    def __post_init__(self) -> None:
+        self.check_transformer()
+        if self.stem == "conv" and (self.patch_size != 16 or self.width % 4):
+            raise ConfigError("vision.stem 'conv' makes 16-px patches of a width divisible by 4")
+        if self.image_size % self.patch_size:
+            raise ConfigError(
+                f"vision.image_size {self.image_size} is not a multiple of "
+                f"patch_size {self.patch_size}"
+            )
+
+
+def _mobileclip_vit_parameters(cfg: MobileCLIPViTConfig, embed_dim: int) -> int:
+    """Parameters of :class:`~clipforge.models.mobileclip_vit.MobileCLIPViT`."""
+    w = cfg.width
+    if cfg.stem == "conv":
+        c = w // 4
+        stem = 3 * c * 16 + _bn(c) + c * c * 4 + _bn(c) + c * w * 4 + w
+    else:
+        stem = 3 * w * cfg.patch_size**2 + (0 if cfg.pre_norm else w)
+    positions = (cfg.grid_size**2 + cfg.class_pos) * w
+    norms = layer_norm(w) * (1 + cfg.pre_norm)
+    blocks = transformer(w, cfg.layers, cfg.mlp_width)
+    return stem + w + positions + norms + blocks + w * embed_dim + embed_dim
+
+
+register_parameter_counter(MobileCLIPViTConfig, _mobileclip_vit_parameters)

@@ -15,6 +15,7 @@ from ..preprocess import PreprocessConfig, build_preprocess
 from ..tokenizer import get_tokenizer
 from . import (  # noqa: F401  (register the towers)
     fastvit,
+    mobileclip_vit,
     resnet,
     siglip_text,
     siglip_vision,
