@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -193,12 +194,17 @@ class FastViT(Tower):
                 nn.init.zeros_(module.bias)
 
     @property
+    def stage_list(self) -> list[FastViTStage]:
+        """The stages, typed (``self.stages`` iterates as plain modules)."""
+        return cast(list[FastViTStage], list(self.stages))
+
+    @property
     def blocks(self) -> list[nn.Module]:
         """The RepMixer and attention blocks of every stage, in order."""
-        return [block for stage in self.stages for block in stage.blocks]
+        return [block for stage in self.stage_list for block in stage.blocks]
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
+        for stage in self.stage_list:
             stage.grad_checkpointing = enable
 
     @property

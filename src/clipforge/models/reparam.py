@@ -124,6 +124,7 @@ class MobileOneBlock(nn.Module):
     def fused(self) -> Fused:
         """The single ``(kernel, bias)`` equal to the sum of the branches."""
         if self.reparam_conv is not None:
+            assert self.reparam_conv.bias is not None
             return self.reparam_conv.weight, self.reparam_conv.bias
         cin, cout, k, _, groups = self.shape
         parts: list[Fused] = [b.fused() for b in self.conv_kxk or ()]  # type: ignore[union-attr]

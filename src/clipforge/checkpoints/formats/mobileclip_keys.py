@@ -101,7 +101,7 @@ VIT_TRUNKS: dict[str, MobileCLIPViTConfig] = {
 _POOLS = {"fastvit": "avg", "vit": "token"}
 
 
-def _vision_to_native(vision: dict[str, Any]) -> FastViTConfig | MobileCLIPViTConfig:
+def _vision_to_native(vision: dict[str, Any]) -> Any:  # FastViTConfig | MobileCLIPViTConfig
     name = str(vision.get("timm_model_name"))
     kind = "fastvit" if name in TRUNKS else "vit" if name in VIT_TRUNKS else None
     if kind is None:
@@ -127,7 +127,7 @@ def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
     )
 
 
-def _trunk_name(v: FastViTConfig | MobileCLIPViTConfig) -> tuple[str, str]:
+def _trunk_name(v: Any) -> tuple[str, str]:  # v: FastViTConfig | MobileCLIPViTConfig
     """The timm trunk that builds ``v`` and its pooling (``ConfigError`` if none does)."""
     if isinstance(v, MobileCLIPViTConfig):
         found = [n for n, t in VIT_TRUNKS.items() if t == dataclasses.replace(v, image_size=224)]
