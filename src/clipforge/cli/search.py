@@ -39,9 +39,7 @@ def _open(db: Path, model: str | None, weights: Path | None, pretrained: str | N
             recorded = json.loads(meta.get_meta("model_spec") or "{}")
             meta.close()
             if not recorded.get("model"):
-                raise typer.BadParameter(
-                    "this index records no model: pass --model", param_hint="--model"
-                )
+                raise typer.BadParameter("this index records no model: pass --model", param_hint="--model")
             model, weights = recorded["model"], recorded.get("weights")
             pretrained = recorded.get("pretrained")
     weights = None if weights is None else Path(weights).absolute()
@@ -60,9 +58,7 @@ def _bytes(text: str | None) -> int | None:
         return None
     match = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?)i?b?\s*", text.lower())
     if match is None:
-        raise typer.BadParameter(
-            f"not a size: {text!r} (e.g. 2GB, 512MB)", param_hint="--max-memory"
-        )
+        raise typer.BadParameter(f"not a size: {text!r} (e.g. 2GB, 512MB)", param_hint="--max-memory")
     return int(float(match[1]) * 1024 ** " kmgt".index(match[2] or " "))
 
 

@@ -39,6 +39,7 @@ def image_vector(model: ClipModel, image) -> np.ndarray:
     """Normalised embedding of an image (path, PIL image or encoded bytes)."""
 
     if isinstance(image, bytes | bytearray):
+
         image = decode_image(io.BytesIO(image), "<upload>")
     result = embed_images(model, [image])
     if result.failures:
