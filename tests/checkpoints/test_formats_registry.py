@@ -31,11 +31,12 @@ from clipforge.configs import ClipConfig
 from clipforge.preprocess import PreprocessConfig
 
 from ..conftest import perturb_, sample_images, sample_tokens, tiny_model
+from ..mobileclip_helpers import tiny_mobileclip
 
-BUILT_IN = ["clipforge", "hf", "hf_siglip", "open_clip", "open_clip_eva", "open_clip_siglip",
-            "openai"]  # fmt: skip
+BUILT_IN = ["clipforge", "hf", "hf_siglip", "open_clip", "open_clip_eva",
+            "open_clip_mobileclip", "open_clip_siglip", "openai"]  # fmt: skip
 MODULES = {"clipforge": "native", "open_clip_eva": "eva_keys", "open_clip_siglip": "siglip_keys",
-           "hf_siglip": "siglip_hf_keys"}  # fmt: skip
+           "hf_siglip": "siglip_hf_keys", "open_clip_mobileclip": "mobileclip_keys"}  # fmt: skip
 # The files each built-in directory format writes, exactly (no temporary leftovers).
 DIRECTORY_FILES = {
     "clipforge": {"clipforge_config.json", "model.safetensors"},
@@ -110,6 +111,8 @@ def test_every_format_round_trips_a_weights_file(model, tmp_path, name):
         model = _tiny_eva()
     if name in ("open_clip_siglip", "hf_siglip"):  # layouts of SigLIP towers only
         model = _tiny_siglip()
+    if name == "open_clip_mobileclip":  # a layout of FastViT towers only
+        model = perturb_(tiny_mobileclip("MobileCLIP2-S0"))
     fmt = get_format(name)
     state = fmt.from_native({k: v.contiguous() for k, v in model.state_dict().items()})
     path = tmp_path / f"{name}.safetensors"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..models import towers_in
 from .errors import CheckpointMismatchError
 
 _TOWER_PREFIXES = {"image": ("visual.",), "text": ("text.",)}
@@ -40,7 +41,15 @@ def state_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
+def prepare_towers(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Let each tower adapt its structure to ``state`` first (a FastViT built in training
+    form folds itself when the weights are folded)."""
+    for name, tower in towers_in(model):
+        tower.prepare_state(state, f"{name}." if name else "")
+
+
 def apply_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Copy ``state`` into ``model``; raise :class:`CheckpointMismatchError` listing all problems."""
+    prepare_towers(model, state)
     check_state(state_shapes(model), state, source)
     model.load_state_dict(state, strict=False)

@@ -20,7 +20,7 @@ import torch
 from ..configs import ClipConfig
 from ..models import CLIP, count_parameters
 from ..models.clip import Towers
-from .apply import check_state, state_shapes
+from .apply import check_state, prepare_towers, state_shapes
 from .errors import CheckpointError
 
 #: Largest model :func:`clipforge.load` builds unless told otherwise (ViT-bigG-14: 2.5e9).
@@ -79,7 +79,7 @@ def check_fits(
             f"checkpoint holds only {len(state):,} tensors: the config does not describe "
             "these weights"
         )
-    check_state(meta_shapes(cfg, towers), state, source)
+    check_state(meta_shapes(cfg, towers, state), state, source)
 
 
 def _depth(tower_config: object) -> int:
@@ -88,8 +88,14 @@ def _depth(tower_config: object) -> int:
     return sum(layers) if isinstance(layers, tuple | list) else int(layers)
 
 
-def meta_shapes(cfg: ClipConfig, towers: Towers = "both") -> dict[str, tuple[int, ...]]:
-    """State-dict shapes of ``CLIP(cfg)``, built on the ``meta`` device (no memory used)."""
+def meta_shapes(
+    cfg: ClipConfig, towers: Towers = "both", state: dict[str, torch.Tensor] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """State-dict shapes of ``CLIP(cfg)``, built on the ``meta`` device (no memory used);
+    with ``state``, of the model adapted to it (a FastViT folded for folded weights)."""
 
     with torch.device("meta"):
-        return state_shapes(CLIP(cfg, towers=towers))
+        model = CLIP(cfg, towers=towers)
+        if state is not None:
+            prepare_towers(model, state)
+        return state_shapes(model)

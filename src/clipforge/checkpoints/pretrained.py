@@ -176,7 +176,6 @@ class HubTokenizer:
         """The :class:`~clipforge.tokenizer.sentencepiece.SentencePieceTokenizer` itself
         (fetched now if it was not yet)."""
         if self._tokenizer is None:
-
             directory = _tokenizer_dir(self.label, self.hub_id, self.cache_dir)
             self._tokenizer = SentencePieceTokenizer.from_dir(directory, self.context_length)
         return self._tokenizer

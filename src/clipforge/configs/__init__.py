@@ -2,6 +2,7 @@
 
 from .engine import ConfigError
 from .eva import EvaVisionConfig  # noqa: F401  (registers vision.type "eva")
+from .fastvit import FastViTConfig, MobileCLIPViTConfig
 from .model_config import (
     TEXT_CONFIGS,
     VISION_CONFIGS,
@@ -29,6 +30,8 @@ __all__ = [
     "VISION_CONFIGS",
     "ClipConfig",
     "ConfigError",
+    "FastViTConfig",
+    "MobileCLIPViTConfig",
     "ResNetConfig",
     "SigLipTextConfig",
     "SigLipVisionConfig",

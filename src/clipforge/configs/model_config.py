@@ -158,12 +158,15 @@ class TextConfig(TextTransformerGeometry):
 
     ``eot_token_id=None`` pools at the argmax of the token ids (OpenAI; EOT is the largest
     id); an integer pools at the first occurrence of that id (transformers' rule).
+    ``causal=False`` drops the causal mask (open_clip's ``no_causal_mask``, MobileCLIP):
+    every position then sees the padding, so inputs are never trimmed.
     """
 
     type: ClassVar[str] = "clip"
     eot_token_id: int | None = None
     activation: TowerActivation | None = None
     norm_eps: float | None = None
+    causal: bool = True
 
     def __post_init__(self) -> None:
         self.check_transformer(**_given(norm_eps=self.norm_eps))
@@ -208,6 +211,8 @@ def tower_to_dict(tower: Any) -> dict[str, Any]:
 
 def _text_to_dict(text: Any) -> dict[str, Any]:
     data = tower_to_dict(text)
+    if isinstance(text, TextConfig) and text.causal:
+        del data["causal"]  # the default: configs written before the option stay identical
     return data if text.type == DEFAULT_TEXT_TYPE else {"type": text.type, **data}
 
 

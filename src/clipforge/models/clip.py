@@ -14,6 +14,8 @@ from ..configs.model_config import DEFAULT_TEXT_TYPE
 from ..preprocess import PreprocessConfig, build_preprocess
 from ..tokenizer import get_tokenizer
 from . import (  # noqa: F401  (register the towers)
+    fastvit,
+    mobileclip_vit,
     resnet,
     siglip_text,
     siglip_vision,
@@ -197,6 +199,14 @@ class CLIP(nn.Module):
         """Trade compute for memory in both towers."""
         for tower in self.present_towers():
             tower.set_grad_checkpointing(enable)
+
+    def reparameterize(self) -> CLIP:
+        """Fold every tower's training-time branches into single convolutions (MobileCLIP's
+        FastViT; timm's ``reparameterize_model``), in place: the same function, faster. A
+        no-op for towers without such branches. Returns the model."""
+        for tower in self.present_towers():
+            tower.reparameterize()
+        return self
 
     def present_towers(self) -> list[Tower]:
         """The towers this model was built with (image first)."""

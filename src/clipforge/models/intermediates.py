@@ -141,3 +141,26 @@ def token_intermediates(plan: TokenPass, request: IntermediatesRequest) -> Inter
     if not request.intermediates_only:
         out[f"{plan.kind}_features"] = plan.pool(x)
     return out
+
+
+def stage_intermediates(
+    stages: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+    x: torch.Tensor,
+    request: IntermediatesRequest,
+    head: Callable[[torch.Tensor], torch.Tensor],
+) -> Intermediates:
+    """``forward_intermediates`` of a convolutional tower from its stem output ``x``: stage
+    outputs NCHW (``"NLC"`` flattens them), features ``head`` of the last map computed. There
+    is no final norm and no prefix token (``normalize_intermediates`` and
+    ``output_extra_tokens`` do nothing, as in open_clip/timm); the head needs the last stage,
+    so ``stop_early`` skips stages only with ``intermediates_only``."""
+    check_format(request.output_fmt)
+    stop = request.stop_early and request.intermediates_only
+    x, maps = run_blocks(stages, x, request.indices, stop)
+    maps = [m.contiguous() for m in maps]
+    if request.output_fmt == "NLC":
+        maps = [m.flatten(2).transpose(1, 2) for m in maps]
+    out: Intermediates = {"image_intermediates": maps}
+    if not request.intermediates_only:
+        out["image_features"] = head(x)
+    return out

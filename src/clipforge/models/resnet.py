@@ -18,7 +18,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from ..configs import ResNetConfig
-from .intermediates import Intermediates, IntermediatesRequest, check_format, run_blocks
+from .intermediates import Intermediates, IntermediatesRequest, stage_intermediates
 from .tower import Tower, TowerSettings, register_tower
 
 
@@ -170,23 +170,12 @@ class ModifiedResNet(Tower):
 
     def intermediates(self, inputs: torch.Tensor, request: IntermediatesRequest) -> Intermediates:
         """open_clip's ``ModifiedResNet.forward_intermediates``: five feature maps (stem, then
-        ``layer1``..``layer4``), NCHW (``"NLC"`` flattens them); features ``attnpool`` of
-        the last map computed. There is no final norm and no prefix token, so
-        ``normalize_intermediates`` and ``output_extra_tokens`` do nothing (as in open_clip).
-        ``attnpool`` only accepts ``layer4``'s map, so ``stop_early`` skips stages only with
-        ``intermediates_only`` (open_clip 3.x inverts the flag for ResNets and fails to
-        pool an earlier map; every result it does return is reproduced)."""
-        check_format(request.output_fmt)
+        ``layer1``..``layer4``), features ``attnpool`` of the last map (see
+        :func:`~clipforge.models.intermediates.stage_intermediates`; open_clip 3.x inverts
+        ``stop_early`` for ResNets and fails to pool an earlier map; every result it does
+        return is reproduced)."""
         stages = [self.stem, *(partial(self._run_stage, s) for s in self.stages)]
-        stop = request.stop_early and request.intermediates_only
-        x, maps = run_blocks(stages, self._input(inputs), request.indices, stop)
-        maps = [m.contiguous() for m in maps]
-        if request.output_fmt == "NLC":
-            maps = [m.flatten(2).transpose(1, 2) for m in maps]
-        out: Intermediates = {"image_intermediates": maps}
-        if not request.intermediates_only:
-            out["image_features"] = self.attnpool(x)
-        return out
+        return stage_intermediates(stages, self._input(inputs), request, self.attnpool)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.attnpool(self._trunk(pixels))

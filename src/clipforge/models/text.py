@@ -17,6 +17,7 @@ from .tower import TowerSettings, TransformerTower, register_tower
 @register_tower(TextConfig)
 class TextTransformer(TransformerTower):
     """Token + positional embeddings, causal transformer, ``ln_final``, EOT pooling, projection.
+    (``causal=False`` in the config: the same without the mask, as MobileCLIP's text towers.)
 
     The pooled feature is taken at the end-of-text token, found as the argmax of the token
     ids (EOT has the largest id in the CLIP vocabulary), exactly as OpenAI's CLIP, or as the
@@ -40,10 +41,11 @@ class TextTransformer(TransformerTower):
         self.vocab_size = cfg.vocab_size
         self.output_dim = embed_dim
         self.eot_token_id = cfg.eot_token_id
+        self.causal = cfg.causal
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
         self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
         self.transformer = Transformer(
-            cfg.width, cfg.layers, cfg.heads, cfg.mlp_width, activation, eps, causal=True
+            cfg.width, cfg.layers, cfg.heads, cfg.mlp_width, activation, eps, causal=cfg.causal
         )
         self.ln_final = nn.LayerNorm(cfg.width, eps=eps)
         self.text_projection = nn.Parameter(torch.empty(cfg.width, embed_dim))
@@ -98,14 +100,17 @@ class TextTransformer(TransformerTower):
         return self(inputs, trim_padding=False)
 
     def input_spec(self) -> dict[str, Any]:
-        """EOT pooling: argmax of the ids, or the first ``eot_token_id`` when set."""
-        return {"pooling": "eot", "eot_token_id": self.eot_token_id}
+        """EOT pooling: argmax of the ids, or the first ``eot_token_id`` when set; without
+        the causal mask (``eot_full``) the runtime must not trim the padding."""
+        pooling = "eot" if self.causal else "eot_full"
+        return {"pooling": pooling, "eot_token_id": self.eot_token_id}
 
     def forward(self, tokens: torch.Tensor, trim_padding: bool = True) -> torch.Tensor:
         self._check_shape(tokens)
         eot = self.eot_positions(tokens)
         # the trim's data-dependent length would split a torch.compile graph: skip it there
-        if trim_padding and tokens.shape[0] > 0 and not torch.compiler.is_compiling():
+        trim = trim_padding and self.causal  # without the mask, padding changes the result
+        if trim and tokens.shape[0] > 0 and not torch.compiler.is_compiling():
             tokens = tokens[:, : int(eot.max()) + 1]
         x = self.token_embedding(tokens)
         x = x + self.positional_embedding[: tokens.shape[1]].to(x.dtype)

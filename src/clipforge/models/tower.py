@@ -12,7 +12,7 @@ of them by implementing it, and is built by registering its config class:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -149,6 +149,20 @@ class Tower(nn.Module, ABC):
         """``forward`` over the whole input, free of data-dependent shapes, for tracing
         exporters (ONNX); the default is ``forward`` itself."""
         return self(inputs)
+
+    @property
+    def can_reparameterize(self) -> bool:
+        """Whether :meth:`reparameterize` would change the tower (it has unfolded branches)."""
+        return False
+
+    def reparameterize(self) -> Tower:
+        """Fold training-time branches into the inference-time form (MobileOne/FastViT
+        towers; in place). Towers without such branches are already in it: no-op."""
+        return self
+
+    def prepare_state(self, state: Mapping[str, torch.Tensor], prefix: str) -> None:
+        """Adapt the tower's structure to a state dict about to be loaded (keys under
+        ``prefix``), e.g. fold itself when the weights are in folded form. Default: nothing."""
 
     def input_spec(self) -> dict[str, Any]:
         """How a runtime without this code must feed the exported tower (a JSON-able dict,

@@ -63,6 +63,14 @@ def _fp32_cpu(model: CLIP) -> CLIP:
     return copy.deepcopy(model).to(device="cpu", dtype=torch.float32)
 
 
+def _inference_form(model: CLIP) -> CLIP:
+    """``model`` with every tower in its folded inference form (FastViT's branches merged
+    into single convolutions): a folded copy when some tower is not folded yet."""
+    if not any(tower.can_reparameterize for tower in model.present_towers()):
+        return model
+    return copy.deepcopy(model).reparameterize()
+
+
 def _save_tokenizer(model: CLIP, directory: Path) -> dict[str, Any] | None:
     """Write the model's tokenizer into the bundle; ``None`` (with a warning) when it has
     none that can travel (then the runtime takes token ids only)."""
@@ -99,7 +107,7 @@ def export_onnx(
         raise ValueError("ONNX export needs a model with both towers")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model = _fp32_cpu(model)
+    model = _inference_form(_fp32_cpu(model))
     size = model.config.vision.image_size
     pixels = torch.zeros(2, 3, size, size)
     context = model.config.text.context_length

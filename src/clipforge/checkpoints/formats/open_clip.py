@@ -36,7 +36,6 @@ _UNSUPPORTED_VISION = (
 _UNSUPPORTED_TEXT = (
     "hf_model_name",
     "ls_init_value",
-    "no_causal_mask",
     "pad_id",
     "embed_cls",
     "proj_bias",
@@ -93,7 +92,15 @@ def text_geometry(text: dict[str, Any]) -> dict[str, Any]:
 
 def text_config_to_native(text: dict[str, Any]) -> TextConfig:
     """open_clip ``text_cfg`` of CLIP's causal text transformer → :class:`TextConfig`."""
-    return TextConfig(**text_geometry(text))
+    return TextConfig(**text_geometry(text), causal=not text.get("no_causal_mask", False))
+
+
+def text_config_from_native(t: TextConfig) -> dict[str, Any]:
+    """:class:`TextConfig` → open_clip ``text_cfg`` (``no_causal_mask`` when not causal)."""
+    text: dict[str, Any] = {key: getattr(t, key) for key in TEXT_GEOMETRY_KEYS}
+    if not t.causal:
+        text["no_causal_mask"] = True
+    return text
 
 
 def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
@@ -135,14 +142,7 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
         "embed_dim": cfg.embed_dim,
         "quick_gelu": cfg.activation == "quick_gelu",
         "vision_cfg": vision,
-        "text_cfg": {
-            "context_length": t.context_length,
-            "vocab_size": t.vocab_size,
-            "width": t.width,
-            "heads": t.heads,
-            "layers": t.layers,
-            "mlp_ratio": t.mlp_ratio,
-        },
+        "text_cfg": text_config_from_native(t),
     }
 
 
