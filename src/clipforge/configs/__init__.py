@@ -1,5 +1,6 @@
 """Model configurations, the config engine and the registry of named architectures."""
 
+from .convnext import ConvNextVisionConfig  # noqa: F401  (registers vision.type "convnext")
 from .engine import ConfigError
 from .eva import EvaVisionConfig  # noqa: F401  (registers vision.type "eva")
 from .model_config import (

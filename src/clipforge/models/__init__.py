@@ -1,6 +1,7 @@
 """Model code: layers, the Tower protocol and its registry, image/text towers, the CLIP wrapper."""
 
 from .clip import CLIP
+from .convnext import ConvNextTower
 from .counting import count_parameters
 from .eva import EvaVisionTransformer
 from .protocols import ClipModel
@@ -19,6 +20,7 @@ from .vit import VisionTransformer
 __all__ = [
     "CLIP",
     "ClipModel",
+    "ConvNextTower",
     "EvaVisionTransformer",
     "ModifiedResNet",
     "TextTransformer",

@@ -11,7 +11,16 @@ format whose ``matches`` accepts it, a directory to the first whose marker confi
 
 from __future__ import annotations
 
-from . import eva_keys, hf, native, open_clip, openai, siglip_hf_keys, siglip_keys
+from . import (  # noqa: F401  (convnext_keys registers its open_clip layout family)
+    convnext_keys,
+    eva_keys,
+    hf,
+    native,
+    open_clip,
+    openai,
+    siglip_hf_keys,
+    siglip_keys,
+)
 from .base import CheckpointFormat, LoadedCheckpoint
 from .registry import (
     FORMATS,
