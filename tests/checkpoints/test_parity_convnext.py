@@ -163,7 +163,9 @@ def test_full_size_open_clip_directory_load_parity_and_save(tmp_path):
     cfg = open_clip.get_model_config("convnext_base_w")
     (hub / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
     state = ref.state_dict()
-    save_file({k: v.contiguous() for k, v in state.items()}, str(hub / "open_clip_model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in state.items()}, str(hub / "open_clip_model.safetensors")
+    )
     model = clipforge.load(hub)
     assert model.config == get_config("convnext_base_w")
     images, tokens = sample_images(256), sample_tokens()
@@ -243,11 +245,13 @@ def test_bad_configs_are_refused():
         convnext_keys.config_from_native(odd)
     cfg = open_clip.get_model_config("convnext_base")
     with pytest.raises(ConfigError, match="not a timm ConvNeXt trunk"):
-        convnext_keys.config_to_native({**cfg, "vision_cfg": {**cfg["vision_cfg"],
-                                                              "timm_model_name": "convnext_x"}})
+        convnext_keys.config_to_native(
+            {**cfg, "vision_cfg": {**cfg["vision_cfg"], "timm_model_name": "convnext_x"}}
+        )
     with pytest.raises(ConfigError, match="timm_proj"):
-        convnext_keys.config_to_native({**cfg, "vision_cfg": {**cfg["vision_cfg"],
-                                                              "timm_pool": "abs_attn"}})
+        convnext_keys.config_to_native(
+            {**cfg, "vision_cfg": {**cfg["vision_cfg"], "timm_pool": "abs_attn"}}
+        )
     assert sorted(CONVNEXT_TRUNKS) == sorted(
         {open_clip.get_model_config(n)["vision_cfg"]["timm_model_name"] for n in CONVNEXT}
     )

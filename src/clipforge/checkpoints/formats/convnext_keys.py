@@ -16,8 +16,12 @@ from ...configs import ClipConfig, ConfigError, TextConfig
 from ...configs.convnext import CONVNEXT_TRUNKS, ConvNextVisionConfig
 from . import openai
 from .base import LayoutFamily
-from .open_clip import _UNSUPPORTED_TEXT, _reject_unsupported, register_family
-from .open_clip import text_config_to_native as _text_to_native
+from .open_clip import (
+    _UNSUPPORTED_TEXT,
+    _reject_unsupported,
+    register_family,
+    text_config_to_native as _text_to_native,
+)
 
 __all__ = ["config_from_native", "config_to_native"]
 
@@ -54,7 +58,10 @@ def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
         embed_dim=model_cfg["embed_dim"],
         activation="quick_gelu" if model_cfg.get("quick_gelu") else "gelu",
         vision=ConvNextVisionConfig(
-            image_size=vision.get("image_size", 224), depths=depths, dims=dims, head=head,
+            image_size=vision.get("image_size", 224),
+            depths=depths,
+            dims=dims,
+            head=head,
             norm_eps=eps,
         ),  # fmt: skip
         text=_text_to_native(text),
