@@ -14,6 +14,7 @@ from .model_config import (
     register_text_config,
     register_vision_config,
 )
+from .pe import PerceptionVisionConfig  # noqa: F401  (registers vision.type "pe")
 from .registry import (
     get_config,
     get_preprocess,

@@ -4,6 +4,7 @@ from .clip import CLIP
 from .convnext import ConvNextTower
 from .counting import count_parameters
 from .eva import EvaVisionTransformer
+from .pe import PerceptionVisionTransformer
 from .protocols import ClipModel
 from .resnet import ModifiedResNet
 from .text import TextTransformer
@@ -23,6 +24,7 @@ __all__ = [
     "ConvNextTower",
     "EvaVisionTransformer",
     "ModifiedResNet",
+    "PerceptionVisionTransformer",
     "TextTransformer",
     "Tower",
     "TowerSettings",

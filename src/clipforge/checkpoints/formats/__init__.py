@@ -18,6 +18,7 @@ from . import (  # noqa: F401  (convnext_keys registers its open_clip layout fam
     native,
     open_clip,
     openai,
+    pe_keys,
     siglip_hf_keys,
     siglip_keys,
 )
@@ -34,7 +35,7 @@ from .registry import (
     to_native_state,
 )
 
-for _module in (native, open_clip, eva_keys, siglip_keys, hf, siglip_hf_keys, openai):
+for _module in (native, open_clip, eva_keys, pe_keys, siglip_keys, hf, siglip_hf_keys, openai):
     register_format(_module.FORMAT)
 
 
