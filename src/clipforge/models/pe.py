@@ -151,7 +151,7 @@ class PerceptionVisionTransformer(TransformerTower):
 
     def _tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, Rope]:
         """Normed tokens (class token first, if any) with positions, and the rotary table."""
-        grid = image_grid(pixels, self.config.patch_size)
+        grid = (self.config.grid_size, self.config.grid_size)  # static: traceable (ONNX)
         x = self.patch_embed(pixels).flatten(2).transpose(1, 2)  # (N, grid², width)
         if self.class_embedding is not None:
             cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
