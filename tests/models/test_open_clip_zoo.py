@@ -29,7 +29,6 @@ _HF_TEXT = "pending: branch hftext (transformers text towers)"
 _WORLDWIDE = "pending: branch naflex (worldwide / NaFlex towers)"
 _CLIPA = "not yet: CLIPA towers (no ln_pre, average pool, BERT tokenizer, last-token text pool)"
 _VITAMIN = "not yet: ViTamin (MBConv + ViT hybrid timm trunk); branch timmzoo ran out of time"
-_TIMM_VIT = "not yet: timm ViT trunk variant (branch timmzoo covers ConvNeXt and PE first)"
 #: open_clip architectures clipforge does not build yet, each with the reason (target: empty)
 NOT_BUILT: dict[str, str] = {
     **{n: _COCA for n in ZOO if n.startswith("coca_")},
@@ -40,13 +39,12 @@ NOT_BUILT: dict[str, str] = {
     **{n: _VITAMIN for n in ZOO if n.startswith("ViTamin")},
     "ViT-M-16-alt": "not yet: ViT with layer scale (ls_init_value)",
     "swin_base_patch4_window7_224": "not yet: Swin (shifted windows) timm trunk",
-    "vit_medium_patch16_gap_256": _TIMM_VIT + ": global average pool, no class token",
-    "vit_relpos_medium_patch16_cls_224": _TIMM_VIT + ": relative position bias",
 }
 BUILT = [n for n in ZOO if n not in NOT_BUILT]
 #: one per tower family, exact meta-device counts in the fast tier
 REPRESENTATIVES = frozenset(
-    {"ViT-B-32", "RN50", "ViT-B-16-SigLIP2", "EVA02-B-16", "convnext_base_w", "PE-Core-T-16-384"}
+    {"ViT-B-32", "RN50", "ViT-B-16-SigLIP2", "EVA02-B-16", "convnext_base_w", "PE-Core-T-16-384",
+     "vit_relpos_medium_patch16_cls_224"}
 )  # fmt: skip
 
 

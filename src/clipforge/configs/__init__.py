@@ -25,6 +25,7 @@ from .registry import (
     register_architecture,
 )
 from .siglip import SigLipTextConfig, SigLipVisionConfig
+from .timm_vit import TimmViTConfig  # noqa: F401  (registers vision.type "timm_vit")
 
 __all__ = [
     "TEXT_CONFIGS",

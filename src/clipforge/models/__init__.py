@@ -8,6 +8,7 @@ from .pe import PerceptionVisionTransformer
 from .protocols import ClipModel
 from .resnet import ModifiedResNet
 from .text import TextTransformer
+from .timm_vit import TimmVisionTransformer
 from .tower import (
     Tower,
     TowerSettings,
@@ -26,6 +27,7 @@ __all__ = [
     "ModifiedResNet",
     "PerceptionVisionTransformer",
     "TextTransformer",
+    "TimmVisionTransformer",
     "Tower",
     "TowerSettings",
     "TransformerTower",

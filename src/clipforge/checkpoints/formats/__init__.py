@@ -21,6 +21,7 @@ from . import (  # noqa: F401  (convnext_keys registers its open_clip layout fam
     pe_keys,
     siglip_hf_keys,
     siglip_keys,
+    timm_vit_keys,
 )
 from .base import CheckpointFormat, LoadedCheckpoint
 from .registry import (
@@ -35,7 +36,8 @@ from .registry import (
     to_native_state,
 )
 
-for _module in (native, open_clip, eva_keys, pe_keys, siglip_keys, hf, siglip_hf_keys, openai):
+_MODULES = (native, open_clip, eva_keys, pe_keys, timm_vit_keys, siglip_keys, hf, siglip_hf_keys)
+for _module in (*_MODULES, openai):
     register_format(_module.FORMAT)
 
 
