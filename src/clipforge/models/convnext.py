@@ -56,9 +56,13 @@ class ConvNextBlock(nn.Module):
         self.gamma = nn.Parameter(torch.full((dim,), 1e-6))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv_dw(x).permute(0, 2, 3, 1)
-        y = self.mlp(self.norm(y)).permute(0, 3, 1, 2)
-        return x + y * self.gamma.reshape(1, -1, 1, 1)
+        y = self.norm(self.conv_dw(x).permute(0, 2, 3, 1))
+        y = F.gelu(self.mlp.fc1(y))
+        # layer scale folded into fc2 (C x 4C weights), not applied to the activation map
+        fc2, gamma = self.mlp.fc2, self.gamma
+        bias = fc2.bias * gamma if fc2.bias is not None else None
+        y = F.linear(y, fc2.weight * gamma[:, None], bias)
+        return x + y.permute(0, 3, 1, 2)
 
 
 class ConvNextStage(nn.Module):
@@ -164,8 +168,13 @@ class ConvNextTower(Tower):
         for stage in self.stages:
             stage.grad_checkpointing = enable
 
+    def _stem(self, pixels: torch.Tensor) -> torch.Tensor:
+        if pixels.device.type == "cpu":  # NHWC: the blocks' channels-last views need no copy
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        return self.trunk.stem(pixels)
+
     def _feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.trunk.stem(pixels)
+        x = self._stem(pixels)
         for stage in self.stages:
             x = stage(x)
         return x
@@ -198,7 +207,8 @@ class ConvNextTower(Tower):
         flattens each map (timm accepts NCHW only)."""
         check_format(output_fmt)
         stop = stop_early and intermediates_only  # only the last stage's map can be pooled
-        x, maps = run_blocks(self.stages, self.trunk.stem(inputs), indices, stop)
+        x, maps = run_blocks(self.stages, self._stem(inputs), indices, stop)
+        maps = [m.contiguous() for m in maps]
         if output_fmt == "NLC":  # beyond timm (NCHW only): rows of positions, as ResNets do
             maps = [m.flatten(2).transpose(1, 2) for m in maps]
         out: Intermediates = {"image_intermediates": maps}
