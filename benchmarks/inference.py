@@ -3,14 +3,14 @@
 Same random weights (open_clip's model is built first; clipforge and transformers load
 its weights), same threads, same dtype. Prints each figure and the ratio to the faster
 reference, plus the machine's measured matmul peak and our fraction of it. transformers
-runs CLIPModel for ViT CLIP, SiglipModel for SigLIP; it has no ResNet CLIP and no EVA-CLIP,
-so those rows compare with open_clip only.
+runs CLIPModel for ViT CLIP, SiglipModel for SigLIP; it has no ResNet CLIP, EVA-CLIP,
+ConvNeXt CLIP or Perception Encoder, so those rows compare with open_clip only.
 
 Usage: python benchmarks/inference.py [--reps N] [--skip-e2e] [--models NAME ...]
 (``--models`` picks rows: ViT-B-32 — with the tokenizer, preprocessing, int8 and
-end-to-end rows —, RN50, ViT-B-16, ViT-B-16-SigLIP, EVA02-B-16; all by default).
-``--int8-only``: just the int8 table (``inference_int8.py``), written to
-``results/inference_int8.json``.
+end-to-end rows —, RN50, ViT-B-16, ViT-B-16-SigLIP, EVA02-B-16, convnext_base_w,
+PE-Core-B-16; all by default). ``--int8-only``: just the int8 table (``inference_int8.py``),
+written to ``results/inference_int8.json``.
 """
 
 from __future__ import annotations
@@ -427,7 +427,10 @@ def write_int8(models, reps: int) -> None:
     write_result("inference_int8", int8_rows(models, prompts, reps, interleaved_times))
 
 
-MODELS = ("ViT-B-32", "RN50", "ViT-B-16", "ViT-B-16-SigLIP", "EVA02-B-16")
+MODELS = (
+    "ViT-B-32", "RN50", "ViT-B-16", "ViT-B-16-SigLIP", "EVA02-B-16", "convnext_base_w",
+    "PE-Core-B-16",
+)  # fmt: skip
 
 
 def vit_b32_rows(table: Table, args, peaks: tuple[float, float]) -> None:
@@ -478,7 +481,8 @@ def main() -> None:
         if name in args.models:
             models = build_models(name)
             image_encode(table, name, models, 32, max(1, args.reps - 1), bf16=False, peak=None)
-    for name in ("ViT-B-16-SigLIP", "EVA02-B-16"):  # image b32 and text, interleaved
+    for name in ("ViT-B-16-SigLIP", "EVA02-B-16", "convnext_base_w", "PE-Core-B-16"):
+        # image b32 and text, interleaved
         if name in args.models:
             models = build_models(name)
             image_encode(table, name, models, 32, args.reps, bf16=False, peak=None)

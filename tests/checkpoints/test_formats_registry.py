@@ -33,10 +33,11 @@ from clipforge.preprocess import PreprocessConfig
 from ..conftest import perturb_, sample_images, sample_tokens, tiny_model
 from ..mobileclip_helpers import tiny_mobileclip
 
-BUILT_IN = ["clipforge", "hf", "hf_siglip", "open_clip", "open_clip_eva",
-            "open_clip_mobileclip", "open_clip_siglip", "openai"]  # fmt: skip
+BUILT_IN = ["clipforge", "hf", "hf_siglip", "open_clip", "open_clip_eva", "open_clip_mobileclip",
+            "open_clip_pe", "open_clip_siglip", "open_clip_timm_vit", "openai"]  # fmt: skip
 MODULES = {"clipforge": "native", "open_clip_eva": "eva_keys", "open_clip_siglip": "siglip_keys",
-           "hf_siglip": "siglip_hf_keys", "open_clip_mobileclip": "mobileclip_keys"}  # fmt: skip
+           "hf_siglip": "siglip_hf_keys", "open_clip_mobileclip": "mobileclip_keys",
+           "open_clip_pe": "pe_keys", "open_clip_timm_vit": "timm_vit_keys"}  # fmt: skip
 # The files each built-in directory format writes, exactly (no temporary leftovers).
 DIRECTORY_FILES = {
     "clipforge": {"clipforge_config.json", "model.safetensors"},
@@ -105,6 +106,24 @@ def _tiny_siglip() -> clipforge.CLIP:
     return perturb_(clipforge.create_model(config)).eval()
 
 
+def _tiny_pe() -> clipforge.CLIP:
+    torch.manual_seed(0)
+    vision = {"type": "pe", "image_size": 32, "patch_size": 8, "width": 32, "layers": 2,
+              "heads": 2, "pool_heads": 2, "rope_ref_grid": 4}  # fmt: skip
+    text = {"width": 32, "heads": 2, "layers": 1}
+    config = ClipConfig.from_dict({"embed_dim": 32, "vision": vision, "text": text})
+    return perturb_(clipforge.create_model(config)).eval()
+
+
+def _tiny_timm_vit() -> clipforge.CLIP:
+    torch.manual_seed(0)
+    vision = {"type": "timm_vit", "image_size": 32, "patch_size": 8, "width": 32, "layers": 2,
+              "heads": 2, "qkv_bias": False, "layer_scale": True, "rel_pos_dim": 8}  # fmt: skip
+    text = {"width": 32, "heads": 2, "layers": 1}
+    config = ClipConfig.from_dict({"embed_dim": 32, "vision": vision, "text": text})
+    return perturb_(clipforge.create_model(config)).eval()
+
+
 @pytest.mark.parametrize("name", BUILT_IN)
 def test_every_format_round_trips_a_weights_file(model, tmp_path, name):
     if name == "open_clip_eva":  # a layout of EVA towers only
@@ -113,6 +132,10 @@ def test_every_format_round_trips_a_weights_file(model, tmp_path, name):
         model = _tiny_siglip()
     if name == "open_clip_mobileclip":  # a layout of FastViT towers only
         model = perturb_(tiny_mobileclip("MobileCLIP2-S0"))
+    if name == "open_clip_pe":  # a layout of Perception Encoder towers only
+        model = _tiny_pe()
+    if name == "open_clip_timm_vit":  # a layout of timm ViT towers only
+        model = _tiny_timm_vit()
     fmt = get_format(name)
     state = fmt.from_native({k: v.contiguous() for k, v in model.state_dict().items()})
     path = tmp_path / f"{name}.safetensors"

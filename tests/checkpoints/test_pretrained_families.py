@@ -35,6 +35,10 @@ FAMILY_TAGS = [
     ("ViT-bigG-14", "metaclip_fullcc"),
     ("ViT-H-14-378-quickgelu", "dfn5b"),
     ("ViT-L-14-quickgelu", "dfn2b"),
+    ("convnext_base_w", "laion2b_s13b_b82k_augreg"),
+    ("convnext_xxlarge", "laion2b_s34b_b82k_augreg_soup"),
+    ("PE-Core-B-16", "meta"),
+    ("PE-Core-bigG-14-448", "meta"),
 ]
 
 

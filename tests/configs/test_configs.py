@@ -60,7 +60,7 @@ def test_invalid_configs_raise_clear_errors():
     with pytest.raises(ConfigError, match=r"'vision.widht' \(did you mean 'width'\?\)"):
         ClipConfig.from_dict({**good, "vision": {**good["vision"], "widht": 3}})
     with pytest.raises(ConfigError, match="vision.type"):
-        ClipConfig.from_dict({**good, "vision": {"type": "convnext"}})
+        ClipConfig.from_dict({**good, "vision": {"type": "convnet"}})
     with pytest.raises(ConfigError, match="not divisible"):
         ClipConfig.from_dict({**good, "text": {**good["text"], "heads": 7}})
     with pytest.raises(ConfigError, match="unknown architecture"):

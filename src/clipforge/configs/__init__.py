@@ -1,5 +1,6 @@
 """Model configurations, the config engine and the registry of named architectures."""
 
+from .convnext import ConvNextVisionConfig  # noqa: F401  (registers vision.type "convnext")
 from .engine import ConfigError
 from .eva import EvaVisionConfig  # noqa: F401  (registers vision.type "eva")
 from .fastvit import FastViTConfig, MobileCLIPViTConfig
@@ -14,6 +15,7 @@ from .model_config import (
     register_text_config,
     register_vision_config,
 )
+from .pe import PerceptionVisionConfig  # noqa: F401  (registers vision.type "pe")
 from .registry import (
     get_config,
     get_preprocess,
@@ -24,6 +26,7 @@ from .registry import (
     register_architecture,
 )
 from .siglip import SigLipTextConfig, SigLipVisionConfig
+from .timm_vit import TimmViTConfig  # noqa: F401  (registers vision.type "timm_vit")
 
 __all__ = [
     "TEXT_CONFIGS",

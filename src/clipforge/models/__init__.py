@@ -1,11 +1,14 @@
 """Model code: layers, the Tower protocol and its registry, image/text towers, the CLIP wrapper."""
 
 from .clip import CLIP
+from .convnext import ConvNextTower
 from .counting import count_parameters
 from .eva import EvaVisionTransformer
+from .pe import PerceptionVisionTransformer
 from .protocols import ClipModel
 from .resnet import ModifiedResNet
 from .text import TextTransformer
+from .timm_vit import TimmVisionTransformer
 from .tower import (
     Tower,
     TowerSettings,
@@ -19,9 +22,12 @@ from .vit import VisionTransformer
 __all__ = [
     "CLIP",
     "ClipModel",
+    "ConvNextTower",
     "EvaVisionTransformer",
     "ModifiedResNet",
+    "PerceptionVisionTransformer",
     "TextTransformer",
+    "TimmVisionTransformer",
     "Tower",
     "TowerSettings",
     "TransformerTower",

@@ -11,15 +11,18 @@ format whose ``matches`` accepts it, a directory to the first whose marker confi
 
 from __future__ import annotations
 
-from . import (
+from . import (  # noqa: F401  (convnext_keys registers its open_clip layout family)
+    convnext_keys,
     eva_keys,
     hf,
     mobileclip_keys,
     native,
     open_clip,
     openai,
+    pe_keys,
     siglip_hf_keys,
     siglip_keys,
+    timm_vit_keys,
 )
 from .base import CheckpointFormat, LoadedCheckpoint
 from .registry import (
@@ -34,16 +37,9 @@ from .registry import (
     to_native_state,
 )
 
-for _module in (
-    native,
-    open_clip,
-    eva_keys,
-    siglip_keys,
-    mobileclip_keys,
-    hf,
-    siglip_hf_keys,
-    openai,
-):
+_MODULES = (native, open_clip, eva_keys, pe_keys, timm_vit_keys, siglip_keys, mobileclip_keys,
+            hf, siglip_hf_keys)  # fmt: skip
+for _module in (*_MODULES, openai):
     register_format(_module.FORMAT)
 
 
