@@ -2,6 +2,7 @@
 
 from .engine import ConfigError
 from .eva import EvaVisionConfig  # noqa: F401  (registers vision.type "eva")
+from .hf_text import M2M100TextConfig, RobertaTextConfig, T5TextConfig
 from .model_config import (
     TEXT_CONFIGS,
     VISION_CONFIGS,
@@ -29,9 +30,12 @@ __all__ = [
     "VISION_CONFIGS",
     "ClipConfig",
     "ConfigError",
+    "M2M100TextConfig",
     "ResNetConfig",
+    "RobertaTextConfig",
     "SigLipTextConfig",
     "SigLipVisionConfig",
+    "T5TextConfig",
     "TextConfig",
     "ViTConfig",
     "VisionConfig",

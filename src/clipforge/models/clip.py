@@ -14,9 +14,12 @@ from ..configs.model_config import DEFAULT_TEXT_TYPE
 from ..preprocess import PreprocessConfig, build_preprocess
 from ..tokenizer import get_tokenizer
 from . import (  # noqa: F401  (register the towers)
+    m2m100_text,
     resnet,
+    roberta_text,
     siglip_text,
     siglip_vision,
+    t5_text,
     text as _text,  # noqa: F401  (registers the causal text tower)
     vit,
 )
