@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import UsageError
 from .bpe import ClipTokenizer
-from .hf import HF_TOKENIZER_CLASSES, HFTokenizer, tokenizer_class
+from .hf import HF_MARKER, HF_TOKENIZER_CLASSES, HFTokenizer, model_type_class, tokenizer_class
 from .sentencepiece import SentencePieceTokenizer, _tokenizer_config
 
 __all__ = ["load_tokenizer", "save_tokenizer", "tokenizer_from_dir"]
@@ -63,7 +63,9 @@ def tokenizer_from_dir(
     """A checkpoint directory's own tokenizer: :class:`HFTokenizer` for ``kind="hf"`` or a
     ``tokenizer_config.json`` naming an HF text tower's class (XLM-R, T5, NLLB, RoBERTa),
     else SigLIP's :class:`SentencePieceTokenizer`."""
-    cls = tokenizer_class(_tokenizer_config(Path(directory)))
-    if kind == "hf" or cls in HF_TOKENIZER_CLASSES:
-        return HFTokenizer.from_dir(directory, context_length)
+    config = _tokenizer_config(Path(directory))
+    cls = tokenizer_class(config) or model_type_class(Path(directory))
+    if kind == "hf" or cls in HF_TOKENIZER_CLASSES or config.get(HF_MARKER):
+        clean = (config.get(HF_MARKER) or {}).get("clean", "whitespace")
+        return HFTokenizer.from_dir(directory, context_length, clean)
     return SentencePieceTokenizer.from_dir(directory, context_length)

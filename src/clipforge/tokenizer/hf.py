@@ -44,6 +44,12 @@ _ALIASES = {"MT5Tokenizer": "T5Tokenizer"}
 #: the SentencePiece model files a checkpoint may ship instead of ``tokenizer.json``
 SPM_FILES = ("sentencepiece.bpe.model", "spiece.model")
 CLEANS = ("whitespace", "lower", "none")
+#: written into a saved ``tokenizer_config.json``: the directory holds an :class:`HFTokenizer`
+HF_MARKER = "clipforge_hf_tokenizer"
+#: ``config.json`` model types → the tokenizer class transformers' ``AutoTokenizer`` picks
+#: (hub repositories without a ``tokenizer_config.json``, e.g. ``xlm-roberta-base``)
+_MODEL_TYPE_CLASSES = {"xlm-roberta": "XLMRobertaTokenizer", "roberta": "RobertaTokenizer",
+                       "mt5": "T5Tokenizer", "t5": "T5Tokenizer"}  # fmt: skip
 DEFAULT_LANGUAGE = "eng_Latn"
 
 
@@ -64,6 +70,18 @@ def tokenizer_class(config: dict[str, Any]) -> str | None:
         return None
     name = name.removesuffix("Fast")
     return _ALIASES.get(name, name)
+
+
+def model_type_class(directory: Path) -> str | None:
+    """The tokenizer class of the ``model_type`` in a directory's ``config.json``, if known."""
+    path = directory / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        model_type = json.loads(path.read_text(encoding="utf-8")).get("model_type")
+    except (ValueError, AttributeError):
+        return None
+    return _MODEL_TYPE_CLASSES.get(model_type) if isinstance(model_type, str) else None
 
 
 def _charsmap(data: dict[str, Any]) -> str | None:
@@ -169,7 +187,7 @@ class HFTokenizer(SentencePieceTokenizer):
             raise UsageError(f"clean must be one of {', '.join(CLEANS)}, got {clean!r}")
         path = Path(tokenizer_file)
         config = _tokenizer_config(path.parent)
-        self.tokenizer_class = tokenizer_class(config)
+        self.tokenizer_class = tokenizer_class(config) or model_type_class(path.parent)
         data = spm_to_json(path, self.tokenizer_class) if path.suffix == ".model" else (
             json.loads(path.read_text(encoding="utf-8")))  # fmt: skip
         self.backend = Tokenizer.from_str(json.dumps(class_pipeline(data, self.tokenizer_class, config)))
@@ -244,7 +262,8 @@ class HFTokenizer(SentencePieceTokenizer):
         (directory / TOKENIZER_FILE).write_text(self.backend.to_str(), encoding="utf-8")
         config: dict[str, Any] = {"tokenizer_class": self.tokenizer_class or "PreTrainedTokenizerFast",
                                   "pad_token": self.pad_token, "eos_token": self.eos_token,
-                                  "model_max_length": self.context_length}  # fmt: skip
+                                  "model_max_length": self.context_length,
+                                  HF_MARKER: {"clean": self.clean}}  # fmt: skip
         if self.language is not None:
             config.update(src_lang=self.language, legacy_behaviour=self.legacy_behaviour)
         (directory / TOKENIZER_CONFIG).write_text(json.dumps(config, indent=2) + "\n", "utf-8")
