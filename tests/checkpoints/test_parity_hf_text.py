@@ -11,6 +11,7 @@ in ``tests/models/test_hf_text_architectures.py``).
 from __future__ import annotations
 
 import json
+import shutil
 
 import open_clip
 import pytest
@@ -23,6 +24,7 @@ from clipforge.checkpoints.formats import hf_text_keys
 from clipforge.configs.hf_text import HF_MODELS
 
 from ..conftest import max_diff, perturb_, sample_images
+from ..tokenizer.test_hf_tokenizer import checkpoints  # noqa: F401  (fixture)
 
 TOL = 1e-5
 SIZES = dict(vocab=1000, width=64, heads=4, layers=2, ffn=96)
@@ -65,8 +67,12 @@ def tiny_hub(monkeypatch):
     """``AutoConfig.from_pretrained(name)`` answers a reduced config, and clipforge knows the
     reduced twins under ``tiny/<hub name>`` (as it knows the real hub models)."""
 
+    original = transformers.AutoConfig.from_pretrained
+
     def from_pretrained(name, *args, **kwargs):
-        return hf_config(HF_MODELS[name.removeprefix("tiny/")][0])
+        if str(name).startswith("tiny/"):
+            return hf_config(HF_MODELS[str(name).removeprefix("tiny/")][0])
+        return original(name, *args, **kwargs)  # a local directory
 
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", from_pretrained)
     v, w, h, n, f = SIZES.values()
@@ -165,7 +171,7 @@ def test_padding_does_not_change_features(tiny_hub):
 
 
 @pytest.mark.parity
-def test_open_clip_directory_loads_and_saves_back(tiny_hub, tmp_path):
+def test_open_clip_directory_loads_and_saves_back(tiny_hub, tmp_path, checkpoints):  # noqa: F811
     """An open_clip hub directory of an NLLB model loads through ``clipforge.load`` (the
     ``hf_text`` family of the open_clip format) and ``save(format="open_clip")`` writes the
     same config and tensors back."""
@@ -175,7 +181,11 @@ def test_open_clip_directory_loads_and_saves_back(tiny_hub, tmp_path):
     (hub / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
     state = ref.state_dict()
     save_file({k: v.contiguous() for k, v in state.items()}, str(hub / "open_clip_model.safetensors"))
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # open_clip's local-dir reads them
+        shutil.copy(checkpoints["nllb"] / name, hub / name)
     model = clipforge.load(hub)
+    captions = ["a dog", "un chien", "собака"]
+    assert torch.equal(model.tokenize(captions), open_clip.get_tokenizer(f"local-dir:{hub}")(captions))
     tokens = tokens_for("nllb-cls-linear")
     with torch.no_grad():
         assert max_diff(model.encode_text(tokens), ref.encode_text(tokens)) <= TOL

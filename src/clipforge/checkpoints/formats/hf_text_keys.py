@@ -12,6 +12,8 @@ clipforge's layout) or, for the NLLB-SigLIP models, a timm SigLIP trunk (transla
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +27,9 @@ from ...configs.hf_text import (
 )
 from ...configs.model_config import TEXT_CONFIGS
 from . import open_clip, siglip_keys
+from ...tokenizer.files import tokenizer_from_dir
+from ...tokenizer.hf import SPM_FILES
+from ...tokenizer.sentencepiece import TOKENIZER_FILE
 from .base import CheckpointFormat, LayoutFamily
 from .renames import Renames, compile_template
 
@@ -269,6 +274,18 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
     return out
 
 
+def read_tokenizer(directory: Path) -> Any:
+    """The tokenizer files in an open_clip directory (open_clip's ``local-dir:`` reads them
+    from there too), else ``None`` (the architecture's hub tokenizer applies)."""
+    if not any((directory / n).is_file() for n in (TOKENIZER_FILE, *SPM_FILES)):
+        return None
+    try:
+        return tokenizer_from_dir(directory, 77, "hf")
+    except ImportError as err:  # a SentencePiece model without transformers: weights still load
+        warnings.warn(f"{err}; model.tokenize will ask for a tokenizer", stacklevel=2)
+        return None
+
+
 def _owns_config(model_cfg: dict[str, Any]) -> bool:
     return bool((model_cfg.get("text_cfg") or {}).get("hf_model_name"))
 
@@ -282,6 +299,7 @@ open_clip.register_family(
         config_from_native=config_from_native,
         to_native=to_native,
         from_native=from_native,
+        read_tokenizer=read_tokenizer,
     )
 )
 
