@@ -180,18 +180,24 @@ def test_open_clip_directory_loads_and_saves_back(tiny_hub, tmp_path, checkpoint
     hub.mkdir()
     (hub / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
     state = ref.state_dict()
-    save_file({k: v.contiguous() for k, v in state.items()}, str(hub / "open_clip_model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in state.items()}, str(hub / "open_clip_model.safetensors")
+    )
     for name in ("tokenizer.json", "tokenizer_config.json"):  # open_clip's local-dir reads them
         shutil.copy(checkpoints["nllb"] / name, hub / name)
     model = clipforge.load(hub)
     captions = ["a dog", "un chien", "собака"]
-    assert torch.equal(model.tokenize(captions), open_clip.get_tokenizer(f"local-dir:{hub}")(captions))
+    assert torch.equal(
+        model.tokenize(captions), open_clip.get_tokenizer(f"local-dir:{hub}")(captions)
+    )
     tokens = tokens_for("nllb-cls-linear")
     with torch.no_grad():
         assert max_diff(model.encode_text(tokens), ref.encode_text(tokens)) <= TOL
     out = clipforge.save(model, tmp_path / "saved", format="open_clip")
     saved = json.loads((out / "open_clip_config.json").read_text())["model_cfg"]
-    assert saved["text_cfg"] == {k: v for k, v in cfg["text_cfg"].items() if k != "hf_model_pretrained"}
+    assert saved["text_cfg"] == {
+        k: v for k, v in cfg["text_cfg"].items() if k != "hf_model_pretrained"
+    }
     back = load_file(str(out / "open_clip_model.safetensors"))
     assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
     again = clipforge.load(model.config, weights=out / "open_clip_model.safetensors")

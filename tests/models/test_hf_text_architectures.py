@@ -15,8 +15,8 @@ import transformers
 import clipforge
 from clipforge.checkpoints.formats import hf_text_keys
 from clipforge.configs import ClipConfig, ConfigError, get_config, list_architectures
-from clipforge.configs.param_counts import count_parameters
 from clipforge.configs.hf_text import HF_MODELS
+from clipforge.configs.param_counts import count_parameters
 
 from ..conftest import shared_path
 

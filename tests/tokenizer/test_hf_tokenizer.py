@@ -133,7 +133,9 @@ def test_ids_equal_open_clips_in_every_script(checkpoints, family):
     want = _reference(checkpoints[family])(CAPTIONS)
     got = ours(CAPTIONS)
     assert got.dtype == torch.long and got.shape == (len(CAPTIONS), 32)
-    assert torch.equal(got, want), [i for i in range(len(CAPTIONS)) if not torch.equal(got[i], want[i])]
+    assert torch.equal(got, want), [
+        i for i in range(len(CAPTIONS)) if not torch.equal(got[i], want[i])
+    ]
     assert len({tuple(r) for r in got.tolist()}) == len(CAPTIONS)  # every caption distinct
     unk = ours.backend.token_to_id("<unk>")
     assert (got[: SCRIPTS - 1] == unk).sum() == 0  # the vocabulary covers every script

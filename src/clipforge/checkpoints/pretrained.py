@@ -187,7 +187,6 @@ class HubTokenizer:
         """The :class:`~clipforge.tokenizer.sentencepiece.SentencePieceTokenizer` itself
         (fetched now if it was not yet)."""
         if self._tokenizer is None:
-
             directory = _tokenizer_dir(self.label, self.hub_id, self.cache_dir, self.kind)
             self._tokenizer = tokenizer_from_dir(directory, self.context_length, self.kind)
         return self._tokenizer

@@ -23,7 +23,7 @@ tokenizer's padded length (open_clip's default 77), not the model's position cap
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from .engine import ConfigError
 from .model_config import register_text_config
@@ -65,7 +65,6 @@ class _HFText:
             )
 
 
-@register_text_config
 @dataclass(frozen=True)
 class RobertaTextConfig(_HFText):
     """RoBERTa / XLM-RoBERTa encoder (transformers' ``XLMRobertaModel``), defaults of
@@ -98,7 +97,6 @@ class RobertaTextConfig(_HFText):
             )
 
 
-@register_text_config
 @dataclass(frozen=True)
 class T5TextConfig(_HFText):
     """The (m)T5 encoder stack (transformers' ``T5Stack``), defaults of ``google/mt5-base``.
@@ -130,7 +128,6 @@ class T5TextConfig(_HFText):
                    relative_max_distance=self.relative_max_distance)  # fmt: skip
 
 
-@register_text_config
 @dataclass(frozen=True)
 class M2M100TextConfig(_HFText):
     """The M2M100 / NLLB-200 encoder (transformers' ``M2M100Encoder``), defaults of
@@ -201,6 +198,8 @@ def _count_m2m100(cfg: M2M100TextConfig, embed_dim: int) -> int:
     )  # fmt: skip
 
 
+for _config in (RobertaTextConfig, T5TextConfig, M2M100TextConfig):
+    register_text_config(_config)  # not as a decorator: it would hide the class from type checkers
 register_parameter_counter(RobertaTextConfig, _count_roberta)
 register_parameter_counter(T5TextConfig, _count_t5)
 register_parameter_counter(M2M100TextConfig, _count_m2m100)
@@ -209,7 +208,7 @@ register_parameter_counter(M2M100TextConfig, _count_m2m100)
 #: the hub models open_clip's HF text towers name (``text_cfg.hf_model_name``): their text
 #: ``type`` and the config values of their hub ``config.json`` (these machines cannot fetch
 #: them; ``tests/models/test_hf_text_architectures.py`` checks the counts against open_clip's)
-HF_MODELS: dict[str, tuple[str, dict[str, object]]] = {
+HF_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "xlm-roberta-base": ("roberta", {"vocab_size": 250002, "width": 768, "heads": 12,
                                      "layers": 12, "intermediate_size": 3072}),
     "xlm-roberta-large": ("roberta", {"vocab_size": 250002, "width": 1024, "heads": 16,

@@ -26,7 +26,11 @@ from .layers import GELUTanh
 from .tower import TransformerTower
 
 #: HF ``hidden_act`` names → activation modules (exact GELU, tanh GELU = ``gelu_new``, ReLU)
-HF_ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "gelu_tanh": GELUTanh, "relu": nn.ReLU}
+HF_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "gelu": nn.GELU,
+    "gelu_tanh": GELUTanh,
+    "relu": nn.ReLU,
+}
 
 
 class MaskedSelfAttention(nn.Module):
@@ -48,8 +52,12 @@ class MaskedSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
-        qkv = qkv.view(batch, length, 3, self.heads, self.inner // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask, scale=self.scale)
+        qkv = qkv.view(batch, length, 3, self.heads, self.inner // self.heads).permute(
+            2, 0, 3, 1, 4
+        )
+        out = F.scaled_dot_product_attention(
+            qkv[0], qkv[1], qkv[2], attn_mask=mask, scale=self.scale
+        )
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, self.inner))
 
 
@@ -96,12 +104,16 @@ def build_projection(width: int, proj: str, embed_dim: int) -> nn.Module:
     if proj == "mlp":
         hidden = (width + embed_dim) // 2
         return nn.Sequential(
-            nn.Linear(width, hidden, bias=False), nn.GELU(), nn.Linear(hidden, embed_dim, bias=False)
+            nn.Linear(width, hidden, bias=False),
+            nn.GELU(),
+            nn.Linear(hidden, embed_dim, bias=False),
         )
     if proj == "linear":
         return nn.Linear(width, embed_dim, bias=False)
     if width != embed_dim:
-        raise ValueError(f"text width {width} differs from embed_dim {embed_dim}: text.proj must be set")
+        raise ValueError(
+            f"text width {width} differs from embed_dim {embed_dim}: text.proj must be set"
+        )
     return nn.Identity()
 
 

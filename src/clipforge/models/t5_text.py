@@ -62,7 +62,9 @@ class T5Block(nn.Module):
         self.ln_1 = RMSNorm(w, cfg.norm_eps)
         self.attn = MaskedSelfAttention(w, cfg.heads, inner=inner, bias=False, scale=1.0)
         self.ln_2 = RMSNorm(w, cfg.norm_eps)
-        self.mlp = FeedForward(w, cfg.intermediate_size, cfg.activation, bias=False, gated=cfg.gated)
+        self.mlp = FeedForward(
+            w, cfg.intermediate_size, cfg.activation, bias=False, gated=cfg.gated
+        )
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), bias)

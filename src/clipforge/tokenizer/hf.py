@@ -87,7 +87,11 @@ def model_type_class(directory: Path) -> str | None:
 def _charsmap(data: dict[str, Any]) -> str | None:
     """The base64 precompiled SentencePiece charsmap in a tokenizer.json's normaliser."""
     normalizer = data.get("normalizer") or {}
-    parts = normalizer.get("normalizers", [normalizer]) if normalizer.get("type") == "Sequence" else [normalizer]
+    parts = (
+        normalizer.get("normalizers", [normalizer])
+        if normalizer.get("type") == "Sequence"
+        else [normalizer]
+    )
     return next((p["precompiled_charsmap"] for p in parts if p.get("type") == "Precompiled"), None)
 
 
@@ -190,7 +194,9 @@ class HFTokenizer(SentencePieceTokenizer):
         self.tokenizer_class = tokenizer_class(config) or model_type_class(path.parent)
         data = spm_to_json(path, self.tokenizer_class) if path.suffix == ".model" else (
             json.loads(path.read_text(encoding="utf-8")))  # fmt: skip
-        self.backend = Tokenizer.from_str(json.dumps(class_pipeline(data, self.tokenizer_class, config)))
+        self.backend = Tokenizer.from_str(
+            json.dumps(class_pipeline(data, self.tokenizer_class, config))
+        )
         template = post_processor(self.backend, self.tokenizer_class, config)
         if template is not None:
             self.backend.post_processor = template
@@ -209,7 +215,9 @@ class HFTokenizer(SentencePieceTokenizer):
         if self.tokenizer_class == "NllbTokenizer":
             self.set_language(language or config.get("src_lang") or DEFAULT_LANGUAGE)
         elif language is not None:
-            raise UsageError(f"{path}: a {self.tokenizer_class or 'generic'} tokenizer has no language codes")
+            raise UsageError(
+                f"{path}: a {self.tokenizer_class or 'generic'} tokenizer has no language codes"
+            )
 
     def set_language(self, language: str) -> None:
         """NLLB: make ``language`` (e.g. ``"fra_Latn"``) the code around every text (first,
@@ -217,10 +225,14 @@ class HFTokenizer(SentencePieceTokenizer):
         from tokenizers import processors
 
         if self.tokenizer_class != "NllbTokenizer":
-            raise UsageError(f"a {self.tokenizer_class or 'generic'} tokenizer has no language codes")
+            raise UsageError(
+                f"a {self.tokenizer_class or 'generic'} tokenizer has no language codes"
+            )
         lang_id = self.backend.token_to_id(language)
         if lang_id is None or not language.count("_"):
-            raise UsageError(f"unknown language code {language!r} (NLLB codes look like 'fra_Latn')")
+            raise UsageError(
+                f"unknown language code {language!r} (NLLB codes look like 'fra_Latn')"
+            )
         eos, eos_id = self.eos_token, self.backend.token_to_id(self.eos_token)
         single = ["$A", eos, language] if self.legacy_behaviour else [language, "$A", eos]
         self.backend.post_processor = processors.TemplateProcessing(
@@ -270,4 +282,3 @@ class HFTokenizer(SentencePieceTokenizer):
         return {"kind": "hf", "file": TOKENIZER_FILE, "pad_token": self.pad_token,
                 "clean": self.clean, "context_length": self.context_length,
                 "language": self.language}  # fmt: skip
-

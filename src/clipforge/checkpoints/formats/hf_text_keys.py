@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 
@@ -26,10 +26,10 @@ from ...configs.hf_text import (
     T5TextConfig,
 )
 from ...configs.model_config import TEXT_CONFIGS
-from . import open_clip, siglip_keys
 from ...tokenizer.files import tokenizer_from_dir
 from ...tokenizer.hf import SPM_FILES
 from ...tokenizer.sentencepiece import TOKENIZER_FILE
+from . import open_clip, siglip_keys
 from .base import CheckpointFormat, LayoutFamily
 from .renames import Renames, compile_template
 
@@ -37,7 +37,8 @@ __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "
 
 StateDict = dict[str, torch.Tensor]
 _HF, _NATIVE, _BLOCK = "text.transformer.", "text.", "transformer.resblocks.{i}."
-HFTextConfig = RobertaTextConfig | T5TextConfig | M2M100TextConfig
+HFTextConfig: TypeAlias = RobertaTextConfig | T5TextConfig | M2M100TextConfig
+_HF_TEXT_CLASSES = (RobertaTextConfig, T5TextConfig, M2M100TextConfig)
 
 #: per family: one-to-one renames (transformers name, clipforge name; "." ends a prefix) and
 #: merges (transformers parts, clipforge name; concatenated on dim 0, in this order)
@@ -206,9 +207,7 @@ def text_to_native(text: dict[str, Any]) -> HFTextConfig:
     hub model (known models only: their configs cannot be fetched here)."""
     name = str(text.get("hf_model_name"))
     if name not in HF_MODELS:
-        raise ConfigError(
-            f"unknown HF text model {name!r} (known: {', '.join(sorted(HF_MODELS))})"
-        )
+        raise ConfigError(f"unknown HF text model {name!r} (known: {', '.join(sorted(HF_MODELS))})")
     extra = sorted(set(text) - _TEXT_KEYS)
     if extra:
         raise ConfigError(f"open_clip text_cfg options {extra} are not supported with {name}")
@@ -257,7 +256,7 @@ def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
 
 def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
     """:class:`ClipConfig` with an HF text tower → open_clip ``model_cfg``."""
-    if not isinstance(cfg.text, RobertaTextConfig | T5TextConfig | M2M100TextConfig):
+    if not isinstance(cfg.text, _HF_TEXT_CLASSES):
         raise ConfigError("not an HF text tower")
     out: dict[str, Any] = {"embed_dim": cfg.embed_dim}
     if isinstance(cfg.vision, SigLipVisionConfig):
@@ -294,7 +293,7 @@ open_clip.register_family(
     LayoutFamily(
         name="hf_text",
         owns_config=_owns_config,
-        owns_model=lambda cfg: isinstance(cfg.text, RobertaTextConfig | T5TextConfig | M2M100TextConfig),
+        owns_model=lambda cfg: isinstance(cfg.text, _HF_TEXT_CLASSES),
         config_to_native=config_to_native,
         config_from_native=config_from_native,
         to_native=to_native,

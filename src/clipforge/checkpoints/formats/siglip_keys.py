@@ -229,8 +229,9 @@ register_family(
     LayoutFamily(
         name="siglip",
         owns_config=_owns_config,
-        owns_model=lambda cfg: isinstance(cfg.vision, SigLipVisionConfig)
-        and isinstance(cfg.text, SigLipTextConfig),
+        owns_model=lambda cfg: (
+            isinstance(cfg.vision, SigLipVisionConfig) and isinstance(cfg.text, SigLipTextConfig)
+        ),
         config_to_native=config_to_native,
         config_from_native=config_from_native,
         to_native=to_native,
