@@ -108,7 +108,7 @@ def _tiny_hf_text() -> clipforge.CLIP:
     torch.manual_seed(0)
     vision = {"type": "vit", "image_size": 32, "patch_size": 16, "width": 32, "layers": 1,
               "heads": 2}  # fmt: skip
-    text = {"type": "roberta", "vocab_size": 100, "width": 32, "heads": 2, "layers": 1,
+    text = {"type": "roberta", "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1,
             "intermediate_size": 48}  # fmt: skip
     config = ClipConfig.from_dict({"embed_dim": 32, "vision": vision, "text": text})
     return perturb_(clipforge.create_model(config)).eval()
