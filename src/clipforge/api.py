@@ -28,8 +28,7 @@ from .errors import UsageError
 from .models import CLIP
 from .models.clip import Towers
 from .preprocess import PreprocessConfig
-from .tokenizer.files import save_tokenizer
-from .tokenizer.sentencepiece import SentencePieceTokenizer
+from .tokenizer.files import save_tokenizer, tokenizer_from_dir
 
 SaveFormat = str  # a registered checkpoint format name: see clipforge.checkpoints.list_formats()
 
@@ -86,13 +85,14 @@ def load(
     :class:`~clipforge.checkpoints.CheckpointError` names the file otherwise.
     """
     name = name_or_path if isinstance(name_or_path, ClipConfig) else str(name_or_path)
-    preprocess, tokenizer_dir, architecture = None, None, None
+    preprocess, tokenizer_dir, architecture, tokenizer_kind = None, None, None, None
     if pretrained is not None:
         if not isinstance(name, str):
             raise UsageError("pretrained=... needs an architecture name")
         entry = get_pretrained(name, pretrained)
         weights = download_weights(entry, cache_dir)
         tokenizer_dir = download_tokenizer(entry, cache_dir)
+        tokenizer_kind = (entry.tokenizer or {}).get("kind")
         activation = activation or entry.activation
         preprocess = _architecture_preprocess(name, entry.preprocess)
     if weights is not None:
@@ -114,12 +114,16 @@ def load(
     check_fits(cfg, state, ckpt.config_source or ckpt.source, towers, max_parameters)
     model = create_model(cfg, towers=towers, activation=activation, preprocess=preprocess)
     apply_state(model, state, ckpt.source)
-    _attach_tokenizer(model, ckpt, tokenizer_dir, architecture)
+    _attach_tokenizer(model, ckpt, tokenizer_dir, architecture, tokenizer_kind)
     return model.to(device).eval() if device is not None else model.eval()
 
 
 def _attach_tokenizer(
-    model: CLIP, ckpt: LoadedCheckpoint, tokenizer_dir: Path | None, architecture: str | None
+    model: CLIP,
+    ckpt: LoadedCheckpoint,
+    tokenizer_dir: Path | None,
+    architecture: str | None,
+    kind: str | None = None,
 ) -> None:
     """The checkpoint's own tokenizer (e.g. a SigLIP SentencePiece vocabulary), else the
     pretrained release's (from its hub repository), else the named architecture's family
@@ -128,7 +132,7 @@ def _attach_tokenizer(
         model.set_tokenizer(ckpt.tokenizer)
     elif tokenizer_dir is not None:
         context = model.config.text.context_length
-        model.set_tokenizer(SentencePieceTokenizer.from_dir(tokenizer_dir, context))
+        model.set_tokenizer(tokenizer_from_dir(tokenizer_dir, context, kind))
     elif architecture is not None:
         _set_family_tokenizer(model, architecture)
 

@@ -39,6 +39,9 @@ FAMILY_TAGS = [
     ("convnext_xxlarge", "laion2b_s34b_b82k_augreg_soup"),
     ("PE-Core-B-16", "meta"),
     ("PE-Core-bigG-14-448", "meta"),
+    ("xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k"),
+    ("roberta-ViT-B-32", "laion2b_s12b_b32k"),
+    ("nllb-clip-base-siglip", "mrl"),
 ]
 
 
@@ -69,14 +72,17 @@ def test_every_entry_is_open_clips(pair):
     assert ref, f"{arch}/{tag} is not one of open_clip's releases"
     assert entry.hub_id == ref["hf_hub"].rstrip("/")
     activation, pp = _effective(entry)
-    assert activation == ("quick_gelu" if ref.get("quick_gelu") else "gelu")
+    quick = ref.get("quick_gelu") or open_clip.get_model_config(arch).get("quick_gelu")
+    assert activation == ("quick_gelu" if quick else "gelu")  # release's, else the model's
     assert pp.mean == pytest.approx(ref["mean"]) and pp.std == pytest.approx(ref["std"])
     assert (pp.interpolation, pp.resize_mode) == (ref["interpolation"], ref["resize_mode"])
     text_cfg = open_clip.get_model_config(arch)["text_cfg"]
     want = text_cfg.get("hf_tokenizer_name")
     assert (entry.tokenizer or {}).get("hub_id") == want
-    if want:
+    if want and entry.tokenizer["kind"] == "sentencepiece":
         assert text_cfg["tokenizer_kwargs"] == {"clean": "canonicalize"}  # what ours does
+    elif want:  # an HF text tower: open_clip's HFTokenizer defaults (whitespace cleaning)
+        assert entry.tokenizer["kind"] == "hf" and "tokenizer_kwargs" not in text_cfg
 
 
 def test_a_bad_tokenizer_entry_is_refused():

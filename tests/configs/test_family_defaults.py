@@ -109,8 +109,9 @@ def test_family_tokenizer_sources_are_open_clips():
         want = ref["text_cfg"].get("hf_tokenizer_name") if ref else None
         source = get_tokenizer_source(name)
         assert (source or {}).get("hub_id") == want, name
-        if source:
-            assert source["kind"] == "sentencepiece"
+        if source:  # SigLIP's SentencePiece, or an HF text tower's (open_clip's HFTokenizer)
+            hf_text = "hf_model_name" in ref["text_cfg"]
+            assert source["kind"] == ("hf" if hf_text else "sentencepiece"), name
 
 
 def test_created_by_name_tokenizes_with_its_family_tokenizer(

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from ..configs.registry import check_tokenizer, get_tokenizer_source
 from ..errors import ConfigError
 from ..registry import Registry
-from ..tokenizer.sentencepiece import SentencePieceTokenizer
+from ..tokenizer.files import tokenizer_from_dir
 from .errors import CheckpointError
 from .formats import open_clip
 
@@ -46,6 +46,11 @@ class PretrainedWeights:
 
 #: a SentencePiece tokenizer's files in its hub repository (the first one is required)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+#: an HF text tower's tokenizer (kind "hf"): the first of these is required (mT5's hub
+#: repositories ship only ``spiece.model``); ``config.json`` names the class where
+#: ``tokenizer_config.json`` does not
+HF_TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "spiece.model")
+HF_TOKENIZER_EXTRA = ("config.json",)
 
 
 class UnknownPretrainedError(CheckpointError, ConfigError):
@@ -143,12 +148,17 @@ def download_tokenizer(
     ships with clipforge); downloaded on first use like :func:`download_weights`."""
     if entry.tokenizer is None:
         return None
-    return _tokenizer_dir(f"{entry.architecture}/{entry.tag}", entry.tokenizer["hub_id"], cache_dir)
+    label = f"{entry.architecture}/{entry.tag}"
+    return _tokenizer_dir(label, entry.tokenizer["hub_id"], cache_dir, entry.tokenizer["kind"])
 
 
-def _tokenizer_dir(label: str, hub_id: str, cache_dir: str | Path | None) -> Path:
-    path = _fetch(label, hub_id, TOKENIZER_FILES[:1], cache_dir, "tokenizer")
+def _tokenizer_dir(
+    label: str, hub_id: str, cache_dir: str | Path | None, kind: str = "sentencepiece"
+) -> Path:
+    required = HF_TOKENIZER_FILES if kind == "hf" else TOKENIZER_FILES[:1]
+    path = _fetch(label, hub_id, required, cache_dir, "tokenizer")
     optional = TOKENIZER_FILES[1:]  # the pad token's name, where the repo has them
+    optional += HF_TOKENIZER_EXTRA if kind == "hf" else ()
     missing = [name for name in optional if not _try_file(hub_id, name, cache_dir, True)]
     if missing and _offline_reason() is None:
         for name in missing:
@@ -165,7 +175,8 @@ class HubTokenizer:
         self, label: str, source: dict[str, str], context_length: int,
         cache_dir: str | Path | None = None,
     ) -> None:  # fmt: skip
-        self.label, self.hub_id = label, check_tokenizer(source)["hub_id"]  # type: ignore[index]
+        checked = check_tokenizer(source) or {}
+        self.label, self.hub_id, self.kind = label, checked["hub_id"], checked["kind"]
         self.context_length, self.cache_dir = context_length, cache_dir
         self._tokenizer: Any = None
 
@@ -176,8 +187,8 @@ class HubTokenizer:
         """The :class:`~clipforge.tokenizer.sentencepiece.SentencePieceTokenizer` itself
         (fetched now if it was not yet)."""
         if self._tokenizer is None:
-            directory = _tokenizer_dir(self.label, self.hub_id, self.cache_dir)
-            self._tokenizer = SentencePieceTokenizer.from_dir(directory, self.context_length)
+            directory = _tokenizer_dir(self.label, self.hub_id, self.cache_dir, self.kind)
+            self._tokenizer = tokenizer_from_dir(directory, self.context_length, self.kind)
         return self._tokenizer
 
 

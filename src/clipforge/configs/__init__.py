@@ -4,6 +4,7 @@ from .convnext import ConvNextVisionConfig  # noqa: F401  (registers vision.type
 from .engine import ConfigError
 from .eva import EvaVisionConfig  # noqa: F401  (registers vision.type "eva")
 from .fastvit import FastViTConfig, MobileCLIPViTConfig
+from .hf_text import M2M100TextConfig, RobertaTextConfig, T5TextConfig
 from .model_config import (
     TEXT_CONFIGS,
     VISION_CONFIGS,
@@ -35,9 +36,12 @@ __all__ = [
     "ConfigError",
     "FastViTConfig",
     "MobileCLIPViTConfig",
+    "M2M100TextConfig",
     "ResNetConfig",
+    "RobertaTextConfig",
     "SigLipTextConfig",
     "SigLipVisionConfig",
+    "T5TextConfig",
     "TextConfig",
     "ViTConfig",
     "VisionConfig",

@@ -28,8 +28,9 @@ from .preprocess import PreprocessConfig
 _PACKAGE = "clipforge.configs.architectures"
 PREPROCESS_KEY = "preprocess"
 TOKENIZER_KEY = "tokenizer"
-#: tokenizers an architecture or pretrained entry may name (CLIP's BPE is the default)
-TOKENIZER_KINDS = ("sentencepiece",)
+#: tokenizers an architecture or pretrained entry may name (CLIP's BPE is the default):
+#: SigLIP's SentencePiece, or an HF text tower's (``clipforge.tokenizer.hf``)
+TOKENIZER_KINDS = ("sentencepiece", "hf")
 
 
 @dataclass(frozen=True)

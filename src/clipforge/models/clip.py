@@ -15,10 +15,13 @@ from ..preprocess import PreprocessConfig, build_preprocess
 from ..tokenizer import get_tokenizer
 from . import (  # noqa: F401  (register the towers)
     fastvit,
+    m2m100_text,
     mobileclip_vit,
     resnet,
+    roberta_text,
     siglip_text,
     siglip_vision,
+    t5_text,
     text as _text,  # noqa: F401  (registers the causal text tower)
     vit,
 )

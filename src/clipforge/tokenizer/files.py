@@ -2,7 +2,8 @@
 
 The spec is a small JSON-able dict: ``{"kind": "clip_bpe"}`` for CLIP's bundled BPE
 vocabulary, ``{"kind": "sentencepiece", "file": "tokenizer.json", "pad_token": ..., "clean":
-..., "context_length": ...}`` for a checkpoint's own SentencePiece vocabulary (SigLIP).
+..., "context_length": ...}`` for a checkpoint's own SentencePiece vocabulary (SigLIP),
+``{"kind": "hf", ..., "language": ...}`` for an HF text tower's (XLM-R, mT5, NLLB, RoBERTa).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from typing import Any
 
 from ..errors import UsageError
 from .bpe import ClipTokenizer
-from .sentencepiece import SentencePieceTokenizer
+from .hf import HF_MARKER, HF_TOKENIZER_CLASSES, HFTokenizer, model_type_class, tokenizer_class
+from .sentencepiece import SentencePieceTokenizer, _tokenizer_config
 
-__all__ = ["load_tokenizer", "save_tokenizer"]
+__all__ = ["load_tokenizer", "save_tokenizer", "tokenizer_from_dir"]
 
 
 def save_tokenizer(tokenizer: Any, directory: str | Path) -> dict[str, Any]:
@@ -22,7 +24,7 @@ def save_tokenizer(tokenizer: Any, directory: str | Path) -> dict[str, Any]:
 
     A tokenizer of another type cannot be carried: ``ValueError``.
     """
-    if isinstance(tokenizer, SentencePieceTokenizer):
+    if isinstance(tokenizer, SentencePieceTokenizer):  # HFTokenizer too (a subclass)
         return tokenizer.save(directory)
     if isinstance(tokenizer, ClipTokenizer):
         return {"kind": "clip_bpe"}
@@ -44,4 +46,26 @@ def load_tokenizer(spec: dict[str, Any], directory: str | Path) -> Any:
             pad_token=spec["pad_token"],
             clean=spec["clean"],
         )
-    raise UsageError(f"unknown tokenizer kind {kind!r} (known: clip_bpe, sentencepiece)")
+    if kind == "hf":
+        return HFTokenizer(
+            Path(directory) / spec["file"],
+            context_length=int(spec["context_length"]),
+            clean=spec["clean"],
+            language=spec.get("language"),
+            pad_token=spec["pad_token"],
+        )
+    raise UsageError(f"unknown tokenizer kind {kind!r} (known: clip_bpe, sentencepiece, hf)")
+
+
+def tokenizer_from_dir(
+    directory: str | Path, context_length: int, kind: str | None = None
+) -> SentencePieceTokenizer:
+    """A checkpoint directory's own tokenizer: :class:`HFTokenizer` for ``kind="hf"`` or a
+    ``tokenizer_config.json`` naming an HF text tower's class (XLM-R, T5, NLLB, RoBERTa),
+    else SigLIP's :class:`SentencePieceTokenizer`."""
+    config = _tokenizer_config(Path(directory))
+    cls = tokenizer_class(config) or model_type_class(Path(directory))
+    if kind == "hf" or cls in HF_TOKENIZER_CLASSES or config.get(HF_MARKER):
+        clean = (config.get(HF_MARKER) or {}).get("clean", "whitespace")
+        return HFTokenizer.from_dir(directory, context_length, clean)
+    return SentencePieceTokenizer.from_dir(directory, context_length)

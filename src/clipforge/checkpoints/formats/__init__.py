@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (convnext_keys registers its open_clip layout fam
     convnext_keys,
     eva_keys,
     hf,
+    hf_text_keys,
     mobileclip_keys,
     native,
     open_clip,
@@ -37,8 +38,8 @@ from .registry import (
     to_native_state,
 )
 
-_MODULES = (native, open_clip, eva_keys, pe_keys, timm_vit_keys, siglip_keys, mobileclip_keys,
-            hf, siglip_hf_keys)  # fmt: skip
+_MODULES = (native, open_clip, eva_keys, hf_text_keys, pe_keys, timm_vit_keys, siglip_keys,
+            mobileclip_keys, hf, siglip_hf_keys)  # fmt: skip
 for _module in (*_MODULES, openai):
     register_format(_module.FORMAT)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ...configs import ClipConfig
 from ...preprocess import PreprocessConfig
-from ...tokenizer.sentencepiece import TOKENIZER_FILE, SentencePieceTokenizer
+from ...tokenizer.files import tokenizer_from_dir
+from ...tokenizer.sentencepiece import TOKENIZER_FILE
 from ..directory import config_errors, find_weights, read_json, write_directory
 from ..errors import CheckpointError
 from ..reader import read_state_dict
@@ -49,7 +50,7 @@ def read_dir(directory: Path, trust_pickle: bool) -> LoadedCheckpoint:
     state = read_state_dict(find_weights(directory, (WEIGHTS_FILE,)), trust_pickle)
     tokenizer = None
     if (directory / TOKENIZER_FILE).is_file():  # written by save() for a model's own vocabulary
-        tokenizer = SentencePieceTokenizer.from_dir(directory, cfg.text.context_length)
+        tokenizer = tokenizer_from_dir(directory, cfg.text.context_length)
     return LoadedCheckpoint(
         state, cfg, preprocess, str(directory), str(config_file), tokenizer=tokenizer
     )

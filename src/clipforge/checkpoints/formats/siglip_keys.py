@@ -107,7 +107,8 @@ _TANH_TRUNKS = frozenset({
 _TRUNK_NAME = re.compile(r"^vit_(base|large|so400m|giantopt)_patch(\d+)_siglip_(\d+)$")
 
 
-def _vision_to_native(vision: dict[str, Any]) -> SigLipVisionConfig:
+def vision_to_native(vision: dict[str, Any]) -> SigLipVisionConfig:
+    """open_clip's ``vision_cfg`` of a timm SigLIP trunk → :class:`SigLipVisionConfig`."""
     name = str(vision.get("timm_model_name"))
     found = _TRUNK_NAME.match(name)
     if found is None or vision.get("timm_pool") != "map":
@@ -148,18 +149,18 @@ def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
     :class:`ClipConfig`."""
     return ClipConfig(
         embed_dim=model_cfg["embed_dim"],
-        vision=_vision_to_native(dict(model_cfg.get("vision_cfg", {}))),
+        vision=vision_to_native(dict(model_cfg.get("vision_cfg", {}))),
         text=_text_to_native(dict(model_cfg.get("text_cfg", {}))),
         norm_eps=1e-6,
         init_logit_bias=model_cfg.get("init_logit_bias"),
     )
 
 
-def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
-    """:class:`ClipConfig` of a SigLIP model → open_clip ``model_cfg`` (a timm trunk by name)."""
-    v, t = cfg.vision, cfg.text
-    if not isinstance(v, SigLipVisionConfig) or not isinstance(t, SigLipTextConfig):
-        raise ConfigError("not a SigLIP architecture")
+def vision_from_native(cfg: ClipConfig) -> dict[str, Any]:
+    """The open_clip ``vision_cfg`` (a timm trunk by name) of a SigLIP image tower."""
+    v = cfg.vision
+    if not isinstance(v, SigLipVisionConfig):
+        raise ConfigError("not a SigLIP image tower")
     shape = (v.width, v.layers, v.heads, v.mlp_ratio)
     family = next((k for k, dims in _FAMILIES.items() if dims == shape), None)
     name = f"vit_{family}_patch{v.patch_size}_siglip_{v.image_size}"
@@ -168,6 +169,18 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
         raise ConfigError(f"no timm SigLIP trunk has this image tower ({v})")
     if v.proj:
         raise ConfigError("open_clip's SigLIP models have no image projection (vision.proj)")
+    return {
+        "image_size": v.image_size, "timm_model_name": name, "timm_model_pretrained": False,
+        "timm_pool": "map", "timm_proj": "none",
+    }  # fmt: skip
+
+
+def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
+    """:class:`ClipConfig` of a SigLIP model → open_clip ``model_cfg`` (a timm trunk by name)."""
+    t = cfg.text
+    if not isinstance(cfg.vision, SigLipVisionConfig) or not isinstance(t, SigLipTextConfig):
+        raise ConfigError("not a SigLIP architecture")
+    vision = vision_from_native(cfg)
     text_act = t.activation or cfg.activation
     if cfg.norm_eps != 1e-6 or text_act not in ("gelu", "gelu_tanh"):
         raise ConfigError("open_clip SigLIP text towers use LayerNorm eps 1e-6 and GELU")
@@ -183,12 +196,9 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
         "embed_dim": cfg.embed_dim,
         "init_logit_bias": cfg.init_logit_bias,
         "custom_text": True,
-        "vision_cfg": {
-            "image_size": v.image_size, "timm_model_name": name, "timm_model_pretrained": False,
-            "timm_pool": "map", "timm_proj": "none",
-        },
+        "vision_cfg": vision,
         "text_cfg": text,
-    }  # fmt: skip
+    }
 
 
 def read_tokenizer(directory: Path) -> Any:
@@ -206,6 +216,8 @@ def read_tokenizer(directory: Path) -> Any:
 
 def _owns_config(model_cfg: dict[str, Any]) -> bool:
     vision = dict(model_cfg.get("vision_cfg") or {})
+    if (model_cfg.get("text_cfg") or {}).get("hf_model_name"):
+        return False  # an HF text tower (NLLB-SigLIP): the hf_text family
     return _TRUNK_NAME.match(str(vision.get("timm_model_name"))) is not None
 
 
@@ -217,7 +229,9 @@ register_family(
         "siglip",
         _LAYOUT,
         owns_config=_owns_config,
-        owns_model=lambda cfg: isinstance(cfg.vision, SigLipVisionConfig),
+        owns_model=lambda cfg: (
+            isinstance(cfg.vision, SigLipVisionConfig) and isinstance(cfg.text, SigLipTextConfig)
+        ),
         read_tokenizer=read_tokenizer,
     )
 )
