@@ -22,7 +22,7 @@ from .registry import (
     read_architecture_file,
     register_architecture,
 )
-from .siglip import SigLipTextConfig, SigLipVisionConfig
+from .siglip import SigLipNaFlexVisionConfig, SigLipTextConfig, SigLipVisionConfig
 
 __all__ = [
     "TEXT_CONFIGS",
@@ -30,6 +30,7 @@ __all__ = [
     "ClipConfig",
     "ConfigError",
     "ResNetConfig",
+    "SigLipNaFlexVisionConfig",
     "SigLipTextConfig",
     "SigLipVisionConfig",
     "TextConfig",

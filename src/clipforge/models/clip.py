@@ -11,10 +11,11 @@ from torch import nn
 
 from ..configs import ClipConfig
 from ..configs.model_config import DEFAULT_TEXT_TYPE
-from ..preprocess import PreprocessConfig, build_preprocess
+from ..preprocess import NaFlexPatches, PreprocessConfig, image_transform
 from ..tokenizer import get_tokenizer
 from . import (  # noqa: F401  (register the towers)
     resnet,
+    siglip_naflex,
     siglip_text,
     siglip_vision,
     text as _text,  # noqa: F401  (registers the causal text tower)
@@ -57,7 +58,7 @@ class CLIP(nn.Module):
         self.preprocess_config = preprocess_config or PreprocessConfig(
             image_size=config.vision.image_size
         )
-        self._preprocess = build_preprocess(self.preprocess_config)
+        self._preprocess = image_transform(self.preprocess_config)
         self._tokenizer = None
 
     def tower(self, name: str) -> Tower:
@@ -71,8 +72,11 @@ class CLIP(nn.Module):
             )
         return tower
 
-    def encode_image(self, pixels: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        """(N, 3, H, W) float pixels → (N, embed_dim) features."""
+    def encode_image(
+        self, pixels: torch.Tensor | NaFlexPatches, normalize: bool = False
+    ) -> torch.Tensor:
+        """(N, 3, H, W) float pixels (or, for SigLIP 2 NaFlex, a :class:`NaFlexPatches`
+        batch) → (N, embed_dim) features."""
         with bf16_cpu_context(pixels):
             features = self.tower("image")(pixels)
         return F.normalize(features, dim=-1) if normalize else features
@@ -156,8 +160,9 @@ class CLIP(nn.Module):
                     out["logit_bias"] = self.logit_bias
         return out
 
-    def preprocess(self, image) -> torch.Tensor:
-        """A PIL image (or path) → (3, H, W) tensor, with this checkpoint's preprocessing."""
+    def preprocess(self, image) -> torch.Tensor | NaFlexPatches:
+        """A PIL image (or path) → (3, H, W) tensor, with this checkpoint's preprocessing
+        (a one-image :class:`NaFlexPatches` for NaFlex preprocessing)."""
         return self._preprocess(image)
 
     @property

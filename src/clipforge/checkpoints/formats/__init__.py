@@ -11,7 +11,16 @@ format whose ``matches`` accepts it, a directory to the first whose marker confi
 
 from __future__ import annotations
 
-from . import eva_keys, hf, native, open_clip, openai, siglip_hf_keys, siglip_keys
+from . import (
+    eva_keys,
+    hf,
+    native,
+    open_clip,
+    openai,
+    siglip2_hf_keys,
+    siglip_hf_keys,
+    siglip_keys,
+)
 from .base import CheckpointFormat, LoadedCheckpoint
 from .registry import (
     FORMATS,
@@ -25,7 +34,9 @@ from .registry import (
     to_native_state,
 )
 
-for _module in (native, open_clip, eva_keys, siglip_keys, hf, siglip_hf_keys, openai):
+for _module in (
+    native, open_clip, eva_keys, siglip_keys, hf, siglip2_hf_keys, siglip_hf_keys, openai
+):  # fmt: skip
     register_format(_module.FORMAT)
 
 

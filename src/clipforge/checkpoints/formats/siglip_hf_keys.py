@@ -201,7 +201,7 @@ register_family(
     LayoutFamily(
         name="siglip",
         owns_config=lambda config_json: config_json.get("model_type") == "siglip",
-        owns_model=lambda cfg: isinstance(cfg.vision, SigLipVisionConfig),
+        owns_model=lambda cfg: type(cfg.vision) is SigLipVisionConfig,  # NaFlex: siglip2
         config_to_native=config_to_native,
         config_from_native=config_from_native,
         to_native=to_native,
