@@ -23,7 +23,7 @@ from .checkpoints.fit import check_fits
 from .checkpoints.formats import LoadedCheckpoint, list_formats
 from .checkpoints.torchscript import is_torchscript_archive
 from .configs import ClipConfig, get_config, get_preprocess, get_tokenizer_source, is_architecture
-from .configs.registry import is_architecture_file, resolve_architecture_name
+from .configs.registry import is_architecture_file, resolve_architecture_name, tokenizer_clean
 from .errors import UsageError
 from .models import CLIP
 from .models.clip import Towers
@@ -86,13 +86,13 @@ def load(
     :class:`~clipforge.checkpoints.CheckpointError` names the file otherwise.
     """
     name = name_or_path if isinstance(name_or_path, ClipConfig) else str(name_or_path)
-    preprocess, tokenizer_dir, architecture = None, None, None
+    preprocess, tokenizer_dir, architecture, tokenizer_source = None, None, None, None
     if pretrained is not None:
         if not isinstance(name, str):
             raise UsageError("pretrained=... needs an architecture name")
         entry = get_pretrained(name, pretrained)
         weights = download_weights(entry, cache_dir)
-        tokenizer_dir = download_tokenizer(entry, cache_dir)
+        tokenizer_dir, tokenizer_source = download_tokenizer(entry, cache_dir), entry.tokenizer
         activation = activation or entry.activation
         preprocess = _architecture_preprocess(name, entry.preprocess)
     if weights is not None:
@@ -114,21 +114,25 @@ def load(
     check_fits(cfg, state, ckpt.config_source or ckpt.source, towers, max_parameters)
     model = create_model(cfg, towers=towers, activation=activation, preprocess=preprocess)
     apply_state(model, state, ckpt.source)
-    _attach_tokenizer(model, ckpt, tokenizer_dir, architecture)
+    _attach_tokenizer(model, ckpt, (tokenizer_dir, tokenizer_source), architecture)
     return model.to(device).eval() if device is not None else model.eval()
 
 
 def _attach_tokenizer(
-    model: CLIP, ckpt: LoadedCheckpoint, tokenizer_dir: Path | None, architecture: str | None
+    model: CLIP,
+    ckpt: LoadedCheckpoint,
+    release: tuple[Path | None, dict[str, str] | None],
+    architecture: str | None,
 ) -> None:
     """The checkpoint's own tokenizer (e.g. a SigLIP SentencePiece vocabulary), else the
     pretrained release's (from its hub repository), else the named architecture's family
     tokenizer; CLIP's BPE when none applies."""
+    tokenizer_dir, source = release
     if ckpt.tokenizer is not None:
         model.set_tokenizer(ckpt.tokenizer)
-    elif tokenizer_dir is not None:
-        context = model.config.text.context_length
-        model.set_tokenizer(SentencePieceTokenizer.from_dir(tokenizer_dir, context))
+    elif tokenizer_dir is not None and source is not None:
+        context, clean = model.config.text.context_length, tokenizer_clean(source)
+        model.set_tokenizer(SentencePieceTokenizer.from_dir(tokenizer_dir, context, clean))
     elif architecture is not None:
         _set_family_tokenizer(model, architecture)
 

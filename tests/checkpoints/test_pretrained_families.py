@@ -18,6 +18,7 @@ from clipforge.checkpoints import get_pretrained, list_pretrained
 from clipforge.checkpoints.pretrained import PretrainedWeights
 from clipforge.cli import app
 from clipforge.configs import ConfigError, get_preprocess
+from clipforge.configs.registry import tokenizer_clean
 from clipforge.preprocess import PreprocessConfig
 from clipforge.tokenizer.sentencepiece import SentencePieceTokenizer
 
@@ -35,6 +36,8 @@ FAMILY_TAGS = [
     ("ViT-bigG-14", "metaclip_fullcc"),
     ("ViT-H-14-378-quickgelu", "dfn5b"),
     ("ViT-L-14-quickgelu", "dfn2b"),
+    ("ViT-H-14-worldwide", "metaclip2_worldwide"),
+    ("ViT-bigG-14-worldwide-378", "metaclip2_worldwide"),
 ]
 
 
@@ -71,8 +74,9 @@ def test_every_entry_is_open_clips(pair):
     text_cfg = open_clip.get_model_config(arch)["text_cfg"]
     want = text_cfg.get("hf_tokenizer_name")
     assert (entry.tokenizer or {}).get("hub_id") == want
-    if want:
-        assert text_cfg["tokenizer_kwargs"] == {"clean": "canonicalize"}  # what ours does
+    if want:  # open_clip's HFTokenizer cleans with "whitespace" unless the config says
+        clean = text_cfg.get("tokenizer_kwargs", {}).get("clean", "whitespace")
+        assert tokenizer_clean(entry.tokenizer) == clean
 
 
 def test_a_bad_tokenizer_entry_is_refused():

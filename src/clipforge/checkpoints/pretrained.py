@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..configs.registry import check_tokenizer, get_tokenizer_source
+from ..configs.registry import check_tokenizer, get_tokenizer_source, tokenizer_clean
 from ..errors import ConfigError
 from ..registry import Registry
 from ..tokenizer.sentencepiece import SentencePieceTokenizer
@@ -165,7 +165,8 @@ class HubTokenizer:
         self, label: str, source: dict[str, str], context_length: int,
         cache_dir: str | Path | None = None,
     ) -> None:  # fmt: skip
-        self.label, self.hub_id = label, check_tokenizer(source)["hub_id"]  # type: ignore[index]
+        checked: dict[str, str] = check_tokenizer(source)  # type: ignore[assignment]
+        self.label, self.hub_id, self.clean = label, checked["hub_id"], tokenizer_clean(checked)
         self.context_length, self.cache_dir = context_length, cache_dir
         self._tokenizer: Any = None
 
@@ -178,7 +179,9 @@ class HubTokenizer:
         if self._tokenizer is None:
 
             directory = _tokenizer_dir(self.label, self.hub_id, self.cache_dir)
-            self._tokenizer = SentencePieceTokenizer.from_dir(directory, self.context_length)
+            self._tokenizer = SentencePieceTokenizer.from_dir(
+                directory, self.context_length, self.clean
+            )
         return self._tokenizer
 
 

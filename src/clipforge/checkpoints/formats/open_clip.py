@@ -81,9 +81,25 @@ def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
     )
 
 
+def _eot_token_id(text: dict[str, Any]) -> int | None:
+    """open_clip's text pooling: ``argmax`` of the ids (``None``) or the first ``eos_id``
+    (``pool_type: "eos"``, MetaCLIP 2 worldwide's XLM-V / mT5 vocabularies)."""
+    pool = text.get("pool_type", "argmax")
+    if pool == "argmax":
+        return None
+    eos = text.get("eos_id")
+    if pool != "eos" or isinstance(eos, bool) or not isinstance(eos, int):
+        raise ConfigError(
+            f"open_clip text_cfg pool_type {pool!r} (eos_id {eos!r}) is not supported by "
+            "clipforge's CLIP text tower (only 'argmax' and 'eos' with an int eos_id)"
+        )
+    return eos
+
+
 def text_config_to_native(text: dict[str, Any]) -> TextConfig:
     """open_clip ``text_cfg`` of CLIP's causal text transformer → :class:`TextConfig`."""
     return TextConfig(
+        eot_token_id=_eot_token_id(text),
         context_length=text.get("context_length", 77),
         vocab_size=text.get("vocab_size", 49408),
         width=text.get("width", 512),
@@ -98,8 +114,6 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
     v, t = cfg.vision, cfg.text
     if cfg.norm_eps != 1e-5:
         raise ConfigError("open_clip models use LayerNorm eps 1e-5")
-    if t.eot_token_id is not None:
-        raise ConfigError("open_clip pools text at argmax(tokens); eot_token_id is not expressible")
     overrides = [
         f"{name}.{key}"
         for name, tower in (("vision", v), ("text", t))
@@ -139,6 +153,7 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
             "heads": t.heads,
             "layers": t.layers,
             "mlp_ratio": t.mlp_ratio,
+            **({} if t.eot_token_id is None else {"pool_type": "eos", "eos_id": t.eot_token_id}),
         },
     }
 
