@@ -77,7 +77,7 @@ class CLIP(nn.Module):
     ) -> torch.Tensor:
         """(N, 3, H, W) float pixels (or, for SigLIP 2 NaFlex, a :class:`NaFlexPatches`
         batch) → (N, embed_dim) features."""
-        with bf16_cpu_context(pixels):
+        with bf16_cpu_context(pixels.patches if isinstance(pixels, NaFlexPatches) else pixels):
             features = self.tower("image")(pixels)
         return F.normalize(features, dim=-1) if normalize else features
 
@@ -166,7 +166,7 @@ class CLIP(nn.Module):
         return self._preprocess(image)
 
     @property
-    def image_transform(self):
+    def image_transform(self) -> Callable[..., torch.Tensor | NaFlexPatches]:
         """The picklable preprocessing callable (for DataLoader workers)."""
         return self._preprocess
 

@@ -39,13 +39,17 @@ class NaFlexPatches(NamedTuple):
     def device(self) -> torch.device:
         return self.patches.device
 
-    def to(self, device=None, dtype=None, non_blocking: bool = False) -> NaFlexPatches:  # noqa: ANN001
+    def to(
+        self,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        non_blocking: bool = False,
+    ) -> NaFlexPatches:
         """Move to ``device``; ``dtype`` applies to the patches only."""
-        move = dict(device=device, non_blocking=non_blocking)
         return NaFlexPatches(
-            self.patches.to(dtype=dtype, **move),
-            self.mask.to(**move),
-            self.spatial_shapes.to(**move),
+            self.patches.to(device=device, dtype=dtype, non_blocking=non_blocking),
+            self.mask.to(device=device, non_blocking=non_blocking),
+            self.spatial_shapes.to(device=device, non_blocking=non_blocking),
         )
 
     def __len__(self) -> int:  # type: ignore[override]  # images, not fields
