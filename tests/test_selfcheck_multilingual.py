@@ -8,7 +8,17 @@ import math
 import pytest
 
 from clipforge.configs import get_config, get_tokenizer_source, register_architecture
+from clipforge.configs.registry import ARCHITECTURES
 from clipforge.selfcheck import check_architecture
+
+
+@pytest.fixture(autouse=True)
+def _unregister():
+    """Leave no test architecture behind (other tests list every registered one)."""
+    before = set(ARCHITECTURES.names())
+    yield
+    for name in set(ARCHITECTURES.names()) - before:
+        ARCHITECTURES.unregister(name)
 
 
 def _reduced(name: str) -> dict:
