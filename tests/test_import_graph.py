@@ -34,6 +34,8 @@ EXEMPT = {
     ("onnx/__init__.py", ".export"),
     ("preprocess/transforms.py", "torch"),  # ...and preprocesses and tokenizes with
     ("tokenizer/base.py", "torch"),  # numpy alone: torch only for tensor outputs
+    ("preprocess/naflex.py", "torch"),  # (NaFlex patches too)
+    ("preprocess/naflex.py", "torch.utils.data"),
 }
 
 

@@ -16,6 +16,7 @@ from .checkpoints import (
     get_pretrained,
     infer_config,
     read_checkpoint,
+    release_tokenizer,
     select_towers,
 )
 from .checkpoints.errors import CheckpointError
@@ -28,7 +29,7 @@ from .errors import UsageError
 from .models import CLIP
 from .models.clip import Towers
 from .preprocess import PreprocessConfig
-from .tokenizer.files import save_tokenizer, tokenizer_from_dir
+from .tokenizer.files import save_tokenizer
 
 SaveFormat = str  # a registered checkpoint format name: see clipforge.checkpoints.list_formats()
 
@@ -85,14 +86,14 @@ def load(
     :class:`~clipforge.checkpoints.CheckpointError` names the file otherwise.
     """
     name = name_or_path if isinstance(name_or_path, ClipConfig) else str(name_or_path)
-    preprocess, tokenizer_dir, architecture, tokenizer_kind = None, None, None, None
+    preprocess, tokenizer_dir, architecture, tokenizer_source = None, None, None, None
     if pretrained is not None:
         if not isinstance(name, str):
             raise UsageError("pretrained=... needs an architecture name")
         entry = get_pretrained(name, pretrained)
         weights = download_weights(entry, cache_dir)
         tokenizer_dir = download_tokenizer(entry, cache_dir)
-        tokenizer_kind = (entry.tokenizer or {}).get("kind")
+        tokenizer_source = entry.tokenizer
         activation = activation or entry.activation
         preprocess = _architecture_preprocess(name, entry.preprocess)
     if weights is not None:
@@ -114,7 +115,7 @@ def load(
     check_fits(cfg, state, ckpt.config_source or ckpt.source, towers, max_parameters)
     model = create_model(cfg, towers=towers, activation=activation, preprocess=preprocess)
     apply_state(model, state, ckpt.source)
-    _attach_tokenizer(model, ckpt, tokenizer_dir, architecture, tokenizer_kind)
+    _attach_tokenizer(model, ckpt, tokenizer_dir, architecture, tokenizer_source)
     return model.to(device).eval() if device is not None else model.eval()
 
 
@@ -123,7 +124,7 @@ def _attach_tokenizer(
     ckpt: LoadedCheckpoint,
     tokenizer_dir: Path | None,
     architecture: str | None,
-    kind: str | None = None,
+    source: dict[str, str] | None = None,
 ) -> None:
     """The checkpoint's own tokenizer (e.g. a SigLIP SentencePiece vocabulary), else the
     pretrained release's (from its hub repository), else the named architecture's family
@@ -132,7 +133,7 @@ def _attach_tokenizer(
         model.set_tokenizer(ckpt.tokenizer)
     elif tokenizer_dir is not None:
         context = model.config.text.context_length
-        model.set_tokenizer(tokenizer_from_dir(tokenizer_dir, context, kind))
+        model.set_tokenizer(release_tokenizer(tokenizer_dir, context, source))
     elif architecture is not None:
         _set_family_tokenizer(model, architecture)
 

@@ -42,6 +42,8 @@ FAMILY_TAGS = [
     ("xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k"),
     ("roberta-ViT-B-32", "laion2b_s12b_b32k"),
     ("nllb-clip-base-siglip", "mrl"),
+    ("ViT-H-14-worldwide", "metaclip2_worldwide"),
+    ("ViT-bigG-14-worldwide-378", "metaclip2_worldwide"),
 ]
 
 

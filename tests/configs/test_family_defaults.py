@@ -28,6 +28,7 @@ from clipforge.configs import (
     list_architectures,
     register_architecture,
 )
+from clipforge.configs.registry import tokenizer_clean
 from clipforge.tokenizer.sentencepiece import SentencePieceTokenizer
 
 from ..conftest import fake_hub_snapshot, max_diff, shared_path
@@ -109,9 +110,11 @@ def test_family_tokenizer_sources_are_open_clips():
         want = ref["text_cfg"].get("hf_tokenizer_name") if ref else None
         source = get_tokenizer_source(name)
         assert (source or {}).get("hub_id") == want, name
-        if source:  # SigLIP's SentencePiece, or an HF text tower's (open_clip's HFTokenizer)
-            hf_text = "hf_model_name" in ref["text_cfg"]
-            assert source["kind"] == ("hf" if hf_text else "sentencepiece"), name
+        if source:  # cleaned as open_clip's HFTokenizer cleans (its default: "whitespace")
+            clean = ref["text_cfg"].get("tokenizer_kwargs", {}).get("clean", "whitespace")
+            assert tokenizer_clean(source) == clean, name
+            if "hf_model_name" in ref["text_cfg"]:  # an HF text tower's own tokenizer
+                assert source["kind"] == "hf", name
 
 
 def test_created_by_name_tokenizes_with_its_family_tokenizer(

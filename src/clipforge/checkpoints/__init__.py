@@ -26,6 +26,7 @@ from .pretrained import (
     download_weights,
     get_pretrained,
     list_pretrained,
+    release_tokenizer,
 )
 from .reader import read_state_dict
 
@@ -42,6 +43,7 @@ __all__ = [
     "detect_directory_format",
     "detect_state_format",
     "download_tokenizer",
+    "release_tokenizer",
     "download_weights",
     "get_format",
     "get_pretrained",

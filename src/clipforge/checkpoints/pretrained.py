@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..configs.registry import check_tokenizer, get_tokenizer_source
+from ..configs.registry import check_tokenizer, get_tokenizer_source, tokenizer_clean
 from ..errors import ConfigError
 from ..registry import Registry
 from ..tokenizer.files import tokenizer_from_dir
+from ..tokenizer.sentencepiece import SentencePieceTokenizer
 from .errors import CheckpointError
 from .formats import open_clip
 
@@ -177,6 +178,7 @@ class HubTokenizer:
     ) -> None:  # fmt: skip
         checked = check_tokenizer(source) or {}
         self.label, self.hub_id, self.kind = label, checked["hub_id"], checked["kind"]
+        self.clean = tokenizer_clean(checked)
         self.context_length, self.cache_dir = context_length, cache_dir
         self._tokenizer: Any = None
 
@@ -188,8 +190,19 @@ class HubTokenizer:
         (fetched now if it was not yet)."""
         if self._tokenizer is None:
             directory = _tokenizer_dir(self.label, self.hub_id, self.cache_dir, self.kind)
-            self._tokenizer = tokenizer_from_dir(directory, self.context_length, self.kind)
+            source = {"kind": self.kind, "clean": self.clean}
+            self._tokenizer = release_tokenizer(directory, self.context_length, source)
         return self._tokenizer
+
+
+def release_tokenizer(directory: Path, context_length: int, source: dict[str, str] | None) -> Any:
+    """The tokenizer in a release's downloaded ``directory``, read as its ``tokenizer``
+    section says: an ``hf`` tokenizer the release cleans by canonicalising (MetaCLIP 2's mT5)
+    as SigLIP's are read; otherwise by kind (:func:`~clipforge.tokenizer.files.tokenizer_from_dir`)."""
+    kind = (source or {}).get("kind")
+    if kind == "hf" and source is not None and tokenizer_clean(source) == "canonicalize":
+        return SentencePieceTokenizer.from_dir(directory, context_length, "canonicalize")
+    return tokenizer_from_dir(directory, context_length, kind)
 
 
 def _try_file(hub_id: str, filename: str, cache_dir: str | Path | None, local: bool) -> bool:

@@ -95,6 +95,11 @@ def _print_metrics(record: dict[str, Any]) -> None:
         extra = f"   (chance {chance:.3f})" if chance is not None else ""
         if not key.endswith("_chance"):
             err_console.print(f"  {key:32s} {value:.4f}{extra}")
+    for language, group in (record.get("details") or {}).get("per_language", {}).items():
+        counts = ", ".join(f"{k}={v}" for k, v in group["counts"].items())
+        err_console.print(f"[bold]  language {language}[/bold] ({counts})")
+        for key, value in group["metrics"].items():
+            err_console.print(f"    {key:30s} {value:.4f}")
 
 
 def _run_command(

@@ -26,7 +26,7 @@ from .registry import (
     read_architecture_file,
     register_architecture,
 )
-from .siglip import SigLipTextConfig, SigLipVisionConfig
+from .siglip import SigLipNaFlexVisionConfig, SigLipTextConfig, SigLipVisionConfig
 from .timm_vit import TimmViTConfig  # noqa: F401  (registers vision.type "timm_vit")
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "M2M100TextConfig",
     "ResNetConfig",
     "RobertaTextConfig",
+    "SigLipNaFlexVisionConfig",
     "SigLipTextConfig",
     "SigLipVisionConfig",
     "T5TextConfig",

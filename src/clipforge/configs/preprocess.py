@@ -63,6 +63,11 @@ class PreprocessConfig:
         fill_color: padding value for ``resize_mode="longest"`` (openai pipeline only).
         draft: opt-in fast decoding (JPEG DCT scaling / ``Image.reduce``) for images much
             larger than ``image_size``; NOT bit-exact (see ``transforms.Preprocess``).
+        max_num_patches, patch_size: set together for SigLIP 2 NaFlex (``pipeline="hf"``):
+            each image keeps its aspect ratio, is resized to the largest grid of
+            ``patch_size`` patches within the ``max_num_patches`` budget and becomes a padded
+            patch sequence with its mask (transformers' ``Siglip2ImageProcessor``);
+            ``image_size`` and ``resize_mode`` are then unused.
     """
 
     image_size: int = 224
@@ -73,6 +78,8 @@ class PreprocessConfig:
     pipeline: Literal["openai", "hf"] = "openai"
     fill_color: int = 0
     draft: bool = False
+    max_num_patches: int | None = None
+    patch_size: int | None = None
 
     def __post_init__(self) -> None:
         size = self.image_size
@@ -94,6 +101,19 @@ class PreprocessConfig:
             raise ConfigError("resize_mode 'longest' is not available with pipeline 'hf'")
         if self.pipeline == "hf" and fill != 0:
             raise ConfigError("fill_color is not configurable with pipeline 'hf' (pads with 0)")
+        self._check_naflex()
+
+    def _check_naflex(self) -> None:
+        budget, patch = self.max_num_patches, self.patch_size
+        if budget is None and patch is None:
+            return
+        for name, value in (("max_num_patches", budget), ("patch_size", patch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    f"{name} must be a positive int when NaFlex patching is set, got {value!r}"
+                )
+        if self.pipeline != "hf" or self.draft:
+            raise ConfigError("NaFlex patching (max_num_patches) needs pipeline 'hf', no draft")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
@@ -121,4 +141,7 @@ class PreprocessConfig:
         """A JSON-serialisable dict (tuples become lists); inverse of :meth:`from_dict`."""
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        for key in ("max_num_patches", "patch_size"):  # only NaFlex pipelines carry them
+            if d[key] is None:
+                del d[key]
         return d

@@ -29,8 +29,13 @@ _PACKAGE = "clipforge.configs.architectures"
 PREPROCESS_KEY = "preprocess"
 TOKENIZER_KEY = "tokenizer"
 #: tokenizers an architecture or pretrained entry may name (CLIP's BPE is the default):
-#: SigLIP's SentencePiece, or an HF text tower's (``clipforge.tokenizer.hf``)
+#: a hub repository's ``tokenizer.json`` read as SigLIP's releases need it
+#: ("sentencepiece": canonicalised text) or as open_clip's ``HFTokenizer`` reads it ("hf":
+#: whitespace-cleaned text, e.g. MetaCLIP 2's XLM-V); ``"clean"`` overrides the cleaning
 TOKENIZER_KINDS = ("sentencepiece", "hf")
+#: text cleaning of each tokenizer kind, and the values a ``"clean"`` key may take
+TOKENIZER_CLEAN = {"sentencepiece": "canonicalize", "hf": "whitespace"}
+CLEAN_MODES = ("canonicalize", "whitespace", "none")
 
 
 @dataclass(frozen=True)
@@ -90,16 +95,22 @@ def check_tokenizer(section: Any, where: str = TOKENIZER_KEY) -> dict[str, str] 
         return None
     if (
         not isinstance(section, dict)
-        or set(section) != {"kind", "hub_id"}
+        or not {"kind", "hub_id"} <= set(section) <= {"kind", "hub_id", "clean"}
         or section["kind"] not in TOKENIZER_KINDS
         or not isinstance(section["hub_id"], str)
         or not section["hub_id"]
+        or section.get("clean", "none") not in CLEAN_MODES
     ):
         raise ConfigError(
             f"'{where}' must be {{'kind': one of {list(TOKENIZER_KINDS)}, 'hub_id': "
-            f"'owner/repo'}}, got {section!r:.120}"
+            f"'owner/repo'[, 'clean': one of {list(CLEAN_MODES)}]}}, got {section!r:.120}"
         )
     return dict(section)
+
+
+def tokenizer_clean(section: dict[str, str]) -> str:
+    """The text cleaning a (checked) ``tokenizer`` section asks for."""
+    return section.get("clean", TOKENIZER_CLEAN[section["kind"]])
 
 
 def _checked_preprocess(section: Any, config: ClipConfig) -> dict[str, Any]:

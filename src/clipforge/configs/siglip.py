@@ -45,6 +45,23 @@ class SigLipVisionConfig(ImageTransformerGeometry):
             )
 
 
+@register_vision_config
+@dataclass(frozen=True)
+class SigLipNaFlexVisionConfig(SigLipVisionConfig):
+    """SigLIP 2 NaFlex image tower: the SigLIP tower fed variable-size patch sequences.
+
+    Images keep their aspect ratio and are cut into at most ``max_num_patches`` patches
+    (the preprocessing's budget); the learned positions, a square grid of
+    ``(image_size // patch_size)²`` entries (transformers' ``num_patches``), are resized to
+    each image's patch grid with bilinear antialiased interpolation, and padding patches are
+    masked out of every attention. ``image_size`` is the grid's side in pixels (256 for
+    transformers' default 16×16 grid of 16-pixel patches).
+    """
+
+    type: ClassVar[str] = "siglip_naflex"
+    image_size: int = 256
+
+
 @register_text_config
 @dataclass(frozen=True)
 class SigLipTextConfig(TextTransformerGeometry):
@@ -91,4 +108,5 @@ def _count_text(cfg: SigLipTextConfig, embed_dim: int) -> int:
 
 
 register_parameter_counter(SigLipVisionConfig, _count_vision)
+register_parameter_counter(SigLipNaFlexVisionConfig, _count_vision)
 register_parameter_counter(SigLipTextConfig, _count_text)

@@ -43,10 +43,12 @@ class LabelledImages:
 
 @dataclass
 class CaptionedImages:
-    """Unique images (first-appearance order) and each one's captions."""
+    """Unique images (first-appearance order) and each one's captions; ``languages``, when
+    the source has them (a table's ``language`` column), holds each caption's language."""
 
     images: list[str]
     captions: list[list[str]]
+    languages: list[list[str]] | None = None
 
 
 def subset_indices(n: int, limit: int | None) -> np.ndarray:

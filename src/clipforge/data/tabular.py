@@ -63,6 +63,7 @@ class Options:
     image_column: str = "filepath"
     caption_column: str = "caption"
     label_column: str = "label"  # classification tables (evaluation): class name or index
+    language_column: str = "language"  # retrieval tables: per-language metrics when present
     root: str | None = None  # relative image paths are relative to this directory
     format: str | None = None  # "csv" | "tsv" | "parquet"; None: from the extension
     separator: str | None = None  # CSV delimiter; None: "," ("\\t" for .tsv/.tab)
@@ -270,6 +271,26 @@ def read_columns(
     return [table.column(c).cast(pa.large_string()).combine_chunks() for c in columns]
 
 
+def column_names(
+    path: str | os.PathLike, fmt: str, separator: str | None = None, quote_char: str | None = '"'
+) -> list[str]:
+    """The column names of a table (its header or schema)."""
+    path = os.fspath(path)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    import pyarrow.csv as pacsv
+
+    delimiter = separator or ("\t" if fmt == "tsv" else ",")
+    parse = pacsv.ParseOptions(
+        delimiter=delimiter, quote_char=quote_char if quote_char else False,
+        newlines_in_values=True,
+    )  # fmt: skip
+    with pacsv.open_csv(path, parse_options=parse) as reader:
+        return list(reader.schema.names)
+
+
 def _check_columns(path: str, wanted: list[str], available: list[str]) -> None:
     missing = [c for c in wanted if c not in available]
     if missing:
@@ -346,11 +367,32 @@ def captioned_images(data: Any, *, limit: int | None) -> CaptionedImages:
         return x
 
     table = build(BuildContext(data, identity, identity))
+    languages = _languages(data)
     captions: dict[str, list[str]] = {}
+    caption_languages: dict[str, list[str]] = {}
     for row in range(len(table)):
         raw, caption = table.image_path(row), table.caption(row)
         if raw and caption and caption.strip():
             captions.setdefault(table.resolve(raw), []).append(caption)
+            if languages is not None:
+                language = (languages[row].as_py() or "").strip() or "unknown"
+                caption_languages.setdefault(table.resolve(raw), []).append(language)
     keep = subset_indices(len(captions), limit)
-    paths = list(captions)
-    return CaptionedImages([paths[i] for i in keep], [captions[paths[i]] for i in keep])
+    paths = [list(captions)[i] for i in keep]
+    return CaptionedImages(
+        paths,
+        [captions[p] for p in paths],
+        [caption_languages[p] for p in paths] if languages is not None else None,
+    )
+
+
+def _languages(data: Any) -> Any | None:
+    """The table's language column (Arrow strings), or ``None`` when it has none."""
+    opts: Options = source_options(data, "csv", what="tabular data options")
+    fmt = table_format(data.path, opts.format)
+    if opts.language_column not in column_names(data.path, fmt, opts.separator, opts.quote_char):
+        return None
+    (column,) = read_columns(
+        data.path, [opts.language_column], fmt, opts.separator, opts.quote_char
+    )
+    return column

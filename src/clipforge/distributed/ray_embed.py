@@ -249,7 +249,10 @@ def _run(ray: Any, plan: _Plan, model: ModelSpec, pretrained: str | None, batch_
     """Build the dataset of the pending shards' rows and write each shard as it completes."""
     probe = _load_model(model, pretrained)  # the preprocessing and the embedding width
     transform, dim = probe.image_transform, int(probe.config.embed_dim)
-    shape = tuple(transform(Image.new("RGB", (64, 64))).shape)
+    sample = transform(Image.new("RGB", (64, 64)))
+    if not isinstance(sample, torch.Tensor):  # NaFlex patch sequences: no fixed pixel shape
+        raise UsageError(f"{model}: Ray embedding needs fixed-size pixels, not NaFlex patches")
+    shape = tuple(sample.shape)
     del probe
     # names travel as bytes: a file name that is not UTF-8 cannot become an Arrow string
     rows = [{"id": _raw(plan.items[i][0]), "path": _raw(plan.items[i][1]), "shard": k}

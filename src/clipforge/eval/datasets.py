@@ -30,7 +30,7 @@ import numpy as np
 from ..configs import ConfigError
 from ..data.data_config import DataConfig
 from ..data.guards import LabelError
-from ..data.samples import LabelledImages, Prompts, subset_indices
+from ..data.samples import CaptionedImages, LabelledImages, Prompts, subset_indices
 from ..data.sources import get_data_source
 from ..templates import get_templates
 
@@ -41,6 +41,7 @@ __all__ = [
     "data_config_for",
     "dataset_name",
     "guess_kind",
+    "load_captioned",
     "load_captions",
     "load_classification",
     "read_classnames",
@@ -170,8 +171,13 @@ def apply_classnames(task: LabelledImages, names: list[str] | None, source: str)
 def load_captions(data: DataConfig, limit: int | None = None) -> tuple[list[str], list[list[str]]]:
     """Unique image paths (first-appearance order) and each one's captions, from any
     registered data source that yields captions."""
-    pairs = get_data_source(data.kind).read_captions(data, limit=limit)
+    pairs = load_captioned(data, limit)
     return pairs.images, pairs.captions
+
+
+def load_captioned(data: DataConfig, limit: int | None = None) -> CaptionedImages:
+    """:func:`load_captions` with each caption's language where the source has one."""
+    return get_data_source(data.kind).read_captions(data, limit=limit)
 
 
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")

@@ -144,24 +144,39 @@ def merge(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     return records
 
 
+def _language_groups(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A record's per-language results (``details.per_language``), or ``{}``."""
+    groups = (record.get("details") or {}).get("per_language")
+    return groups if isinstance(groups, dict) else {}
+
+
 def table_rows(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
     """``(columns, rows)``: model, pretrained, dataset, task, precision (when any record is
-    not fp32), then every metric seen."""
-    metric_names: list[str] = []
+    not fp32), then every metric seen. A record with per-language results (a retrieval table
+    with a ``language`` column) adds a ``language`` column: its overall row is ``all``,
+    followed by one row per language."""
+    expanded: list[tuple[dict[str, Any], str | None, dict[str, Any]]] = []
     for record in records:
-        metric_names.extend(m for m in record["metrics"] if m not in metric_names)
+        groups = _language_groups(record)
+        expanded.append((record, "all" if groups else None, record["metrics"]))
+        expanded.extend((record, lang, group["metrics"]) for lang, group in groups.items())
+    metric_names: list[str] = []
+    for _, _, metrics in expanded:
+        metric_names.extend(m for m in metrics if m not in metric_names)
     keys = ["model", "pretrained", "dataset", "task"]
     if any(record.get("precision", "fp32") != "fp32" for record in records):
         keys.append("precision")
-    columns = [*keys, *metric_names]
+    languages = any(lang is not None for _, lang, _ in expanded)
+    columns = [*keys[:3], *(["language"] if languages else []), *keys[3:], *metric_names]
     rows = [
         {
             **{c: record.get(c, "fp32" if c == "precision" else "") for c in keys},
-            **{m: record["metrics"].get(m, "") for m in metric_names},
+            **({"language": lang or ""} if languages else {}),
+            **{m: metrics.get(m, "") for m in metric_names},
         }
-        for record in records
+        for record, lang, metrics in expanded
     ]
-    return columns, rows
+    return columns, [{c: row[c] for c in columns} for row in rows]
 
 
 def _markdown(columns: list[str], rows: list[dict[str, Any]]) -> str:

@@ -6,6 +6,11 @@ captions: an image→text query hits at K if any of its captions is in the top K
 computed in blocks of ``chunk_size`` queries (:func:`~clipforge.eval.rank_metrics.chunked_ranks`),
 so memory grows with N·k, not N². Unreadable images are logged, reported and excluded with
 their captions. Metrics: ``image_to_text_R@K``, ``text_to_image_R@K``, mean/median ranks.
+
+A table with a ``language`` column (``data.options.language_column``) is also scored per
+language: for language L, the captions in L against the images that have one (as
+multilingual benchmarks such as XM3600 report), in ``details["per_language"]`` (metrics
+and counts per language), which ``clipforge eval`` prints and results tables show as rows.
 """
 
 from __future__ import annotations
@@ -20,11 +25,11 @@ from ..configs import ConfigError
 from ..data.data_config import DataConfig
 from ..embedding import embed_images, embed_texts
 from ..runtime import Precision
-from .datasets import load_captions
+from .datasets import load_captioned, load_captions
 from .output import EvalOutput
 from .rank_metrics import chunked_ranks, rank_metrics
 
-__all__ = ["Options", "details", "read_pairs", "run"]
+__all__ = ["Options", "details", "per_language", "read_pairs", "run"]
 
 logger = logging.getLogger("clipforge.eval")
 N_EXAMPLES = 8
@@ -78,7 +83,8 @@ def details(model: Any, data: DataConfig | None, options: Options) -> EvalOutput
 
     if data is None:
         raise ConfigError("zeroshot_retrieval needs a dataset (data.kind csv or archive)")
-    paths, captions = load_captions(data, options.limit)
+    pairs = load_captioned(data, options.limit)
+    paths, captions = pairs.images, pairs.captions
     images = embed_images(
         model,
         paths,
@@ -92,14 +98,22 @@ def details(model: Any, data: DataConfig | None, options: Options) -> EvalOutput
         raise RuntimeError(f"zeroshot_retrieval: no readable image in {data.path!r}")
     texts: list[str] = []
     owner: list[int] = []
+    languages: list[str] = []
     for row, index in enumerate(images.indices):
         texts.extend(captions[index])
         owner.extend([row] * len(captions[index]))
+        if pairs.languages is not None:
+            languages.extend(pairs.languages[index])
     text_emb = embed_texts(model, texts, precision=options.precision)
     ranks = chunked_ranks(
         images.embeddings, text_emb, owner, k=max(max(options.ks), 5), chunk_size=options.chunk_size
     )
     kept_paths = [paths[i] for i in images.indices]
+    extra = {}
+    if pairs.languages is not None:
+        extra["per_language"] = per_language(
+            images.embeddings, text_emb, np.asarray(owner), np.asarray(languages), options
+        )
     return EvalOutput(
         metrics=rank_metrics(ranks, options.ks),
         counts={
@@ -109,8 +123,28 @@ def details(model: Any, data: DataConfig | None, options: Options) -> EvalOutput
             "texts": len(texts),
         },
         failures=list(images.failures),
-        details=_examples(kept_paths, texts, np.asarray(owner), ranks),
+        details={**_examples(kept_paths, texts, np.asarray(owner), ranks), **extra},
     )
+
+
+def per_language(
+    image_emb: Any, text_emb: Any, owner: np.ndarray, languages: np.ndarray, options: Options
+) -> dict[str, dict[str, Any]]:
+    """``{language: {"metrics": ..., "counts": {"images", "texts"}}}``: each language's
+    captions retrieved among (and retrieving) the images that have a caption in it."""
+    out: dict[str, dict[str, Any]] = {}
+    for language in sorted(set(languages.tolist())):
+        mine = np.flatnonzero(languages == language)
+        rows, local_owner = np.unique(owner[mine], return_inverse=True)
+        ranks = chunked_ranks(
+            np.asarray(image_emb)[rows], np.asarray(text_emb)[mine], local_owner,
+            k=max(max(options.ks), 5), chunk_size=options.chunk_size,
+        )  # fmt: skip
+        out[language] = {
+            "metrics": rank_metrics(ranks, options.ks),
+            "counts": {"images": len(rows), "texts": len(mine)},
+        }
+    return out
 
 
 def run(model: Any, data: DataConfig | None, options: Options) -> dict[str, float]:

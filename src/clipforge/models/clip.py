@@ -11,7 +11,7 @@ from torch import nn
 
 from ..configs import ClipConfig
 from ..configs.model_config import DEFAULT_TEXT_TYPE
-from ..preprocess import PreprocessConfig, build_preprocess
+from ..preprocess import NaFlexPatches, PreprocessConfig, image_transform
 from ..tokenizer import get_tokenizer
 from . import (  # noqa: F401  (register the towers)
     fastvit,
@@ -19,6 +19,7 @@ from . import (  # noqa: F401  (register the towers)
     mobileclip_vit,
     resnet,
     roberta_text,
+    siglip_naflex,
     siglip_text,
     siglip_vision,
     t5_text,
@@ -62,7 +63,7 @@ class CLIP(nn.Module):
         self.preprocess_config = preprocess_config or PreprocessConfig(
             image_size=config.vision.image_size
         )
-        self._preprocess = build_preprocess(self.preprocess_config)
+        self._preprocess = image_transform(self.preprocess_config)
         self._tokenizer = None
 
     def tower(self, name: str) -> Tower:
@@ -76,9 +77,12 @@ class CLIP(nn.Module):
             )
         return tower
 
-    def encode_image(self, pixels: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        """(N, 3, H, W) float pixels → (N, embed_dim) features."""
-        with bf16_cpu_context(pixels):
+    def encode_image(
+        self, pixels: torch.Tensor | NaFlexPatches, normalize: bool = False
+    ) -> torch.Tensor:
+        """(N, 3, H, W) float pixels (or, for SigLIP 2 NaFlex, a :class:`NaFlexPatches`
+        batch) → (N, embed_dim) features."""
+        with bf16_cpu_context(pixels.patches if isinstance(pixels, NaFlexPatches) else pixels):
             features = self.tower("image")(pixels)
         return F.normalize(features, dim=-1) if normalize else features
 
@@ -161,12 +165,13 @@ class CLIP(nn.Module):
                     out["logit_bias"] = self.logit_bias
         return out
 
-    def preprocess(self, image) -> torch.Tensor:
-        """A PIL image (or path) → (3, H, W) tensor, with this checkpoint's preprocessing."""
+    def preprocess(self, image) -> torch.Tensor | NaFlexPatches:
+        """A PIL image (or path) → (3, H, W) tensor, with this checkpoint's preprocessing
+        (a one-image :class:`NaFlexPatches` for NaFlex preprocessing)."""
         return self._preprocess(image)
 
     @property
-    def image_transform(self):
+    def image_transform(self) -> Callable[..., torch.Tensor | NaFlexPatches]:
         """The picklable preprocessing callable (for DataLoader workers)."""
         return self._preprocess
 

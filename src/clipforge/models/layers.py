@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import cast
 
 import torch
@@ -49,11 +50,15 @@ class SelfAttention(nn.Module):
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
         self.out_proj = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``attn_mask``: optional boolean ``(N, 1, 1|L, L)`` (True = attend), e.g. the keys
+        that are not padding in a NaFlex batch; not combined with ``causal``."""
         batch, length, width = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         qkv = qkv.view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=self.causal)
+        out = F.scaled_dot_product_attention(
+            qkv[0], qkv[1], qkv[2], attn_mask=attn_mask, is_causal=self.causal
+        )
         out = out.transpose(1, 2).reshape(batch, length, width)
         return self.out_proj(out)
 
@@ -104,8 +109,8 @@ class ResidualAttentionBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(width, eps=eps)
         self.mlp = Mlp(width, mlp_width, activation)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), attn_mask)
         return x + self.mlp(self.ln_2(x))
 
     def forward_at(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -140,9 +145,15 @@ class Transformer(nn.Module):
             for _ in range(layers)
         )
 
-    def forward(self, x: torch.Tensor, pool_index: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        pool_index: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``(N, L, width) -> (N, L, width)``; with ``pool_index`` (``(N,)`` positions) only
-        those positions' outputs, ``(N, width)``.
+        those positions' outputs, ``(N, width)``. ``attn_mask`` (see :class:`SelfAttention`)
+        goes to every block; it cannot be combined with ``pool_index``.
 
         Pooling towers read one token per sequence, so the last block computes just that
         row (its keys and values still span the sequence): the same result for ~1/12 less
@@ -150,6 +161,12 @@ class Transformer(nn.Module):
         """
         # ModuleList iterates as nn.Module; every entry is a ResidualAttentionBlock
         blocks = cast(list[ResidualAttentionBlock], list(self.resblocks))
+        if attn_mask is not None:
+            if pool_index is not None:
+                raise ValueError("attn_mask cannot be combined with pool_index")
+            for block in blocks:
+                x = self._run(partial(block, attn_mask=attn_mask), x)
+            return x
         last = blocks.pop() if pool_index is not None and blocks else None
         for block in blocks:
             x = self._run(block, x)

@@ -33,13 +33,16 @@ class AttentionPool(nn.Module):
         self.mlp = Mlp(width, mlp_width, activation)
         init_scaled_normal_(self.latent, width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, L, width) -> (N, width)``."""
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, L, width) -> (N, width)``; ``key_mask`` (boolean, broadcastable to
+        ``(N, 1, 1, L)``, True = attend) leaves padding tokens out."""
         batch, length, width = x.shape
         head_dim = width // self.heads
         q = self.q_proj(self.latent.to(x.dtype)).view(1, self.heads, 1, head_dim)
         kv = self.kv_proj(x).view(batch, length, 2, self.heads, head_dim).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q.expand(batch, -1, -1, -1), kv[0], kv[1])
+        out = F.scaled_dot_product_attention(
+            q.expand(batch, -1, -1, -1), kv[0], kv[1], attn_mask=key_mask
+        )
         y = self.out_proj(out.reshape(batch, width))
         return y + self.mlp(self.ln(y))
 
@@ -99,8 +102,8 @@ class SigLipVisionTransformer(TransformerTower):
         """``(N, grid², width)``: every patch token after ``ln_post`` (no pooling)."""
         return self.ln_post(self.transformer(self._tokens(inputs)))
 
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.attn_pool(self.ln_post(x))
+    def _pool(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        pooled = self.attn_pool(self.ln_post(x), key_mask)
         return self.proj(pooled) if self.proj is not None else pooled
 
     def token_pass(self, inputs: torch.Tensor) -> TokenPass:

@@ -9,7 +9,9 @@ from ..configs.preprocess import (
     OPENAI_STD,
     PreprocessConfig,
 )
+from .build import image_transform
 from .image_io import ImageDecodeError, decode_image, load_image, to_8bit
+from .naflex import NaFlexPatches, NaFlexPreprocess
 from .transforms import Preprocess, build_preprocess
 
 __all__ = [
@@ -20,10 +22,13 @@ __all__ = [
     "OPENAI_MEAN",
     "OPENAI_STD",
     "ImageDecodeError",
+    "NaFlexPatches",
+    "NaFlexPreprocess",
     "Preprocess",
     "PreprocessConfig",
     "build_preprocess",
     "decode_image",
+    "image_transform",
     "load_image",
     "to_8bit",
 ]

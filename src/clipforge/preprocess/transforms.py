@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import torch
 from PIL import Image, ImageOps
 
-from ..configs.preprocess import PreprocessConfig
+from ..configs.preprocess import ConfigError, PreprocessConfig
 from .image_io import ImageDecodeError, PathLike, load_image, to_8bit
 
 _RESAMPLE = {
@@ -416,5 +416,11 @@ def usable_cpus() -> int:
 
 
 def build_preprocess(cfg: PreprocessConfig) -> Callable[[Image.Image | PathLike], torch.Tensor]:
-    """The image -> tensor transform for ``cfg`` (a picklable :class:`Preprocess`)."""
+    """The image -> tensor transform for ``cfg`` (a picklable :class:`Preprocess`); NaFlex
+    configs (``max_num_patches``) need :func:`clipforge.preprocess.image_transform`."""
+    if cfg.max_num_patches is not None:
+        raise ConfigError(
+            "NaFlex preprocessing (max_num_patches) yields patch sequences, not (3, S, S) "
+            "tensors: use clipforge.preprocess.image_transform"
+        )
     return Preprocess(cfg)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import default_collate
 
 from ..errors import InputError
 from ..models import CLIP
@@ -98,11 +99,12 @@ def _tokens(model: CLIP, texts: list[str]) -> torch.Tensor:
                              generator=generator)  # fmt: skip
 
 
-def calibration_inputs(model: CLIP, calibration: Calibration) -> dict[str, torch.Tensor]:
-    """Preprocessed ``pixels`` and ``tokens`` for the towers ``model`` has."""
-    inputs: dict[str, torch.Tensor] = {}
+def calibration_inputs(model: CLIP, calibration: Calibration) -> dict[str, Any]:
+    """Preprocessed ``pixels`` (a NaFlex tower's patches batched by ``default_collate``) and
+    ``tokens`` for the towers ``model`` has."""
+    inputs: dict[str, Any] = {}
     if model.visual is not None and calibration.images:
-        inputs["image"] = torch.stack([model.preprocess(im) for im in calibration.images])
+        inputs["image"] = default_collate([model.preprocess(im) for im in calibration.images])
     if model.text is not None and calibration.texts:
         inputs["text"] = _tokens(model, calibration.texts)
     return inputs

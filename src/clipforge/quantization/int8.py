@@ -47,11 +47,14 @@ class Int8SelfAttention(nn.Module):
         self.in_proj = _linear(source.in_proj_weight, source.in_proj_bias)
         self.out_proj = source.out_proj
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``attn_mask`` as :meth:`SelfAttention.forward` takes it (NaFlex padding)."""
         batch, length, width = x.shape
         qkv = self.in_proj(x).view(batch, length, 3, self.heads, width // self.heads)
         qkv = qkv.permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=self.causal)
+        out = F.scaled_dot_product_attention(
+            qkv[0], qkv[1], qkv[2], attn_mask=attn_mask, is_causal=self.causal
+        )
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
 
     def forward_at(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -59,6 +59,15 @@ def canonicalize(text: str) -> str:
     return " ".join(text.split())
 
 
+def whitespace_clean(text: str) -> str:
+    """open_clip's ``clean="whitespace"`` (its ``HFTokenizer`` default): ftfy, HTML
+    unescaped twice, whitespace collapsed; case and punctuation kept."""
+    return " ".join(html.unescape(html.unescape(ftfy.fix_text(text))).split())
+
+
+_CLEANERS = {"canonicalize": canonicalize, "whitespace": whitespace_clean}
+
+
 def _tokenizer_config(directory: Path) -> dict[str, Any]:
     """special_tokens_map.json overlaid by tokenizer_config.json (``{}`` when neither exists)."""
     config: dict[str, Any] = {}
@@ -122,7 +131,8 @@ class SentencePieceTokenizer(ArrayTokenizer):
         context_length: pad/truncate to this many ids (the model's text context).
         pad_token: the padding token; ``None`` reads the checkpoint's tokenizer config next
             to the file and falls back to its end-of-sequence token ``</s>`` (SigLIP's).
-        clean: ``"canonicalize"`` (SigLIP, SigLIP 2) or ``"none"``.
+        clean: ``"canonicalize"`` (SigLIP, SigLIP 2), ``"whitespace"`` (open_clip's
+            ``HFTokenizer`` default: MetaCLIP 2's XLM-V) or ``"none"``.
     """
 
     def __init__(
@@ -134,8 +144,10 @@ class SentencePieceTokenizer(ArrayTokenizer):
     ) -> None:
         from tokenizers import Tokenizer
 
-        if clean not in ("canonicalize", "none"):
-            raise UsageError(f"clean must be 'canonicalize' or 'none', got {clean!r}")
+        if clean not in (*_CLEANERS, "none"):
+            raise UsageError(
+                f"clean must be 'canonicalize', 'whitespace' or 'none', got {clean!r}"
+            )
         path = Path(tokenizer_file)
         config = _tokenizer_config(path.parent)
         if path.suffix == ".model":
@@ -171,11 +183,14 @@ class SentencePieceTokenizer(ArrayTokenizer):
         return self._configured[key]
 
     @classmethod
-    def from_dir(cls, directory: str | Path, context_length: int = 64) -> SentencePieceTokenizer:
+    def from_dir(
+        cls, directory: str | Path, context_length: int = 64, clean: str = "canonicalize"
+    ) -> SentencePieceTokenizer:
         """The tokenizer of a checkpoint directory: its ``tokenizer.json``, else its
         ``spiece.model``."""
         path = Path(directory) / TOKENIZER_FILE
-        return cls(path if path.is_file() else path.with_name("spiece.model"), context_length)
+        file = path if path.is_file() else path.with_name("spiece.model")
+        return cls(file, context_length, clean=clean)
 
     def save(self, directory: str | Path) -> dict[str, Any]:
         """Write ``tokenizer.json`` and ``tokenizer_config.json`` (its pad token) into
@@ -209,8 +224,8 @@ class SentencePieceTokenizer(ArrayTokenizer):
         """Texts → ``(N, context_length)`` int64 ids (numpy; no torch needed)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         length = context_length or self.context_length
-        if self.clean == "canonicalize":
-            texts = [canonicalize(t) for t in texts]
+        if self.clean in _CLEANERS:
+            texts = [_CLEANERS[self.clean](t) for t in texts]
         ids = [e.ids for e in self._backend(length, truncate).encode_batch(texts)]
         too_long = [i for i, row in enumerate(ids) if len(row) > length]
         if too_long:

@@ -21,6 +21,7 @@ from . import (  # noqa: F401  (convnext_keys registers its open_clip layout fam
     open_clip,
     openai,
     pe_keys,
+    siglip2_hf_keys,
     siglip_hf_keys,
     siglip_keys,
     timm_vit_keys,
@@ -39,7 +40,7 @@ from .registry import (
 )
 
 _MODULES = (native, open_clip, eva_keys, hf_text_keys, pe_keys, timm_vit_keys, siglip_keys,
-            mobileclip_keys, hf, siglip_hf_keys)  # fmt: skip
+            mobileclip_keys, hf, siglip2_hf_keys, siglip_hf_keys)  # fmt: skip
 for _module in (*_MODULES, openai):
     register_format(_module.FORMAT)
 

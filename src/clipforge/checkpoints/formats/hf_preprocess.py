@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ...preprocess import PreprocessConfig
@@ -24,6 +25,8 @@ def _squash_size(pp: dict[str, Any]) -> int | None:
 def preprocess_to_native(pp: dict[str, Any]) -> PreprocessConfig:
     """transformers ``preprocessor_config.json`` → :class:`PreprocessConfig` (HF pipeline):
     ``CLIPImageProcessor`` (shortest side + centre crop) or ``SiglipImageProcessor`` (squash)."""
+    if "max_num_patches" in pp:  # Siglip2ImageProcessor (NaFlex)
+        return _naflex(pp)
     squash = _squash_size(pp)
     if squash is not None:
         return PreprocessConfig(image_size=squash, resize_mode="squash", **_common(pp))
@@ -36,6 +39,20 @@ def preprocess_to_native(pp: dict[str, Any]) -> PreprocessConfig:
             f"HF preprocessing with resize {shortest} != crop {crop} is not supported"
         )
     return PreprocessConfig(image_size=crop, **_common(pp))
+
+
+def _naflex(pp: dict[str, Any]) -> PreprocessConfig:
+    """``Siglip2ImageProcessor``: a patch budget, bilinear by default, no fixed size."""
+    budget, patch = pp.get("max_num_patches"), pp.get("patch_size", 16)
+    if not isinstance(budget, int) or not isinstance(patch, int) or budget < 1 or patch < 1:
+        raise CheckpointError(
+            f"max_num_patches and patch_size must be positive ints, got {budget!r}, {patch!r}"
+        )
+    fields = _common({"resample": 2, **pp})
+    side = patch * max(1, math.isqrt(budget))
+    return PreprocessConfig(
+        image_size=side, resize_mode="squash", max_num_patches=budget, patch_size=patch, **fields
+    )
 
 
 def _common(pp: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +77,13 @@ def preprocess_from_native(pp: PreprocessConfig) -> dict[str, Any]:
         "image_std": list(pp.std),
         "do_convert_rgb": True,
     }
+    if pp.max_num_patches is not None:
+        return {
+            "image_processor_type": "Siglip2ImageProcessor",
+            "max_num_patches": pp.max_num_patches,
+            "patch_size": pp.patch_size,
+            **shared,
+        }
     square = {"height": pp.image_size, "width": pp.image_size}
     if pp.resize_mode == "squash":  # SigLIP: resize to the square, no crop
         return {"image_processor_type": "SiglipImageProcessor", "size": square, **shared}

@@ -90,14 +90,36 @@ def text_geometry(text: dict[str, Any]) -> dict[str, Any]:
     return {key: text[key] for key in TEXT_GEOMETRY_KEYS if key in text}
 
 
+def _eot_token_id(text: dict[str, Any]) -> int | None:
+    """open_clip's text pooling: ``argmax`` of the ids (``None``) or the first ``eos_id``
+    (``pool_type: "eos"``, MetaCLIP 2 worldwide's XLM-V / mT5 vocabularies)."""
+    pool = text.get("pool_type", "argmax")
+    if pool == "argmax":
+        return None
+    eos = text.get("eos_id")
+    if pool != "eos" or isinstance(eos, bool) or not isinstance(eos, int):
+        raise ConfigError(
+            f"open_clip text_cfg pool_type {pool!r} (eos_id {eos!r}) is not supported by "
+            "clipforge's CLIP text tower (only 'argmax' and 'eos' with an int eos_id)"
+        )
+    return eos
+
+
 def text_config_to_native(text: dict[str, Any]) -> TextConfig:
     """open_clip ``text_cfg`` of CLIP's causal text transformer → :class:`TextConfig`."""
-    return TextConfig(**text_geometry(text), causal=not text.get("no_causal_mask", False))
+    return TextConfig(
+        **text_geometry(text),
+        eot_token_id=_eot_token_id(text),
+        causal=not text.get("no_causal_mask", False),
+    )
 
 
 def text_config_from_native(t: TextConfig) -> dict[str, Any]:
-    """:class:`TextConfig` → open_clip ``text_cfg`` (``no_causal_mask`` when not causal)."""
+    """:class:`TextConfig` → open_clip ``text_cfg`` (``pool_type: "eos"`` for first-EOT
+    pooling, ``no_causal_mask`` when not causal)."""
     text: dict[str, Any] = {key: getattr(t, key) for key in TEXT_GEOMETRY_KEYS}
+    if t.eot_token_id is not None:  # pooled at the first end-of-text id (MetaCLIP 2 worldwide)
+        text.update(pool_type="eos", eos_id=t.eot_token_id)
     if not t.causal:
         text["no_causal_mask"] = True
     return text
@@ -108,8 +130,6 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
     v, t = cfg.vision, cfg.text
     if cfg.norm_eps != 1e-5:
         raise ConfigError("open_clip models use LayerNorm eps 1e-5")
-    if t.eot_token_id is not None:
-        raise ConfigError("open_clip pools text at argmax(tokens); eot_token_id is not expressible")
     overrides = [
         f"{name}.{key}"
         for name, tower in (("vision", v), ("text", t))

@@ -206,7 +206,7 @@ register_family(
         "siglip",
         _LAYOUT,
         owns_config=lambda config_json: config_json.get("model_type") == "siglip",
-        owns_model=lambda cfg: isinstance(cfg.vision, SigLipVisionConfig),
+        owns_model=lambda cfg: type(cfg.vision) is SigLipVisionConfig,  # NaFlex: siglip2
         read_tokenizer=read_tokenizer,
     )
 )
