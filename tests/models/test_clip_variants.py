@@ -12,13 +12,16 @@ import pytest
 import torch
 
 import clipforge
-from clipforge.configs import ResNetConfig, ViTConfig
+from clipforge.configs import ResNetConfig, TextConfig, ViTConfig
 
 from ..conftest import shared_path, tiered
 
+#: CLIP towers on both sides (the HF text towers' models are counted in
+#: tests/models/test_hf_text_architectures.py: open_clip needs hub configs to build them)
 CLIP_FAMILY = [
     n for n in clipforge.list_architectures()
     if isinstance(clipforge.get_config(n).vision, ViTConfig | ResNetConfig)
+    and isinstance(clipforge.get_config(n).text, TextConfig)
 ]  # fmt: skip
 #: the releases issue 10 names (LAION, MetaCLIP, DFN, OpenAI QuickGELU variants)
 REQUIRED = {"ViT-B-16-quickgelu", "ViT-L-14-quickgelu", "ViT-H-14-quickgelu",

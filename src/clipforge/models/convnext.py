@@ -57,11 +57,7 @@ class ConvNextBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm(self.conv_dw(x).permute(0, 2, 3, 1))
-        y = F.gelu(self.mlp.fc1(y))
-        # layer scale folded into fc2 (C x 4C weights), not applied to the activation map
-        fc2, gamma = self.mlp.fc2, self.gamma
-        bias = fc2.bias * gamma if fc2.bias is not None else None
-        y = F.linear(y, fc2.weight * gamma[:, None], bias)
+        y = self.mlp(y) * self.gamma  # timm's order: folding gamma into fc2 drifts > 1e-5
         return x + y.permute(0, 3, 1, 2)
 
 

@@ -55,18 +55,27 @@ _When = Annotated[
 ]
 
 
-@dataclass
-class PhotoParams:
-    """Capture date, place and camera filters and the result order (``clipforge.index.filters``)."""
+_Near = Annotated[str | None, Query(max_length=64, description="LAT,LON in degrees.")]
+_Radius = Annotated[
+    float | None, Query(gt=0.0, le=20_100.0, allow_inf_nan=False, description="For near.")
+]
+_Camera = Annotated[str | None, Query(max_length=128)]
+_Sort = Annotated[Literal["score", "date", "date-asc"], Query()]
 
-    taken_after: _When = None
-    taken_before: _When = None
-    near: Annotated[str | None, Query(max_length=64, description="LAT,LON in degrees.")] = None
-    radius_km: Annotated[
-        float | None, Query(gt=0.0, le=20_100.0, allow_inf_nan=False, description="For near.")
-    ] = None
-    camera: Annotated[str | None, Query(max_length=128)] = None
-    sort: Annotated[Literal["score", "date", "date-asc"], Query()] = "score"
+
+async def photo_params(
+    taken_after: _When = None,
+    taken_before: _When = None,
+    near: _Near = None,
+    radius_km: _Radius = None,
+    camera: _Camera = None,
+    sort: _Sort = "score",
+) -> dict[str, Any]:
+    """Capture date, place and camera filters and the result order
+    (``clipforge.index.filters``). A coroutine, so FastAPI resolves it on the event loop:
+    a class or plain-function dependency would take a worker thread per request."""
+    return {"taken_after": taken_after, "taken_before": taken_before, "near": near,
+            "radius_km": radius_km, "camera": camera, "sort": sort}  # fmt: skip
 
 
 @dataclass
@@ -78,7 +87,7 @@ class FilterParams:
 
 
 async def filter_params(
-    photo: Annotated[PhotoParams, Depends()],
+    photo: Annotated[dict[str, Any], Depends(photo_params)],
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 20,
     glob: Annotated[str | None, Query(max_length=MAX_GLOB_CHARS)] = None,
     after: _Time = None,
@@ -94,7 +103,7 @@ async def filter_params(
     sync dependency would cost a worker-thread hop per request)."""
     if isinstance(min_score, float) and not -1.0 <= min_score <= 1.0:
         raise HTTPException(422, "min_score must be in [-1, 1] or 'auto'")
-    filters = Filters(glob or None, after, before, min_width, min_height, min_score, **photo.__dict__)
+    filters = Filters(glob or None, after, before, min_width, min_height, min_score, **photo)
     return FilterParams(k, filters)
 
 
