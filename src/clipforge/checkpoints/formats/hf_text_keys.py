@@ -30,8 +30,8 @@ from ...tokenizer.files import tokenizer_from_dir
 from ...tokenizer.hf import SPM_FILES
 from ...tokenizer.sentencepiece import TOKENIZER_FILE
 from . import open_clip, siglip_keys
-from .base import CheckpointFormat, LayoutFamily
-from .renames import Renames, compile_template
+from .base import CheckpointFormat, LayoutFamily, layout_of
+from .renames import KeyTable
 
 __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
 
@@ -95,17 +95,25 @@ _M2M100 = (
         for kind in ("weight", "bias")
     ),
 )  # fmt: skip
-#: text type -> (renames, merges, the transformers key that identifies the family)
+
+
+def _table(layout: tuple[Any, Any]) -> KeyTable:
+    renames, merges = layout
+    return KeyTable(_HF, _NATIVE, renames, "HF text", merges=merges, outside=("proj",),
+                    where="text-tower key")  # fmt: skip
+
+
+#: text type -> (its layout, the transformers key that identifies the family)
 _FAMILIES = {
-    RobertaTextConfig.type: (*_ROBERTA, "embeddings.word_embeddings.weight"),
-    T5TextConfig.type: (*_T5, "block.0.layer.0.SelfAttention.q.weight"),
-    M2M100TextConfig.type: (*_M2M100, "layers.0.self_attn.q_proj.weight"),
+    RobertaTextConfig.type: (_table(_ROBERTA), "embeddings.word_embeddings.weight"),
+    T5TextConfig.type: (_table(_T5), "block.0.layer.0.SelfAttention.q.weight"),
+    M2M100TextConfig.type: (_table(_M2M100), "layers.0.self_attn.q_proj.weight"),
 }
 
 
 def _family_of(state: StateDict) -> str | None:
     """The text type of an open_clip HF-text state dict (``None``: not one)."""
-    return next((t for t, f in _FAMILIES.items() if _HF + f[2] in state), None)
+    return next((t for t, f in _FAMILIES.items() if _HF + f[1] in state), None)
 
 
 def _native_family(state: StateDict) -> str:
@@ -122,73 +130,19 @@ def matches(state: StateDict) -> bool:
     return _family_of(state) is not None
 
 
-def _merge_of(merges: Any, name: str) -> tuple[str, int, int] | None:
-    """``(target, part index, part count)`` when ``name`` is one part of a merge."""
-    for parts, target in merges:
-        for index, part in enumerate(parts):
-            found = compile_template(part).match(name)
-            if found:
-                block = found[1] if found.groups() else ""
-                return target.replace("{i}", block), index, len(parts)
-    return None
-
-
-def _text_to_native(state: StateDict, family: str) -> StateDict:
-    renames, merges, _ = _FAMILIES[family]
-    rename = Renames(renames, "HF text", "text-tower key")
-    out: StateDict = {}
-    pending: dict[str, list[torch.Tensor | None]] = {}
-    for key, value in state.items():
-        if not key.startswith(_HF):
-            out[key] = value
-            continue
-        name = key.removeprefix(_HF)
-        merge = _merge_of(merges, name)
-        if merge is None:
-            out[_NATIVE + rename(name)] = value
-            continue
-        target, index, count = merge
-        pending.setdefault(target, [None] * count)[index] = value
-    for target, parts in pending.items():
-        if any(p is None for p in parts):
-            raise KeyError(f"HF text state dict has only some of the tensors that form {target!r}")
-        out[_NATIVE + target] = torch.cat(parts, dim=0)  # type: ignore[arg-type]
-    return out
-
-
 def to_native(state: StateDict) -> StateDict:
     """open_clip state dict with an HF text tower → clipforge's (renamed, merged; a SigLIP
     image trunk translated too)."""
     family = _family_of(state)
     if family is None:
         raise KeyError("not an open_clip HF text state dict (no text.transformer.* keys)")
-    out = _text_to_native(state, family)
+    out = _FAMILIES[family][0].to_native(state)
     return siglip_keys.to_native(out) if siglip_keys.matches(out) else out
-
-
-def _text_from_native(state: StateDict, family: str) -> StateDict:
-    renames, merges, _ = _FAMILIES[family]
-    rename = Renames(tuple((b, a) for a, b in renames), "HF text", "text-tower key")
-    splits = [(compile_template(target), parts) for parts, target in merges]
-    out: StateDict = {}
-    for key, value in state.items():
-        if not key.startswith(_NATIVE) or key.startswith("text.proj"):
-            out[key] = value
-            continue
-        name = key.removeprefix(_NATIVE)
-        split = next(((m, parts) for pattern, parts in splits if (m := pattern.match(name))), None)
-        if split is None:
-            out[_HF + rename(name)] = value
-            continue
-        found, parts = split
-        for part, chunk in zip(parts, value.chunk(len(parts), dim=0), strict=True):
-            out[_HF + part.replace("{i}", found[1])] = chunk
-    return out
 
 
 def from_native(state: StateDict) -> StateDict:
     """clipforge state dict of an HF-text model → open_clip's (inverse of :func:`to_native`)."""
-    out = _text_from_native(state, _native_family(state))
+    out = _FAMILIES[_native_family(state)][0].from_native(state)
     return siglip_keys.from_native(out) if "visual.attn_pool.latent" in out else out
 
 
@@ -290,21 +244,12 @@ def _owns_config(model_cfg: dict[str, Any]) -> bool:
 
 
 open_clip.register_family(
-    LayoutFamily(
-        name="hf_text",
-        owns_config=_owns_config,
-        owns_model=lambda cfg: isinstance(cfg.text, _HF_TEXT_CLASSES),
-        config_to_native=config_to_native,
-        config_from_native=config_from_native,
-        to_native=to_native,
-        from_native=from_native,
-        read_tokenizer=read_tokenizer,
+    LayoutFamily.of(
+        "hf_text", layout_of(__name__), owns_config=_owns_config,
+        owns_model=lambda cfg: isinstance(cfg.text, _HF_TEXT_CLASSES), read_tokenizer=read_tokenizer,
     )
-)
+)  # fmt: skip
 
 #: bare open_clip state dicts with an HF text tower (``text.transformer.*`` in transformers'
 #: names), recognised before clipforge's own layout and open_clip's SigLIP
-FORMAT = CheckpointFormat(
-    name="open_clip_hf_text", matches=matches, to_native=to_native, from_native=from_native,
-    priority=45,
-)  # fmt: skip
+FORMAT = CheckpointFormat.of_state_layout("open_clip_hf_text", layout_of(__name__), priority=45)
