@@ -19,10 +19,10 @@ import torch
 
 from ...configs.eva import EvaVisionConfig
 from . import timm_names
-from .base import CheckpointFormat, LayoutFamily, layout_of
+from .base import CheckpointFormat, layout_of
 from .open_clip import register_family
-from .renames import KeyTable
-from .timm_trunks import CustomTextTrunks, owns_trunks
+from .renames import KeyTable, fused
+from .timm_trunks import CustomTextTrunks
 
 __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
 
@@ -37,19 +37,14 @@ _SPLIT_QKV_NAMES = (
     ("blocks.{i}.attn.q_proj.bias", _BLOCK + "attn.q_bias"),
     ("blocks.{i}.attn.v_proj.bias", _BLOCK + "attn.v_bias"),
 )
-_SPLIT_QKV = (
-    (tuple(f"blocks.{{i}}.attn.{p}_proj.weight" for p in "qkv"), _BLOCK + "attn.in_proj_weight"),
-)
+_SPLIT_QKV = fused("blocks.{i}.attn.{p}_proj.weight", "qkv", _BLOCK + "attn.in_proj_weight", [""])
 #: EVA-01 and EVA-02-E fuse them (``qkv.weight`` is in the shared table)
 _FUSED_QKV_NAMES = (
     ("blocks.{i}.attn.q_bias", _BLOCK + "attn.q_bias"),
     ("blocks.{i}.attn.v_bias", _BLOCK + "attn.v_bias"),
 )
 #: SwiGLU's gate and value projections form one ``c_fc`` (gate rows first)
-_SWIGLU = tuple(
-    (tuple(f"blocks.{{i}}.mlp.fc1_{p}.{kind}" for p in "gx"), _BLOCK + f"mlp.c_fc.{kind}")
-    for kind in ("weight", "bias")
-)
+_SWIGLU = fused("blocks.{i}.mlp.fc1_{p}.{kind}", "gx", _BLOCK + "mlp.c_fc.{kind}")
 
 
 @functools.cache
@@ -129,14 +124,7 @@ _CONFIGS = CustomTextTrunks(
 )  # fmt: skip
 config_to_native = _CONFIGS.config_to_native
 config_from_native = _CONFIGS.config_from_native
-
-
-register_family(
-    LayoutFamily.of(
-        "eva", layout_of(__name__), owns_config=owns_trunks(TRUNKS),
-        owns_model=lambda cfg: isinstance(cfg.vision, EvaVisionConfig),
-    )
-)  # fmt: skip
+register_family(_CONFIGS.layout_family("eva", layout_of(__name__)))
 
 #: bare open_clip EVA state dicts are recognised by their ``visual.trunk.*`` keys, before
 #: clipforge's own layout (they share its ``text.*`` keys, as open_clip's CustomTextCLIP does)

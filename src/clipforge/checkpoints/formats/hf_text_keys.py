@@ -31,7 +31,7 @@ from ...tokenizer.hf import SPM_FILES
 from ...tokenizer.sentencepiece import TOKENIZER_FILE
 from . import open_clip, siglip_keys
 from .base import CheckpointFormat, LayoutFamily, layout_of
-from .renames import KeyTable
+from .renames import KeyTable, fused, prefixed
 
 __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
 
@@ -48,52 +48,49 @@ _ROBERTA = (
         ("embeddings.position_embeddings.weight", "positional_embedding"),
         ("embeddings.token_type_embeddings.weight", "token_type_embedding"),
         ("embeddings.LayerNorm.", "ln_pre."),
-        ("encoder.layer.{i}.attention.output.dense.", _BLOCK + "attn.out_proj."),
-        ("encoder.layer.{i}.attention.output.LayerNorm.", _BLOCK + "ln_1."),
-        ("encoder.layer.{i}.intermediate.dense.", _BLOCK + "mlp.c_fc."),
-        ("encoder.layer.{i}.output.dense.", _BLOCK + "mlp.c_proj."),
-        ("encoder.layer.{i}.output.LayerNorm.", _BLOCK + "ln_2."),
+        *prefixed("encoder.layer.{i}.", _BLOCK, (
+            ("attention.output.dense.", "attn.out_proj."),
+            ("attention.output.LayerNorm.", "ln_1."),
+            ("intermediate.dense.", "mlp.c_fc."),
+            ("output.dense.", "mlp.c_proj."),
+            ("output.LayerNorm.", "ln_2."),
+        )),
         ("pooler.dense.", "pooler."),
     ),
-    tuple(
-        (tuple(f"encoder.layer.{{i}}.attention.self.{p}.{kind}" for p in ("query", "key", "value")),
-         _BLOCK + f"attn.in_proj_{kind}")
-        for kind in ("weight", "bias")
-    ),
+    fused("encoder.layer.{i}.attention.self.{p}.{kind}", ("query", "key", "value"),
+          _BLOCK + "attn.in_proj_{kind}"),
 )  # fmt: skip
 _T5 = (
     (
         ("embed_tokens.weight", "token_embedding.weight"),
         ("block.0.layer.0.SelfAttention.relative_attention_bias.weight",
          "relative_attention_bias.weight"),
-        ("block.{i}.layer.0.SelfAttention.o.weight", _BLOCK + "attn.out_proj.weight"),
-        ("block.{i}.layer.0.layer_norm.weight", _BLOCK + "ln_1.weight"),
-        ("block.{i}.layer.1.DenseReluDense.wo.weight", _BLOCK + "mlp.c_proj.weight"),
-        ("block.{i}.layer.1.layer_norm.weight", _BLOCK + "ln_2.weight"),
+        *prefixed("block.{i}.layer.", _BLOCK, (
+            ("0.SelfAttention.o.weight", "attn.out_proj.weight"),
+            ("0.layer_norm.weight", "ln_1.weight"),
+            ("1.DenseReluDense.wo.weight", "mlp.c_proj.weight"),
+            ("1.layer_norm.weight", "ln_2.weight"),
+        )),
         ("final_layer_norm.weight", "ln_final.weight"),
     ),
-    (
-        (tuple(f"block.{{i}}.layer.0.SelfAttention.{p}.weight" for p in "qkv"),
-         _BLOCK + "attn.in_proj_weight"),
-        (("block.{i}.layer.1.DenseReluDense.wi_0.weight",
-          "block.{i}.layer.1.DenseReluDense.wi_1.weight"), _BLOCK + "mlp.c_fc.weight"),
-    ),
+    fused("block.{i}.layer.0.SelfAttention.{p}.weight", "qkv", _BLOCK + "attn.in_proj_weight",
+          [""])
+    + fused("block.{i}.layer.1.DenseReluDense.wi_{p}.weight", "01", _BLOCK + "mlp.c_fc.weight",
+            [""]),
 )  # fmt: skip
 _M2M100 = (
     (
         ("embed_tokens.weight", "token_embedding.weight"),
-        ("layers.{i}.self_attn.out_proj.", _BLOCK + "attn.out_proj."),
-        ("layers.{i}.self_attn_layer_norm.", _BLOCK + "ln_1."),
-        ("layers.{i}.fc1.", _BLOCK + "mlp.c_fc."),
-        ("layers.{i}.fc2.", _BLOCK + "mlp.c_proj."),
-        ("layers.{i}.final_layer_norm.", _BLOCK + "ln_2."),
+        *prefixed("layers.{i}.", _BLOCK, (
+            ("self_attn.out_proj.", "attn.out_proj."),
+            ("self_attn_layer_norm.", "ln_1."),
+            ("fc1.", "mlp.c_fc."),
+            ("fc2.", "mlp.c_proj."),
+            ("final_layer_norm.", "ln_2."),
+        )),
         ("layer_norm.", "ln_final."),
     ),
-    tuple(
-        (tuple(f"layers.{{i}}.self_attn.{p}_proj.{kind}" for p in "qkv"),
-         _BLOCK + f"attn.in_proj_{kind}")
-        for kind in ("weight", "bias")
-    ),
+    fused("layers.{i}.self_attn.{p}_proj.{kind}", "qkv", _BLOCK + "attn.in_proj_{kind}"),
 )  # fmt: skip
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from ...configs.pe import PE_TRUNKS, PerceptionVisionConfig
+from ...configs.pe import PE_TRUNKS
 from . import timm_names
-from .base import CheckpointFormat, LayoutFamily, layout_of
+from .base import CheckpointFormat, layout_of
 from .open_clip import register_family
 from .renames import KeyTable
-from .timm_trunks import CustomTextTrunks, owns_trunks
+from .timm_trunks import CustomTextTrunks
 
 __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
 
@@ -39,13 +39,7 @@ def matches(state: StateDict) -> bool:
 _CONFIGS = CustomTextTrunks(PE_TRUNKS, family="PE", kind="PE-Core", pool="map")
 config_to_native = _CONFIGS.config_to_native
 config_from_native = _CONFIGS.config_from_native
-
-register_family(
-    LayoutFamily.of(
-        "pe", layout_of(__name__), owns_config=owns_trunks(PE_TRUNKS),
-        owns_model=lambda cfg: isinstance(cfg.vision, PerceptionVisionConfig),
-    )
-)  # fmt: skip
+register_family(_CONFIGS.layout_family("pe", layout_of(__name__)))
 
 #: bare open_clip PE state dicts: recognised before SigLIP's (both have a MAP pool; only PE
 #: has ``norm_pre``) and clipforge's own layout (they share its ``text.*`` keys)

@@ -20,6 +20,29 @@ def compile_template(template: str) -> re.Pattern[str]:
     return re.compile(f"^{body}{'' if template.endswith('.') else '$'}")
 
 
+Names = tuple[tuple[str, str], ...]
+Merge = tuple[tuple[str, ...], str]
+
+
+def prefixed(source: str, native: str, names: Iterable[tuple[str, str]]) -> Names:
+    """``names`` with ``source`` before each source template and ``native`` before each
+    native one (a block's module names written once under its prefix)."""
+    return tuple((source + a, native + b) for a, b in names)
+
+
+def fused(
+    part: str, parts: Iterable[str], target: str, kinds: Iterable[str] = ("weight", "bias")
+) -> tuple[Merge, ...]:
+    """One merge per tensor kind: the source tensors ``part`` with ``{p}`` replaced by each of
+    ``parts`` (q, k, v) form ``target``; ``{kind}`` in both is ``weight``, ``bias``..."""
+    parts = tuple(parts)
+    return tuple(
+        (tuple(part.replace("{p}", p).replace("{kind}", k) for p in parts),
+         target.replace("{kind}", k))
+        for k in kinds
+    )  # fmt: skip
+
+
 class Renames:
     """Compiled ``(source template, target template)`` rules; ``what`` and ``where`` name them
     in errors (``no EVA mapping for image-tower key 'x'``)."""
@@ -35,9 +58,6 @@ class Renames:
             if count:
                 return new
         raise KeyError(f"no {self.what} mapping for {self.where} {name!r}")
-
-
-Merge = tuple[tuple[str, ...], str]
 
 
 def _merge_part(

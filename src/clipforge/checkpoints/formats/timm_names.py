@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
-Names = tuple[tuple[str, str], ...]
+from .renames import Names, prefixed
 
 #: clipforge's name of a residual block (``{i}``: its index)
 BLOCK: Final = "transformer.resblocks.{i}."
@@ -27,34 +27,34 @@ STEM: Final[Names] = (
 )
 
 #: one timm ``Block`` (and ``Eva`` / relative-position / layer-scale variants of it)
-BLOCKS: Final[Names] = (
-    ("blocks.{i}.norm1.", BLOCK + "ln_1."),
-    ("blocks.{i}.norm2.", BLOCK + "ln_2."),
-    ("blocks.{i}.attn.qkv.weight", BLOCK + "attn.in_proj_weight"),
-    ("blocks.{i}.attn.qkv.bias", BLOCK + "attn.in_proj_bias"),
-    ("blocks.{i}.attn.proj.", BLOCK + "attn.out_proj."),
-    ("blocks.{i}.attn.norm.", BLOCK + "attn.ln."),
-    ("blocks.{i}.attn.rel_pos.mlp.", BLOCK + "attn.rel_pos.mlp."),
-    ("blocks.{i}.ls1.", BLOCK + "ls_1."),
-    ("blocks.{i}.ls2.", BLOCK + "ls_2."),
-    ("blocks.{i}.mlp.fc1.", BLOCK + "mlp.c_fc."),
-    ("blocks.{i}.mlp.norm.", BLOCK + "mlp.ln."),
-    ("blocks.{i}.mlp.fc2.", BLOCK + "mlp.c_proj."),
-)
+BLOCKS: Final[Names] = prefixed("blocks.{i}.", BLOCK, (
+    ("norm1.", "ln_1."),
+    ("norm2.", "ln_2."),
+    ("attn.qkv.weight", "attn.in_proj_weight"),
+    ("attn.qkv.bias", "attn.in_proj_bias"),
+    ("attn.proj.", "attn.out_proj."),
+    ("attn.norm.", "attn.ln."),
+    ("attn.rel_pos.mlp.", "attn.rel_pos.mlp."),
+    ("ls1.", "ls_1."),
+    ("ls2.", "ls_2."),
+    ("mlp.fc1.", "mlp.c_fc."),
+    ("mlp.norm.", "mlp.ln."),
+    ("mlp.fc2.", "mlp.c_proj."),
+))  # fmt: skip
 
 #: the final norm
 POST_NORM: Final[Names] = (("norm.", "ln_post."),)
 
 #: timm's attention-pool (MAP) head
-MAP_POOL: Final[Names] = (
-    ("attn_pool.latent", "attn_pool.latent"),
-    ("attn_pool.q.", "attn_pool.q_proj."),
-    ("attn_pool.kv.", "attn_pool.kv_proj."),
-    ("attn_pool.proj.", "attn_pool.out_proj."),
-    ("attn_pool.norm.", "attn_pool.ln."),
-    ("attn_pool.mlp.fc1.", "attn_pool.mlp.c_fc."),
-    ("attn_pool.mlp.fc2.", "attn_pool.mlp.c_proj."),
-)
+MAP_POOL: Final[Names] = prefixed("attn_pool.", "attn_pool.", (
+    ("latent", "latent"),
+    ("q.", "q_proj."),
+    ("kv.", "kv_proj."),
+    ("proj.", "out_proj."),
+    ("norm.", "ln."),
+    ("mlp.fc1.", "mlp.c_fc."),
+    ("mlp.fc2.", "mlp.c_proj."),
+))  # fmt: skip
 
 #: the whole trunk without a head: stem, blocks, final norm
 TRUNK: Final[Names] = STEM + BLOCKS + POST_NORM
@@ -65,9 +65,3 @@ UNBATCHED: Final[dict[str, int]] = {
     "positional_embedding": 2,
     "attn_pool.latent": 2,
 }
-
-
-def under(prefix: str, names: Names) -> Names:
-    """``names`` with ``prefix`` before each timm template (``"trunk."`` for open_clip's
-    ``visual.trunk.`` when the table works under ``visual.``)."""
-    return tuple((prefix + timm, native) for timm, native in names)

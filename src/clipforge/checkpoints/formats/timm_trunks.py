@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ...configs import ClipConfig, ConfigError, TextConfig
+from .base import KeyTranslation, LayoutFamily
 from .open_clip import (
     _UNSUPPORTED_TEXT,
     _reject_unsupported,
@@ -134,3 +135,17 @@ class CustomTextTrunks:
         name = trunk_of(cfg.vision, self.trunks, self.kind)
         vision = {"timm_model_name": name, "timm_pool": self.pool, "timm_proj": None}
         return trunk_model_cfg(cfg, vision, self.family, custom_text=True)
+
+    def owns_config(self, model_cfg: dict[str, Any]) -> bool:
+        """Whether an open_clip ``model_cfg`` names one of these trunks."""
+        return dict(model_cfg.get("vision_cfg") or {}).get("timm_model_name") in self.trunks
+
+    def owns_model(self, cfg: ClipConfig) -> bool:
+        """Whether a clipforge config has an image tower of these trunks' config class."""
+        return any(isinstance(cfg.vision, type(trunk)) for trunk in self.trunks.values())
+
+    def layout_family(self, name: str, layout: KeyTranslation) -> LayoutFamily:
+        """The open_clip layout family ``name``: these configs, ``layout``'s state dicts."""
+        return LayoutFamily.of(
+            name, layout, owns_config=self.owns_config, owns_model=self.owns_model
+        )

@@ -19,7 +19,7 @@ from ...configs.timm_vit import TIMM_VIT_TRUNKS, TimmViTConfig
 from . import openai, timm_names
 from .base import CheckpointFormat, LayoutFamily, layout_of
 from .open_clip import register_family, text_config_to_native
-from .renames import KeyTable
+from .renames import KeyTable, prefixed
 from .timm_trunks import check_image_size, named_trunk, owns_trunks, trunk_model_cfg, trunk_of
 
 __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
@@ -27,7 +27,7 @@ __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "
 StateDict = dict[str, torch.Tensor]
 #: works under ``visual.``: the trunk under ``trunk.``, open_clip's head at ``head.proj``
 _TABLE = KeyTable(
-    "visual.", "visual.", timm_names.under("trunk.", timm_names.TRUNK) + (("head.proj.", "proj."),),
+    "visual.", "visual.", prefixed("trunk.", "", timm_names.TRUNK) + (("head.proj.", "proj."),),
     "timm ViT", unbatched=timm_names.UNBATCHED, where="image-tower key",
 )  # fmt: skip
 
