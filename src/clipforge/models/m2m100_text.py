@@ -16,7 +16,6 @@ from torch import nn
 
 from ..configs.hf_text import M2M100TextConfig
 from .hf_text_common import BlockStack, FeedForward, HFTextTower, MaskedSelfAttention
-from .roberta_text import roberta_positions
 from .tower import TowerSettings, register_tower
 
 #: fairseq's offset of the sinusoidal table (positions start after the padding index)
@@ -70,22 +69,7 @@ class M2M100TextTower(HFTextTower):
         self._init_head(cfg, settings.embed_dim)
         self.init_weights()
 
-    def init_weights(self) -> None:
-        """fairseq-style: normal(0.02) matrices and embeddings, zero biases, unit norms."""
-        for name, param in self.named_parameters():
-            if name.endswith("bias"):
-                nn.init.zeros_(param)
-            elif "ln_" in name:
-                nn.init.ones_(param)
-            else:
-                nn.init.normal_(param, std=0.02)
-
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        positions = roberta_positions(tokens, self.pad_token_id)
-        if int(positions.max()) >= self.position_table.shape[0]:
-            raise ValueError(
-                f"token sequences of length {tokens.shape[1]} exceed the model's positions "
-                f"({self.position_table.shape[0] - POSITION_OFFSET})"
-            )
+        positions = self._positions(tokens, self.position_table.shape[0])
         x = self.token_embedding(tokens) * self.embed_scale
         return x + self.position_table[positions].to(x.dtype)

@@ -83,12 +83,14 @@ class T5TextTower(HFTextTower):
         self.relative_attention_bias = nn.Embedding(cfg.relative_buckets, cfg.heads)
         self.transformer = BlockStack([T5Block(cfg) for _ in range(cfg.layers)])
         self.ln_final = RMSNorm(w, cfg.norm_eps)
+        self.config = cfg
         self._init_head(cfg, settings.embed_dim)
-        self.init_weights(cfg)
+        self.init_weights()
 
-    def init_weights(self, cfg: T5TextConfig) -> None:
+    def init_weights(self) -> None:
         """T5's initialisation: projections normal with std ``fan_in ** -0.5`` (queries also
         ``/ sqrt(head_dim)``), embeddings normal(1), unit norms."""
+        cfg = self.config
         nn.init.normal_(self.token_embedding.weight, std=1.0)
         nn.init.normal_(self.relative_attention_bias.weight, std=cfg.width**-0.5)
         for block in self.blocks:
