@@ -31,7 +31,9 @@ PRECISION_OPT = typer.Option(
     None, "--precision", help="fp32 | bf16 | fp16 | int8 | auto (default: the index's own)."
 )
 ALLOW_MISMATCH = typer.Option(
-    False, "--allow-precision-mismatch", help="Query the index at another precision than it was built at."
+    False,
+    "--allow-precision-mismatch",
+    help="Query the index at another precision than it was built at.",
 )
 
 
@@ -57,7 +59,9 @@ def _open(db: Path, model: str | None, weights: Path | None, pretrained: str | N
             recorded = json.loads(meta.get_meta("model_spec") or "{}")
             meta.close()
             if not recorded.get("model"):
-                raise typer.BadParameter("this index records no model: pass --model", param_hint="--model")
+                raise typer.BadParameter(
+                    "this index records no model: pass --model", param_hint="--model"
+                )
             model, weights = recorded["model"], recorded.get("weights")
             pretrained = recorded.get("pretrained")
     weights = None if weights is None else Path(weights).absolute()
@@ -85,7 +89,9 @@ def _bytes(text: str | None) -> int | None:
         return None
     match = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?)i?b?\s*", text.lower())
     if match is None:
-        raise typer.BadParameter(f"not a size: {text!r} (e.g. 2GB, 512MB)", param_hint="--max-memory")
+        raise typer.BadParameter(
+            f"not a size: {text!r} (e.g. 2GB, 512MB)", param_hint="--max-memory"
+        )
     return int(float(match[1]) * 1024 ** " kmgt".index(match[2] or " "))
 
 
@@ -125,7 +131,9 @@ def index(
         0.5, "--debounce", min=0.01, max=60.0, help="--watch: quiet seconds before updating."
     ),
     ocr: bool = typer.Option(
-        None, "--ocr/--no-ocr", help="Read text in images too (needs clipforge[ocr]); "
+        None,
+        "--ocr/--no-ocr",
+        help="Read text in images too (needs clipforge[ocr]); "
         "remembered for later runs (default: as before).",
     ),
     batch_size: int = BATCH,
@@ -191,7 +199,9 @@ def index(
         )
     if report.failed:
         err_console.print(f"[yellow]{len(report.failed)} file(s) failed: see --errors[/yellow]")
-        err_console.print(summary_line(report.failed), highlight=False, markup=False, soft_wrap=True)
+        err_console.print(
+            summary_line(report.failed), highlight=False, markup=False, soft_wrap=True
+        )
 
 
 def _watch(idx, dirs: list[Path], debounce: float, as_json: bool, **add_options) -> None:

@@ -52,9 +52,9 @@ class _HFText(TransformerGeometry):
     pooler: Pooler = "mean"
     proj: Projection = "mlp"
 
-    def check(self, *, divisible: bool = True, **extra: float) -> None:
+    def check(self, **extra: float) -> None:
         """:meth:`check_transformer`, and ``pad_token_id`` in the vocabulary."""
-        self.check_transformer(divisible=divisible, **extra)
+        self.check_transformer(**extra)
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ConfigError(
                 f"text.pad_token_id {self.pad_token_id} is outside the vocabulary "
@@ -89,6 +89,7 @@ class T5TextConfig(_HFText):
     """
 
     type: ClassVar[str] = "t5_encoder"
+    heads_split_width: ClassVar[bool] = False  # attention is heads x head_dim wide
     vocab_size: int = 250112
     intermediate_size: int = 2048
     pad_token_id: int = 0
@@ -101,7 +102,7 @@ class T5TextConfig(_HFText):
 
     def __post_init__(self) -> None:
         self.check(head_dim=self.head_dim, relative_buckets=self.relative_buckets,
-                   relative_max_distance=self.relative_max_distance, divisible=False)  # fmt: skip
+                   relative_max_distance=self.relative_max_distance)  # fmt: skip
 
 
 @dataclass(frozen=True)

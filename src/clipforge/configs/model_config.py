@@ -37,19 +37,21 @@ class TransformerGeometry:
     tower in errors."""
 
     section: ClassVar[str] = "vision"
+    #: heads split ``width`` (off where a config sets its own head width: T5's ``head_dim``)
+    heads_split_width: ClassVar[bool] = True
     width: int = 768
     layers: int = 12
     heads: int = 12
 
-    def check_transformer(self, *, divisible: bool = True, **extra: float) -> None:
-        """Every size positive and (``divisible``) ``width`` divisible by ``heads``
-        (``ConfigError`` naming the field if not)."""
+    def check_transformer(self, **extra: float) -> None:
+        """Every size positive and (unless ``heads_split_width`` is off) ``width`` divisible
+        by ``heads`` (``ConfigError`` naming the field if not)."""
         sizes = {k: getattr(self, k) for k in ("width", "heads", "layers")}
         for name in _OPTIONAL_SIZES:
             if name in self.__dataclass_fields__:
                 sizes[name] = getattr(self, name)
         _require_positive(self.section, **sizes, **extra)
-        if divisible and self.width % self.heads:
+        if self.heads_split_width and self.width % self.heads:
             raise ConfigError(
                 f"{self.section}.width {self.width} is not divisible by heads {self.heads}"
             )

@@ -85,16 +85,12 @@ class PerceptionVisionTransformer(PatchTransformerTower):
     transformer: BlockStack  # of RopeBlock(x, rope, prefix)
 
     head_names = ("ln_post", "attn_pool", "proj")
+    config: PerceptionVisionConfig
 
     def __init__(self, cfg: PerceptionVisionConfig, settings: TowerSettings) -> None:
         super().__init__()
-        self.config = cfg
-        self.image_size, self.patch_size = cfg.image_size, cfg.patch_size
-        self.output_dim = settings.embed_dim
-        self.num_prefix = int(cfg.class_token)
+        self._init_patches(cfg, settings.embed_dim, class_token=cfg.class_token, bias=False)
         w = cfg.width
-        self.patch_embed = nn.Conv2d(3, w, cfg.patch_size, stride=cfg.patch_size, bias=False)
-        self.class_embedding = nn.Parameter(torch.empty(w)) if cfg.class_token else None
         self.positional_embedding = nn.Parameter(torch.empty(cfg.grid_size**2 + self.num_prefix, w))
         self.ln_pre = nn.LayerNorm(w, eps=cfg.norm_eps)
         self.transformer = BlockStack(RopeBlock(cfg) for _ in range(cfg.layers))

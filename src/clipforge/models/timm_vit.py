@@ -115,16 +115,12 @@ class TimmVisionTransformer(PatchTransformerTower):
     transformer: BlockStack  # of TimmBlock
 
     head_names = ("ln_post", "proj")
+    config: TimmViTConfig
 
     def __init__(self, cfg: TimmViTConfig, settings: TowerSettings) -> None:
         super().__init__()
-        self.config = cfg
-        self.image_size, self.patch_size = cfg.image_size, cfg.patch_size
-        self.output_dim = settings.embed_dim
-        self.num_prefix = int(cfg.class_token)
+        self._init_patches(cfg, settings.embed_dim, class_token=cfg.class_token, bias=True)
         w = cfg.width
-        self.patch_embed = nn.Conv2d(3, w, cfg.patch_size, stride=cfg.patch_size)
-        self.class_embedding = nn.Parameter(torch.empty(w)) if cfg.class_token else None
         self.positional_embedding = (
             None
             if cfg.rel_pos_dim

@@ -221,6 +221,17 @@ class PatchTransformerTower(TransformerTower):
     num_prefix: int = 0
     patch_size: int
 
+    def _init_patches(self, cfg: Any, embed_dim: int, *, class_token: bool, bias: bool) -> None:
+        """timm's stem of a ViT config ``cfg``: sizes, a ``patch_embed`` convolution
+        (``bias``) and an optional ``class_embedding`` (``num_prefix`` 0 or 1)."""
+        self.config = cfg
+        self.image_size, self.patch_size = cfg.image_size, cfg.patch_size
+        self.output_dim = embed_dim
+        self.num_prefix = int(class_token)
+        patch = cfg.patch_size
+        self.patch_embed = nn.Conv2d(3, cfg.width, patch, stride=patch, bias=bias)
+        self.class_embedding = nn.Parameter(torch.empty(cfg.width)) if class_token else None
+
     def _block_inputs(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[Any, ...]]:
         raise NotImplementedError
 

@@ -28,7 +28,7 @@ def named_trunk(
     ``trunks``; ``ConfigError("{unknown}: 'name' (known: ...)")`` otherwise."""
     vision, text = dict(model_cfg.get("vision_cfg", {})), dict(model_cfg.get("text_cfg", {}))
     name = vision.get("timm_model_name")
-    if name not in trunks:
+    if not isinstance(name, str) or name not in trunks:
         raise ConfigError(f"{unknown}: {name!r} (known: {sorted(trunks)})")
     _reject_unsupported("text_cfg", text, _UNSUPPORTED_TEXT)
     return name, trunks[name], vision, text
