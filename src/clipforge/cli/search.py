@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -18,6 +20,7 @@ from .common import (
     WEIGHTS,
     WORKERS,
     err_console,
+    options_of,
     print_json,
 )
 
@@ -35,6 +38,48 @@ ALLOW_MISMATCH = typer.Option(
     "--allow-precision-mismatch",
     help="Query the index at another precision than it was built at.",
 )
+
+
+@dataclass(frozen=True)
+class IndexModel:
+    """``--model --weights --pretrained --precision --allow-precision-mismatch`` (and, for
+    commands that may quantise, ``--calibration --max-degradation``) of the index commands;
+    ``None``: what the index records."""
+
+    model: str | None = None
+    weights: Path | None = None
+    pretrained: str | None = None
+    precision: str | None = None
+    allow_precision_mismatch: bool = False
+    calibration: Path | None = None
+    max_degradation: float | None = None
+
+    def open(self, db: Path, **kwargs: Any) -> Any:
+        """The index at ``db`` with this model and precision (see :func:`_open`)."""
+        return _open(
+            db, self.model, self.weights, self.pretrained, precision=self.precision,
+            allow_precision_mismatch=self.allow_precision_mismatch,
+            calibration=self.calibration, max_degradation=self.max_degradation, **kwargs,
+        )  # fmt: skip
+
+
+_INDEX_MODEL: dict[str, tuple[Any, Any]] = {  # name -> (annotation, typer option)
+    "model": (str, SEARCH_MODEL),
+    "weights": (Path, WEIGHTS),
+    "pretrained": (str, PRETRAINED),
+    "precision": (str, PRECISION_OPT),
+    "allow_precision_mismatch": (bool, ALLOW_MISMATCH),
+    "calibration": (Path, CALIBRATION),
+    "max_degradation": (float, MAX_DEGRADATION),
+}
+
+
+def index_model_options(*, quantization: bool = True) -> Any:
+    """Decorator: a command's keyword-only ``choice: IndexModel`` parameter becomes these
+    flags (``--calibration --max-degradation`` only with ``quantization``)."""
+    quantizing = ("calibration", "max_degradation")
+    table = {n: o for n, o in _INDEX_MODEL.items() if quantization or n not in quantizing}
+    return options_of(table, IndexModel)
 
 
 def _open(db: Path, model: str | None, weights: Path | None, pretrained: str | None, **kwargs):
@@ -95,12 +140,10 @@ def _bytes(text: str | None) -> int | None:
     return int(float(match[1]) * 1024 ** " kmgt".index(match[2] or " "))
 
 
+@index_model_options()
 def index(
     dirs: list[Path] = typer.Argument(None, help="Folders (or files) of images to index."),
     db: Path = DB,
-    model: str = SEARCH_MODEL,
-    weights: Path = WEIGHTS,
-    pretrained: str = PRETRAINED,
     errors: bool = typer.Option(False, "--errors", help="List files that could not be indexed."),
     index_type: str = typer.Option(
         None, "--index-type", help="auto|flat|ivf|ivfpq|hnsw (default: as before, else auto)"
@@ -138,11 +181,9 @@ def index(
     ),
     batch_size: int = BATCH,
     workers: int = WORKERS,
-    precision: str = PRECISION_OPT,
-    allow_precision_mismatch: bool = ALLOW_MISMATCH,
-    calibration: Path = CALIBRATION,
-    max_degradation: float = MAX_DEGRADATION,
     as_json: bool = JSON,
+    *,
+    choice: IndexModel,
 ) -> None:
     """Index images and videos incrementally: new/changed files embedded, deleted ones
     dropped; with --watch, kept current as files are added, changed, moved and deleted."""
@@ -153,7 +194,7 @@ def index(
     if (index_type, max_memory, target_recall) != (None, None, None):
         options = StoreOptions(index_type or "auto", _bytes(max_memory), target_recall or 0.95)
     if errors:
-        with _open(db, model, weights, pretrained, create=False) as idx:
+        with _open(db, choice.model, choice.weights, choice.pretrained, create=False) as idx:
             failed = idx.errors()
         if as_json:
             print_json([{"path": p, "reason": r} for p, r in failed])
@@ -164,11 +205,7 @@ def index(
         return
     if not dirs:
         raise typer.BadParameter("give folders to index (or --errors)", param_hint="DIRS")
-    opened = _open(
-        db, model, weights, pretrained, options=options, backend=backend, lock_timeout=wait or 0,
-        precision=precision, allow_precision_mismatch=allow_precision_mismatch,
-        calibration=calibration, max_degradation=max_degradation,
-    )  # fmt: skip
+    opened = choice.open(db, options=options, backend=backend, lock_timeout=wait or 0)
     if watch:
         _watch(opened, dirs, debounce, as_json, rehash=rehash, batch_size=batch_size,
                num_workers=workers, progress=False, ocr=ocr)  # fmt: skip
@@ -237,6 +274,7 @@ def video_summary(report) -> str:
     )
 
 
+@index_model_options(quantization=False)
 def search(
     query: str = typer.Argument(None, help="What to look for, in words."),
     db: Path = DB,
@@ -266,12 +304,9 @@ def search(
         False, "--ocr-only", help="Only images whose recognised text has every query word."
     ),
     no_ocr: bool = typer.Option(False, "--no-ocr", help="CLIP only: ignore recognised text."),
-    model: str = SEARCH_MODEL,
-    weights: Path = WEIGHTS,
-    pretrained: str = PRETRAINED,
-    precision: str = PRECISION_OPT,
-    allow_precision_mismatch: bool = ALLOW_MISMATCH,
     as_json: bool = JSON,
+    *,
+    choice: IndexModel,
 ) -> None:
     """Search an index by text and/or image, with filters; or list near-duplicates."""
     from clipforge.errors import UsageError
@@ -281,8 +316,7 @@ def search(
     if ocr_only and no_ocr:
         raise UsageError("--ocr-only and --no-ocr exclude each other")
 
-    opened = _open(db, model, weights, pretrained, create=False, precision=precision,
-                   allow_precision_mismatch=allow_precision_mismatch)  # fmt: skip
+    opened = choice.open(db, create=False)
     with opened as idx:
         if duplicates:
             groups = near_duplicates(idx, threshold)
@@ -313,6 +347,7 @@ def search(
         typer.echo(f"{hit.score:.4f}\t{hit.path}{at}{taken}{said}")
 
 
+@index_model_options()
 def serve(
     db: Path = DB,
     host: str = typer.Option("127.0.0.1", "--host", help="Bind address (loopback by default)."),
@@ -321,21 +356,16 @@ def serve(
         None, "--api-key", envvar="CLIPFORGE_API_KEY", help="Enables the mutating endpoints."
     ),
     cors: list[str] = typer.Option(None, "--cors-origin", help="Allowed CORS origin (off)."),
-    model: str = SEARCH_MODEL,
-    weights: Path = WEIGHTS,
-    pretrained: str = PRETRAINED,
     threads: int = typer.Option(
         0, "--threads", help="Text-tower threads (0: one less than the cores, at least 1)."
     ),
-    precision: str = PRECISION_OPT,
-    allow_precision_mismatch: bool = ALLOW_MISMATCH,
-    calibration: Path = CALIBRATION,
-    max_degradation: float = MAX_DEGRADATION,
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.001, max=1024.0),
     max_upload_pixels: int = typer.Option(40_000_000, "--max-upload-pixels", min=1),
     decode_workers: int = typer.Option(
         2, "--decode-workers", min=1, max=64, help="Image decodes at once (uploads, thumbnails)."
     ),
+    *,
+    choice: IndexModel,
 ) -> None:
     """Serve the index over HTTP: JSON API, OpenAPI docs at /docs and a web page at /."""
     import os
@@ -343,14 +373,12 @@ def serve(
     from clipforge.runtime import check_precision
     from clipforge.serve import ServeConfig, create_app, run
 
-    idx = _open(db, model, weights, pretrained, precision=precision,
-                allow_precision_mismatch=allow_precision_mismatch, calibration=calibration,
-                max_degradation=max_degradation)  # fmt: skip
+    idx = choice.open(db)
     config = ServeConfig(
         api_key=api_key or None,
         cors_origins=list(cors or []),
         threads=threads or max(1, (os.cpu_count() or 1) - 1),
-        precision=None if precision is None else check_precision(precision),
+        precision=None if choice.precision is None else check_precision(choice.precision),
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_upload_pixels=max_upload_pixels,
         decode_workers=decode_workers,
