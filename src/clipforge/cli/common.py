@@ -263,7 +263,7 @@ class ModelChoice:
         return check_precision_option(self.precision)
 
 
-_MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {  # name -> (annotation, typer option)
+MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {  # name -> (annotation, typer option)
     "model": (str, MODEL),
     "weights": (Path, WEIGHTS),
     "pretrained": (str, PRETRAINED),
@@ -312,5 +312,5 @@ def model_options(
     off = {"device"} if not device else set()
     if not precision:
         off |= {"precision", "calibration", "max_degradation"}
-    table = {n: option for n, option in _MODEL_OPTIONS.items() if n not in off}
+    table = {n: option for n, option in MODEL_OPTIONS.items() if n not in off}
     return options_of(table, ModelChoice)

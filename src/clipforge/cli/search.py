@@ -13,11 +13,8 @@ import typer
 
 from .common import (
     BATCH,
-    CALIBRATION,
     JSON,
-    MAX_DEGRADATION,
-    PRETRAINED,
-    WEIGHTS,
+    MODEL_OPTIONS,
     WORKERS,
     err_console,
     options_of,
@@ -63,14 +60,13 @@ class IndexModel:
         )  # fmt: skip
 
 
-_INDEX_MODEL: dict[str, tuple[Any, Any]] = {  # name -> (annotation, typer option)
+#: the model flags of the other commands, but defaulting to the index's own, plus
+#: ``--allow-precision-mismatch`` (name -> (annotation, typer option))
+_INDEX_MODEL: dict[str, tuple[Any, Any]] = {
+    **{n: o for n, o in MODEL_OPTIONS.items() if n != "device"},
     "model": (str, SEARCH_MODEL),
-    "weights": (Path, WEIGHTS),
-    "pretrained": (str, PRETRAINED),
     "precision": (str, PRECISION_OPT),
     "allow_precision_mismatch": (bool, ALLOW_MISMATCH),
-    "calibration": (Path, CALIBRATION),
-    "max_degradation": (float, MAX_DEGRADATION),
 }
 
 

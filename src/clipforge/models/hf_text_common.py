@@ -79,6 +79,20 @@ class FeedForward(nn.Module):
         return self.c_proj(self.act(x))
 
 
+class PreNormBlock(nn.Module):
+    """``x + attn(ln_1(x), mask)``, ``x + mlp(ln_2(x))``: the pre-norm encoder layer of
+    M2M100 (LayerNorm) and T5 (RMS norm; ``mask`` carries the position bias too)."""
+
+    def __init__(self, ln_1: nn.Module, attn: MaskedSelfAttention, ln_2: nn.Module,
+                 mlp: FeedForward) -> None:  # fmt: skip
+        super().__init__()
+        self.ln_1, self.attn, self.ln_2, self.mlp = ln_1, attn, ln_2, mlp
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)
+        return x + self.mlp(self.ln_2(x))
+
+
 def build_projection(width: int, proj: str, embed_dim: int) -> nn.Module:
     """open_clip's ``HFTextEncoder.proj``: bias-free ``mlp`` (Linear, GELU, Linear through
     ``(width + embed_dim) // 2``), ``linear`` or ``none`` (identity; width must equal
