@@ -138,7 +138,9 @@ def _attach_tokenizer(
         _set_family_tokenizer(model, architecture)
 
 
-def load_spec(model: str, weights: str | Path | None = None, pretrained: str | None = None) -> CLIP:
+def load_spec(
+    model: str, weights: str | Path | None = None, pretrained: str | None = None
+) -> CLIP:
     """A model named the way the command line names one (``--model/--weights/--pretrained``).
 
     An architecture (name or JSON file) alone gives its *random* model, seeded with 0 so

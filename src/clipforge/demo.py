@@ -128,6 +128,7 @@ def retrieval_metrics(model, n: int, image_size: int, seed: int):
 def _plots(history: list[dict[str, Any]], model, images, captions, out: Path) -> list[str]:
     import matplotlib
 
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -95,9 +95,7 @@ class Registry(Generic[T]):
     def register(self, name: str, entry: E, *, replace: bool = False) -> E: ...
 
     @overload
-    def register(
-        self, name: str, entry: None = None, *, replace: bool = False
-    ) -> Callable[[E], E]: ...
+    def register(self, name: str, entry: None = None, *, replace: bool = False) -> Callable[[E], E]: ...
 
     def register(self, name: str, entry: object = None, *, replace: bool = False) -> object:
         """Add ``entry`` under ``name`` (or use as a decorator: ``@registry.register("x")``)."""

@@ -84,6 +84,7 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, t
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
+
         try:
             state = load_file(str(path))
         except (SafetensorError, OSError) as err:

@@ -24,6 +24,9 @@ _stderr = Console(stderr=True, width=None if sys.stderr.isatty() else 100_000)
 _state = {"debug": False}
 
 
+
+
+
 def set_debug(enabled: bool) -> None:
     """Show full tracebacks instead of one-line errors."""
     _state["debug"] = enabled

@@ -74,7 +74,9 @@ def _help(options_class: type, field: dataclasses.Field) -> str:
     return f"{options_class.__module__.rsplit('.', 1)[-1]} option (default: {default!r})."
 
 
-def make_command(base: Callable[..., None], options_class: type, doc: str) -> Callable[..., None]:
+def make_command(
+    base: Callable[..., None], options_class: type, doc: str
+) -> Callable[..., None]:
     """``base`` (whose last parameter is ``**flags``) with a signature that adds a typer
     option per flag-able field; the values given arrive in ``flags``."""
     signature = inspect.signature(base)

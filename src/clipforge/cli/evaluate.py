@@ -126,9 +126,7 @@ def _run_command(
     options = _pairs(option, "--option")
     data_options = _pairs(data_option, "--data-option")
     for name, value in flags.items():  # a second dataset (``--test-data``) is a path
-        options[name] = (
-            _data_dict(value, data_kind, data_options) if name.endswith("_data") else value
-        )
+        options[name] = _data_dict(value, data_kind, data_options) if name.endswith("_data") else value
     if batch_size != 32 and task != "image_caption_selection":
         options["batch_size"] = batch_size
     check_writable(output, "--output")
@@ -158,9 +156,7 @@ def _task_command(task: str) -> Any:
 
     evaluator = get_evaluator(task)
     base = functools.partial(_run_command, task)
-    base.__signature__ = inspect.signature(
-        _run_command
-    ).replace(  # type: ignore[attr-defined]
+    base.__signature__ = inspect.signature(_run_command).replace(  # type: ignore[attr-defined]
         parameters=list(inspect.signature(_run_command).parameters.values())[1:]
     )
     doc = f"Run the {task} evaluator and write its results JSON. {evaluator.description}"

@@ -33,9 +33,7 @@ def onnx(
     from clipforge.onnx.quantize import QUANTIZATIONS
 
     if quantize is not None and quantize not in QUANTIZATIONS:
-        raise typer.BadParameter(
-            f"choose one of {', '.join(QUANTIZATIONS)}", param_hint="--quantize"
-        )
+        raise typer.BadParameter(f"choose one of {', '.join(QUANTIZATIONS)}", param_hint="--quantize")
     export_onnx(choice.load(), output, opset=opset, tokens=tokens, quantize=quantize,
                 calibration=calibration, max_degradation=max_degradation)  # fmt: skip
     files = ", ".join(sorted(p.name for p in output.iterdir() if p.is_file()))

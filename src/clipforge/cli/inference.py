@@ -274,11 +274,8 @@ def score(
     mean = float(finite.mean()) if len(finite) else float("nan")
     if as_json:
         print_json(
-            {
-                "scores": _nan_to_none(scores.tolist()),
-                "mean": None if math.isnan(mean) else mean,
-                **quantization_json(clip),
-            }
+            {"scores": _nan_to_none(scores.tolist()), "mean": None if math.isnan(mean) else mean,
+             **quantization_json(clip)}
         )
     else:
         table = Table("image", "text", "CLIP score")

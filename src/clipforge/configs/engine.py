@@ -38,6 +38,8 @@ __all__ = [
 ]
 
 
+
+
 # ----------------------------------------------------------------------------- ranges
 _RANGE_KEY = "clipforge_range"
 
@@ -254,6 +256,7 @@ def _parse_value(text: str) -> Any:
 
         return yaml.safe_load(text) if text.strip() else ""
     except ImportError:  # pragma: no cover - PyYAML is optional
+
         try:
             return json.loads(text)
         except ValueError:

@@ -71,6 +71,7 @@ class TokenizeFn:
 
     def __call__(self, text: str) -> torch.Tensor:
         if self._tokenizer is None:
+
             self._tokenizer = get_tokenizer()
         return self._tokenizer(text, context_length=self.context_length, truncate=True)[0]
 

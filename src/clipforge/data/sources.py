@@ -93,9 +93,7 @@ class DataSource:
     def read_captions(self, cfg: Any, *, limit: int | None) -> Any:
         """The source's image-caption pairs (a :class:`ConfigError` if it yields none)."""
         if self.captions is None:
-            raise ConfigError(
-                f"data kind {self.name!r} has no captions ({_who_yields('captions')})"
-            )
+            raise ConfigError(f"data kind {self.name!r} has no captions ({_who_yields('captions')})")
         return import_ref(self.captions)(cfg, limit=limit)
 
     @property

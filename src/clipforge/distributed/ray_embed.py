@@ -95,7 +95,9 @@ class _Encoder:
         if device == "cpu":  # Ray pins OMP_NUM_THREADS to the actor's num_cpus otherwise
             torch.set_num_threads(threads)
         self.model = _load_model(spec, pretrained).to(device)
-        self.precision: Precision | None = None if precision is None else check_precision(precision)
+        self.precision: Precision | None = (
+            None if precision is None else check_precision(precision)
+        )
         self.normalize = normalize
         self.dim = int(self.model.config.embed_dim)
 

@@ -24,6 +24,7 @@ def list_source(
     """
     root = Path(source)
     if root.is_dir():
+
         return [(os.path.relpath(p, root), p) for p in list_images(root)]
     if root.suffix.lower() not in _LIST_SUFFIXES:
         raise ValueError(f"{root}: expected an image folder, a .csv or a .parquet list")

@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 
+
 @cache
 def _builtin() -> dict[str, list[str]]:
     text = resources.files("clipforge.eval").joinpath("classnames.json").read_text("utf-8")
@@ -77,13 +78,13 @@ def read_classnames(spec: str | os.PathLike | Sequence[str]) -> list[str]:
             text = Path(name).read_text("utf-8")
             names = json.loads(text) if text.lstrip().startswith("[") else text.splitlines()
             return [str(n).strip() for n in names if str(n).strip()]
-        raise ConfigError(
-            f"classnames {name!r}: not a built-in set {sorted(_builtin())} nor a file"
-        )
+        raise ConfigError(f"classnames {name!r}: not a built-in set {sorted(_builtin())} nor a file")
     return [str(n) for n in spec]
 
 
-def resolve_classnames(spec: str | Sequence[str] | None, default: list[str] | None) -> list[str]:
+def resolve_classnames(
+    spec: str | Sequence[str] | None, default: list[str] | None
+) -> list[str]:
     """Class names from a built-in set name, a file (lines or JSON list), a list, or
     ``default``; with a ``default``, the number of names must match it."""
     if spec is None:
@@ -153,9 +154,7 @@ def apply_classnames(task: LabelledImages, names: list[str] | None, source: str)
             label = task.classnames[int(task.labels[row - 1])]
             unknown = int((~known).sum())
             more = f" ({unknown} unknown labels)" if unknown > 1 else ""
-            raise LabelError(
-                f"{source}: row {row}: label {label!r} is not among the class names{more}"
-            )
+            raise LabelError(f"{source}: row {row}: label {label!r} is not among the class names{more}")
         remap = np.asarray([index[name] for name in task.classnames], dtype=np.int64)
         task.labels, task.classnames = remap[task.labels], names
         return task

@@ -57,6 +57,7 @@ def _two_objects(rng: np.random.Generator) -> tuple[Any, Any]:
 def _probe(kind: str, rng: np.random.Generator) -> tuple[Any, str, list[str]]:
     """``(scene, true caption, [negative captions])`` for one probe of ``kind``."""
 
+
     if kind == "binding":
         a, b = _two_objects(rng)
         scene = SceneSpec([a, b])

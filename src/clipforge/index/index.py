@@ -210,7 +210,8 @@ class Index:
         missing = [str(r) for r in roots if not os.path.lexists(r)]
         if missing and not prune_missing:
             raise RootNotFoundError(
-                f"{missing[0]}: not found — nothing removed; use --prune-missing to remove its rows"
+                f"{missing[0]}: not found — nothing removed; use --prune-missing to remove "
+                "its rows"
             )
         with self.writing():
             files = expand(r for r in roots if str(r) not in missing)

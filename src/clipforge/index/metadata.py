@@ -125,6 +125,7 @@ def _image_row(row: tuple) -> ImageRow:
     return ImageRow(row[0], _fs(row[1]), *row[2:])
 
 
+
 class MetadataStore:
     """Thin typed wrapper over the SQLite database ``DIR/metadata.sqlite``."""
 
@@ -144,7 +145,8 @@ class MetadataStore:
             if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                 raise
             raise IndexCorruptError(
-                f"{self.path} is damaged ({exc}); restore it from a backup or index into a new --db"
+                f"{self.path} is damaged ({exc}); restore it from a backup or index into a "
+                "new --db"
             ) from exc
 
     def close(self) -> None:

@@ -40,7 +40,9 @@ CREATE INDEX IF NOT EXISTS photos_lat ON photos (lat);
 CREATE TRIGGER IF NOT EXISTS photos_forget AFTER DELETE ON images
 BEGIN DELETE FROM photos WHERE id = OLD.id; END;
 """
-COLUMNS = "taken_at, taken_local, taken_offset, taken_source, lat, lon, make, model, orientation"
+COLUMNS = (
+    "taken_at, taken_local, taken_offset, taken_source, lat, lon, make, model, orientation"
+)
 EARTH_RADIUS_KM = 6371.0088
 """Mean Earth radius (IUGG), the sphere the ``--near`` distances are measured on."""
 
@@ -102,7 +104,9 @@ def photo_rows(meta: MetadataStore, ids: Sequence[int]) -> dict[int, PhotoMeta]:
     for start in range(0, len(ids), 500):
         part = ids[start : start + 500]
         marks = ",".join("?" * len(part))
-        for row in meta.db.execute(f"SELECT id, {COLUMNS} FROM photos WHERE id IN ({marks})", part):
+        for row in meta.db.execute(
+            f"SELECT id, {COLUMNS} FROM photos WHERE id IN ({marks})", part
+        ):
             found[row[0]] = PhotoMeta(*row[1:])
     return found
 
@@ -118,13 +122,8 @@ def decorate(meta: MetadataStore, hits: list[SearchHit]) -> list[SearchHit]:
             continue
         out.append(
             dataclasses.replace(
-                hit,
-                taken=p.taken,
-                taken_at=p.taken_at,
-                taken_source=p.taken_source,
-                lat=p.lat,
-                lon=p.lon,
-                camera=p.camera,
+                hit, taken=p.taken, taken_at=p.taken_at, taken_source=p.taken_source,
+                lat=p.lat, lon=p.lon, camera=p.camera,
             )  # fmt: skip
         )
     return out

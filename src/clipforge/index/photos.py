@@ -124,9 +124,7 @@ def raw_preview(source: str | os.PathLike | BinaryIO, name: str | os.PathLike) -
             thumb = raw.extract_thumb()
             flip = raw.sizes.flip
     except Exception as exc:  # LibRawNoThumbnailError, LibRawFileUnsupportedError, ...
-        raise ImageDecodeError(
-            name, f"no readable RAW preview: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise ImageDecodeError(name, f"no readable RAW preview: {type(exc).__name__}: {exc}") from exc
     data = thumb.data
     if isinstance(data, np.ndarray):  # ThumbFormat.BITMAP: RGB pixels
         image = Image.fromarray(data)
@@ -139,11 +137,7 @@ def raw_preview(source: str | os.PathLike | BinaryIO, name: str | os.PathLike) -
     return image
 
 
-_FLIPS = {
-    3: Image.Transpose.ROTATE_180,
-    5: Image.Transpose.ROTATE_90,
-    6: Image.Transpose.ROTATE_270,
-}
+_FLIPS = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
 
 
 def open_photo(path: str | os.PathLike) -> Image.Image:

@@ -46,6 +46,7 @@ def image_vector(model: ClipModel, image, precision: Precision | None = None) ->
     """Normalised embedding of an image (path, PIL image or encoded bytes)."""
 
     if isinstance(image, bytes | bytearray):
+
         image = decode_image(io.BytesIO(image), "<upload>")
     result = embed_images(model, [image], precision=precision)
     if result.failures:

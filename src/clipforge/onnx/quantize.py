@@ -43,9 +43,7 @@ METHODS = {
 def _weight_products(model: Any) -> tuple[list[str], list[str]]:
     """``(matmuls with a weight, matmuls of two activations)`` by node name."""
     initializers = {init.name for init in model.graph.initializer}
-    constants = {
-        out for node in model.graph.node if node.op_type == "Constant" for out in node.output
-    }
+    constants = {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
     weighted, activations = [], []
     for node in model.graph.node:
         if node.op_type not in ("MatMul", "Gemm"):

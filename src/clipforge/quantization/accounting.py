@@ -148,7 +148,6 @@ def check_report(report: QuantizationReport, max_degradation: float | None,
         )
     if report.degradation > 1.0 - warn_below:
         warnings.warn(
-            f"{report.summary()}: below the tolerance {warn_below}",
-            QuantizationWarning,
+            f"{report.summary()}: below the tolerance {warn_below}", QuantizationWarning,
             stacklevel=3,
         )

@@ -54,10 +54,7 @@ def _generated_image(rng: np.random.Generator, size: int) -> Image.Image:
     draw = ImageDraw.Draw(image)
     for _ in range(int(rng.integers(1, 5))):
         x0, y0 = (int(v) for v in rng.integers(0, size * 3 // 4, 2))
-        x1, y1 = (
-            x0 + int(rng.integers(size // 8, size // 2)),
-            y0 + int(rng.integers(size // 8, size // 2)),
-        )
+        x1, y1 = x0 + int(rng.integers(size // 8, size // 2)), y0 + int(rng.integers(size // 8, size // 2))
         fill = tuple(int(v) for v in rng.integers(0, 256, 3))
         shape = (draw.ellipse, draw.rectangle, draw.line)[int(rng.integers(0, 3))]
         if shape is draw.line:

@@ -143,9 +143,7 @@ def create_app(index: Index, config: ServeConfig | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["*"])
     batcher = TextBatcher(
         lambda texts: embed_texts(
-            state.index.model,
-            texts,
-            batch_size=config.max_batch,
+            state.index.model, texts, batch_size=config.max_batch,
             precision=config.precision or state.index.precision,
         ),
         max_batch=config.max_batch,

@@ -26,11 +26,7 @@ if TYPE_CHECKING:
 MULTIPART_OVERHEAD = 64 * 1024
 """Bytes allowed on top of ``max_upload_bytes`` for the multipart framing and text fields."""
 
-FORM_LIMITS: Any = {
-    "max_files": 1,
-    "max_fields": 8,
-    "max_part_size": 16 * 1024,
-}  # fastapi types it with a private TypedDict
+FORM_LIMITS: Any = {"max_files": 1, "max_fields": 8, "max_part_size": 16 * 1024}  # fastapi types it with a private TypedDict
 
 
 def body_limit(config: ServeConfig) -> int:

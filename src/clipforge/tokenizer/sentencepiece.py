@@ -145,7 +145,9 @@ class SentencePieceTokenizer(ArrayTokenizer):
         from tokenizers import Tokenizer
 
         if clean not in (*_CLEANERS, "none"):
-            raise UsageError(f"clean must be 'canonicalize', 'whitespace' or 'none', got {clean!r}")
+            raise UsageError(
+                f"clean must be 'canonicalize', 'whitespace' or 'none', got {clean!r}"
+            )
         path = Path(tokenizer_file)
         config = _tokenizer_config(path.parent)
         if path.suffix == ".model":

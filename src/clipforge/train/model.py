@@ -36,6 +36,7 @@ def build_model(cfg: ModelConfig) -> CLIP:
 def _read_tokenizer(source: str, context_length: int) -> Any:
     """``"clip"`` (CLIP's BPE), a ``tokenizer.json`` or a directory holding one."""
     if source == "clip":
+
         return get_tokenizer()
 
     path = Path(source)

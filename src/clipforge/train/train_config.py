@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 
+
 @dataclass
 class ModelConfig:
     """What to train: a named or inline architecture, or a checkpoint to fine-tune from."""
@@ -196,6 +197,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
 
 def _read_mapping(text: str, path: Path) -> dict[str, Any]:
     if path.suffix.lower() == ".json":
+
         data = json.loads(text)
     else:
         try:
