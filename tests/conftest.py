@@ -15,6 +15,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 DEFAULT_THREADS = torch.get_num_threads()
 
+# Bytecode caching on for the test session. Under PYTHONDONTWRITEBYTECODE=1 (set in some
+# containers) every xdist worker recompiled clipforge's sources and re-rewrote the asserts
+# of every test module (~4 s of each worker's collection), and so did every interpreter a
+# test starts (CLI, crash, rlimit and offline checks). This module loads before xdist
+# spawns its workers, so they and the subprocesses inherit the environment without it;
+# the caches are the usual __pycache__ folders (.gitignore) and .pyc files are never read
+# from anywhere else.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_intra_op_thread():
