@@ -249,9 +249,10 @@ def bench_real(args) -> None:
     print_rows(contender_rows(args.kinds, base, queries, truth, tune_q, tune_truth), data_label)
 
 
-def _fake_index(n: int, model, folder: Path) -> Index:
-    """An index of ``n`` clustered vectors with placeholder paths (no image files)."""
-    index = Index.open(folder, model)
+def _fake_index(n: int, model, folder: Path, precision: str | None = None) -> Index:
+    """An index of ``n`` clustered vectors with placeholder paths (no image files), recorded
+    as built at ``precision`` (so the server queries it at that precision)."""
+    index = Index.open(folder, model, precision=precision)
     vectors = clustered(n, model.config.embed_dim, max(10, n // 100), seed=1)
     with index.meta.transaction():
         for i, vector in enumerate(vectors):
@@ -262,12 +263,13 @@ def _fake_index(n: int, model, folder: Path) -> Index:
 
 
 def _serve_child(folder: str, weights: str | None, port: int, config: dict) -> None:
-    """The server process: open the fake index with the same model, serve it."""
+    """The server process: open the fake index with the same model at the same precision
+    (int8: ``create_app`` makes the int8 copy before the health check answers), serve it."""
     import uvicorn
 
     from clipforge.serve import ServeConfig, create_app
 
-    index = Index.open(folder, serve_model())
+    index = Index.open(folder, serve_model(), precision=config["precision"])
     app = create_app(index, ServeConfig(**config))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
@@ -284,7 +286,7 @@ def bench_serve(args) -> None:
     import serve_load
 
     folder = Path(tempfile.mkdtemp())
-    _fake_index(args.serve_n, serve_model(), folder).close()
+    _fake_index(args.serve_n, serve_model(), folder, args.serve_precision).close()
     captions = flickr_captions()
     n = args.requests
     streams = {
@@ -338,7 +340,8 @@ def _serve_run(args, folder: Path, config: dict, mode: str, stream: str, queries
           f"{1000 * server_cpu / done:.1f} ms, load client {1000 * client_cpu / done:.1f} ms; "
           f"batching {stats}")  # fmt: skip
     ROWS.append({"task": f"serve {args.serve_n:,} vectors, {label}", "stream": stream,
-                 "q/s": qps, "load": result.summary()})  # fmt: skip
+                 "precision": config["precision"] or "fp32", "q/s": qps,
+                 "load": result.summary()})  # fmt: skip
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -505,7 +508,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100, help="open-loop queries/s")
     parser.add_argument("--zipf-s", type=float, default=1.0, help="query popularity exponent")
     parser.add_argument("--serve-threads", type=int, default=0, help="0: as serve")
-    parser.add_argument("--serve-precision", default=None, help="text tower: bf16 (default fp32)")
+    parser.add_argument("--serve-precision", default=None, help="text tower: bf16 | int8 (default fp32)")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="Flickr timing rounds")
