@@ -19,7 +19,8 @@ indexing the Flickr photos end to end.
    all-distinct Flickr-caption queries and with a Zipf-repeating stream (``--zipf-s``):
    errors, p50/p90/p99 latency, queries/s, batches and cache hits (``serve_load.py``).
 3. Flickr (``../shared/data/flickr8k-1k.tar.gz``): images/s of ``clipforge.embed_images`` vs
-   ``Index.sync`` on the same 1,000 files (indexing overhead) with the ``--flickr-weights``
+   ``Index.sync`` on the same 1,000 files (indexing overhead), then ``Index.sync`` at int8 vs
+   fp32 (``flickr_int8.py``, unless ``--skip-flickr-int8``) with the ``--flickr-weights``
    model (default ``--weights``, else a random ViT-B-32); with a trained model,
    caption→own-image recall@10 over the index, reported separately for the photos the
    model was trained on and the held-out ones (``--flickr-train``, default the run's own
@@ -67,6 +68,7 @@ import clipforge
 from clipforge.index import Index, StoreOptions
 from clipforge.index.faiss_store import FaissStore
 from clipforge.index.metadata import ImageRow
+from flickr_int8 import bench_flickr_int8
 from results import write_result
 from search_ocr import add_arguments as add_ocr_arguments, bench_ocr
 from search_video import bench_video
@@ -490,6 +492,9 @@ def bench_flickr(args) -> None:
     ROWS.append({"task": f"flickr {len(paths)} photos", "index": "embed_images / Index.sync",
                  "q/s": len(paths) / embed_s, "load": f"Index.sync {report.added / index_s:.1f} "
                  f"images/s, overhead {100 * (index_s / embed_s - 1):+.1f} %"})  # fmt: skip
+    if not args.skip_flickr_int8:  # benchmarks/flickr_int8.py
+        ROWS.extend(bench_flickr_int8(model, folder, work, args.rounds, args.workers,
+                                      describe_model(model, args.flickr_weights)))  # fmt: skip
     if not args.flickr_weights:
         print("caption recall@10: not measured (needs --weights: a trained model)")
         return
@@ -521,6 +526,7 @@ def main() -> None:
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--skip-flickr", action="store_true")
     parser.add_argument("--skip-video", action="store_true")
+    parser.add_argument("--skip-flickr-int8", action="store_true", help="no int8 vs fp32 pair")
     parser.add_argument("--video-weights", default=None, help="procedural model (else trained)")
     parser.add_argument("--video-steps", type=int, default=500, help="training without weights")
     parser.add_argument("--video-count", type=int, default=30, help="generated videos")
