@@ -21,10 +21,9 @@ TINY = {
 # conftest's tiny_vit_config: wide enough for int8's error to stay below 1 % (width 32 is not)
 TINY_INT8 = {
     "embed_dim": 32,
-    "vision": {"type": "vit", "image_size": 32, "patch_size": 8, "width": 64, "layers": 2,
-               "heads": 2},
+    "vision": {**TINY["vision"], "patch_size": 8, "width": 64, "layers": 2},
     "text": {"width": 64, "heads": 2, "layers": 2},
-}  # fmt: skip
+}
 
 
 def test_check_architecture_reports_counts_and_finite_outputs():
