@@ -19,7 +19,8 @@ indexing the Flickr photos end to end.
    all-distinct Flickr-caption queries and with a Zipf-repeating stream (``--zipf-s``):
    errors, p50/p90/p99 latency, queries/s, batches and cache hits (``serve_load.py``).
 3. Flickr (``../shared/data/flickr8k-1k.tar.gz``): images/s of ``clipforge.embed_images`` vs
-   ``Index.sync`` on the same 1,000 files (indexing overhead) with the ``--flickr-weights``
+   ``Index.sync`` on the same 1,000 files (indexing overhead), then ``Index.sync`` at int8 vs
+   fp32 (``flickr_int8.py``, unless ``--skip-flickr-int8``) with the ``--flickr-weights``
    model (default ``--weights``, else a random ViT-B-32); with a trained model,
    caption→own-image recall@10 over the index, reported separately for the photos the
    model was trained on and the held-out ones (``--flickr-train``, default the run's own
@@ -67,6 +68,7 @@ import clipforge
 from clipforge.index import Index, StoreOptions
 from clipforge.index.faiss_store import FaissStore
 from clipforge.index.metadata import ImageRow
+from flickr_int8 import bench_flickr_int8
 from results import write_result
 from search_ocr import add_arguments as add_ocr_arguments, bench_ocr
 from search_video import bench_video
@@ -249,9 +251,10 @@ def bench_real(args) -> None:
     print_rows(contender_rows(args.kinds, base, queries, truth, tune_q, tune_truth), data_label)
 
 
-def _fake_index(n: int, model, folder: Path) -> Index:
-    """An index of ``n`` clustered vectors with placeholder paths (no image files)."""
-    index = Index.open(folder, model)
+def _fake_index(n: int, model, folder: Path, precision: str | None = None) -> Index:
+    """An index of ``n`` clustered vectors with placeholder paths (no image files), recorded
+    as built at ``precision`` (so the server queries it at that precision)."""
+    index = Index.open(folder, model, precision=precision)
     vectors = clustered(n, model.config.embed_dim, max(10, n // 100), seed=1)
     with index.meta.transaction():
         for i, vector in enumerate(vectors):
@@ -262,12 +265,13 @@ def _fake_index(n: int, model, folder: Path) -> Index:
 
 
 def _serve_child(folder: str, weights: str | None, port: int, config: dict) -> None:
-    """The server process: open the fake index with the same model, serve it."""
+    """The server process: open the fake index with the same model at the same precision
+    (int8: ``create_app`` makes the int8 copy before the health check answers), serve it."""
     import uvicorn
 
     from clipforge.serve import ServeConfig, create_app
 
-    index = Index.open(folder, serve_model())
+    index = Index.open(folder, serve_model(), precision=config["precision"])
     app = create_app(index, ServeConfig(**config))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
@@ -284,7 +288,7 @@ def bench_serve(args) -> None:
     import serve_load
 
     folder = Path(tempfile.mkdtemp())
-    _fake_index(args.serve_n, serve_model(), folder).close()
+    _fake_index(args.serve_n, serve_model(), folder, args.serve_precision).close()
     captions = flickr_captions()
     n = args.requests
     streams = {
@@ -338,7 +342,8 @@ def _serve_run(args, folder: Path, config: dict, mode: str, stream: str, queries
           f"{1000 * server_cpu / done:.1f} ms, load client {1000 * client_cpu / done:.1f} ms; "
           f"batching {stats}")  # fmt: skip
     ROWS.append({"task": f"serve {args.serve_n:,} vectors, {label}", "stream": stream,
-                 "q/s": qps, "load": result.summary()})  # fmt: skip
+                 "precision": config["precision"] or "fp32", "q/s": qps,
+                 "load": result.summary()})  # fmt: skip
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -487,6 +492,9 @@ def bench_flickr(args) -> None:
     ROWS.append({"task": f"flickr {len(paths)} photos", "index": "embed_images / Index.sync",
                  "q/s": len(paths) / embed_s, "load": f"Index.sync {report.added / index_s:.1f} "
                  f"images/s, overhead {100 * (index_s / embed_s - 1):+.1f} %"})  # fmt: skip
+    if not args.skip_flickr_int8:  # benchmarks/flickr_int8.py
+        ROWS.extend(bench_flickr_int8(model, folder, work, args.rounds, args.workers,
+                                      describe_model(model, args.flickr_weights)))  # fmt: skip
     if not args.flickr_weights:
         print("caption recall@10: not measured (needs --weights: a trained model)")
         return
@@ -505,7 +513,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100, help="open-loop queries/s")
     parser.add_argument("--zipf-s", type=float, default=1.0, help="query popularity exponent")
     parser.add_argument("--serve-threads", type=int, default=0, help="0: as serve")
-    parser.add_argument("--serve-precision", default=None, help="text tower: bf16 (default fp32)")
+    parser.add_argument("--serve-precision", default=None, help="text tower: bf16 | int8 (default fp32)")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="Flickr timing rounds")
@@ -518,6 +526,7 @@ def main() -> None:
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--skip-flickr", action="store_true")
     parser.add_argument("--skip-video", action="store_true")
+    parser.add_argument("--skip-flickr-int8", action="store_true", help="no int8 vs fp32 pair")
     parser.add_argument("--video-weights", default=None, help="procedural model (else trained)")
     parser.add_argument("--video-steps", type=int, default=500, help="training without weights")
     parser.add_argument("--video-count", type=int, default=30, help="generated videos")

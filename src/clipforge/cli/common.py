@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import torch
 
     from clipforge.models import CLIP
+    from clipforge.quantization import QuantizationReport
     from clipforge.runtime import Precision
 
 _WIDE = 100_000  # piped output: never truncate or wrap a path
@@ -158,12 +159,19 @@ def load_model(
     quantized = apply_precision(
         clip, precision, calibration=calibration, max_degradation=max_degradation
     )
-    report = report_of(quantized)
+    print_quantization(report_of(quantized), calibration, max_degradation)
+    return quantized
+
+
+def print_quantization(
+    report: QuantizationReport | None, calibration: Path | None, max_degradation: float | None
+) -> None:
+    """An int8 model's one-line report on stderr; a warning when the int8-only flags were
+    given to a model that is not int8."""
     if report is not None:
         err_console.print(report.summary())
     elif calibration is not None or max_degradation is not None:
         warn("--calibration and --max-degradation apply to --precision int8 only")
-    return quantized
 
 
 def quantization_json(clip: object) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from .common import (
     fail_if_empty,
     model_options,
     print_json,
+    print_quantization,
     quantization_json,
     read_lines,
     report_failures,
@@ -132,9 +133,7 @@ def embed(
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"--engine must be local or ray, got {engine!r}")
     if engine == "ray":
-        _embed_ray(inputs, output, choice.weights or choice.model, choice.pretrained,
-                   choice.precision, batch_size,
-                   address, shard_size)  # fmt: skip
+        _embed_ray(inputs, output, choice, batch_size, address, shard_size)
         return
     check_embedding_output(output)  # before any work: a bad --output must not lose the run
     failures: list[tuple[str, str]] = []
@@ -168,10 +167,10 @@ def embed(
     fail_if_empty(n_inputs)
 
 
-def _embed_ray(inputs: list[Path] | None, output: Path, model: str | Path,
-               pretrained: str | None, precision: str, batch_size: int, address: str | None,
-               shard_size: int) -> None:  # fmt: skip
-    """``--engine ray``: one SOURCE (folder, CSV or Parquet list) to Parquet shards."""
+def _embed_ray(inputs: list[Path] | None, output: Path, choice: ModelChoice, batch_size: int,
+               address: str | None, shard_size: int) -> None:  # fmt: skip
+    """``--engine ray``: one SOURCE (folder, CSV or Parquet list) to Parquet shards; int8 is
+    measured (``--calibration``) and refused (``--max-degradation``) as on the local path."""
     try:
         import ray  # noqa: F401
     except ImportError as err:
@@ -180,9 +179,13 @@ def _embed_ray(inputs: list[Path] | None, output: Path, model: str | Path,
 
     if not inputs or len(inputs) != 1:
         raise typer.BadParameter("--engine ray takes one SOURCE: a folder, .csv or .parquet")
-    report = ray_embed(inputs[0], output, model=model, pretrained=pretrained,
+    precision = choice.autocast
+    report = ray_embed(inputs[0], output, model=choice.weights or choice.model,
+                       pretrained=choice.pretrained,
                        precision=None if precision == "fp32" else precision,
+                       calibration=choice.calibration, max_degradation=choice.max_degradation,
                        batch_size=batch_size, address=address, shard_size=shard_size)  # fmt: skip
+    print_quantization(report.quantization, choice.calibration, choice.max_degradation)
     err_console.print(
         f"wrote {report.n_embedded} embeddings in {len(report.written)} shard(s) to {output} "
         f"({len(report.skipped)} finished shard(s) skipped)"

@@ -65,9 +65,11 @@ def selfcheck(
     """Build every architecture with random weights, run one image and one caption through it,
     and print parameter counts, embedding sizes and timings."""
     import clipforge
+    from clipforge.runtime import resolve_precision
     from clipforge.selfcheck import check_architecture
 
     target = check_runtime(device, precision)
+    int8 = resolve_precision(precision, target) == "int8"
     names: list[str] = []
     for name in architectures or clipforge.list_architectures():
         resolved = resolve_architecture(name)
@@ -86,6 +88,7 @@ def selfcheck(
         "build s",
         "image ms",
         "text ms",
+        *(["int8 cos (worst)", "quantize s"] if int8 else []),
     ):
         table.add_column(column, justify="left" if column == "architecture" else "right")
     failures = 0
@@ -105,6 +108,8 @@ def selfcheck(
 
 def _row(check) -> list[str]:
     counts = check.parameters
+    report = check.quantization
+    measured = [] if report is None else [_worst_cosine(report), f"{check.quantize_seconds:.1f}"]
     return [
         *(f"{counts[k] / 1e6:.2f}" for k in ("image", "text", "total")),
         str(check.embed_dim),
@@ -112,7 +117,16 @@ def _row(check) -> list[str]:
         f"{check.build_seconds:.1f}",
         f"{check.image_ms:.0f}",
         f"{check.text_ms:.0f}",
+        *measured,
     ]
+
+
+def _worst_cosine(report: dict[str, Any]) -> str:
+    """The int8 model's worst cosine with fp32 over both towers' calibration items."""
+    worst = [
+        report[k] for k in ("image_cosine_min", "text_cosine_min") if report.get(k) is not None
+    ]
+    return f"{min(worst):.4f}" if worst else "-"
 
 
 def register(app: typer.Typer) -> None:

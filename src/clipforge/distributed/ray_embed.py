@@ -7,6 +7,7 @@ Output layout of ``output/``::
                           ``path``/``id`` show bytes that are not UTF-8 as ``\\xNN``)
     ...
     manifest.json         model, source, shard size, and per finished shard: rows, failures
+                          (an int8 run: ``precision`` and the ``quantization`` report)
 
 Items are cut into shards of ``shard_size`` in source order. A shard's Parquet file is
 written under a temporary name and renamed, then recorded in the manifest, so a re-run skips
@@ -14,6 +15,10 @@ every shard the manifest lists and redoes only the rest. Ray streams the rows (i
 shards complete one after another and memory stays bounded); a worker that dies is
 restarted by Ray and its batch retried, and only completed batches reach the output, so each
 good image is written exactly once.
+
+``precision="int8"``: the driver makes the int8 copy once, before Ray starts, measuring it
+on ``calibration`` and refusing it above ``max_degradation`` (or warning) exactly as the
+local path does; the encoders run the same int8 copy with that report, unmeasured.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from ..atomic import write_atomic, write_text_atomic
 from ..embedding import _failure_reason, _to_pixels, stream_image_embeddings
 from ..errors import UsageError
 from ..models import CLIP
-from ..runtime import Precision, check_precision
+from ..quantization import QuantizationReport, apply_precision, quantize_as, report_of
+from ..runtime import Precision, check_precision, resolve_precision
 from .sources import list_source
 
 __all__ = ["MANIFEST", "EmbedOutputError", "EmbedReport", "embed"]
@@ -52,6 +58,7 @@ class EmbedReport:
     skipped: list[str] = field(default_factory=list)
     n_embedded: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    quantization: QuantizationReport | None = None  # an int8 run: measured on the driver
 
 
 class EmbedOutputError(UsageError):
@@ -92,10 +99,13 @@ class _Encoder:
     """Actor: holds the model, embeds the good rows of each batch."""
 
     def __init__(self, spec: ModelSpec, pretrained: str | None, device: str,
-                 precision: str | None, normalize: bool, threads: int) -> None:  # fmt: skip
+                 precision: str | None, normalize: bool, threads: int,
+                 quantization: QuantizationReport | None = None) -> None:  # fmt: skip
         if device == "cpu":  # Ray pins OMP_NUM_THREADS to the actor's num_cpus otherwise
             torch.set_num_threads(threads)
-        self.model = _load_model(spec, pretrained).to(device)
+        model = _load_model(spec, pretrained)
+        # int8: the copy the driver measured (same weights, same quantisation), not re-measured
+        self.model = model.to(device) if quantization is None else quantize_as(model, quantization)
         self.precision: Precision | None = (
             None if precision is None else check_precision(precision)
         )
@@ -151,6 +161,39 @@ def _write_shard(path: Path, rows: list[dict[str, Any]], model_id: str, dim: int
 
 
 # ----------------------------------------------------------------------------- pipeline
+@dataclass(frozen=True)
+class _Probe:
+    """What the driver learns from its own copy of the model before Ray starts."""
+
+    transform: Any
+    shape: tuple[int, ...]
+    dim: int
+    precision: Precision | None
+    quantization: QuantizationReport | None
+
+
+def _probe(model: ModelSpec, pretrained: str | None, precision: str | None, device: str,
+           calibration: str | os.PathLike | None,
+           max_degradation: float | None) -> _Probe:  # fmt: skip
+    """Load the model once: its preprocessing, width and, at int8, its measured int8 copy
+    (refused or warned about here, as :func:`~clipforge.quantization.apply_precision` does
+    on the local path)."""
+    probe = _load_model(model, pretrained)
+    transform, dim = probe.image_transform, int(probe.config.embed_dim)
+    sample = transform(Image.new("RGB", (64, 64)))
+    if not isinstance(sample, torch.Tensor):  # NaFlex patch sequences: no fixed pixel shape
+        raise UsageError(f"{model}: Ray embedding needs fixed-size pixels, not NaFlex patches")
+    name = None if precision is None else resolve_precision(precision, device)
+    report = None
+    if name == "int8":
+        if device != "cpu":
+            raise UsageError("precision int8 runs on the CPU; use gpus_per_actor=0")
+        measured = apply_precision(probe, name, calibration=calibration,
+                                   max_degradation=max_degradation)  # fmt: skip
+        report = report_of(measured)
+    return _Probe(transform, tuple(sample.shape), dim, name, report)
+
+
 @dataclass
 class _Plan:
     items: list[tuple[str, str]]
@@ -179,6 +222,8 @@ def embed(
     cpus_per_actor: float = 1.0,
     threads_per_actor: int | None = None,
     precision: str | None = None,
+    calibration: str | os.PathLike | None = None,
+    max_degradation: float | None = None,
     normalize: bool = True,
     address: str | None = None,
     on_shard: Callable[[str], None] | None = None,
@@ -192,7 +237,9 @@ def embed(
     (and shuts it down afterwards). ``on_shard(name)`` is called after each shard is
     recorded. ``threads_per_actor`` sets a CPU encoder's torch threads (default: this
     machine's cores divided among the actors, as one process would use them; Ray alone
-    would pin each 1-CPU actor to one thread). See the module docstring for the output and resume semantics.
+    would pin each 1-CPU actor to one thread). ``precision="int8"`` takes ``calibration``
+    and ``max_degradation`` as :func:`clipforge.quantization.quantize` does, checked once
+    here before Ray starts. See the module docstring for the output and resume semantics.
     """
     import ray
 
@@ -211,9 +258,15 @@ def embed(
     model_id = model_id or os.fspath(model)  # type: ignore[arg-type]
     header = {"model": model_id, "source": os.fspath(source), "shard_size": shard_size,
               "n_items": len(items)}  # fmt: skip
+    device = "cuda" if gpus_per_actor else "cpu"
+    probe = _probe(model, pretrained, precision, device, calibration, max_degradation)
+    # resuming must not mix int8 and float shards (a manifest without the key: not int8)
+    header["precision"] = "int8" if probe.quantization is not None else None
     manifest = _read_manifest(out, header)
     plan = _Plan(items, shard_size, [], model_id)
-    report = EmbedReport(out)
+    report = EmbedReport(out, quantization=probe.quantization)
+    if probe.quantization is not None:
+        manifest["quantization"] = probe.quantization.to_dict()
     for k in range(-(-len(items) // shard_size)):
         name = plan.shard_name(k)
         done = name in manifest["shards"] and (out / name).is_file()
@@ -225,28 +278,22 @@ def embed(
     if owns:
         ray.init(address=address)
     try:
-        encoder = {"fn_constructor_args": (model, pretrained, "cuda" if gpus_per_actor else
-                                           "cpu", precision, normalize, threads),
+        encoder = {"fn_constructor_args": (model, pretrained, device, probe.precision,
+                                           normalize, threads, probe.quantization),
                    "concurrency": num_actors, "num_gpus": gpus_per_actor or None,
                    "num_cpus": cpus_per_actor}  # fmt: skip
-        _run(ray, plan, model, pretrained, batch_size, encoder, manifest, report, on_shard)
+        _run(ray, plan, probe, batch_size, encoder, manifest, report, on_shard)
     finally:
         if owns:
             ray.shutdown()
     return report
 
 
-def _run(ray: Any, plan: _Plan, model: ModelSpec, pretrained: str | None, batch_size: int,
-         encoder: dict[str, Any], manifest: dict[str, Any], report: EmbedReport,
+def _run(ray: Any, plan: _Plan, probe: _Probe, batch_size: int, encoder: dict[str, Any],
+         manifest: dict[str, Any], report: EmbedReport,
          on_shard: Callable[[str], None] | None) -> None:  # fmt: skip
     """Build the dataset of the pending shards' rows and write each shard as it completes."""
-    probe = _load_model(model, pretrained)  # the preprocessing and the embedding width
-    transform, dim = probe.image_transform, int(probe.config.embed_dim)
-    sample = transform(Image.new("RGB", (64, 64)))
-    if not isinstance(sample, torch.Tensor):  # NaFlex patch sequences: no fixed pixel shape
-        raise UsageError(f"{model}: Ray embedding needs fixed-size pixels, not NaFlex patches")
-    shape = tuple(sample.shape)
-    del probe
+    transform, shape, dim = probe.transform, probe.shape, probe.dim
     # names travel as bytes: a file name that is not UTF-8 cannot become an Arrow string
     rows = [{"id": _raw(plan.items[i][0]), "path": _raw(plan.items[i][1]), "shard": k}
             for k in plan.pending for i in plan.shard_rows(k)]  # fmt: skip

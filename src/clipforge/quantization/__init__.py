@@ -46,6 +46,7 @@ __all__ = [
     "load_calibration",
     "prepare_int8",
     "quantize",
+    "quantize_as",
     "report_of",
 ]
 
@@ -105,6 +106,17 @@ def quantize(
     report = QuantizationReport("int8", METHOD, data.describe(), **measured,
                                 modules=count_quantized(quantized))  # fmt: skip
     check_report(report, max_degradation, warn_below)
+    quantized.quantization_report = report  # type: ignore[attr-defined]
+    return quantized
+
+
+def quantize_as(model: CLIP, report: QuantizationReport) -> CLIP:
+    """The int8 copy :func:`quantize` makes of ``model``, carrying ``report`` from an earlier
+    :func:`quantize` of the same weights instead of measuring again: how a worker process
+    runs the model its driver measured (and accepted) once."""
+    if report.precision != "int8":
+        raise UsageError(f"quantize_as: the report is of {report.precision}, not int8")
+    quantized = quantize_linear_int8(model)
     quantized.quantization_report = report  # type: ignore[attr-defined]
     return quantized
 
