@@ -101,13 +101,21 @@ class ResidualAttentionBlock(nn.Module):
     """Pre-LN transformer block: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``."""
 
     def __init__(
-        self, width: int, heads: int, mlp_width: int, activation: str, eps: float, causal: bool
+        self,
+        width: int,
+        heads: int,
+        mlp_width: int,
+        activation: str,
+        eps: float,
+        causal: bool,
+        mlp: nn.Module | None = None,
     ) -> None:
+        """``mlp``: the feed-forward module, when not the two-layer :class:`Mlp`."""
         super().__init__()
         self.ln_1 = nn.LayerNorm(width, eps=eps)
         self.attn = SelfAttention(width, heads, causal=causal)
         self.ln_2 = nn.LayerNorm(width, eps=eps)
-        self.mlp = Mlp(width, mlp_width, activation)
+        self.mlp = mlp if mlp is not None else Mlp(width, mlp_width, activation)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), attn_mask)
@@ -136,12 +144,16 @@ class Transformer(nn.Module):
         activation: str,
         eps: float = 1e-5,
         causal: bool = False,
+        mlp: Callable[[], nn.Module] | None = None,
     ) -> None:
+        """``mlp``: builds each block's feed-forward module (default: :class:`Mlp`)."""
         super().__init__()
         self.width = width
         self.grad_checkpointing = False
         self.resblocks = nn.ModuleList(
-            ResidualAttentionBlock(width, heads, mlp_width, activation, eps, causal)
+            ResidualAttentionBlock(
+                width, heads, mlp_width, activation, eps, causal, mlp() if mlp else None
+            )
             for _ in range(layers)
         )
 
