@@ -97,6 +97,13 @@ class StridedConv(nn.Module):
         return self.proj(self.norm(x))
 
 
+def _stage(cin: int, cout: int, depth: int, eps: float) -> nn.Sequential:
+    """``depth`` MBConv blocks, the first one strided (and widening)."""
+    return nn.Sequential(
+        *(MbConvBlock(cout if b else cin, cout, 1 if b else 2, eps) for b in range(depth))
+    )
+
+
 class ConvStem(nn.Module):
     """timm's ``MbConvStages``: stem, two MBConv stages, strided convolution (stride 16)."""
 
@@ -105,13 +112,7 @@ class ConvStem(nn.Module):
         eps, dims = cfg.norm_eps, (cfg.stem_width, *cfg.conv_dims)
         self.stem = Stem(cfg.stem_width, eps)
         self.stages = nn.Sequential(
-            *(
-                nn.Sequential(
-                    *(MbConvBlock(dims[s] if b == 0 else dims[s + 1], dims[s + 1],
-                                  2 if b == 0 else 1, eps) for b in range(depth))
-                )  # fmt: skip
-                for s, depth in enumerate(cfg.conv_depths)
-            )
+            *(_stage(dims[s], dims[s + 1], depth, eps) for s, depth in enumerate(cfg.conv_depths))
         )
         self.pool = StridedConv(dims[-1], cfg.width)
 
@@ -143,7 +144,9 @@ class ViTaminTower(TransformerTower):
             nn.Parameter(torch.empty(1, cfg.grid_size**2, w)) if cfg.pos_embed else None
         )
         mlp = partial(GeGluMlp, w, cfg.mlp_width, eps)
-        self.transformer = Transformer(w, cfg.layers, cfg.heads, cfg.mlp_width, "gelu", eps, mlp=mlp)
+        self.transformer = Transformer(
+            w, cfg.layers, cfg.heads, cfg.mlp_width, "gelu", eps, mlp=mlp
+        )
         self.ln_post = nn.LayerNorm(w, eps=eps)
         self.proj = nn.Linear(w, settings.embed_dim, bias=False)
         self.init_weights()
