@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 from functools import partial
+from typing import Any
 
 import open_clip
 import pytest
@@ -48,6 +49,7 @@ KWARGS = [
     {"indices": [1], "stop_early": True, "intermediates_only": True},
     {"normalize_intermediates": True, "output_fmt": "NLC"}, {"output_extra_tokens": True},
 ]  # fmt: skip
+TOKENS = sample_tokens()  # CLIP's context and vocabulary, for the full-size models
 KWARG_IDS = ["every-block", "last-two", "list-stop-early", "only", "normalized-nlc", "extra"]
 
 
@@ -56,30 +58,30 @@ def _timm_name(name: str) -> str:
 
 
 def _register_tiny_trunks() -> None:
-    """Reduced ViTamin trunks registered in timm, built as timm's ``_create_vitamin`` builds
-    ``vitamin_*`` (MbConvStages inside HybridEmbed, GeGLU ViT, average pool), so open_clip's
-    ``TimmModel`` wraps them exactly as it wraps the real ones."""
-    for name, (stem, dims, depths, width, layers, heads, pos, size) in TINY.items():
-        timm_name = _timm_name(name)
-        if timm_name in timm.list_models(timm_name):
-            continue
-        embed = VitCfg(embed_dim=(*dims, width), depths=(*depths, 1), stem_width=stem,
-                       conv_cfg=VitConvCfg(norm_layer="layernorm2d", norm_eps=1e-6))  # fmt: skip
-        sizes = dict(img_size=size, embed_dim=width, depth=layers, num_heads=heads,
-                     pos_embed="learn" if pos else "none")  # fmt: skip
+    """Reduced ViTamin trunks registered in timm, so open_clip's ``TimmModel`` wraps them
+    exactly as it wraps the real ``vitamin_*`` ones."""
+    for name in TINY:
+        if not timm.list_models(_timm_name(name)):
+            build = partial(_tiny_trunk, name)
+            build.__name__, build.__module__ = _timm_name(name), __name__  # type: ignore[attr-defined]
+            register_model(build)
 
-        def build(pretrained: bool = False, _embed=embed, _sizes=sizes, **kwargs):
-            skip = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")  # hub plumbing
-            model = VisionTransformer(
-                embed_layer=partial(HybridEmbed, backbone=MbConvStages(cfg=_embed), proj=False),
-                patch_size=1, mlp_layer=GeGluMlp, mlp_ratio=2.0, class_token=False,
-                global_pool="avg", **_sizes, **{k: v for k, v in kwargs.items() if k not in skip},
-            )  # fmt: skip
-            model.default_cfg = model.pretrained_cfg = {}
-            return model
 
-        build.__name__ = timm_name
-        register_model(build)
+def _tiny_trunk(name: str, pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """A reduced trunk built as timm's ``_create_vitamin`` builds ``vitamin_*``: MbConvStages
+    inside a projection-free HybridEmbed, GeGLU ViT without class token, average pool."""
+    stem, dims, depths, width, layers, heads, pos, size = TINY[name]
+    embed = VitCfg(embed_dim=(*dims, width), depths=(*depths, 1), stem_width=stem,
+                   conv_cfg=VitConvCfg(norm_layer="layernorm2d", norm_eps=1e-6))  # fmt: skip
+    hub = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+    trunk = VisionTransformer(
+        img_size=size, embed_dim=width, depth=layers, num_heads=heads, patch_size=1,
+        embed_layer=partial(HybridEmbed, backbone=MbConvStages(cfg=embed), proj=False),
+        mlp_layer=GeGluMlp, mlp_ratio=2.0, class_token=False, global_pool="avg",
+        pos_embed="learn" if pos else "none", **{k: v for k, v in kwargs.items() if k not in hub},
+    )  # fmt: skip
+    trunk.default_cfg = trunk.pretrained_cfg = {}
+    return trunk
 
 
 @functools.cache
@@ -101,25 +103,45 @@ def _reference(name: str) -> tuple[torch.nn.Module, ClipConfig]:
     return perturb_(ref).eval(), ClipConfig(24, tower, TextConfig(**TEXT))
 
 
-def _native(name: str) -> clipforge.models.CLIP:
-    ref, config = _reference(name)
+def _load_into(config: ClipConfig, ref: torch.nn.Module) -> clipforge.models.CLIP:
+    """clipforge's model of ``config`` holding ``ref``'s weights (open_clip's layout)."""
     model = clipforge.create_model(config)
     model.load_state_dict(to_native_state(ref.state_dict(), "open_clip"), strict=True)
     return model.eval()
 
 
+def _native(name: str) -> clipforge.models.CLIP:
+    ref, config = _reference(name)
+    return _load_into(config, ref)
+
+
+def _embeddings(model, ref, images: torch.Tensor, tokens: torch.Tensor) -> list[list]:
+    """Image and text embeddings of both models, ours first."""
+    with torch.no_grad():
+        return [[m.encode_image(images), m.encode_text(tokens)] for m in (model, ref)]
+
+
+def _close(got: Any, want: Any) -> bool:
+    """Same keys, lengths and shapes all the way down, every tensor within :data:`TOL`."""
+    if isinstance(want, dict):
+        return sorted(got) == sorted(want) and all(_close(got[k], want[k]) for k in want)
+    if isinstance(want, list | tuple):
+        return len(got) == len(want) and all(map(_close, got, want))
+    return got.shape == want.shape and max_diff(got, want) <= TOL
+
+
 @pytest.mark.parametrize("name", ["ViTamin-S", *sorted(TINY)])
 def test_embeddings_match_open_clip(name):
     ref, config = _reference(name)
-    model = _native(name)
-    images = sample_images(config.vision.image_size)
-    text = config.text
-    tokens = sample_tokens(text.context_length, text.vocab_size)
-    with torch.no_grad():
-        assert max_diff(model.encode_image(images), ref.encode_image(images)) <= TOL
-        assert max_diff(model.encode_text(tokens), ref.encode_text(tokens)) <= TOL
-        want = ref.visual.trunk.forward_features(images)
-        assert max_diff(model.visual.forward_features(images), want) <= TOL
+    model, images = _native(name), sample_images(config.vision.image_size)
+    tokens = sample_tokens(config.text.context_length, config.text.vocab_size)
+    assert _close(*_embeddings(model, ref, images, tokens))
+    with torch.no_grad():  # per-token features: after the last block (timm's norm is Identity)
+        features = [
+            model.visual.forward_features(images),
+            ref.visual.trunk.forward_features(images),
+        ]
+    assert _close(*features)
 
 
 def test_position_free_trunk_runs_at_another_size_like_open_clip():
@@ -143,17 +165,11 @@ CASES = [(n, i) for n in sorted(TINY) for i in range(len(KWARGS))] + [
 )
 def test_every_block_matches_open_clip_forward_intermediates(name, kwargs):
     ref, config = _reference(name)
-    model = _native(name)
     images = sample_images(config.vision.image_size)
     with torch.no_grad():
+        got = _native(name).visual.forward_intermediates(images, **kwargs)
         want = ref.visual.forward_intermediates(images, **kwargs)
-        got = model.visual.forward_intermediates(images, **kwargs)
-    assert sorted(got) == sorted(want)
-    assert len(got["image_intermediates"]) == len(want["image_intermediates"]) >= 1
-    for g, w in zip(got["image_intermediates"], want["image_intermediates"], strict=True):
-        assert g.shape == w.shape and max_diff(g, w) <= TOL
-    if "image_features" in want:
-        assert max_diff(got["image_features"], want["image_features"]) <= TOL
+    assert want["image_intermediates"] and _close(got, want)
 
 
 def test_stop_early_runs_fewer_blocks():
@@ -215,18 +231,11 @@ def test_bad_configs_are_refused():
     with pytest.raises(ConfigError, match="multiple of 16"):
         ViTaminVisionConfig(image_size=200)
     cfg = open_clip.get_model_config("ViTamin-L-336")
-    with pytest.raises(ConfigError, match="positions for 336 px"):
-        vitamin_keys.config_to_native(
-            {**cfg, "vision_cfg": {**cfg["vision_cfg"], "image_size": 224}}
-        )
-    with pytest.raises(ConfigError, match="not a timm ViTamin trunk"):
-        vitamin_keys.config_to_native(
-            {**cfg, "vision_cfg": {**cfg["vision_cfg"], "timm_model_name": "vitamin_x"}}
-        )
-    with pytest.raises(ConfigError, match="linear head"):
-        vitamin_keys.config_to_native(
-            {**cfg, "vision_cfg": {**cfg["vision_cfg"], "timm_pool": "avg"}}
-        )
+    refused = [({"image_size": 224}, "positions for 336 px"), ({"timm_pool": "avg"}, "linear head"),
+               ({"timm_model_name": "vitamin_x"}, "not a timm ViTamin trunk")]  # fmt: skip
+    for override, match in refused:
+        with pytest.raises(ConfigError, match=match):
+            vitamin_keys.config_to_native({**cfg, "vision_cfg": {**cfg["vision_cfg"], **override}})
     odd = get_config("ViTamin-S")
     odd = odd.replace(vision=dataclasses.replace(odd.vision, layers=3))
     with pytest.raises(ConfigError, match="no timm ViTamin trunk"):
@@ -252,97 +261,93 @@ def test_pretrained_entries_name_the_release_file(tmp_path):
 
 
 # ----------------------------------------------------------------------------- Tower protocol
-def test_lit_lora_and_grad_checkpointing():
-    model = _native("expand").train()
+def _image_outputs_and_grads(model: clipforge.models.CLIP, images: torch.Tensor) -> list:
+    features = model.encode_image(images)
+    features.sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.visual.named_parameters()}
+    model.zero_grad()
+    return [features, grads]
+
+
+def test_grad_checkpointing_lit_and_lora():
+    model, images = _native("expand").train(), sample_images(96)
     tower = model.visual
     assert isinstance(tower, ViTaminTower) and len(tower.blocks) == 3
-    images = sample_images(96)
-    plain = model.encode_image(images)
-    plain.sum().backward()
-    grads = {n: p.grad.clone() for n, p in tower.named_parameters()}
-    model.zero_grad()
+    plain = _image_outputs_and_grads(model, images)
     model.set_grad_checkpointing(True)
-    checkpointed = model.encode_image(images)
-    checkpointed.sum().backward()
-    assert max_diff(plain, checkpointed) <= TOL
-    assert all(max_diff(p.grad, grads[n]) <= TOL for n, p in tower.named_parameters())
+    assert _close(_image_outputs_and_grads(model, images), plain)
     tower.lock(1)
-    trainable = {n for n, p in tower.named_parameters() if p.requires_grad}
-    assert trainable and all(
-        n.startswith(("transformer.resblocks.2.", "ln_post.", "proj.")) for n in trainable
-    )
+    heads = ("transformer.resblocks.2.", "ln_post.", "proj.")
+    assert {n.startswith(heads) for n, p in tower.named_parameters() if p.requires_grad} == {True}
     assert "pos_embed" in tower.no_weight_decay()
     with pytest.raises(ValueError, match="patch dropout"):
         tower.set_patch_dropout(0.5)
     model.eval()
+    apply_lora(model, rank=2, towers=("image",))  # B starts at zero: the same model
+    lora_b = [p for n, p in model.named_parameters() if n.endswith("lora_B")]
+    assert len(lora_b) == 3 * 4  # in_proj, out_proj, c_fc (both GeGLU halves), c_proj
     with torch.no_grad():
-        before = model.encode_image(images)
-    apply_lora(model, rank=2, towers=("image",))
-    assert len([n for n, _ in model.named_parameters() if n.endswith("lora_A")]) == 3 * 4
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("lora_B"):
-                param.normal_(std=0.1)
-        changed = model.encode_image(images)
-    assert max_diff(changed, before) > 1e-3
-    merge_lora(model)
-    with torch.no_grad():
-        assert max_diff(model.encode_image(images), changed) <= TOL
+        assert _close(model.encode_image(images), plain[0])
+        torch.nn.utils.vector_to_parameters(
+            torch.randn(sum(p.numel() for p in lora_b)) / 10, lora_b
+        )
+        adapted = model.encode_image(images)
+        merge_lora(model)
+        assert max_diff(adapted, plain[0]) > 1e-3 and _close(model.encode_image(images), adapted)
 
 
-def test_native_save_load_and_onnx_export(tmp_path):
+def test_native_directory_and_onnx_round_trip(tmp_path):
     from clipforge.onnx import OnnxClip
     from clipforge.onnx.export import export_onnx
 
-    _, config = _reference("expand")
-    config = config.replace(text=TextConfig(**{**TEXT, "vocab_size": 49408}))
     torch.manual_seed(0)
-    model = perturb_(clipforge.create_model(config)).eval()
-    clipforge.save(model, tmp_path / "saved")
-    loaded = clipforge.load(tmp_path / "saved")
-    assert loaded.config == model.config and isinstance(loaded.visual, ViTaminTower)
-    pixels = sample_images(96, n=3)
-    with torch.no_grad():
-        want = model.encode_image(pixels)
-        tokens = model.visual.forward_features(pixels).numpy()
-        assert max_diff(loaded.encode_image(pixels), want) == 0.0
+    config = _reference("expand")[1]
+    config = config.replace(text=dataclasses.replace(config.text, vocab_size=49408))
+    model, pixels = perturb_(clipforge.create_model(config)).eval(), sample_images(96, n=3)
+    clipforge.save(model, tmp_path / "native")
     export_onnx(model, tmp_path / "onnx", tokens=True)
-    runtime = OnnxClip(tmp_path / "onnx")
-    assert abs(runtime.encode_image(pixels.numpy()) - want.numpy()).max() <= TOL
-    features, got_tokens = runtime.encode_image_tokens(pixels.numpy())
-    assert got_tokens.shape == tokens.shape == (3, 36, 48)
-    assert abs(got_tokens - tokens).max() <= TOL and abs(features - want.numpy()).max() <= TOL
+    loaded, runtime = clipforge.load(tmp_path / "native"), OnnxClip(tmp_path / "onnx")
+    assert loaded.config == model.config and isinstance(loaded.visual, ViTaminTower)
+    with torch.no_grad():
+        want = [model.encode_image(pixels), model.visual.forward_features(pixels)]
+        assert torch.equal(loaded.encode_image(pixels), want[0])
+    got = [torch.from_numpy(a) for a in runtime.encode_image_tokens(pixels.numpy())]
+    assert want[1].shape == (3, 36, 48) and _close(got, want)
+    assert _close(torch.from_numpy(runtime.encode_image(pixels.numpy())), want[0])
 
 
 # ----------------------------------------------------------------------------- full size (slow)
-def _hub_dir(tmp_path, name: str, ref: torch.nn.Module):
-    from safetensors.torch import save_file
-
-    hub = tmp_path / "hub"
-    hub.mkdir()
-    cfg = open_clip.get_model_config(name)
-    (hub / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
-    state = {k: v.contiguous() for k, v in ref.state_dict().items()}
-    save_file(state, str(hub / "open_clip_model.safetensors"))
-    return hub, cfg, state
-
-
 @pytest.mark.slow  # full-size ViTamin-S written as open_clip's hub directory, read, written back
 def test_full_size_open_clip_directory_load_parity_and_save(tmp_path):
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, save_file
 
-    ref, _ = _reference("ViTamin-S")
-    hub, cfg, state = _hub_dir(tmp_path, "ViTamin-S", ref)
+    ref, hub, cfg = _reference("ViTamin-S")[0], tmp_path / "hub", get_config("ViTamin-S")
+    state, theirs = ref.state_dict(), open_clip.get_model_config("ViTamin-S")
+    hub.mkdir()
+    (hub / "open_clip_config.json").write_text(json.dumps({"model_cfg": theirs}))
+    save_file({k: v.contiguous() for k, v in state.items()}, hub / "open_clip_model.safetensors")
     model = clipforge.load(hub)
-    assert model.config == get_config("ViTamin-S")
-    images, tokens = sample_images(224), sample_tokens()
-    with torch.no_grad():
-        assert max_diff(model.encode_image(images), ref.encode_image(images)) <= TOL
-        assert max_diff(model.encode_text(tokens), ref.encode_text(tokens)) <= TOL
+    assert model.config == cfg and _close(*_embeddings(model, ref, sample_images(224), TOKENS))
     out = clipforge.save(model, tmp_path / "saved", format="open_clip")
-    assert json.loads((out / "open_clip_config.json").read_text())["model_cfg"] == cfg
-    back = load_file(str(out / "open_clip_model.safetensors"))
-    assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
+    assert json.loads((out / "open_clip_config.json").read_text())["model_cfg"] == theirs
+    back = load_file(out / "open_clip_model.safetensors")
+    assert back.keys() == state.keys() and all(torch.equal(back[k], state[k]) for k in state)
+
+
+@pytest.mark.slow  # full-size ViTamin-S saved as its release (pytorch_model.bin), loaded by tag
+def test_pretrained_entry_loads_offline_from_the_release_file(tmp_path):
+    from .test_pretrained_families import _load_offline
+
+    ref = _reference("ViTamin-S")[0]
+    repo, files = weights_location(get_pretrained("ViTamin-S", "datacomp1b").hub_id)
+    torch.save(ref.state_dict(), fake_hub_snapshot(tmp_path / "hub", repo) / files[-1])
+    tokens = open_clip.get_tokenizer("ViTamin-S")(["a dog", "two cats"])
+    got, want, printed = _load_offline(tmp_path, "ViTamin-S", "datacomp1b", ref, tokens)
+    assert _close([got["image"], got["text"]], [want["image"], want["text"]])
+    assert printed == ["gelu", "shortest", "bicubic", "0.48145466"]
+    assert torch.equal(
+        got["ids"], open_clip.get_tokenizer("ViTamin-S")(["A Dog, runs!", "two cats"])
+    )
 
 
 @pytest.mark.slow
@@ -350,13 +355,11 @@ def test_full_size_open_clip_directory_load_parity_and_save(tmp_path):
 def test_full_size_matches_open_clip(name):
     torch.manual_seed(0)
     ref = perturb_(open_clip.create_model(name)).eval()
-    model = clipforge.create_model(name)
-    model.load_state_dict(to_native_state(ref.state_dict(), "open_clip"), strict=True)
-    model.eval()
-    images, tokens = sample_images(get_config(name).vision.image_size), sample_tokens()
+    model, images = (
+        _load_into(get_config(name), ref),
+        sample_images(get_config(name).vision.image_size),
+    )
+    assert _close(*_embeddings(model, ref, images, TOKENS))
     with torch.no_grad():
-        assert max_diff(model.encode_image(images), ref.encode_image(images)) <= TOL
-        assert max_diff(model.encode_text(tokens), ref.encode_text(tokens)) <= TOL
-        got = model.visual.forward_intermediates(images, indices=3)["image_intermediates"]
-        want = ref.visual.forward_intermediates(images, indices=3)["image_intermediates"]
-    assert all(max_diff(g, w) <= TOL for g, w in zip(got, want, strict=True))
+        got, want = (m.visual.forward_intermediates(images, indices=3) for m in (model, ref))
+    assert _close(got, want)

@@ -30,26 +30,23 @@ from .renames import Renames
 __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
 
 _BLOCK = "transformer.resblocks.{i}."
-#: (open_clip name under ``visual.``, clipforge name under ``visual.``)
-_NAMES: tuple[tuple[str, str], ...] = (
-    ("trunk.patch_embed.backbone.", "conv_stem."),
-    ("trunk.pos_embed", "pos_embed"),
-    ("trunk.blocks.{i}.norm1.", _BLOCK + "ln_1."),
-    ("trunk.blocks.{i}.norm2.", _BLOCK + "ln_2."),
-    ("trunk.blocks.{i}.attn.qkv.weight", _BLOCK + "attn.in_proj_weight"),
-    ("trunk.blocks.{i}.attn.qkv.bias", _BLOCK + "attn.in_proj_bias"),
-    ("trunk.blocks.{i}.attn.proj.", _BLOCK + "attn.out_proj."),
-    ("trunk.blocks.{i}.mlp.norm.", _BLOCK + "mlp.ln."),
-    ("trunk.blocks.{i}.mlp.w2.", _BLOCK + "mlp.c_proj."),
-    ("trunk.fc_norm.", "ln_post."),
-    ("head.proj.", "proj."),
-)
+#: open_clip name under ``visual.`` -> clipforge name under ``visual.``
+_NAMES: dict[str, str] = {
+    "trunk.patch_embed.backbone.": "conv_stem.", "trunk.pos_embed": "pos_embed",
+    "trunk.blocks.{i}.norm1.": _BLOCK + "ln_1.", "trunk.blocks.{i}.norm2.": _BLOCK + "ln_2.",
+    "trunk.blocks.{i}.attn.qkv.weight": _BLOCK + "attn.in_proj_weight",
+    "trunk.blocks.{i}.attn.qkv.bias": _BLOCK + "attn.in_proj_bias",
+    "trunk.blocks.{i}.attn.proj.": _BLOCK + "attn.out_proj.",
+    "trunk.blocks.{i}.mlp.norm.": _BLOCK + "mlp.ln.",
+    "trunk.blocks.{i}.mlp.w2.": _BLOCK + "mlp.c_proj.",
+    "trunk.fc_norm.": "ln_post.", "head.proj.": "proj.",
+}  # fmt: skip
 #: GeGLU's two input projections, stacked on dim 0 (gate first) into one native tensor
-_GATE, _VALUE, _FUSED = "mlp.w0.", "mlp.w1.", "mlp.c_fc."
+_GATE, _VALUE = "mlp.w0.", "mlp.w1."
 _TIMM_MLP = re.compile(r"^trunk\.blocks\.(\d+)\.(mlp\.w[01]\.)(weight|bias)$")
 _NATIVE_MLP = re.compile(r"^transformer\.resblocks\.(\d+)\.mlp\.c_fc\.(weight|bias)$")
-_TO_NATIVE = Renames(_NAMES, "ViTamin", "image-tower key")
-_FROM_NATIVE = Renames(((b, a) for a, b in _NAMES), "ViTamin", "image-tower key")
+_TO_NATIVE = Renames(_NAMES.items(), "ViTamin", "image-tower key")
+_FROM_NATIVE = Renames(((b, a) for a, b in _NAMES.items()), "ViTamin", "image-tower key")
 
 
 def matches(state: StateDict) -> bool:
@@ -60,21 +57,24 @@ def matches(state: StateDict) -> bool:
     )
 
 
+def _split(state: StateDict) -> tuple[StateDict, StateDict]:
+    """The keys outside the image tower (the same in both layouts), and the image tower's
+    tensors by name under ``visual.``."""
+    visual = {k.removeprefix("visual."): v for k, v in state.items() if k.startswith("visual.")}
+    return {k: v for k, v in state.items() if not k.startswith("visual.")}, visual
+
+
 def to_native(state: StateDict) -> StateDict:
     """open_clip ViTamin state dict → clipforge's (text keys are the same)."""
-    out: StateDict = {}
+    out, visual = _split(state)
     halves: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in state.items():
-        if not key.startswith("visual."):
-            out[key] = value
-            continue
-        name = key.removeprefix("visual.")
+    for name, value in visual.items():
         mlp = _TIMM_MLP.match(name)
         if mlp:
-            fused = f"visual.transformer.resblocks.{mlp[1]}.{_FUSED}{mlp[3]}"
+            fused = f"visual.transformer.resblocks.{mlp[1]}.mlp.c_fc.{mlp[3]}"
             halves.setdefault(fused, {})[mlp[2]] = value
-            continue
-        out["visual." + _TO_NATIVE(name)] = value
+        else:
+            out["visual." + _TO_NATIVE(name)] = value
     for fused, parts in halves.items():
         if set(parts) != {_GATE, _VALUE}:
             raise KeyError(f"ViTamin state dict has only {sorted(parts)} of {fused!r}")
@@ -84,19 +84,15 @@ def to_native(state: StateDict) -> StateDict:
 
 def from_native(state: StateDict) -> StateDict:
     """clipforge ViTamin state dict → open_clip's (inverse of :func:`to_native`)."""
-    out: StateDict = {}
-    for key, value in state.items():
-        if not key.startswith("visual."):
-            out[key] = value
-            continue
-        name = key.removeprefix("visual.")
+    out, visual = _split(state)
+    for name, value in visual.items():
         mlp = _NATIVE_MLP.match(name)
         if mlp:
-            gate, val = value.chunk(2, dim=0)
             block = f"visual.trunk.blocks.{mlp[1]}."
+            gate, val = value.chunk(2, dim=0)
             out[block + _GATE + mlp[2]], out[block + _VALUE + mlp[2]] = gate, val
-            continue
-        out["visual." + _FROM_NATIVE(name)] = value
+        else:
+            out["visual." + _FROM_NATIVE(name)] = value
     return out
 
 
@@ -144,38 +140,31 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
         raise ConfigError("not a ViTamin CLIP architecture")
     if cfg.norm_eps != 1e-5 or t.activation or t.norm_eps:
         raise ConfigError("open_clip's ViTamin CLIPs use one activation and eps 1e-5")
-    out: dict[str, Any] = {
-        "embed_dim": cfg.embed_dim,
-        "vision_cfg": {
-            "timm_model_name": _trunk_name(v), "timm_model_pretrained": False,
-            "timm_pool": "", "timm_proj": "linear", "timm_drop": 0.0, "timm_drop_path": 0.1,
-            "image_size": v.image_size,
-        },
-        "text_cfg": {  # open_clip's configs leave the default MLP ratio out
-            k: x for k, x in text_config_from_native(t).items() if (k, x) != ("mlp_ratio", 4.0)
-        },
-        "custom_text": True,
+    quick = {"quick_gelu": True} if cfg.activation == "quick_gelu" else {}
+    text = text_config_from_native(t)
+    if text["mlp_ratio"] == 4.0:  # open_clip's configs leave the default out
+        del text["mlp_ratio"]
+    vision = {
+        "timm_model_name": _trunk_name(v), "timm_model_pretrained": False, "timm_pool": "",
+        "timm_proj": "linear", "timm_drop": 0.0, "timm_drop_path": 0.1,
+        "image_size": v.image_size,
     }  # fmt: skip
-    if cfg.activation == "quick_gelu":
-        out["quick_gelu"] = True
-    return out
+    return {"embed_dim": cfg.embed_dim, "vision_cfg": vision, "text_cfg": text,
+            "custom_text": True, **quick}  # fmt: skip
 
 
 def _owns_config(model_cfg: dict[str, Any]) -> bool:
     return dict(model_cfg.get("vision_cfg") or {}).get("timm_model_name") in VITAMIN_TRUNKS
 
 
+def _owns_model(cfg: ClipConfig) -> bool:
+    return isinstance(cfg.vision, ViTaminVisionConfig)
+
+
 #: this module defines the KeyTranslation functions (typed as such for the checker)
 _LAYOUT = cast(KeyTranslation, sys.modules[__name__])
-
 register_family(
-    LayoutFamily.of(
-        "vitamin",
-        _LAYOUT,
-        owns_config=_owns_config,
-        owns_model=lambda cfg: isinstance(cfg.vision, ViTaminVisionConfig),
-    )
+    LayoutFamily.of("vitamin", _LAYOUT, owns_config=_owns_config, owns_model=_owns_model)
 )
-
 #: recognised before the timm ViT layout (45), whose ``matches`` also accepts these keys
 FORMAT = CheckpointFormat.of_state_layout("open_clip_vitamin", _LAYOUT, priority=46)
