@@ -203,8 +203,8 @@ class Transformer(nn.Module):
             nn.init.zeros_(block.attn.in_proj_bias)
             nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
             nn.init.zeros_(block.attn.out_proj.bias)
-            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
-            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+            nn.init.normal_(block.get_parameter("mlp.c_fc.weight"), std=fc_std)
+            nn.init.normal_(block.get_parameter("mlp.c_proj.weight"), std=proj_std)
 
 
 def init_scaled_normal_(tensor: torch.Tensor, fan: int) -> None:

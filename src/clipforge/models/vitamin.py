@@ -163,8 +163,8 @@ class ViTaminTower(TransformerTower):
             if isinstance(module, nn.Conv2d | nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
         for block in self.blocks:
-            nn.init.trunc_normal_(block.attn.in_proj_weight, std=0.02)
-            nn.init.zeros_(block.attn.in_proj_bias)
+            nn.init.trunc_normal_(block.get_parameter("attn.in_proj_weight"), std=0.02)
+            nn.init.zeros_(block.get_parameter("attn.in_proj_bias"))
         if self.pos_embed is not None:
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
