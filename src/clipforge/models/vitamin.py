@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs.vitamin import VITAMIN_STRIDE, ViTaminVisionConfig, mbconv_hidden
-from .convnext import LayerNorm2d
 from .intermediates import TokenPass, image_grid
-from .layers import Transformer
+from .layers import LayerNorm2d, Transformer
 from .tower import TowerSettings, TransformerTower, register_tower
 
 
@@ -193,7 +192,7 @@ class ViTaminTower(TransformerTower):
         leaves them as they are, as timm's ``Identity`` norm does), features pooled from
         the same pass."""
         return TokenPass(
-            [partial(self.transformer._run, b) for b in self.blocks],
+            self.transformer.steps(),
             self._tokens(inputs),
             kind="image",
             norm=_identity,
