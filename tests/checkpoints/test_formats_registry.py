@@ -27,7 +27,8 @@ from clipforge.checkpoints import (
 )
 from clipforge.checkpoints.directory import read_json, write_directory
 from clipforge.checkpoints.formats import hf, openai
-from clipforge.configs import ClipConfig
+from clipforge.configs import ClipConfig, TextConfig
+from clipforge.configs.vitamin import ViTaminVisionConfig
 from clipforge.preprocess import PreprocessConfig
 
 from ..conftest import perturb_, sample_images, sample_tokens, tiny_model
@@ -35,11 +36,12 @@ from ..mobileclip_helpers import tiny_mobileclip
 
 BUILT_IN = ["clipforge", "hf", "hf_siglip", "hf_siglip2", "open_clip", "open_clip_eva",
             "open_clip_hf_text", "open_clip_mobileclip", "open_clip_pe", "open_clip_siglip",
-            "open_clip_timm_vit", "openai"]  # fmt: skip
+            "open_clip_timm_vit", "open_clip_vitamin", "openai"]  # fmt: skip
 MODULES = {"clipforge": "native", "open_clip_eva": "eva_keys", "open_clip_siglip": "siglip_keys",
            "hf_siglip": "siglip_hf_keys", "open_clip_mobileclip": "mobileclip_keys",
            "open_clip_pe": "pe_keys", "open_clip_timm_vit": "timm_vit_keys",
-           "open_clip_hf_text": "hf_text_keys", "hf_siglip2": "siglip2_hf_keys"}  # fmt: skip
+           "open_clip_hf_text": "hf_text_keys", "hf_siglip2": "siglip2_hf_keys",
+           "open_clip_vitamin": "vitamin_keys"}  # fmt: skip
 # The files each built-in directory format writes, exactly (no temporary leftovers).
 DIRECTORY_FILES = {
     "clipforge": {"clipforge_config.json", "model.safetensors"},
@@ -126,6 +128,14 @@ def _tiny_timm_vit() -> clipforge.CLIP:
     return perturb_(clipforge.create_model(config)).eval()
 
 
+def _tiny_vitamin() -> clipforge.CLIP:
+    torch.manual_seed(0)
+    tower = ViTaminVisionConfig(image_size=32, width=32, layers=2, heads=2, stem_width=8,
+                                conv_dims=(8, 16), conv_depths=(1, 2))  # fmt: skip
+    text = TextConfig(width=32, heads=2, layers=1)
+    return perturb_(clipforge.create_model(ClipConfig(32, tower, text))).eval()
+
+
 def _tiny_hf_text() -> clipforge.CLIP:
     torch.manual_seed(0)
     vision = {"type": "vit", "image_size": 32, "patch_size": 16, "width": 32, "layers": 1,
@@ -148,6 +158,8 @@ def test_every_format_round_trips_a_weights_file(model, tmp_path, name):
         model = _tiny_pe()
     if name == "open_clip_timm_vit":  # a layout of timm ViT towers only
         model = _tiny_timm_vit()
+    if name == "open_clip_vitamin":  # a layout of ViTamin towers only
+        model = _tiny_vitamin()
     if name == "open_clip_hf_text":  # a layout of HF text towers only
         model = _tiny_hf_text()
     if name == "hf_siglip2":  # SigLIP 2 NaFlex towers only

@@ -44,6 +44,8 @@ FAMILY_TAGS = [
     ("nllb-clip-base-siglip", "mrl"),
     ("ViT-H-14-worldwide", "metaclip2_worldwide"),
     ("ViT-bigG-14-worldwide-378", "metaclip2_worldwide"),
+    ("ViTamin-S", "datacomp1b"),
+    ("ViTamin-XL-384", "datacomp1b"),
 ]
 
 

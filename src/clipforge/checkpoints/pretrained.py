@@ -139,7 +139,22 @@ def download_weights(entry: PretrainedWeights, cache_dir: str | Path | None = No
     the endpoint unreachable within seconds) this fails at once, saying how to pre-download.
     """
     label = f"{entry.architecture}/{entry.tag}"
-    return _fetch(label, entry.hub_id, open_clip.WEIGHTS_FILES, cache_dir, "weights")
+    return _fetch(label, *weights_location(entry.hub_id), cache_dir, "weights")
+
+
+def weights_location(hub_id: str) -> tuple[str, tuple[str, ...]]:
+    """The repository of a weights entry and the files to try, in order: open_clip's
+    names, or the file an ``org/repo/file`` id names (ViTamin's ``pytorch_model.bin``),
+    after its ``.safetensors`` twin, as open_clip's ``hf_hub`` entries read."""
+    parts = hub_id.split("/", 2)
+    repo = "/".join(parts[:2])
+    if len(parts) < 3 or not parts[2]:
+        return repo, open_clip.WEIGHTS_FILES
+    filename = parts[2]
+    stem, dot, suffix = filename.rpartition(".")
+    if dot and suffix in ("bin", "pth"):
+        return repo, (f"{stem}.safetensors", filename)
+    return repo, (filename,)
 
 
 def download_tokenizer(

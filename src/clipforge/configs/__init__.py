@@ -28,6 +28,7 @@ from .registry import (
 )
 from .siglip import SigLipNaFlexVisionConfig, SigLipTextConfig, SigLipVisionConfig
 from .timm_vit import TimmViTConfig  # noqa: F401  (registers vision.type "timm_vit")
+from .vitamin import ViTaminVisionConfig  # noqa: F401  (registers vision.type "vitamin")
 
 __all__ = [
     "TEXT_CONFIGS",

@@ -18,6 +18,7 @@ from .tower import (
     towers_in,
 )
 from .vit import VisionTransformer
+from .vitamin import ViTaminTower
 
 __all__ = [
     "CLIP",
@@ -31,6 +32,7 @@ __all__ = [
     "Tower",
     "TowerSettings",
     "TransformerTower",
+    "ViTaminTower",
     "VisionTransformer",
     "build_tower",
     "count_parameters",

@@ -119,13 +119,21 @@ class ResidualAttentionBlock(nn.Module):
     """Pre-LN transformer block: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``."""
 
     def __init__(
-        self, width: int, heads: int, mlp_width: int, activation: str, eps: float, causal: bool
+        self,
+        width: int,
+        heads: int,
+        mlp_width: int,
+        activation: str,
+        eps: float,
+        causal: bool,
+        mlp: nn.Module | None = None,
     ) -> None:
+        """``mlp``: the feed-forward module, when not the two-layer :class:`Mlp`."""
         super().__init__()
         self.ln_1 = nn.LayerNorm(width, eps=eps)
         self.attn = SelfAttention(width, heads, causal=causal)
         self.ln_2 = nn.LayerNorm(width, eps=eps)
-        self.mlp = Mlp(width, mlp_width, activation)
+        self.mlp = mlp if mlp is not None else Mlp(width, mlp_width, activation)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), attn_mask)
@@ -207,9 +215,13 @@ class Transformer(BlockStack):
         activation: str,
         eps: float = 1e-5,
         causal: bool = False,
+        mlp: Callable[[], nn.Module] | None = None,
     ) -> None:
+        """``mlp``: builds each block's feed-forward module (default: :class:`Mlp`)."""
         super().__init__(
-            ResidualAttentionBlock(width, heads, mlp_width, activation, eps, causal)
+            ResidualAttentionBlock(
+                width, heads, mlp_width, activation, eps, causal, mlp() if mlp else None
+            )
             for _ in range(layers)
         )
         self.width = width
@@ -255,8 +267,8 @@ class Transformer(BlockStack):
             nn.init.zeros_(block.attn.in_proj_bias)
             nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
             nn.init.zeros_(block.attn.out_proj.bias)
-            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
-            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+            nn.init.normal_(block.get_parameter("mlp.c_fc.weight"), std=fc_std)
+            nn.init.normal_(block.get_parameter("mlp.c_proj.weight"), std=proj_std)
 
 
 def init_scaled_normal_(tensor: torch.Tensor, fan: int) -> None:

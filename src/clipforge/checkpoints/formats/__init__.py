@@ -25,6 +25,7 @@ from . import (  # noqa: F401  (convnext_keys registers its open_clip layout fam
     siglip_hf_keys,
     siglip_keys,
     timm_vit_keys,
+    vitamin_keys,
 )
 from .base import CheckpointFormat, LoadedCheckpoint
 from .registry import (
@@ -40,7 +41,7 @@ from .registry import (
 )
 
 _MODULES = (native, open_clip, eva_keys, hf_text_keys, pe_keys, timm_vit_keys, siglip_keys,
-            mobileclip_keys, hf, siglip2_hf_keys, siglip_hf_keys)  # fmt: skip
+            mobileclip_keys, hf, siglip2_hf_keys, siglip_hf_keys, vitamin_keys)  # fmt: skip
 for _module in (*_MODULES, openai):
     register_format(_module.FORMAT)
 
