@@ -29,7 +29,6 @@ _VITAMIN = "not yet: ViTamin (MBConv + ViT hybrid timm trunk); branch timmzoo ra
 NOT_BUILT: dict[str, str] = {
     **{n: _COCA for n in ZOO if n.startswith("coca_")},
     **{n: _VITAMIN for n in ZOO if n.startswith("ViTamin")},
-    "swin_base_patch4_window7_224": "not yet: Swin (shifted windows) timm trunk",
 }
 BUILT = [n for n in ZOO if n not in NOT_BUILT]
 #: open_clip builds these text towers from a transformers config fetched from the hub, which
@@ -41,7 +40,8 @@ NEEDS_HUB = frozenset(
 #: one per tower family, exact meta-device counts in the fast tier
 REPRESENTATIVES = frozenset(
     {"ViT-B-32", "RN50", "ViT-B-16-SigLIP2", "EVA02-B-16", "convnext_base_w", "PE-Core-T-16-384",
-     "vit_relpos_medium_patch16_cls_224", "MobileCLIP2-S0", "ViT-M-16-alt", "ViT-L-14-CLIPA"}
+     "vit_relpos_medium_patch16_cls_224", "MobileCLIP2-S0", "ViT-M-16-alt", "ViT-L-14-CLIPA",
+     "swin_base_patch4_window7_224"}
 )  # fmt: skip
 
 

@@ -70,9 +70,7 @@ class WindowAttention(nn.Module):
     def __init__(self, dim: int, heads: int, window: int) -> None:
         super().__init__()
         self.heads, self.window = heads, window
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * window - 1) ** 2, heads)
-        )
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
@@ -86,7 +84,9 @@ class WindowAttention(nn.Module):
         if mask is not None:
             windows = mask.shape[0]
             bias = bias.view(1, 1, self.heads, length, length) + mask.to(x.dtype)[None, :, None]
-            bias = bias.expand(batch // windows, -1, -1, -1, -1).reshape(-1, self.heads, length, length)
+            bias = bias.expand(batch // windows, -1, -1, -1, -1).reshape(
+                -1, self.heads, length, length
+            )
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias)
         return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
 

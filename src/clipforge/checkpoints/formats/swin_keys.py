@@ -34,8 +34,13 @@ def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
     vision, text = dict(model_cfg.get("vision_cfg", {})), dict(model_cfg.get("text_cfg", {}))
     name = vision.get("timm_model_name")
     if name not in SWIN_TRUNKS:
-        raise ConfigError(f"not a supported timm Swin trunk: {name!r} (known: {sorted(SWIN_TRUNKS)})")
-    if vision.get("timm_pool", "") not in ("", "avg") or vision.get("timm_proj", "linear") != "linear":
+        raise ConfigError(
+            f"not a supported timm Swin trunk: {name!r} (known: {sorted(SWIN_TRUNKS)})"
+        )
+    if (
+        vision.get("timm_pool", "") not in ("", "avg")
+        or vision.get("timm_proj", "linear") != "linear"
+    ):
         raise ConfigError("Swin towers pool with timm's average and take open_clip's linear head")
     if vision.get("timm_proj_bias"):
         raise ConfigError("Swin towers with timm_proj_bias are not supported")

@@ -1,0 +1,206 @@
+"""open_clip's Swin CLIP (``swin_base_patch4_window7_224``: timm's ``SwinTransformer`` under
+``TimmModel``): clipforge's native tower reproduces open_clip's embeddings and every stage of
+``forward_intermediates`` (≤ 1e-5, fp32, perturbed random weights) on a reduced twin whose
+stages cover shifted windows, a whole-map window and a map smaller than the window; weights
+and hub directories load and save back; counts and configs equal open_clip's."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import open_clip
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+from timm.models import register_model
+from timm.models.swin_transformer import SwinTransformer
+
+import clipforge
+from clipforge.checkpoints.formats import openai, swin_keys
+from clipforge.configs import ClipConfig, ConfigError, TextConfig, get_config
+from clipforge.configs.swin import SwinConfig
+from clipforge.models import SwinTower
+
+from ..conftest import max_diff, perturb_, sample_images, sample_tokens
+
+TOL = 1e-5
+pytestmark = pytest.mark.parity
+NAME = "swin_base_patch4_window7_224"
+TEXT = {"context_length": 16, "vocab_size": 500, "width": 32, "heads": 2, "layers": 2}
+#: 64 px / patch 4: maps 16, 8, 4, 2 with window 4 → shifted, shifted, whole map, 2×2 window
+TINY = dict(img_size=64, patch_size=4, window_size=4, embed_dim=16, depths=(2, 2, 2, 1),
+            num_heads=(1, 2, 2, 4))  # fmt: skip
+TIMM_NAME = "clipforge_test_swin"
+
+
+def _register_tiny_trunk() -> None:
+    """The reduced trunk in timm's registry, so open_clip's ``TimmModel`` builds its head."""
+    if TIMM_NAME in timm.list_models(TIMM_NAME):
+        return
+
+    def build(pretrained: bool = False, **kwargs):
+        skip = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")  # hub plumbing
+        model = SwinTransformer(**TINY, **{k: v for k, v in kwargs.items() if k not in skip})
+        model.default_cfg = model.pretrained_cfg = {}
+        return model
+
+    build.__name__ = TIMM_NAME
+    register_model(build)
+
+
+@functools.cache
+def _reference() -> tuple[torch.nn.Module, ClipConfig]:
+    """(Cached; tests only read it.) open_clip's CLIP around the reduced trunk, perturbed,
+    and the clipforge config of the same sizes."""
+    _register_tiny_trunk()
+    torch.manual_seed(0)
+    vision = {"timm_model_name": TIMM_NAME, "timm_pool": "", "timm_proj": "linear",
+              "image_size": 64}  # fmt: skip
+    ref = open_clip.model.CLIP(24, vision, TEXT)
+    swin = SwinConfig(image_size=64, window_size=4, width=16, depths=(2, 2, 2, 1),
+                      heads=(1, 2, 2, 4))  # fmt: skip
+    return perturb_(ref).eval(), ClipConfig(24, swin, TextConfig(**TEXT))
+
+
+def _native() -> clipforge.models.CLIP:
+    ref, config = _reference()
+    model = clipforge.create_model(config)
+    model.load_state_dict(openai.to_native(ref.state_dict()), strict=True)
+    return model.eval()
+
+
+def test_reduced_tower_matches_open_clip():
+    ref, _ = _reference()
+    model = _native()
+    images, tokens = sample_images(64), sample_tokens(16, 500)
+    with torch.no_grad():
+        assert max_diff(model.encode_image(images), ref.encode_image(images)) <= TOL
+        assert max_diff(model.encode_text(tokens), ref.encode_text(tokens)) <= TOL
+        want = ref.visual.trunk.forward_features(images).flatten(1, 2)
+        assert max_diff(model.visual.forward_features(images), want) <= TOL
+
+
+def test_shifted_windows_and_bias_are_exercised():
+    """Parity would not notice a dropped shift, mask or bias if they did not matter: they do."""
+    model = _native()
+    tower = model.visual
+    assert isinstance(tower, SwinTower)
+    assert [b.shift for b in tower.blocks] == [0, 2, 0, 2, 0, 0, 0]
+    assert [b.window for b in tower.blocks] == [4, 4, 4, 4, 4, 4, 2]
+    images = sample_images(64)
+    with torch.no_grad():
+        before = model.encode_image(images)
+        tower.blocks[1].shift = 0  # windows not shifted (and so unmasked)
+        assert max_diff(model.encode_image(images), before) > 10 * TOL
+        tower.blocks[1].shift = 2
+        tower.blocks[0].attn.relative_position_bias_table.add_(1.0)
+        tower.blocks[0].attn.relative_position_bias_table[0].add_(3.0)
+        assert max_diff(model.encode_image(images), before) > 10 * TOL
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"indices": 2, "normalize_intermediates": True},
+     {"indices": [0, 1], "stop_early": True, "intermediates_only": True},
+     {"indices": [-1], "output_fmt": "NLC"}],
+    ids=["every-stage", "last-two-normed", "stop-early-only", "nlc"],
+)  # fmt: skip
+def test_every_stage_matches_open_clip_forward_intermediates(kwargs):
+    ref, _ = _reference()
+    model = _native()
+    images = sample_images(64)
+    with torch.no_grad():
+        theirs = dict(kwargs, output_fmt="NCHW")
+        want = ref.visual.forward_intermediates(images, **theirs)
+        got = model.visual.forward_intermediates(images, **kwargs)
+    assert sorted(got) == sorted(want)
+    for key, value in want.items():
+        if isinstance(value, list):
+            assert len(got[key]) == len(value) >= 1, key
+            for g, w in zip(got[key], value, strict=True):
+                if kwargs.get("output_fmt") == "NLC":  # timm: NCHW only; ours flattens
+                    w = w.flatten(2).transpose(1, 2)
+                assert g.shape == w.shape and max_diff(g, w) <= TOL, key
+        else:
+            assert max_diff(got[key], value) <= TOL, key
+
+
+def test_trains_with_checkpointing_and_lit():
+    model = _native().train()
+    images = sample_images(64)
+    plain = model.encode_image(images).detach()
+    model.set_grad_checkpointing(True)
+    out = model.encode_image(images)
+    assert max_diff(out.detach(), plain) <= TOL
+    out.sum().backward()
+    assert model.visual.blocks[0].attn.relative_position_bias_table.grad is not None
+    model.visual.lock(1)
+    trainable = {n for n, p in model.visual.named_parameters() if p.requires_grad}
+    assert "trunk.norm.weight" in trainable and "head.proj.weight" in trainable
+    assert not any(n.startswith("trunk.layers.2.") for n in trainable)
+    assert "trunk.layers.0.blocks.0.attn.relative_position_bias_table" in (
+        model.visual.no_weight_decay()
+    )
+
+
+def test_other_input_sizes_are_refused():
+    model = _native()
+    with pytest.raises(ValueError, match="built for a 16² map, got 8×8"):
+        model.encode_image(sample_images(32))
+
+
+@pytest.mark.slow
+def test_full_size_through_open_clip_directories(tmp_path):
+    torch.manual_seed(0)
+    ref = perturb_(open_clip.create_model(NAME)).eval()
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    (hub / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": open_clip.get_model_config(NAME)})
+    )
+    state = {k: v.contiguous() for k, v in ref.state_dict().items()}
+    save_file(state, str(hub / "open_clip_model.safetensors"))
+    model = clipforge.load(hub)
+    assert model.config == get_config(NAME)
+    images, tokens = sample_images(224), sample_tokens()
+    with torch.no_grad():
+        assert max_diff(model.encode_image(images), ref.encode_image(images)) <= TOL
+        assert max_diff(model.encode_text(tokens), ref.encode_text(tokens)) <= TOL
+        got = model.visual.forward_intermediates(images)["image_intermediates"]
+        want = ref.visual.forward_intermediates(images)["image_intermediates"]
+        assert all(max_diff(g, w) <= TOL for g, w in zip(got, want, strict=True))
+    out = clipforge.save(model, tmp_path / "saved", format="open_clip")
+    back = load_file(str(out / "open_clip_model.safetensors"))
+    assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_architecture_counts_and_configs_equal_open_clips():
+    with torch.device("meta"):
+        ours = clipforge.create_model(NAME)
+        ref = open_clip.create_model(NAME, device="meta")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    image = count(ref.visual)
+    assert ours.num_parameters() == {"image": image, "text": count(ref) - image - 1,
+                                     "total": count(ref)}  # fmt: skip
+    theirs = open_clip.get_model_config(NAME)
+    assert swin_keys.config_to_native(theirs) == get_config(NAME)
+    back = swin_keys.config_from_native(get_config(NAME))
+    assert back["vision_cfg"] == theirs["vision_cfg"]
+    assert swin_keys.config_to_native(back) == get_config(NAME)
+    assert ClipConfig.from_dict(get_config(NAME).to_dict()) == get_config(NAME)
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(ConfigError, match="one entry per stage"):
+        SwinConfig(depths=(2, 2), heads=(1,))
+    with pytest.raises(ConfigError, match="not a multiple of window_size"):
+        SwinConfig(image_size=160, patch_size=4, window_size=7, depths=(1, 1), heads=(1, 1))
+    cfg = open_clip.get_model_config(NAME)
+    with pytest.raises(ConfigError, match="not a supported timm Swin trunk"):
+        swin_keys.config_to_native({**cfg, "vision_cfg": {**cfg["vision_cfg"],
+                                                          "timm_model_name": "swin_x"}})  # fmt: skip
+    _, tiny = _reference()
+    with pytest.raises(ConfigError, match="no timm Swin trunk"):
+        swin_keys.config_from_native(tiny)
