@@ -191,7 +191,7 @@ class HubTokenizer:
         (fetched now if it was not yet)."""
         if self._tokenizer is None:
             directory = _tokenizer_dir(self.label, self.hub_id, self.cache_dir, self.kind)
-            source = {"kind": self.kind, "clean": self.clean}
+            source: dict[str, Any] = {"kind": self.kind, "clean": self.clean}
             if self.strip_sep_token:
                 source["strip_sep_token"] = True
             self._tokenizer = release_tokenizer(directory, self.context_length, source)

@@ -10,7 +10,6 @@ shifted-window mask are computed from the config (on the input's device), not st
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import cache
 from typing import cast
 
@@ -22,7 +21,8 @@ from torch.utils.checkpoint import checkpoint
 from ..configs.swin import SwinConfig
 from .convnext import projection_head
 from .intermediates import Intermediates, IntermediatesRequest, check_format, run_blocks
-from .tower import Tower, TowerSettings, register_tower
+from .staged import StagedTower, timm_init_
+from .tower import TowerSettings, register_tower
 
 #: timm's additive mask value between tokens of different regions of a shifted window
 _MASKED = -100.0
@@ -189,7 +189,7 @@ class SwinTrunk(nn.Module):
 
 
 @register_tower(SwinConfig)
-class SwinTower(Tower):
+class SwinTower(StagedTower):
     """Swin trunk + open_clip's bias-free linear head; blocks are every Swin block in order."""
 
     head_names = ("head",)
@@ -205,12 +205,9 @@ class SwinTower(Tower):
 
     def init_weights(self) -> None:
         """timm's init: truncated normal (std 0.02) weights and bias tables, zero biases."""
+        timm_init_(self)
         for module in self.modules():
-            if isinstance(module, nn.Conv2d | nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, WindowAttention):
+            if isinstance(module, WindowAttention):
                 nn.init.trunc_normal_(module.relative_position_bias_table, std=0.02)
 
     @property
@@ -218,24 +215,13 @@ class SwinTower(Tower):
         return cast(list[SwinStage], list(self.trunk.layers))
 
     @property
-    def blocks(self) -> Sequence[nn.Module]:
-        """Every Swin block of every stage, input side first."""
-        return [block for stage in self.stages for block in stage.blocks]
-
-    def lock(self, unlocked_last_n: int = 0) -> None:
-        """LiT: freeze all but the last ``unlocked_last_n`` blocks, the final norm and head."""
-        super().lock(unlocked_last_n)
-        if unlocked_last_n:
-            self.trunk.norm.requires_grad_(True)
+    def final_norm(self) -> nn.Module:
+        return self.trunk.norm
 
     def no_weight_decay(self) -> set[str]:
         """The default rule plus timm's: the relative-position bias tables."""
         tables = {n for n, _ in self.named_parameters() if n.endswith("bias_table")}
         return super().no_weight_decay() | tables
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
 
     def _feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.trunk.layers(self.trunk.patch_embed(pixels))
