@@ -4,13 +4,11 @@ half-written file or vectors without their ids."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import UsageError
 
 __all__ = ["EMBEDDING_SUFFIXES", "ids_path", "write_embeddings"]
@@ -23,17 +21,6 @@ def ids_path(output: Path) -> Path:
     return output.with_suffix(".ids.txt")
 
 
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path``, renamed onto it if the block succeeds."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_embeddings(output: Path, ids: list[str], vectors: np.ndarray) -> list[Path]:
     """Write ``vectors`` with their ``ids`` (``.npy`` + ``.ids.txt``, or ``.parquet``).
 
@@ -42,7 +29,7 @@ def write_embeddings(output: Path, ids: list[str], vectors: np.ndarray) -> list[
     if output.suffix not in EMBEDDING_SUFFIXES:
         raise UsageError(f"{output}: embedding files end in .npy or .parquet")
     if output.suffix == ".npy":
-        with _atomic(output) as tmp_vectors, _atomic(ids_path(output)) as tmp_ids:
+        with atomic_path(output) as tmp_vectors, atomic_path(ids_path(output)) as tmp_ids:
             with open(tmp_vectors, "wb") as f:
                 np.save(f, vectors)
             tmp_ids.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
@@ -54,6 +41,6 @@ def write_embeddings(output: Path, ids: list[str], vectors: np.ndarray) -> list[
         pa.array(vectors.reshape(-1), type=pa.float32()), vectors.shape[1]
     )
     table = pa.table({"id": pa.array(ids, type=pa.string()), "embedding": column})
-    with _atomic(output) as tmp:
+    with atomic_path(output) as tmp:
         pq.write_table(table, tmp)
     return [output]

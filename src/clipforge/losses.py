@@ -74,7 +74,22 @@ def all_gather_with_grad(
     return torch.cat(parts, dim=0)
 
 
-class ClipLoss(nn.Module):
+class _GatheringLoss(nn.Module):
+    """A contrastive loss that takes its negatives from every rank when ``gather`` is on
+    and the run is distributed (over ``group``, default: the world)."""
+
+    def __init__(self, gather: bool, group: dist.ProcessGroup | None) -> None:
+        super().__init__()
+        self.gather = gather
+        self.group = group
+
+    def _gathering_rank(self) -> int | None:
+        """This rank when features are to be all-gathered (world size > 1), else ``None``."""
+        rank, world = _rank_and_world(self.group)
+        return rank if world > 1 and self.gather else None
+
+
+class ClipLoss(_GatheringLoss):
     """Symmetric InfoNCE: mean of image→text and text→image cross-entropy.
 
     Args:
@@ -93,10 +108,8 @@ class ClipLoss(nn.Module):
         local_loss: bool = False,
         group: dist.ProcessGroup | None = None,
     ) -> None:
-        super().__init__()
-        self.gather = gather
+        super().__init__(gather, group)
         self.local_loss = local_loss
-        self.group = group
 
     def get_logits(
         self,
@@ -105,10 +118,10 @@ class ClipLoss(nn.Module):
         logit_scale: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(logits_per_image, logits_per_text, labels)`` for this rank."""
-        rank, world = _rank_and_world(self.group)
+        rank = self._gathering_rank()
         n_local = image_features.shape[0]
         device = image_features.device
-        if world > 1 and self.gather:
+        if rank is not None:
             all_images = all_gather_with_grad(image_features, self.group)
             all_texts = all_gather_with_grad(text_features, self.group)
             if self.local_loss:
@@ -136,7 +149,7 @@ class ClipLoss(nn.Module):
         return (F.cross_entropy(per_image, labels) + F.cross_entropy(per_text, labels)) / 2
 
 
-class SigLipLoss(nn.Module):
+class SigLipLoss(_GatheringLoss):
     """Sigmoid loss (SigLIP, https://arxiv.org/abs/2303.15343).
 
     ``loss = -sum_ij log sigmoid(y_ij * (scale * <img_i, txt_j> + bias)) / N`` with
@@ -154,9 +167,7 @@ class SigLipLoss(nn.Module):
     """
 
     def __init__(self, gather: bool = True, group: dist.ProcessGroup | None = None) -> None:
-        super().__init__()
-        self.gather = gather
-        self.group = group
+        super().__init__(gather, group)
 
     def get_logits_and_labels(
         self,
@@ -166,10 +177,10 @@ class SigLipLoss(nn.Module):
         logit_bias: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits, labels)`` of shape ``(N_local, N_texts)`` for this rank."""
-        rank, world = _rank_and_world(self.group)
+        rank = self._gathering_rank()
         n_local = image_features.shape[0]
         offset = 0
-        if world > 1 and self.gather:
+        if rank is not None:
             text_features = all_gather_with_grad(text_features, self.group)
             offset = rank * n_local
         logits = logit_scale * image_features @ text_features.T + logit_bias

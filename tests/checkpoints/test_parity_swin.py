@@ -198,9 +198,9 @@ def test_bad_configs_are_refused():
     with pytest.raises(ConfigError, match="not a multiple of window_size"):
         SwinConfig(image_size=160, patch_size=4, window_size=7, depths=(1, 1), heads=(1, 1))
     cfg = open_clip.get_model_config(NAME)
-    with pytest.raises(ConfigError, match="not a supported timm trunk"):
+    with pytest.raises(ConfigError, match="not a supported timm Swin trunk"):
         swin_keys.config_to_native({**cfg, "vision_cfg": {**cfg["vision_cfg"],
                                                           "timm_model_name": "swin_x"}})  # fmt: skip
     _, tiny = _reference()
-    with pytest.raises(ConfigError, match="no timm trunk of"):
+    with pytest.raises(ConfigError, match="no timm Swin trunk"):
         swin_keys.config_from_native(tiny)

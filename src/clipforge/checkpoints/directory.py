@@ -9,9 +9,7 @@ so a reader never sees a half-written config or weights file.
 from __future__ import annotations
 
 import json
-import os
-import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from ..atomic import write_atomic
 from .errors import CheckpointError
 
 
@@ -59,20 +58,6 @@ def find_weights(directory: Path, candidates: tuple[str, ...]) -> Path:
     )
 
 
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write ``path`` through a temporary sibling file, synced and renamed into place."""
-    # Not mkstemp: its 0600 mode would survive the rename; this file gets the usual umask.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_directory(
     directory: Path,
     json_files: Mapping[str, Any],
@@ -89,8 +74,8 @@ def write_directory(
     plain = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     directory.mkdir(parents=True, exist_ok=True)
     for filename, text in texts.items():
-        _write_atomic(directory / filename, lambda p, t=text: p.write_text(t, encoding="utf-8"))
-    _write_atomic(
+        write_atomic(directory / filename, lambda p, t=text: p.write_text(t, encoding="utf-8"))
+    write_atomic(
         directory / weights_file,
         lambda p: save_file(plain, str(p), metadata={"format": "pt"}),
     )

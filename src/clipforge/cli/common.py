@@ -9,7 +9,7 @@ import inspect
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -263,7 +263,7 @@ class ModelChoice:
         return check_precision_option(self.precision)
 
 
-_MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {  # name -> (annotation, typer option)
+MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {  # name -> (annotation, typer option)
     "model": (str, MODEL),
     "weights": (Path, WEIGHTS),
     "pretrained": (str, PRETRAINED),
@@ -272,6 +272,34 @@ _MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {  # name -> (annotation, typer opt
     "calibration": (Path, CALIBRATION),
     "max_degradation": (float, MAX_DEGRADATION),
 }
+
+
+def options_of(
+    table: Mapping[str, tuple[Any, Any]], make: Callable[..., Any]
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorator: a command's keyword-only ``choice`` parameter becomes one typer option per
+    entry of ``table`` (name -> (annotation, option)), handed over as ``make(**values)``:
+    a group of flags declared once instead of in every command's signature."""
+
+    def wrap(command: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(command, eval_str=True)
+        kept = [p for p in signature.parameters.values() if p.name != "choice"]
+        added = [
+            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=option,
+                              annotation=annotation)
+            for n, (annotation, option) in table.items()
+        ]  # fmt: skip
+
+        @functools.wraps(command)
+        def run(**kwargs: Any) -> None:
+            chosen = {n: kwargs.pop(n) for n in table}
+            command(choice=make(**chosen), **kwargs)
+
+        run.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in [*kept, *added]}
+        return run
+
+    return wrap
 
 
 def model_options(
@@ -284,24 +312,5 @@ def model_options(
     off = {"device"} if not device else set()
     if not precision:
         off |= {"precision", "calibration", "max_degradation"}
-    names = [n for n in _MODEL_OPTIONS if n not in off]
-
-    def wrap(command: Callable[..., None]) -> Callable[..., None]:
-        signature = inspect.signature(command, eval_str=True)
-        kept = [p for p in signature.parameters.values() if p.name != "choice"]
-        added = [
-            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=_MODEL_OPTIONS[n][1],
-                              annotation=_MODEL_OPTIONS[n][0])
-            for n in names
-        ]  # fmt: skip
-
-        @functools.wraps(command)
-        def run(**kwargs: Any) -> None:
-            chosen = {n: kwargs.pop(n) for n in names}
-            command(choice=ModelChoice(**chosen), **kwargs)
-
-        run.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
-        run.__annotations__ = {p.name: p.annotation for p in [*kept, *added]}
-        return run
-
-    return wrap
+    table = {n: option for n, option in MODEL_OPTIONS.items() if n not in off}
+    return options_of(table, ModelChoice)

@@ -5,19 +5,19 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from .common import (
     BATCH,
-    CALIBRATION,
     JSON,
-    MAX_DEGRADATION,
-    PRETRAINED,
-    WEIGHTS,
+    MODEL_OPTIONS,
     WORKERS,
     err_console,
+    options_of,
     print_json,
 )
 
@@ -31,8 +31,51 @@ PRECISION_OPT = typer.Option(
     None, "--precision", help="fp32 | bf16 | fp16 | int8 | auto (default: the index's own)."
 )
 ALLOW_MISMATCH = typer.Option(
-    False, "--allow-precision-mismatch", help="Query the index at another precision than it was built at."
+    False,
+    "--allow-precision-mismatch",
+    help="Query the index at another precision than it was built at.",
 )
+
+
+@dataclass(frozen=True)
+class IndexModel:
+    """``--model --weights --pretrained --precision --allow-precision-mismatch`` (and, for
+    commands that may quantise, ``--calibration --max-degradation``) of the index commands;
+    ``None``: what the index records."""
+
+    model: str | None = None
+    weights: Path | None = None
+    pretrained: str | None = None
+    precision: str | None = None
+    allow_precision_mismatch: bool = False
+    calibration: Path | None = None
+    max_degradation: float | None = None
+
+    def open(self, db: Path, **kwargs: Any) -> Any:
+        """The index at ``db`` with this model and precision (see :func:`_open`)."""
+        return _open(
+            db, self.model, self.weights, self.pretrained, precision=self.precision,
+            allow_precision_mismatch=self.allow_precision_mismatch,
+            calibration=self.calibration, max_degradation=self.max_degradation, **kwargs,
+        )  # fmt: skip
+
+
+#: the model flags of the other commands, but defaulting to the index's own, plus
+#: ``--allow-precision-mismatch`` (name -> (annotation, typer option))
+_INDEX_MODEL: dict[str, tuple[Any, Any]] = {
+    **{n: o for n, o in MODEL_OPTIONS.items() if n != "device"},
+    "model": (str, SEARCH_MODEL),
+    "precision": (str, PRECISION_OPT),
+    "allow_precision_mismatch": (bool, ALLOW_MISMATCH),
+}
+
+
+def index_model_options(*, quantization: bool = True) -> Any:
+    """Decorator: a command's keyword-only ``choice: IndexModel`` parameter becomes these
+    flags (``--calibration --max-degradation`` only with ``quantization``)."""
+    quantizing = ("calibration", "max_degradation")
+    table = {n: o for n, o in _INDEX_MODEL.items() if quantization or n not in quantizing}
+    return options_of(table, IndexModel)
 
 
 def _open(db: Path, model: str | None, weights: Path | None, pretrained: str | None, **kwargs):
@@ -57,7 +100,9 @@ def _open(db: Path, model: str | None, weights: Path | None, pretrained: str | N
             recorded = json.loads(meta.get_meta("model_spec") or "{}")
             meta.close()
             if not recorded.get("model"):
-                raise typer.BadParameter("this index records no model: pass --model", param_hint="--model")
+                raise typer.BadParameter(
+                    "this index records no model: pass --model", param_hint="--model"
+                )
             model, weights = recorded["model"], recorded.get("weights")
             pretrained = recorded.get("pretrained")
     weights = None if weights is None else Path(weights).absolute()
@@ -85,16 +130,16 @@ def _bytes(text: str | None) -> int | None:
         return None
     match = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?)i?b?\s*", text.lower())
     if match is None:
-        raise typer.BadParameter(f"not a size: {text!r} (e.g. 2GB, 512MB)", param_hint="--max-memory")
+        raise typer.BadParameter(
+            f"not a size: {text!r} (e.g. 2GB, 512MB)", param_hint="--max-memory"
+        )
     return int(float(match[1]) * 1024 ** " kmgt".index(match[2] or " "))
 
 
+@index_model_options()
 def index(
     dirs: list[Path] = typer.Argument(None, help="Folders (or files) of images to index."),
     db: Path = DB,
-    model: str = SEARCH_MODEL,
-    weights: Path = WEIGHTS,
-    pretrained: str = PRETRAINED,
     errors: bool = typer.Option(False, "--errors", help="List files that could not be indexed."),
     index_type: str = typer.Option(
         None, "--index-type", help="auto|flat|ivf|ivfpq|hnsw (default: as before, else auto)"
@@ -125,16 +170,16 @@ def index(
         0.5, "--debounce", min=0.01, max=60.0, help="--watch: quiet seconds before updating."
     ),
     ocr: bool = typer.Option(
-        None, "--ocr/--no-ocr", help="Read text in images too (needs clipforge[ocr]); "
+        None,
+        "--ocr/--no-ocr",
+        help="Read text in images too (needs clipforge[ocr]); "
         "remembered for later runs (default: as before).",
     ),
     batch_size: int = BATCH,
     workers: int = WORKERS,
-    precision: str = PRECISION_OPT,
-    allow_precision_mismatch: bool = ALLOW_MISMATCH,
-    calibration: Path = CALIBRATION,
-    max_degradation: float = MAX_DEGRADATION,
     as_json: bool = JSON,
+    *,
+    choice: IndexModel,
 ) -> None:
     """Index images and videos incrementally: new/changed files embedded, deleted ones
     dropped; with --watch, kept current as files are added, changed, moved and deleted."""
@@ -145,7 +190,7 @@ def index(
     if (index_type, max_memory, target_recall) != (None, None, None):
         options = StoreOptions(index_type or "auto", _bytes(max_memory), target_recall or 0.95)
     if errors:
-        with _open(db, model, weights, pretrained, create=False) as idx:
+        with _open(db, choice.model, choice.weights, choice.pretrained, create=False) as idx:
             failed = idx.errors()
         if as_json:
             print_json([{"path": p, "reason": r} for p, r in failed])
@@ -156,11 +201,7 @@ def index(
         return
     if not dirs:
         raise typer.BadParameter("give folders to index (or --errors)", param_hint="DIRS")
-    opened = _open(
-        db, model, weights, pretrained, options=options, backend=backend, lock_timeout=wait or 0,
-        precision=precision, allow_precision_mismatch=allow_precision_mismatch,
-        calibration=calibration, max_degradation=max_degradation,
-    )  # fmt: skip
+    opened = choice.open(db, options=options, backend=backend, lock_timeout=wait or 0)
     if watch:
         _watch(opened, dirs, debounce, as_json, rehash=rehash, batch_size=batch_size,
                num_workers=workers, progress=False, ocr=ocr)  # fmt: skip
@@ -191,7 +232,9 @@ def index(
         )
     if report.failed:
         err_console.print(f"[yellow]{len(report.failed)} file(s) failed: see --errors[/yellow]")
-        err_console.print(summary_line(report.failed), highlight=False, markup=False, soft_wrap=True)
+        err_console.print(
+            summary_line(report.failed), highlight=False, markup=False, soft_wrap=True
+        )
 
 
 def _watch(idx, dirs: list[Path], debounce: float, as_json: bool, **add_options) -> None:
@@ -227,6 +270,7 @@ def video_summary(report) -> str:
     )
 
 
+@index_model_options(quantization=False)
 def search(
     query: str = typer.Argument(None, help="What to look for, in words."),
     db: Path = DB,
@@ -256,12 +300,9 @@ def search(
         False, "--ocr-only", help="Only images whose recognised text has every query word."
     ),
     no_ocr: bool = typer.Option(False, "--no-ocr", help="CLIP only: ignore recognised text."),
-    model: str = SEARCH_MODEL,
-    weights: Path = WEIGHTS,
-    pretrained: str = PRETRAINED,
-    precision: str = PRECISION_OPT,
-    allow_precision_mismatch: bool = ALLOW_MISMATCH,
     as_json: bool = JSON,
+    *,
+    choice: IndexModel,
 ) -> None:
     """Search an index by text and/or image, with filters; or list near-duplicates."""
     from clipforge.errors import UsageError
@@ -271,8 +312,7 @@ def search(
     if ocr_only and no_ocr:
         raise UsageError("--ocr-only and --no-ocr exclude each other")
 
-    opened = _open(db, model, weights, pretrained, create=False, precision=precision,
-                   allow_precision_mismatch=allow_precision_mismatch)  # fmt: skip
+    opened = choice.open(db, create=False)
     with opened as idx:
         if duplicates:
             groups = near_duplicates(idx, threshold)
@@ -303,6 +343,7 @@ def search(
         typer.echo(f"{hit.score:.4f}\t{hit.path}{at}{taken}{said}")
 
 
+@index_model_options()
 def serve(
     db: Path = DB,
     host: str = typer.Option("127.0.0.1", "--host", help="Bind address (loopback by default)."),
@@ -311,21 +352,16 @@ def serve(
         None, "--api-key", envvar="CLIPFORGE_API_KEY", help="Enables the mutating endpoints."
     ),
     cors: list[str] = typer.Option(None, "--cors-origin", help="Allowed CORS origin (off)."),
-    model: str = SEARCH_MODEL,
-    weights: Path = WEIGHTS,
-    pretrained: str = PRETRAINED,
     threads: int = typer.Option(
         0, "--threads", help="Text-tower threads (0: one less than the cores, at least 1)."
     ),
-    precision: str = PRECISION_OPT,
-    allow_precision_mismatch: bool = ALLOW_MISMATCH,
-    calibration: Path = CALIBRATION,
-    max_degradation: float = MAX_DEGRADATION,
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.001, max=1024.0),
     max_upload_pixels: int = typer.Option(40_000_000, "--max-upload-pixels", min=1),
     decode_workers: int = typer.Option(
         2, "--decode-workers", min=1, max=64, help="Image decodes at once (uploads, thumbnails)."
     ),
+    *,
+    choice: IndexModel,
 ) -> None:
     """Serve the index over HTTP: JSON API, OpenAPI docs at /docs and a web page at /."""
     import os
@@ -333,14 +369,12 @@ def serve(
     from clipforge.runtime import check_precision
     from clipforge.serve import ServeConfig, create_app, run
 
-    idx = _open(db, model, weights, pretrained, precision=precision,
-                allow_precision_mismatch=allow_precision_mismatch, calibration=calibration,
-                max_degradation=max_degradation)  # fmt: skip
+    idx = choice.open(db)
     config = ServeConfig(
         api_key=api_key or None,
         cors_origins=list(cors or []),
         threads=threads or max(1, (os.cpu_count() or 1) - 1),
-        precision=None if precision is None else check_precision(precision),
+        precision=None if choice.precision is None else check_precision(choice.precision),
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_upload_pixels=max_upload_pixels,
         decode_workers=decode_workers,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from .engine import ConfigError, bounded
-from .model_config import TransformerGeometry, register_vision_config
+from .model_config import ImageTransformerGeometry, register_vision_config
 from .param_counts import layer_norm, register_parameter_counter, transformer
 
 __all__ = ["FastViTConfig", "MobileCLIPViTConfig", "make_divisible"]
@@ -145,7 +145,7 @@ register_parameter_counter(FastViTConfig, _fastvit_parameters)
 
 @register_vision_config
 @dataclass(frozen=True)
-class MobileCLIPViTConfig(TransformerGeometry):
+class MobileCLIPViTConfig(ImageTransformerGeometry):
     """The ViT image towers of MobileCLIP-B / MobileCLIP2-B (timm's ``vit_base_mci_224``)
     and MobileCLIP2-L-14 (``vit_large_patch14_clip_224``): timm's ``VisionTransformer`` with
     a class token pooled by a biased linear ``head``.
@@ -157,12 +157,6 @@ class MobileCLIPViTConfig(TransformerGeometry):
     """
 
     type: ClassVar[str] = "mobileclip_vit"
-    image_size: int = 224
-    patch_size: int = 16
-    width: int = 768
-    layers: int = 12
-    heads: int = 12
-    mlp_ratio: float = 4.0
     stem: Literal["conv", "patch"] = "conv"
     pre_norm: bool = False
     class_pos: bool = False

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from .engine import ConfigError
-from .model_config import register_text_config
+from .model_config import TransformerGeometry, register_text_config
 from .param_counts import layer_norm, register_parameter_counter
 
 __all__ = ["HF_MODELS", "HF_TEXT_TYPES", "M2M100TextConfig", "RobertaTextConfig", "T5TextConfig"]
@@ -36,28 +36,25 @@ Projection = Literal["mlp", "linear", "none"]
 HFActivation = Literal["gelu", "gelu_tanh", "relu"]
 
 
-class _HFText:
-    """Checks and sizes shared by the HF text configs."""
+@dataclass(frozen=True)
+class _HFText(TransformerGeometry):
+    """The fields every HF text config has besides the transformer's ``width``, ``layers``
+    and ``heads`` (defaults: ``xlm-roberta-base``'s; each family redeclares those it
+    changes) and the checks they share."""
 
-    width: int
-    heads: int
-    layers: int
-    context_length: int
-    vocab_size: int
-    intermediate_size: int
-    pad_token_id: int
-
-    @property
-    def head_width(self) -> int:
-        return self.width // self.heads
+    section: ClassVar[str] = "text"
+    context_length: int = 77
+    vocab_size: int = 250002
+    intermediate_size: int = 3072
+    pad_token_id: int = 1
+    norm_eps: float = 1e-5
+    activation: HFActivation = "gelu"
+    pooler: Pooler = "mean"
+    proj: Projection = "mlp"
 
     def check(self, **extra: float) -> None:
-        sizes = {"width": self.width, "heads": self.heads, "layers": self.layers,
-                 "context_length": self.context_length, "vocab_size": self.vocab_size,
-                 "intermediate_size": self.intermediate_size, **extra}  # fmt: skip
-        for name, value in sizes.items():
-            if value <= 0:
-                raise ConfigError(f"text.{name} must be positive, got {value!r}")
+        """:meth:`check_transformer`, and ``pad_token_id`` in the vocabulary."""
+        self.check_transformer(**extra)
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ConfigError(
                 f"text.pad_token_id {self.pad_token_id} is outside the vocabulary "
@@ -71,25 +68,11 @@ class RobertaTextConfig(_HFText):
     ``xlm-roberta-base``."""
 
     type: ClassVar[str] = "roberta"
-    section: ClassVar[str] = "text"
-    context_length: int = 77
-    vocab_size: int = 250002
-    width: int = 768
-    heads: int = 12
-    layers: int = 12
-    intermediate_size: int = 3072
     max_positions: int = 514
     type_vocab_size: int = 1
-    pad_token_id: int = 1
-    norm_eps: float = 1e-5
-    activation: HFActivation = "gelu"
-    pooler: Pooler = "mean"
-    proj: Projection = "mlp"
 
     def __post_init__(self) -> None:
         self.check(max_positions=self.max_positions, type_vocab_size=self.type_vocab_size)
-        if self.width % self.heads:
-            raise ConfigError(f"text.width {self.width} is not divisible by heads {self.heads}")
         if self.context_length + self.pad_token_id >= self.max_positions:
             raise ConfigError(
                 f"text.context_length {self.context_length} needs positions up to "
@@ -106,22 +89,16 @@ class T5TextConfig(_HFText):
     """
 
     type: ClassVar[str] = "t5_encoder"
-    section: ClassVar[str] = "text"
-    context_length: int = 77
+    heads_split_width: ClassVar[bool] = False  # attention is heads x head_dim wide
     vocab_size: int = 250112
-    width: int = 768
-    heads: int = 12
-    head_dim: int = 64
-    layers: int = 12
     intermediate_size: int = 2048
-    gated: bool = True
-    relative_buckets: int = 32
-    relative_max_distance: int = 128
     pad_token_id: int = 0
     norm_eps: float = 1e-6
     activation: HFActivation = "gelu_tanh"
-    pooler: Pooler = "mean"
-    proj: Projection = "mlp"
+    head_dim: int = 64
+    gated: bool = True
+    relative_buckets: int = 32
+    relative_max_distance: int = 128
 
     def __post_init__(self) -> None:
         self.check(head_dim=self.head_dim, relative_buckets=self.relative_buckets,
@@ -134,25 +111,18 @@ class M2M100TextConfig(_HFText):
     ``facebook/nllb-200-distilled-600M``."""
 
     type: ClassVar[str] = "m2m100_encoder"
-    section: ClassVar[str] = "text"
-    context_length: int = 77
     vocab_size: int = 256206
     width: int = 1024
     heads: int = 16
-    layers: int = 12
     intermediate_size: int = 4096
-    max_positions: int = 1024
-    pad_token_id: int = 1
-    scale_embedding: bool = True
-    norm_eps: float = 1e-5
     activation: HFActivation = "relu"
     pooler: Pooler = "cls"
     proj: Projection = "linear"
+    max_positions: int = 1024
+    scale_embedding: bool = True
 
     def __post_init__(self) -> None:
         self.check(max_positions=self.max_positions)
-        if self.width % self.heads:
-            raise ConfigError(f"text.width {self.width} is not divisible by heads {self.heads}")
 
 
 #: the ``text.type`` names of these towers

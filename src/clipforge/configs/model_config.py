@@ -36,23 +36,28 @@ def _require_positive(owner: str, **values: float) -> None:
             raise ConfigError(f"{owner}.{name} must be positive, got {value!r}")
 
 
+@dataclass(frozen=True)
 class TransformerGeometry:
-    """Shared by the configs of transformer towers (``width``, ``heads``, ``layers``,
-    ``mlp_ratio``; ``image_size``/``patch_size`` for image towers): derived sizes and the
-    checks every such tower needs. ``section`` names the tower in errors."""
+    """Shared by the configs of transformer towers: ``width``, ``layers``, ``heads``
+    declared once, derived sizes and the checks every such tower needs. ``section`` names the
+    tower in errors."""
 
     section: ClassVar[str] = "vision"
-    width: int  # declared by each dataclass that mixes this in
-    heads: int
+    #: heads split ``width`` (off where a config sets its own head width: T5's ``head_dim``)
+    heads_split_width: ClassVar[bool] = True
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
 
     def check_transformer(self, **extra: float) -> None:
-        """Every size positive and ``width`` divisible by ``heads`` (``ConfigError`` if not)."""
-        sizes = {k: getattr(self, k) for k in ("width", "heads", "layers", "mlp_ratio")}
-        for name in ("image_size", "patch_size", "context_length", "vocab_size"):
-            if name in self.__dataclass_fields__:  # type: ignore[attr-defined]
+        """Every size positive and (unless ``heads_split_width`` is off) ``width`` divisible
+        by ``heads`` (``ConfigError`` naming the field if not)."""
+        sizes = {k: getattr(self, k) for k in ("width", "heads", "layers")}
+        for name in _OPTIONAL_SIZES:
+            if name in self.__dataclass_fields__:
                 sizes[name] = getattr(self, name)
         _require_positive(self.section, **sizes, **extra)
-        if self.width % self.heads:
+        if self.heads_split_width and self.width % self.heads:
             raise ConfigError(
                 f"{self.section}.width {self.width} is not divisible by heads {self.heads}"
             )
@@ -63,11 +68,17 @@ class TransformerGeometry:
 
     @property
     def head_width(self) -> int:
-        return self.width // self.heads  # type: ignore[attr-defined]
+        return self.width // self.heads
 
     @property
     def mlp_width(self) -> int:
         return int(self.width * self.mlp_ratio)  # type: ignore[attr-defined]
+
+
+#: sizes :meth:`TransformerGeometry.check_transformer` checks where a config has them
+_OPTIONAL_SIZES = (
+    "mlp_ratio", "image_size", "patch_size", "context_length", "vocab_size", "intermediate_size",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -76,9 +87,6 @@ class ImageTransformerGeometry(TransformerGeometry):
 
     image_size: int = 224
     patch_size: int = 16
-    width: int = 768
-    layers: int = 12
-    heads: int = 12
     mlp_ratio: float = 4.0
 
 
@@ -91,7 +99,6 @@ class TextTransformerGeometry(TransformerGeometry):
     vocab_size: int = 49408
     width: int = 512
     heads: int = 8
-    layers: int = 12
     mlp_ratio: float = 4.0
 
 
@@ -235,6 +242,18 @@ def _text_to_dict(text: Any) -> dict[str, Any]:
     return data if text.type == DEFAULT_TEXT_TYPE else {"type": text.type, **data}
 
 
+def _build_tower(
+    tower: dict[str, Any], registry: Registry[Any], where: str, default: str | None
+) -> Any:
+    """A tower config from its JSON form: the class its ``type`` names in ``registry``
+    (``default`` when absent), built by the config engine; ``where`` names it in errors."""
+    fields = dict(tower)
+    kind = fields.pop("type", default)
+    if kind not in registry:
+        raise unknown_name(f"{where}.type", str(kind), registry.names())
+    return build(registry.get(kind), fields, where)
+
+
 @dataclass(frozen=True)
 class ClipConfig:
     """A whole CLIP model: two towers projected into a shared ``embed_dim`` space.
@@ -286,19 +305,12 @@ class ClipConfig:
         vision = data.pop("vision", None)
         if not isinstance(vision, dict):
             raise ConfigError(f"model config needs a '{dot}vision' mapping with a 'type'")
-        vision = dict(vision)
-        kind = vision.pop("type", None)
-        if kind not in VISION_CONFIGS:
-            raise unknown_name(f"{dot}vision.type", str(kind), VISION_CONFIGS.names())
+        vision = _build_tower(vision, VISION_CONFIGS, f"{dot}vision", None)
         if "embed_dim" not in data:
             raise ConfigError(f"model config needs '{dot}embed_dim'")
-        data["vision"] = build(VISION_CONFIGS.get(kind), vision, f"{dot}vision")
+        data["vision"] = vision
         text = data.get("text") or {}
         if not isinstance(text, dict):
             raise ConfigError(f"'{dot}text' must be a mapping, got {type(text).__name__}")
-        text = dict(text)
-        text_kind = text.pop("type", DEFAULT_TEXT_TYPE)
-        if text_kind not in TEXT_CONFIGS:
-            raise unknown_name(f"{dot}text.type", str(text_kind), TEXT_CONFIGS.names())
-        data["text"] = build(TEXT_CONFIGS.get(text_kind), text, f"{dot}text")
+        data["text"] = _build_tower(text, TEXT_CONFIGS, f"{dot}text", DEFAULT_TEXT_TYPE)
         return build(cls, data, prefix)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .engine import ConfigError, bounded
-from .model_config import TransformerGeometry, register_vision_config
+from .model_config import ImageTransformerGeometry, register_vision_config
 from .param_counts import layer_norm, register_parameter_counter, transformer
 
 __all__ = ["PE_TRUNKS", "PerceptionVisionConfig"]
@@ -22,18 +22,12 @@ __all__ = ["PE_TRUNKS", "PerceptionVisionConfig"]
 
 @register_vision_config
 @dataclass(frozen=True)
-class PerceptionVisionConfig(TransformerGeometry):
+class PerceptionVisionConfig(ImageTransformerGeometry):
     """A PE-Core ViT. ``rope_ref_grid``: the patch grid the rotary frequencies were trained
     for (other grids are rescaled onto it); ``pool_heads`` / ``pool_mlp_ratio``: the
     attention pool's heads and MLP ratio; ``norm_eps``: every LayerNorm's epsilon."""
 
     type: ClassVar[str] = "pe"
-    image_size: int = 224
-    patch_size: int = 16
-    width: int = 768
-    layers: int = 12
-    heads: int = 12
-    mlp_ratio: float = 4.0
     class_token: bool = True
     rope_ref_grid: int = 14
     rope_offset: float = 1.0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from .engine import ConfigError, bounded
-from .model_config import TransformerGeometry, register_vision_config
+from .model_config import ImageTransformerGeometry, register_vision_config
 from .param_counts import layer_norm, register_parameter_counter
 
 __all__ = ["TIMM_VIT_TRUNKS", "TimmViTConfig"]
@@ -21,7 +21,7 @@ __all__ = ["TIMM_VIT_TRUNKS", "TimmViTConfig"]
 
 @register_vision_config
 @dataclass(frozen=True)
-class TimmViTConfig(TransformerGeometry):
+class TimmViTConfig(ImageTransformerGeometry):
     """A timm ``VisionTransformer`` / ``VisionTransformerRelPos`` trunk + linear head.
 
     ``pool``: ``"avg"`` (mean of the patch tokens) or ``"token"`` (the class token);
@@ -30,12 +30,8 @@ class TimmViTConfig(TransformerGeometry):
     """
 
     type: ClassVar[str] = "timm_vit"
-    image_size: int = 224
-    patch_size: int = 16
     width: int = 512
-    layers: int = 12
     heads: int = 8
-    mlp_ratio: float = 4.0
     class_token: bool = True
     pool: Literal["avg", "token"] = "token"
     qkv_bias: bool = True

@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from ..api import load as load_model
+from ..atomic import write_atomic, write_text_atomic
 from ..embedding import _failure_reason, _to_pixels, stream_image_embeddings
 from ..errors import UsageError
 from ..models import CLIP
@@ -131,12 +132,6 @@ def _read_manifest(output: Path, header: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _write_shard(path: Path, rows: list[dict[str, Any]], model_id: str, dim: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -152,9 +147,7 @@ def _write_shard(path: Path, rows: list[dict[str, Any]], model_id: str, dim: int
         "embedding": column,
         "model": pa.array([model_id] * len(rows), type=pa.string()),
     })  # fmt: skip
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -294,7 +287,7 @@ def _finish_shard(plan: _Plan, k: int, rows: list[dict[str, Any]], dim: int,
     failures = [(_shown(r["path"]), str(r["error"])) for r in rows if r["error"]]
     _write_shard(report.output / name, good, plan.model_id, dim)
     manifest["shards"][name] = {"rows": len(good), "failures": failures}
-    _write_json_atomic(report.output / MANIFEST, manifest)
+    write_text_atomic(report.output / MANIFEST, json.dumps(manifest, indent=1))
     report.written.append(name)
     report.n_embedded += len(good)
     report.failures.extend(failures)

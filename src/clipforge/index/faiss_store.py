@@ -17,13 +17,13 @@ import contextlib
 import importlib
 import json
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_path
 from .half_scan import HalfScan
 from .store import StoreOptions
 
@@ -285,14 +285,10 @@ class FaissStore:
             "tombstones": len(dead),
         }
         path = self.directory / FILE_NAME
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             f.write(MAGIC + json.dumps(header).encode() + b"\n")
             data.tofile(f)
             dead.tofile(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
         self._version = version
 
     def _load(self) -> None:

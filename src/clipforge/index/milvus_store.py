@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..atomic import write_text_atomic
 from ..errors import InputError
 from .store import StoreOptions
 
@@ -226,9 +227,7 @@ class MilvusStore:
     def save(self, version: int) -> None:
         self.client.flush(self.collection)
         path = self.directory / VERSION_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"version": version, "collection": self.collection}))
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps({"version": version, "collection": self.collection}))
         self._version = version
 
 

@@ -20,17 +20,9 @@ from torch.utils.checkpoint import checkpoint
 
 from ..configs.convnext import ConvNextVisionConfig
 from .intermediates import Intermediates, IntermediatesRequest, stage_intermediates
+from .layers import LayerNorm2d
 from .staged import StagedTower, timm_init_
 from .tower import TowerSettings, register_tower
-
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of an NCHW map (timm's ``LayerNorm2d``)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
 
 
 class ConvMlp(nn.Module):

@@ -10,16 +10,16 @@ keeps ``attn.q_bias`` and ``attn.v_bias`` instead of a full ``in_proj_bias``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..configs.eva import EvaVisionConfig
 from .intermediates import TokenPass, image_grid
+from .layers import BlockStack, fused_query_kv
 from .tower import TowerSettings, TransformerTower, register_tower
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # (sin, cos), each (1 or N, 1, patches, head_width)
@@ -75,9 +75,17 @@ class EvaAttention(nn.Module):
             return x
         return torch.cat((x[:, :, :1], apply_rope(x[:, :, 1:], rope)), dim=2)
 
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused q/k/v projection ``(N, L, 3·width)`` (an int8 copy swaps this)."""
+        return F.linear(x, self.in_proj_weight, self._bias())
+
+    def _project_cls(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The class token's query ``(N, width)``, every key and value ``(N, L, 2·width)``."""
+        return fused_query_kv(self.in_proj_weight, self._bias(), x[:, 0], x)
+
     def forward(self, x: torch.Tensor, rope: Rope | None) -> torch.Tensor:
         batch, length, width = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self._bias())
+        qkv = self._project(x)
         qkv = qkv.view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         q, k = self._rotate(qkv[0], rope), self._rotate(qkv[1], rope)
         out = F.scaled_dot_product_attention(q, k, qkv[2])
@@ -87,11 +95,9 @@ class EvaAttention(nn.Module):
         """``forward(x, rope)[:, 0]``: the class token's output only (keys span the sequence)."""
         batch, length, width = x.shape
         head_dim = width // self.heads
-        w_q, w_kv = self.in_proj_weight.split([width, 2 * width])
-        b_q, b_kv = self._bias().split([width, 2 * width])
-        q = F.linear(x[:, 0], w_q, b_q).view(batch, self.heads, 1, head_dim)
-        kv = F.linear(x, w_kv, b_kv).view(batch, length, 2, self.heads, head_dim)
-        kv = kv.permute(2, 0, 3, 1, 4)
+        q, kv = self._project_cls(x)
+        q = q.view(batch, self.heads, 1, head_dim)
+        kv = kv.view(batch, length, 2, self.heads, head_dim).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, self._rotate(kv[0], rope), kv[1])
         return self._out(out.reshape(batch, width))
 
@@ -144,35 +150,23 @@ class EvaBlock(nn.Module):
         return self._mlp(x[:, 0] + self.attn.forward_cls(self.ln_1(x), rope))
 
 
-class EvaTransformer(nn.Module):
-    """A stack of :class:`EvaBlock` (``resblocks``) with optional gradient checkpointing."""
-
-    resblocks: nn.ModuleList
-    grad_checkpointing: bool
+class EvaTransformer(BlockStack):
+    """A stack of :class:`EvaBlock` whose last block can compute the class token only."""
 
     def __init__(self, cfg: EvaVisionConfig) -> None:
-        super().__init__()
-        self.grad_checkpointing = False
-        self.resblocks = nn.ModuleList(EvaBlock(cfg) for _ in range(cfg.layers))
+        super().__init__(EvaBlock(cfg) for _ in range(cfg.layers))
 
-    def forward(self, x: torch.Tensor, rope: Rope | None, pool: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rope | None, pool: bool = False) -> torch.Tensor:  # type: ignore[override]
         """``(N, L, width)`` → the same shape, or with ``pool`` the class token ``(N, width)``
         (the last block then computes that row only)."""
         # ModuleList iterates as nn.Module; every entry is a EvaBlock
         blocks = cast(list[EvaBlock], list(self.resblocks))
         last = blocks.pop() if pool else None
         for block in blocks:
-            x = self._run(block, x, rope)
+            x = self.run(block, x, rope)
         if last is None:
             return x
-        return self._run(last.forward_cls, x, rope)
-
-    def _run(
-        self, fn: Callable[..., torch.Tensor], x: torch.Tensor, rope: Rope | None
-    ) -> torch.Tensor:
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(fn, x, rope, use_reentrant=False)
-        return fn(x, rope)
+        return self.run(last.forward_cls, x, rope)
 
 
 @register_tower(EvaVisionConfig)
@@ -216,11 +210,6 @@ class EvaVisionTransformer(TransformerTower):
         """The default rule plus the position and class embeddings (as EVA trains them)."""
         return super().no_weight_decay() | {"positional_embedding", "class_embedding"}
 
-    def set_patch_dropout(self, rate: float) -> None:
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"patch dropout must be in [0, 1), got {rate}")
-        self.patch_dropout = rate
-
     def _tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, Rope | None]:
         """Class token + patch embeddings with positions, and the rotary table for them."""
         x = self.patch_embed(pixels).flatten(2).transpose(1, 2)  # (N, grid², width)
@@ -251,9 +240,8 @@ class EvaVisionTransformer(TransformerTower):
         """timm ``Eva.forward_intermediates`` as open_clip's ``TimmModel`` calls it: class token
         as the prefix, features ``proj(ln_post(x[:, 0]))`` from the same pass."""
         x, rope = self._tokens(inputs)
-        run = self.transformer._run
         return TokenPass(
-            [lambda y, b=b: run(b, y, rope) for b in self.blocks],
+            self.transformer.steps(rope),
             x,
             kind="image",
             norm=self.ln_post,

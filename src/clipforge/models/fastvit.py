@@ -21,6 +21,7 @@ from torch import nn
 
 from ..configs.fastvit import FastViTConfig, make_divisible
 from .intermediates import Intermediates, IntermediatesRequest, stage_intermediates
+from .layers import LayerNorm2d
 from .reparam import (
     ConvBN,
     LayerScale2d,
@@ -31,15 +32,6 @@ from .reparam import (
     reparameterize_modules,
 )
 from .tower import Tower, TowerSettings, register_tower
-
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of an ``(N, C, H, W)`` map (timm's ``LayerNorm2d``)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
 
 
 class ConvMlp(nn.Module):

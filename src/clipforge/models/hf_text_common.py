@@ -12,17 +12,14 @@ how much padding follows it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .intermediates import TokenPass
-from .layers import GELUTanh
+from .layers import BlockStack, GELUTanh, check_tokens
 from .tower import TransformerTower
 
 #: HF ``hidden_act`` names → activation modules (exact GELU, tanh GELU = ``gelu_new``, ReLU)
@@ -82,19 +79,18 @@ class FeedForward(nn.Module):
         return self.c_proj(self.act(x))
 
 
-class BlockStack(nn.Module):
-    """The residual blocks (``resblocks``), each called as ``block(x, mask)``, with optional
-    gradient checkpointing."""
+class PreNormBlock(nn.Module):
+    """``x + attn(ln_1(x), mask)``, ``x + mlp(ln_2(x))``: the pre-norm encoder layer of
+    M2M100 (LayerNorm) and T5 (RMS norm; ``mask`` carries the position bias too)."""
 
-    def __init__(self, blocks: list[nn.Module]) -> None:
+    def __init__(self, ln_1: nn.Module, attn: MaskedSelfAttention, ln_2: nn.Module,
+                 mlp: FeedForward) -> None:  # fmt: skip
         super().__init__()
-        self.resblocks = nn.ModuleList(blocks)
-        self.grad_checkpointing = False
+        self.ln_1, self.attn, self.ln_2, self.mlp = ln_1, attn, ln_2, mlp
 
-    def run(self, block: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(block, x, mask, use_reentrant=False)
-        return block(x, mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)
+        return x + self.mlp(self.ln_2(x))
 
 
 def build_projection(width: int, proj: str, embed_dim: int) -> nn.Module:
@@ -124,6 +120,12 @@ def padding_mask(tokens: torch.Tensor, pad_token_id: int, dtype: torch.dtype) ->
     return torch.zeros(keep.shape, dtype=dtype, device=tokens.device).masked_fill(
         ~keep, torch.finfo(dtype).min
     )
+
+
+def roberta_positions(tokens: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """fairseq's position ids: ``pad + 1, pad + 2, ...`` over tokens, ``pad`` on padding."""
+    keep = tokens.ne(pad_token_id).int()
+    return (torch.cumsum(keep, dim=1).type_as(keep) * keep).long() + pad_token_id
 
 
 class HFTextTower(TransformerTower):
@@ -158,9 +160,27 @@ class HFTextTower(TransformerTower):
         ln_final = getattr(self, "ln_final", None)
         return ln_final(x) if ln_final is not None else x
 
-    def _check(self, tokens: torch.Tensor) -> None:
-        if tokens.ndim != 2:
-            raise ValueError(f"tokens must be (batch, length), got shape {tuple(tokens.shape)}")
+    def _positions(self, tokens: torch.Tensor, table_rows: int) -> torch.Tensor:
+        """fairseq's position ids (:func:`roberta_positions`); ``ValueError`` when they run
+        past a position table of ``table_rows`` rows."""
+        positions = roberta_positions(tokens, self.pad_token_id)
+        if int(positions.max()) >= table_rows:
+            raise ValueError(
+                f"token sequences of length {tokens.shape[1]} exceed the model's "
+                f"{table_rows - self.pad_token_id - 1} positions"
+            )
+        return positions
+
+    def init_weights(self) -> None:
+        """BERT's / fairseq's initialisation: normal(0.02) matrices and embeddings, zero
+        biases, unit norms (T5 overrides it)."""
+        for name, param in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(param)
+            elif "ln_" in name:
+                nn.init.ones_(param)
+            else:
+                nn.init.normal_(param, std=0.02)
 
     def _pool(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """open_clip's pooler over the final ``(N, L, width)`` states, then the projection."""
@@ -177,7 +197,7 @@ class HFTextTower(TransformerTower):
     def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
         """``(N, L, width)``: every token's final hidden state (transformers'
         ``last_hidden_state``)."""
-        self._check(inputs)
+        check_tokens(inputs)
         x = self._embed(inputs)
         mask = self._mask(inputs, x)
         for block in self.blocks:
@@ -190,14 +210,11 @@ class HFTextTower(TransformerTower):
     def token_pass(self, inputs: torch.Tensor) -> TokenPass:
         """Block outputs ``(N, L, width)`` (transformers' per-layer hidden states before any
         final norm) and the pooled, projected features of the same pass."""
-        self._check(inputs)
+        check_tokens(inputs)
         x = self._embed(inputs)
         mask = self._mask(inputs, x)
-        fns: list[Callable[[torch.Tensor], torch.Tensor]] = [
-            partial(self.transformer.run, block, mask=mask) for block in self.blocks
-        ]
         return TokenPass(
-            fns, x, kind="text", norm=self._final,
+            self.transformer.steps(mask), x, kind="text", norm=self._final,
             pool=lambda y: self._pool(self._final(y), inputs),
         )  # fmt: skip
 

@@ -39,6 +39,17 @@ ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {
 }
 
 
+def fused_query_kv(
+    weight: torch.Tensor, bias: torch.Tensor, query: torch.Tensor, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fused ``(3·width, width)`` q/k/v projection applied in two parts: the query rows
+    ``query`` through its first third, every token of ``x`` through the keys and values."""
+    width = x.shape[-1]
+    w_q, w_kv = weight.split([width, 2 * width])
+    b_q, b_kv = bias.split([width, 2 * width])
+    return F.linear(query, w_q, b_q), F.linear(x, w_kv, b_kv)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with a fused input projection (batch-first)."""
 
@@ -50,11 +61,21 @@ class SelfAttention(nn.Module):
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
         self.out_proj = nn.Linear(width, width)
 
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused q/k/v projection ``(N, L, 3·width)`` (an int8 copy swaps this)."""
+        return F.linear(x, self.in_proj_weight, self.in_proj_bias)
+
+    def _project_at(
+        self, x: torch.Tensor, rows: torch.Tensor, index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The query at ``x[rows, index]`` ``(N, width)``, every key and value ``(N, L, 2·width)``."""
+        return fused_query_kv(self.in_proj_weight, self.in_proj_bias, x[rows, index], x)
+
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``attn_mask``: optional boolean ``(N, 1, 1|L, L)`` (True = attend), e.g. the keys
         that are not padding in a NaFlex batch; not combined with ``causal``."""
         batch, length, width = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        qkv = self._project(x)
         qkv = qkv.view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(
             qkv[0], qkv[1], qkv[2], attn_mask=attn_mask, is_causal=self.causal
@@ -70,12 +91,9 @@ class SelfAttention(nn.Module):
         """
         batch, length, width = x.shape
         head_dim = width // self.heads
-        w_q, w_kv = self.in_proj_weight.split([width, 2 * width])
-        b_q, b_kv = self.in_proj_bias.split([width, 2 * width])
-        rows = torch.arange(batch, device=x.device)
-        q = F.linear(x[rows, index], w_q, b_q).view(batch, self.heads, 1, head_dim)
-        kv = F.linear(x, w_kv, b_kv).view(batch, length, 2, self.heads, head_dim)
-        kv = kv.permute(2, 0, 3, 1, 4)
+        q, kv = self._project_at(x, torch.arange(batch, device=x.device), index)
+        q = q.view(batch, self.heads, 1, head_dim)
+        kv = kv.view(batch, length, 2, self.heads, head_dim).permute(2, 0, 3, 1, 4)
         mask = None
         if self.causal:
             positions = torch.arange(length, device=x.device)
@@ -146,12 +164,65 @@ class ResidualAttentionBlock(nn.Module):
         return y + self.ls_2(self.mlp(self.ln_2(y)))
 
 
-class Transformer(nn.Module):
-    """A stack of residual attention blocks (``resblocks``), with optional checkpointing."""
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW map (timm's ``LayerNorm2d``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class BlockStack(nn.Module):
+    """Residual blocks (``resblocks``), each called as ``block(x, *extra)`` (a mask, rotary
+    positions...), checkpointed in training when ``grad_checkpointing`` is on."""
 
     resblocks: nn.ModuleList
-    width: int
     grad_checkpointing: bool
+
+    def __init__(self, blocks: Iterable[nn.Module]) -> None:
+        super().__init__()
+        self.resblocks = nn.ModuleList(blocks)
+        self.grad_checkpointing = False
+
+    def run(
+        self, block: Callable[..., torch.Tensor], x: torch.Tensor, *extra: object
+    ) -> torch.Tensor:
+        """``block(x, *extra)`` (a block or one of its methods), checkpointed when enabled."""
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, x, *extra, use_reentrant=False)
+        return block(x, *extra)
+
+    def forward(self, x: torch.Tensor, *extra: object) -> torch.Tensor:
+        for block in self.resblocks:
+            x = self.run(block, x, *extra)
+        return x
+
+    def steps(self, *extra: object) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        """Each block as a function of ``x`` alone (``extra`` bound, checkpointed as in
+        ``forward``): the steps a :class:`~clipforge.models.intermediates.TokenPass` walks."""
+        return [partial(self._step, block, extra) for block in self.resblocks]
+
+    def _step(self, block: nn.Module, extra: tuple[object, ...], x: torch.Tensor) -> torch.Tensor:
+        return self.run(block, x, *extra)
+
+
+def check_tokens(tokens: torch.Tensor, context_length: int | None = None) -> None:
+    """``ValueError`` unless ``tokens`` is ``(batch, length)`` with ``length`` at most
+    ``context_length`` (when given)."""
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be (batch, length), got shape {tuple(tokens.shape)}")
+    if context_length is not None and tokens.shape[1] > context_length:
+        raise ValueError(
+            f"token sequences of length {tokens.shape[1]} exceed the model's "
+            f"context length {context_length}"
+        )
+
+
+class Transformer(BlockStack):
+    """A stack of residual attention blocks (``resblocks``), with optional checkpointing."""
+
+    width: int
 
     def __init__(
         self,
@@ -164,13 +235,11 @@ class Transformer(nn.Module):
         causal: bool = False,
         ls_init_value: float | None = None,
     ) -> None:
-        super().__init__()
-        self.width = width
-        self.grad_checkpointing = False
-        self.resblocks = nn.ModuleList(
+        super().__init__(
             ResidualAttentionBlock(width, heads, mlp_width, activation, eps, causal, ls_init_value)
             for _ in range(layers)
         )
+        self.width = width
 
     def forward(
         self,
@@ -192,21 +261,16 @@ class Transformer(nn.Module):
             if pool_index is not None:
                 raise ValueError("attn_mask cannot be combined with pool_index")
             for block in blocks:
-                x = self._run(partial(block, attn_mask=attn_mask), x)
+                x = self.run(partial(block, attn_mask=attn_mask), x)
             return x
         last = blocks.pop() if pool_index is not None and blocks else None
         for block in blocks:
-            x = self._run(block, x)
+            x = self.run(block, x)
         if pool_index is None:
             return x
         if last is None:
             return x[torch.arange(x.shape[0], device=x.device), pool_index]
-        return self._run(last.forward_at, x, pool_index)
-
-    def _run(self, fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(fn, *args, use_reentrant=False)
-        return fn(*args)
+        return self.run(last.forward_at, x, pool_index)
 
     def init_weights(self) -> None:
         """OpenAI's initialisation: std scaled by width and depth."""

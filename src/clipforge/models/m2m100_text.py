@@ -15,8 +15,13 @@ import torch
 from torch import nn
 
 from ..configs.hf_text import M2M100TextConfig
-from .hf_text_common import BlockStack, FeedForward, HFTextTower, MaskedSelfAttention
-from .roberta_text import roberta_positions
+from .hf_text_common import (
+    BlockStack,
+    FeedForward,
+    HFTextTower,
+    MaskedSelfAttention,
+    PreNormBlock,
+)
 from .tower import TowerSettings, register_tower
 
 #: fairseq's offset of the sinusoidal table (positions start after the padding index)
@@ -37,20 +42,13 @@ def sinusoidal_table(positions: int, width: int, pad_token_id: int) -> torch.Ten
     return table
 
 
-class PreNormBlock(nn.Module):
-    """``x + attn(ln_1(x))``, ``x + mlp(ln_2(x))``."""
-
-    def __init__(self, cfg: M2M100TextConfig) -> None:
-        super().__init__()
-        w = cfg.width
-        self.ln_1 = nn.LayerNorm(w, eps=cfg.norm_eps)
-        self.attn = MaskedSelfAttention(w, cfg.heads)
-        self.ln_2 = nn.LayerNorm(w, eps=cfg.norm_eps)
-        self.mlp = FeedForward(w, cfg.intermediate_size, cfg.activation)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), mask)
-        return x + self.mlp(self.ln_2(x))
+def m2m100_layer(cfg: M2M100TextConfig) -> PreNormBlock:
+    """One encoder layer: LayerNorms, biased attention, a two-layer MLP."""
+    w = cfg.width
+    return PreNormBlock(
+        nn.LayerNorm(w, eps=cfg.norm_eps), MaskedSelfAttention(w, cfg.heads),
+        nn.LayerNorm(w, eps=cfg.norm_eps), FeedForward(w, cfg.intermediate_size, cfg.activation),
+    )  # fmt: skip
 
 
 @register_tower(M2M100TextConfig)
@@ -65,27 +63,12 @@ class M2M100TextTower(HFTextTower):
         table = sinusoidal_table(cfg.max_positions + POSITION_OFFSET, w, cfg.pad_token_id)
         self.register_buffer("position_table", table, persistent=False)
         self.position_table: torch.Tensor
-        self.transformer = BlockStack([PreNormBlock(cfg) for _ in range(cfg.layers)])
+        self.transformer = BlockStack([m2m100_layer(cfg) for _ in range(cfg.layers)])
         self.ln_final = nn.LayerNorm(w, eps=cfg.norm_eps)
         self._init_head(cfg, settings.embed_dim)
         self.init_weights()
 
-    def init_weights(self) -> None:
-        """fairseq-style: normal(0.02) matrices and embeddings, zero biases, unit norms."""
-        for name, param in self.named_parameters():
-            if name.endswith("bias"):
-                nn.init.zeros_(param)
-            elif "ln_" in name:
-                nn.init.ones_(param)
-            else:
-                nn.init.normal_(param, std=0.02)
-
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        positions = roberta_positions(tokens, self.pad_token_id)
-        if int(positions.max()) >= self.position_table.shape[0]:
-            raise ValueError(
-                f"token sequences of length {tokens.shape[1]} exceed the model's positions "
-                f"({self.position_table.shape[0] - POSITION_OFFSET})"
-            )
+        positions = self._positions(tokens, self.position_table.shape[0])
         x = self.token_embedding(tokens) * self.embed_scale
         return x + self.position_table[positions].to(x.dtype)

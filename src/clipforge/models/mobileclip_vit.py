@@ -9,8 +9,6 @@ Stem, class token, positions, norms and head keep timm's names; the blocks are c
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch import nn
 
@@ -112,7 +110,7 @@ class MobileCLIPViT(TransformerTower):
         ``TimmModel``: block outputs (class token as the prefix), features
         ``head(norm(x)[:, 0])`` from the same pass."""
         return TokenPass(
-            [partial(self.transformer._run, b) for b in self.blocks],
+            self.transformer.steps(),
             self._tokens(inputs),
             kind="image",
             norm=self.norm,

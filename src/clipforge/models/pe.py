@@ -12,20 +12,17 @@ SDPA, and the attention pool is SigLIP's MAP head. The rotary table follows timm
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..configs.pe import PerceptionVisionConfig
 from .eva import Rope, apply_rope
-from .intermediates import TokenPass, image_grid
-from .layers import Mlp, SelfAttention
+from .layers import BlockStack, Mlp, SelfAttention
 from .siglip_vision import AttentionPool
-from .tower import TowerSettings, TransformerTower, register_tower
+from .tower import PatchTransformerTower, TowerSettings, register_tower
 
 
 def pe_rope_tables(
@@ -80,50 +77,23 @@ class RopeBlock(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class RopeTransformer(nn.Module):
-    """A stack of :class:`RopeBlock` (``resblocks``) with optional gradient checkpointing."""
-
-    resblocks: nn.ModuleList
-    grad_checkpointing: bool
-
-    def __init__(self, cfg: PerceptionVisionConfig) -> None:
-        super().__init__()
-        self.grad_checkpointing = False
-        self.resblocks = nn.ModuleList(RopeBlock(cfg) for _ in range(cfg.layers))
-
-    def run(self, block: nn.Module, x: torch.Tensor, rope: Rope, prefix: int) -> torch.Tensor:
-        """One block, checkpointed when enabled in training."""
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(block, x, rope, prefix, use_reentrant=False)
-        return block(x, rope, prefix)
-
-    def forward(self, x: torch.Tensor, rope: Rope, prefix: int) -> torch.Tensor:
-        for block in self.resblocks:
-            x = self.run(block, x, rope, prefix)
-        return x
-
-
 @register_tower(PerceptionVisionConfig)
-class PerceptionVisionTransformer(TransformerTower):
+class PerceptionVisionTransformer(PatchTransformerTower):
     """Bias-free patch conv, class token (optional), learned + rotary positions, ``ln_pre``,
     rotary blocks, ``ln_post``, attention pool over every token, biased ``proj``."""
 
-    transformer: RopeTransformer
+    transformer: BlockStack  # of RopeBlock(x, rope, prefix)
 
     head_names = ("ln_post", "attn_pool", "proj")
+    config: PerceptionVisionConfig
 
     def __init__(self, cfg: PerceptionVisionConfig, settings: TowerSettings) -> None:
         super().__init__()
-        self.config = cfg
-        self.image_size = cfg.image_size
-        self.output_dim = settings.embed_dim
-        self.num_prefix = int(cfg.class_token)
+        self._init_patches(cfg, settings.embed_dim, class_token=cfg.class_token, bias=False)
         w = cfg.width
-        self.patch_embed = nn.Conv2d(3, w, cfg.patch_size, stride=cfg.patch_size, bias=False)
-        self.class_embedding = nn.Parameter(torch.empty(w)) if cfg.class_token else None
         self.positional_embedding = nn.Parameter(torch.empty(cfg.grid_size**2 + self.num_prefix, w))
         self.ln_pre = nn.LayerNorm(w, eps=cfg.norm_eps)
-        self.transformer = RopeTransformer(cfg)
+        self.transformer = BlockStack(RopeBlock(cfg) for _ in range(cfg.layers))
         self.ln_post = nn.LayerNorm(w, eps=cfg.norm_eps)
         pool_mlp = int(w * cfg.pool_mlp_ratio)
         self.attn_pool = AttentionPool(w, cfg.pool_heads, pool_mlp, "gelu", cfg.norm_eps)
@@ -163,27 +133,6 @@ class PerceptionVisionTransformer(TransformerTower):
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.attn_pool(self.ln_post(x)))
 
-    def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``(N, prefix + grid², width)``: every token after ``ln_post`` (class token first)."""
-        x, rope = self._tokens(inputs)
-        return self.ln_post(self.transformer(x, rope, self.num_prefix))
-
-    def token_pass(self, inputs: torch.Tensor) -> TokenPass:
-        """timm ``Eva.forward_intermediates`` as open_clip's ``TimmModel`` calls it: the class
-        token (if any) as the prefix; features ``proj(attn_pool(ln_post(x)))`` of the same pass."""
-        x, rope = self._tokens(inputs)
-        run: Callable[..., torch.Tensor] = self.transformer.run
-        prefix = self.num_prefix
-        return TokenPass(
-            [lambda y, b=b: run(b, y, rope, prefix) for b in self.blocks],
-            x,
-            kind="image",
-            norm=self.ln_post,
-            pool=self._pool,
-            num_prefix=prefix,
-            grid=image_grid(inputs, self.config.patch_size),
-        )
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _block_inputs(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[Rope, int]]:
         x, rope = self._tokens(pixels)
-        return self._pool(self.transformer(x, rope, self.num_prefix))
+        return x, (rope, self.num_prefix)

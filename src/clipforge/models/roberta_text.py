@@ -32,12 +32,6 @@ class PostNormBlock(nn.Module):
         return self.ln_2(x + self.mlp(x))
 
 
-def roberta_positions(tokens: torch.Tensor, pad_token_id: int) -> torch.Tensor:
-    """fairseq's position ids: ``pad + 1, pad + 2, ...`` over tokens, ``pad`` on padding."""
-    keep = tokens.ne(pad_token_id).int()
-    return (torch.cumsum(keep, dim=1).type_as(keep) * keep).long() + pad_token_id
-
-
 @register_tower(RobertaTextConfig)
 class RobertaTextTower(HFTextTower):
     """XLM-R / RoBERTa encoder, pooled (mean over tokens, or the first token through the tanh
@@ -55,22 +49,7 @@ class RobertaTextTower(HFTextTower):
         self._init_head(cfg, settings.embed_dim)
         self.init_weights()
 
-    def init_weights(self) -> None:
-        """BERT's initialisation: normal(0.02) matrices and embeddings, zero biases."""
-        for name, param in self.named_parameters():
-            if name.endswith("bias"):
-                nn.init.zeros_(param)
-            elif "ln_" in name:
-                nn.init.ones_(param)
-            else:
-                nn.init.normal_(param, std=0.02)
-
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        positions = roberta_positions(tokens, self.pad_token_id)
-        if int(positions.max()) >= self.positional_embedding.shape[0]:
-            raise ValueError(
-                f"token sequences of length {tokens.shape[1]} exceed the model's "
-                f"{self.positional_embedding.shape[0] - self.pad_token_id - 1} positions"
-            )
+        positions = self._positions(tokens, self.positional_embedding.shape[0])
         x = self.token_embedding(tokens) + self.positional_embedding[positions]
         return self.ln_pre(x + self.token_type_embedding[0])

@@ -67,9 +67,6 @@ class SigLipNaFlexVisionTransformer(SigLipVisionTransformer):
         super().__init__(cfg, settings)
         self.patch_size, self.grid = cfg.patch_size, cfg.grid_size
 
-    def set_patch_dropout(self, rate: float) -> None:
-        raise ValueError(f"{type(self).__name__} does not support patch dropout")
-
     def as_patches(self, inputs: torch.Tensor | NaFlexPatches) -> NaFlexPatches:
         """``inputs`` as a batched :class:`NaFlexPatches`."""
         if isinstance(inputs, NaFlexPatches):
@@ -107,7 +104,7 @@ class SigLipNaFlexVisionTransformer(SigLipVisionTransformer):
         rows, cols = next(iter(shapes))
         uniform = len(shapes) == 1 and rows * cols == x.shape[1]
         return TokenPass(
-            [partial(self.transformer._run, partial(b, attn_mask=mask)) for b in self.blocks],
+            [partial(self.transformer.run, partial(b, attn_mask=mask)) for b in self.blocks],
             x,
             kind="image",
             norm=self.ln_post,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import torch
@@ -10,7 +9,7 @@ from torch import nn
 
 from ..configs import SigLipTextConfig
 from .intermediates import TokenPass
-from .layers import Transformer
+from .layers import Transformer, check_tokens
 from .tower import TowerSettings, TransformerTower, register_tower
 
 
@@ -61,13 +60,7 @@ class SigLipTextTransformer(TransformerTower):
             nn.init.zeros_(self.text_projection.bias)
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.ndim != 2:
-            raise ValueError(f"tokens must be (batch, length), got shape {tuple(tokens.shape)}")
-        if tokens.shape[1] > self.context_length:
-            raise ValueError(
-                f"token sequences of length {tokens.shape[1]} exceed the model's "
-                f"context length {self.context_length}"
-            )
+        check_tokens(tokens, self.context_length)
         x = self.token_embedding(tokens)
         return x + self.positional_embedding[: tokens.shape[1]].to(x.dtype)
 
@@ -83,7 +76,7 @@ class SigLipTextTransformer(TransformerTower):
         """open_clip's text ``forward_intermediates`` (bidirectional, last-token pooling):
         block outputs ``(N, L, width)``; features from the last position of the same pass."""
         return TokenPass(
-            [partial(self.transformer._run, b) for b in self.blocks],
+            self.transformer.steps(),
             self._embed(inputs),
             kind="text",
             norm=self.ln_final,

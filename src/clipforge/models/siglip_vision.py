@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..configs import SigLipVisionConfig
-from .intermediates import TokenPass, image_grid
 from .layers import Mlp, Transformer, init_scaled_normal_
-from .tower import TowerSettings, TransformerTower, register_tower
+from .tower import PatchTransformerTower, TowerSettings, register_tower
 
 
 class AttentionPool(nn.Module):
@@ -48,7 +45,7 @@ class AttentionPool(nn.Module):
 
 
 @register_tower(SigLipVisionConfig)
-class SigLipVisionTransformer(TransformerTower):
+class SigLipVisionTransformer(PatchTransformerTower):
     """Biased patch conv + learned positions, pre-LN transformer, ``ln_post``, MAP head.
 
     Parameters: ``patch_embed``, ``positional_embedding`` (grid², width),
@@ -69,7 +66,7 @@ class SigLipVisionTransformer(TransformerTower):
                 f"SigLIP vision width {cfg.width} differs from embed_dim {settings.embed_dim}: "
                 "set vision.proj=true to project"
             )
-        self.image_size = cfg.image_size
+        self.image_size, self.patch_size = cfg.image_size, cfg.patch_size
         self.output_dim = settings.embed_dim
         self.patch_dropout = 0.0
         self.patch_embed = nn.Conv2d(3, cfg.width, cfg.patch_size, stride=cfg.patch_size)
@@ -83,11 +80,6 @@ class SigLipVisionTransformer(TransformerTower):
         nn.init.normal_(self.positional_embedding, std=0.02)
         self.transformer.init_weights()
 
-    def set_patch_dropout(self, rate: float) -> None:
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"patch dropout must be in [0, 1), got {rate}")
-        self.patch_dropout = rate
-
     def _tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         """Patch embeddings plus positions; a random subset of them in training with dropout."""
         x = self.patch_embed(pixels).flatten(2).transpose(1, 2)  # (N, grid², width)
@@ -98,26 +90,9 @@ class SigLipVisionTransformer(TransformerTower):
             x = x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         return x
 
-    def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``(N, grid², width)``: every patch token after ``ln_post`` (no pooling)."""
-        return self.ln_post(self.transformer(self._tokens(inputs)))
+    def _block_inputs(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[()]]:
+        return self._tokens(pixels), ()
 
     def _pool(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         pooled = self.attn_pool(self.ln_post(x), key_mask)
-        return self.proj(pooled) if self.proj is not None else pooled
-
-    def token_pass(self, inputs: torch.Tensor) -> TokenPass:
-        """timm ``VisionTransformer.forward_intermediates`` as open_clip's ``TimmModel`` calls
-        it: no prefix tokens; features are the MAP head over ``ln_post`` of the same pass."""
-        return TokenPass(
-            [partial(self.transformer._run, b) for b in self.blocks],
-            self._tokens(inputs),
-            kind="image",
-            norm=self.ln_post,
-            pool=self._pool,
-            grid=image_grid(inputs, self.patch_embed.kernel_size[0]),
-        )
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        pooled = self.attn_pool(self.forward_features(pixels))
         return self.proj(pooled) if self.proj is not None else pooled

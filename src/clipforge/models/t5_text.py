@@ -16,7 +16,14 @@ import torch
 from torch import nn
 
 from ..configs.hf_text import T5TextConfig
-from .hf_text_common import BlockStack, FeedForward, HFTextTower, MaskedSelfAttention, padding_mask
+from .hf_text_common import (
+    BlockStack,
+    FeedForward,
+    HFTextTower,
+    MaskedSelfAttention,
+    PreNormBlock,
+    padding_mask,
+)
 from .tower import TowerSettings, register_tower
 
 
@@ -53,22 +60,16 @@ def relative_buckets(length: int, buckets: int, max_distance: int, device=None) 
     return out + torch.where(relative < exact, relative, large)
 
 
-class T5Block(nn.Module):
-    """``x + attn(ln_1(x), bias)``, ``x + mlp(ln_2(x))`` with RMS norms."""
-
-    def __init__(self, cfg: T5TextConfig) -> None:
-        super().__init__()
-        w, inner = cfg.width, cfg.heads * cfg.head_dim
-        self.ln_1 = RMSNorm(w, cfg.norm_eps)
-        self.attn = MaskedSelfAttention(w, cfg.heads, inner=inner, bias=False, scale=1.0)
-        self.ln_2 = RMSNorm(w, cfg.norm_eps)
-        self.mlp = FeedForward(
-            w, cfg.intermediate_size, cfg.activation, bias=False, gated=cfg.gated
-        )
-
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), bias)
-        return x + self.mlp(self.ln_2(x))
+def t5_layer(cfg: T5TextConfig) -> PreNormBlock:
+    """One encoder layer: RMS norms, bias-free unscaled attention ``heads x head_dim``
+    wide, the (gated) bias-free feed-forward."""
+    w, inner = cfg.width, cfg.heads * cfg.head_dim
+    return PreNormBlock(
+        RMSNorm(w, cfg.norm_eps),
+        MaskedSelfAttention(w, cfg.heads, inner=inner, bias=False, scale=1.0),
+        RMSNorm(w, cfg.norm_eps),
+        FeedForward(w, cfg.intermediate_size, cfg.activation, bias=False, gated=cfg.gated),
+    )
 
 
 @register_tower(T5TextConfig)
@@ -81,18 +82,20 @@ class T5TextTower(HFTextTower):
         self.buckets, self.max_distance = cfg.relative_buckets, cfg.relative_max_distance
         self.token_embedding = nn.Embedding(cfg.vocab_size, w)
         self.relative_attention_bias = nn.Embedding(cfg.relative_buckets, cfg.heads)
-        self.transformer = BlockStack([T5Block(cfg) for _ in range(cfg.layers)])
+        self.transformer = BlockStack([t5_layer(cfg) for _ in range(cfg.layers)])
         self.ln_final = RMSNorm(w, cfg.norm_eps)
+        self.config = cfg
         self._init_head(cfg, settings.embed_dim)
-        self.init_weights(cfg)
+        self.init_weights()
 
-    def init_weights(self, cfg: T5TextConfig) -> None:
+    def init_weights(self) -> None:
         """T5's initialisation: projections normal with std ``fan_in ** -0.5`` (queries also
         ``/ sqrt(head_dim)``), embeddings normal(1), unit norms."""
+        cfg = self.config
         nn.init.normal_(self.token_embedding.weight, std=1.0)
         nn.init.normal_(self.relative_attention_bias.weight, std=cfg.width**-0.5)
         for block in self.blocks:
-            assert isinstance(block, T5Block)
+            assert isinstance(block, PreNormBlock)
             nn.init.normal_(block.attn.in_proj_weight, std=cfg.width**-0.5)
             with torch.no_grad():
                 block.attn.in_proj_weight[: block.attn.inner].mul_(cfg.head_dim**-0.5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import torch
@@ -10,7 +9,7 @@ from torch import nn
 
 from ..configs import TextConfig
 from .intermediates import TokenPass
-from .layers import Transformer, init_scaled_normal_
+from .layers import Transformer, check_tokens, init_scaled_normal_
 from .tower import TowerSettings, TransformerTower, register_tower
 
 
@@ -68,7 +67,7 @@ class TextTransformer(TransformerTower):
 
     def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
         """``(N, context, width)``: every position's feature after ``ln_final`` (no trim)."""
-        self._check_shape(inputs)
+        check_tokens(inputs, self.context_length)
         x = self.token_embedding(inputs)
         x = x + self.positional_embedding[: inputs.shape[1]].to(x.dtype)
         return self.ln_final(self.transformer(x))
@@ -76,27 +75,18 @@ class TextTransformer(TransformerTower):
     def token_pass(self, inputs: torch.Tensor) -> TokenPass:
         """open_clip's text ``forward_intermediates`` over the full (untrimmed) sequence:
         block outputs ``(N, L, width)``; features ``ln_final(x)[eot] @ text_projection``."""
-        self._check_shape(inputs)
+        check_tokens(inputs, self.context_length)
         x = self.token_embedding(inputs)
         x = x + self.positional_embedding[: inputs.shape[1]].to(x.dtype)
         rows = torch.arange(inputs.shape[0], device=inputs.device)
         eot = self.eot_positions(inputs)
         return TokenPass(
-            [partial(self.transformer._run, b) for b in self.blocks],
+            self.transformer.steps(),
             x,
             kind="text",
             norm=self.ln_final,
             pool=lambda y: self.ln_final(y[rows, eot]) @ self.text_projection,
         )
-
-    def _check_shape(self, tokens: torch.Tensor) -> None:
-        if tokens.ndim != 2:
-            raise ValueError(f"tokens must be (batch, length), got shape {tuple(tokens.shape)}")
-        if tokens.shape[1] > self.context_length:
-            raise ValueError(
-                f"token sequences of length {tokens.shape[1]} exceed the model's "
-                f"context length {self.context_length}"
-            )
 
     def export_forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """The untrimmed forward (the length axis stays dynamic; a runtime trims itself)."""
@@ -111,7 +101,7 @@ class TextTransformer(TransformerTower):
         return {"pooling": pooling, "eot_token_id": self.eot_token_id}
 
     def forward(self, tokens: torch.Tensor, trim_padding: bool = True) -> torch.Tensor:
-        self._check_shape(tokens)
+        check_tokens(tokens, self.context_length)
         eot = self.eot_positions(tokens)
         # the trim's data-dependent length would split a torch.compile graph: skip it there
         trim = trim_padding and self.causal  # without the mask, padding changes the result

@@ -10,18 +10,13 @@ signed log of every patch-to-patch offset, zero for pairs with the class token.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..configs.timm_vit import TimmViTConfig
-from .intermediates import TokenPass, image_grid
-from .layers import LayerScale, Mlp
-from .tower import TowerSettings, TransformerTower, register_tower
+from .layers import BlockStack, LayerScale, Mlp
+from .tower import PatchTransformerTower, TowerSettings, register_tower
 
 
 class RelPosMlp(nn.Module):
@@ -101,49 +96,26 @@ class TimmBlock(nn.Module):
         return x + self.ls_2(self.mlp(self.ln_2(x)))
 
 
-class TimmTransformer(nn.Module):
-    """A stack of :class:`TimmBlock` (``resblocks``) with optional gradient checkpointing."""
-
-    def __init__(self, cfg: TimmViTConfig) -> None:
-        super().__init__()
-        self.grad_checkpointing = False
-        self.resblocks = nn.ModuleList(TimmBlock(cfg) for _ in range(cfg.layers))
-
-    def run(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(block, x, use_reentrant=False)
-        return block(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.resblocks:
-            x = self.run(block, x)
-        return x
-
-
 @register_tower(TimmViTConfig)
-class TimmVisionTransformer(TransformerTower):
+class TimmVisionTransformer(PatchTransformerTower):
     """Biased patch conv, optional class token and learned positions, timm blocks, final
     ``ln_post``, average or class-token pool, bias-free ``proj`` (open_clip's head)."""
 
-    transformer: TimmTransformer  # type: ignore[assignment]
+    transformer: BlockStack  # of TimmBlock
 
     head_names = ("ln_post", "proj")
+    config: TimmViTConfig
 
     def __init__(self, cfg: TimmViTConfig, settings: TowerSettings) -> None:
         super().__init__()
-        self.config = cfg
-        self.image_size = cfg.image_size
-        self.output_dim = settings.embed_dim
-        self.num_prefix = int(cfg.class_token)
+        self._init_patches(cfg, settings.embed_dim, class_token=cfg.class_token, bias=True)
         w = cfg.width
-        self.patch_embed = nn.Conv2d(3, w, cfg.patch_size, stride=cfg.patch_size)
-        self.class_embedding = nn.Parameter(torch.empty(w)) if cfg.class_token else None
         self.positional_embedding = (
             None
             if cfg.rel_pos_dim
             else nn.Parameter(torch.empty(cfg.grid_size**2 + self.num_prefix, w))
         )
-        self.transformer = TimmTransformer(cfg)
+        self.transformer = BlockStack(TimmBlock(cfg) for _ in range(cfg.layers))
         self.ln_post = nn.LayerNorm(w, eps=cfg.norm_eps)
         self.proj = nn.Linear(w, settings.embed_dim, bias=False)
         self.init_weights()
@@ -176,23 +148,5 @@ class TimmVisionTransformer(TransformerTower):
         pooled = x[:, self.num_prefix :].mean(dim=1) if self.config.pool == "avg" else x[:, 0]
         return self.proj(pooled)
 
-    def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``(N, prefix + grid², width)``: every token after ``ln_post``."""
-        return self.ln_post(self.transformer(self._tokens(inputs)))
-
-    def token_pass(self, inputs: torch.Tensor) -> TokenPass:
-        """timm's ``forward_intermediates`` as open_clip's ``TimmModel`` calls it: the class
-        token (if any) as the prefix; features pooled from ``ln_post`` of the same pass."""
-        run: Callable[..., torch.Tensor] = self.transformer.run
-        return TokenPass(
-            [partial(run, b) for b in self.blocks],
-            self._tokens(inputs),
-            kind="image",
-            norm=self.ln_post,
-            pool=self._pool,
-            num_prefix=self.num_prefix,
-            grid=image_grid(inputs, self.config.patch_size),
-        )
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self._pool(self.transformer(self._tokens(pixels)))
+    def _block_inputs(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[()]]:
+        return self._tokens(pixels), ()

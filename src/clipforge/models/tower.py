@@ -20,7 +20,13 @@ import torch
 from torch import nn
 
 from ..registry import Registry
-from .intermediates import Intermediates, IntermediatesRequest, TokenPass, token_intermediates
+from .intermediates import (
+    Intermediates,
+    IntermediatesRequest,
+    TokenPass,
+    image_grid,
+    token_intermediates,
+)
 
 #: parameter-name fragments that are never weight-decayed (besides tensors with ndim < 2)
 NO_DECAY_KEYWORDS: tuple[str, ...] = ("bias", "logit_scale", "logit_bias", "gain")
@@ -64,6 +70,7 @@ class Tower(nn.Module, ABC):
     head_names: ClassVar[tuple[str, ...]] = ()
     default_output_fmt: ClassVar[str] = "NCHW"
     supports_patch_dropout: ClassVar[bool] = False
+    patch_dropout: float = 0.0  # the rate set_patch_dropout sets
     output_dim: int
 
     @property
@@ -142,8 +149,13 @@ class Tower(nn.Module, ABC):
         return {name for name, param in self.named_parameters() if not decays(name, param)}
 
     def set_patch_dropout(self, rate: float) -> None:
-        """Drop this fraction of patch tokens in training (FLIP); towers without patches refuse."""
-        raise ValueError(f"{type(self).__name__} does not support patch dropout")
+        """Drop this fraction of patch tokens in training (FLIP): sets ``patch_dropout``,
+        which the tower's forward reads; towers without ``supports_patch_dropout`` refuse."""
+        if not self.supports_patch_dropout:
+            raise ValueError(f"{type(self).__name__} does not support patch dropout")
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"patch dropout must be in [0, 1), got {rate}")
+        self.patch_dropout = rate
 
     def export_forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """``forward`` over the whole input, free of data-dependent shapes, for tracing
@@ -195,6 +207,52 @@ class TransformerTower(Tower):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.transformer.grad_checkpointing = enable
+
+
+class PatchTransformerTower(TransformerTower):
+    """A ViT-like tower declared by its parts: ``_block_inputs(pixels)`` gives the first
+    block's input and any further per-pass block arguments (rotary tables...), then come
+    the blocks, ``ln_post`` and ``_pool`` (the embedding of the final tokens). ``forward``,
+    ``forward_features`` and ``token_pass`` (timm's ``forward_intermediates`` as open_clip's
+    ``TimmModel`` calls it: ``num_prefix`` class tokens, a ``patch_size`` grid) follow."""
+
+    transformer: Any  # a layers.BlockStack: called as transformer(x, *args), steps(*args)
+    ln_post: nn.Module
+    num_prefix: int = 0
+    patch_size: int
+
+    def _init_patches(self, cfg: Any, embed_dim: int, *, class_token: bool, bias: bool) -> None:
+        """timm's stem of a ViT config ``cfg``: sizes, a ``patch_embed`` convolution
+        (``bias``) and an optional ``class_embedding`` (``num_prefix`` 0 or 1)."""
+        self.config = cfg
+        self.image_size, self.patch_size = cfg.image_size, cfg.patch_size
+        self.output_dim = embed_dim
+        self.num_prefix = int(class_token)
+        patch = cfg.patch_size
+        self.patch_embed = nn.Conv2d(3, cfg.width, patch, stride=patch, bias=bias)
+        self.class_embedding = nn.Parameter(torch.empty(cfg.width)) if class_token else None
+
+    def _block_inputs(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(N, prefix + patches, width)``: every token after ``ln_post`` (no pooling)."""
+        x, args = self._block_inputs(inputs)
+        return self.ln_post(self.transformer(x, *args))
+
+    def token_pass(self, inputs: torch.Tensor) -> TokenPass:
+        x, args = self._block_inputs(inputs)
+        return TokenPass(
+            self.transformer.steps(*args), x, kind="image", norm=self.ln_post, pool=self._pool,
+            num_prefix=self.num_prefix, grid=image_grid(inputs, self.patch_size),
+        )  # fmt: skip
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x, args = self._block_inputs(pixels)
+        return self._pool(self.transformer(x, *args))
 
 
 T = TypeVar("T", bound=type[Tower])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch import nn
 
@@ -49,11 +47,6 @@ class VisionTransformer(TransformerTower):
             init_scaled_normal_(param, width)
         self.transformer.init_weights()
 
-    def set_patch_dropout(self, rate: float) -> None:
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"patch dropout must be in [0, 1), got {rate}")
-        self.patch_dropout = rate
-
     def _drop_patches(self, x: torch.Tensor) -> torch.Tensor:
         """Training-time patch dropout (FLIP): keep a random subset of patch tokens."""
         keep = max(1, int((x.shape[1] - 1) * (1.0 - self.patch_dropout)))
@@ -89,7 +82,7 @@ class VisionTransformer(TransformerTower):
         """open_clip's ``VisionTransformer.forward_intermediates``: block outputs (class token
         split off as the prefix), pooled features from the same pass."""
         return TokenPass(
-            [partial(self.transformer._run, b) for b in self.blocks],
+            self.transformer.steps(),
             self._tokens(inputs),
             kind="image",
             norm=self.ln_post,

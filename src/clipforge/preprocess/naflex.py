@@ -19,7 +19,7 @@ from PIL import Image
 
 from ..configs.preprocess import PreprocessConfig
 from .image_io import ImageDecodeError, PathLike, load_image, to_8bit
-from .transforms import _RESAMPLE, _hf_to_rgb, _Normalizer
+from .transforms import _RESAMPLE, BuiltFromConfig, _hf_to_rgb, _Normalizer
 
 if TYPE_CHECKING:
     import torch
@@ -83,7 +83,7 @@ def patchify(pixels: np.ndarray, patch_size: int) -> np.ndarray:
     return grid.transpose(1, 3, 2, 4, 0).reshape(rows * cols, -1)
 
 
-class NaFlexPreprocess:
+class NaFlexPreprocess(BuiltFromConfig):
     """Picklable callable: PIL image or path → :class:`NaFlexPatches` of one image."""
 
     def __init__(self, cfg: PreprocessConfig) -> None:
@@ -128,12 +128,3 @@ class NaFlexPreprocess:
         from torch.utils.data import default_collate
 
         return default_collate([self(image) for image in images])
-
-    def __getstate__(self) -> dict[str, PreprocessConfig]:
-        return {"cfg": self.cfg}
-
-    def __setstate__(self, state: dict[str, PreprocessConfig]) -> None:
-        self.__init__(state["cfg"])  # type: ignore[misc]
-
-    def __repr__(self) -> str:
-        return f"NaFlexPreprocess({self.cfg!r})"

@@ -321,7 +321,23 @@ class _Normalizer:
 # ------------------------------------------------------------------------ public API
 
 
-class Preprocess:
+class BuiltFromConfig:
+    """A preprocessor that is a function of its ``cfg``: it pickles as the config alone (to
+    DataLoader workers; no tables or thread pools) and is rebuilt from it there."""
+
+    cfg: PreprocessConfig
+
+    def __getstate__(self) -> dict[str, PreprocessConfig]:
+        return {"cfg": self.cfg}
+
+    def __setstate__(self, state: dict[str, PreprocessConfig]) -> None:
+        self.__init__(state["cfg"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.cfg!r})"
+
+
+class Preprocess(BuiltFromConfig):
     """Picklable callable: PIL image or image path -> float32 tensor ``(3, S, S)``.
 
     Outputs are bit-identical to the reference pipeline chosen by ``cfg.pipeline`` (see the
@@ -397,15 +413,6 @@ class Preprocess:
             with ThreadPoolExecutor(threads, thread_name_prefix="clipforge-preprocess") as pool:
                 list(pool.map(fill, range(len(images))))  # list() re-raises the first error
         return torch.from_numpy(out)
-
-    def __getstate__(self) -> dict[str, PreprocessConfig]:
-        return {"cfg": self.cfg}
-
-    def __setstate__(self, state: dict[str, PreprocessConfig]) -> None:
-        self.__init__(state["cfg"])  # type: ignore[misc]
-
-    def __repr__(self) -> str:
-        return f"Preprocess({self.cfg!r})"
 
 
 def usable_cpus() -> int:

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import cast
+from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 from torch.ao.quantization.qconfig import per_channel_dynamic_qconfig
 from torch.ao.quantization.quantize import quantize_dynamic
 
 from ..models import CLIP
-from ..models.eva import EvaAttention, Rope
+from ..models.eva import EvaAttention
 from ..models.layers import SelfAttention
 
 __all__ = ["count_quantized", "quantize_linear_int8"]
@@ -38,39 +37,23 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     return layer
 
 
-class Int8SelfAttention(nn.Module):
+class Int8SelfAttention(SelfAttention):
     """:class:`SelfAttention` with its fused projection as a module (``in_proj``)."""
 
     def __init__(self, source: SelfAttention) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
         self.heads, self.causal = source.heads, source.causal
         self.in_proj = _linear(source.in_proj_weight, source.in_proj_bias)
         self.out_proj = source.out_proj
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``attn_mask`` as :meth:`SelfAttention.forward` takes it (NaFlex padding)."""
-        batch, length, width = x.shape
-        qkv = self.in_proj(x).view(batch, length, 3, self.heads, width // self.heads)
-        qkv = qkv.permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(
-            qkv[0], qkv[1], qkv[2], attn_mask=attn_mask, is_causal=self.causal
-        )
-        return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.in_proj(x)
 
-    def forward_at(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """``forward(x)[rows, index]`` (see :meth:`SelfAttention.forward_at`)."""
-        batch, length, width = x.shape
-        head_dim = width // self.heads
-        rows = torch.arange(batch, device=x.device)
-        qkv = self.in_proj(x).view(batch, length, 3, self.heads, head_dim)
-        q = qkv[rows, index, 0].view(batch, self.heads, 1, head_dim)
-        kv = qkv[:, :, 1:].permute(2, 0, 3, 1, 4)
-        mask = None
-        if self.causal:
-            positions = torch.arange(length, device=x.device)
-            mask = (positions <= index[:, None]).view(batch, 1, 1, length)
-        out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask)
-        return self.out_proj(out.reshape(batch, width))
+    def _project_at(
+        self, x: torch.Tensor, rows: torch.Tensor, index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every row projected at once, so activations are quantised as in ``forward``."""
+        return _query_kv(self.in_proj(x), rows, index)
 
 
 class Int8EvaAttention(EvaAttention):
@@ -83,23 +66,17 @@ class Int8EvaAttention(EvaAttention):
         self.ln = source.ln
         self.out_proj = source.out_proj
 
-    def forward(self, x: torch.Tensor, rope: Rope | None) -> torch.Tensor:
-        batch, length, width = x.shape
-        qkv = self.in_proj(x).view(batch, length, 3, self.heads, width // self.heads)
-        qkv = qkv.permute(2, 0, 3, 1, 4)
-        q, k = self._rotate(qkv[0], rope), self._rotate(qkv[1], rope)
-        out = F.scaled_dot_product_attention(q, k, qkv[2])
-        return self._out(out.transpose(1, 2).reshape(batch, length, width))
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.in_proj(x)
 
-    def forward_cls(self, x: torch.Tensor, rope: Rope | None) -> torch.Tensor:
-        """``forward(x, rope)[:, 0]`` (see :meth:`EvaAttention.forward_cls`)."""
-        batch, length, width = x.shape
-        head_dim = width // self.heads
-        qkv = self.in_proj(x).view(batch, length, 3, self.heads, head_dim)
-        q = qkv[:, 0, 0].view(batch, self.heads, 1, head_dim)
-        kv = qkv[:, :, 1:].permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, self._rotate(kv[0], rope), kv[1])
-        return self._out(out.reshape(batch, width))
+    def _project_cls(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _query_kv(self.in_proj(x), slice(None), 0)
+
+
+def _query_kv(qkv: torch.Tensor, rows: Any, index: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The query of ``qkv[rows, index]`` ``(N, width)`` and every key and value."""
+    width = qkv.shape[-1] // 3
+    return qkv[rows, index, :width], qkv[..., width:]
 
 
 _SWAPS: dict[type[nn.Module], type[nn.Module]] = {

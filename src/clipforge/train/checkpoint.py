@@ -33,6 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ..api import save, write_model_tokenizer
+from ..atomic import write_text_atomic
 from ..checkpoints import get_format
 from ..checkpoints.errors import CheckpointError
 
@@ -185,15 +186,6 @@ def restore_schedule(ckpt: Checkpoint, scheduler: Any, scaler: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- writing
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -267,7 +259,7 @@ def save_checkpoint(
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(root)
-    _write_text_atomic(root / LATEST, final.name + "\n")
+    write_text_atomic(root / LATEST, final.name + "\n")
     _prune(root, keep_last, protect=final)
     return final
 
@@ -369,4 +361,4 @@ def rewind_metrics(path: str | Path, step: int) -> None:
         return
     lines = path.read_text("utf-8").splitlines()
     kept = [line for line in lines if line.strip() and _record_step(line) <= step]
-    _write_text_atomic(path, "".join(line + "\n" for line in kept))
+    write_text_atomic(path, "".join(line + "\n" for line in kept))

@@ -7,10 +7,11 @@ A format is one module in this folder ending with ``FORMAT = CheckpointFormat(..
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 
@@ -152,6 +153,12 @@ class CheckpointFormat:
     def has_directory_layout(self) -> bool:
         """Whether this format reads and writes hub-layout directories."""
         return self.read_dir is not None and self.write_dir is not None
+
+
+def layout_of(module_name: str) -> KeyTranslation:
+    """The key-layout module ``module_name`` (pass ``__name__``) as a :class:`KeyTranslation`:
+    a layout module defines the protocol's functions at its top level."""
+    return cast(KeyTranslation, sys.modules[module_name])
 
 
 def identity(state: StateDict) -> StateDict:

@@ -12,16 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...configs import ClipConfig, ConfigError, TextConfig
+from ...configs import ClipConfig, ConfigError
 from ...configs.convnext import CONVNEXT_TRUNKS, ConvNextVisionConfig
 from . import openai
 from .base import LayoutFamily
-from .open_clip import (
-    _UNSUPPORTED_TEXT,
-    _reject_unsupported,
-    register_family,
-    text_config_to_native as _text_to_native,
-)
+from .open_clip import register_family, text_config_to_native
+from .timm_trunks import named_trunk, owns_trunks, trunk_model_cfg
 
 __all__ = ["config_from_native", "config_to_native"]
 
@@ -40,10 +36,9 @@ def _plain(v: ConvNextVisionConfig) -> bool:
 
 def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
     """open_clip ConvNeXt ``model_cfg`` → :class:`ClipConfig`."""
-    vision, text = dict(model_cfg.get("vision_cfg", {})), dict(model_cfg.get("text_cfg", {}))
-    name = vision.get("timm_model_name")
-    if name not in CONVNEXT_TRUNKS:
-        raise ConfigError(f"not a timm ConvNeXt trunk: {name!r} (known: {sorted(CONVNEXT_TRUNKS)})")
+    _, (depths, dims, eps), vision, text = named_trunk(
+        model_cfg, CONVNEXT_TRUNKS, "not a timm ConvNeXt trunk"
+    )
     head = vision.get("timm_proj", "linear")
     if vision.get("timm_pool", "") not in ("", "avg") or head not in ("linear", "mlp"):
         raise ConfigError(
@@ -52,8 +47,6 @@ def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
         )
     if vision.get("timm_proj_bias"):
         raise ConfigError("ConvNeXt towers with timm_proj_bias are not supported")
-    _reject_unsupported("text_cfg", text, _UNSUPPORTED_TEXT)
-    depths, dims, eps = CONVNEXT_TRUNKS[name]
     return ClipConfig(
         embed_dim=model_cfg["embed_dim"],
         activation="quick_gelu" if model_cfg.get("quick_gelu") else "gelu",
@@ -64,45 +57,24 @@ def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
             head=head,
             norm_eps=eps,
         ),  # fmt: skip
-        text=_text_to_native(text),
+        text=text_config_to_native(text),
     )
 
 
 def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
     """:class:`ClipConfig` of a ConvNeXt CLIP → open_clip ``model_cfg`` (trunk by name)."""
-    v, t = cfg.vision, cfg.text
-    if not isinstance(v, ConvNextVisionConfig) or not isinstance(t, TextConfig):
+    v = cfg.vision
+    if not isinstance(v, ConvNextVisionConfig):
         raise ConfigError("not a ConvNeXt CLIP architecture")
-    if cfg.norm_eps != 1e-5 or t.eot_token_id is not None or t.activation or t.norm_eps:
-        raise ConfigError("open_clip ConvNeXt CLIPs use one activation, eps 1e-5, argmax pooling")
-    text: dict[str, Any] = {
-        "context_length": t.context_length, "vocab_size": t.vocab_size, "width": t.width,
-        "heads": t.heads, "layers": t.layers,
-    }  # fmt: skip
-    if t.mlp_ratio != 4.0:
-        text["mlp_ratio"] = t.mlp_ratio
-    out: dict[str, Any] = {
-        "embed_dim": cfg.embed_dim,
-        "vision_cfg": {
-            "timm_model_name": _trunk_name(v), "timm_model_pretrained": False, "timm_pool": "",
-            "timm_proj": v.head, "timm_drop": 0.0, "timm_drop_path": 0.1,
-            "image_size": v.image_size,
-        },
-        "text_cfg": text,
-    }  # fmt: skip
-    if cfg.activation == "quick_gelu":
-        out["quick_gelu"] = True
-    return out
-
-
-def _owns_config(model_cfg: dict[str, Any]) -> bool:
-    return dict(model_cfg.get("vision_cfg") or {}).get("timm_model_name") in CONVNEXT_TRUNKS
+    vision = {"timm_model_name": _trunk_name(v), "timm_pool": "", "timm_proj": v.head,
+              "timm_drop": 0.0, "timm_drop_path": 0.1}  # fmt: skip
+    return trunk_model_cfg(cfg, vision, "ConvNeXt", custom_text=False)
 
 
 FAMILY = register_family(
     LayoutFamily(
         name="convnext",
-        owns_config=_owns_config,
+        owns_config=owns_trunks(CONVNEXT_TRUNKS),
         owns_model=lambda cfg: isinstance(cfg.vision, ConvNextVisionConfig),
         config_to_native=config_to_native,
         config_from_native=config_from_native,

@@ -7,6 +7,7 @@ HF splits the fused attention projection into ``q/k/v_proj`` and stores projecti
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -179,9 +180,6 @@ def config_to_native(hf: dict[str, Any]) -> ClipConfig:
     v_eps, t_eps = v("layer_norm_eps", 1e-5, float), t("layer_norm_eps", 1e-5, float)
     # The vision tower's settings are the model-wide ones; a tower that differs overrides.
     model_act: ActivationName = "quick_gelu" if v_act == "quick_gelu" else "gelu"
-    v_width, t_width = v("hidden_size", 768), t("hidden_size", 512)
-    if v_width <= 0 or t_width <= 0:
-        raise ConfigError(f"hidden_size must be positive, got {v_width} / {t_width}")
     return ClipConfig(
         embed_dim=_get(hf, "", "projection_dim", 512, int),
         activation=model_act,
@@ -190,24 +188,33 @@ def config_to_native(hf: dict[str, Any]) -> ClipConfig:
         vision=ViTConfig(
             image_size=v("image_size", 224),
             patch_size=v("patch_size", 32),
-            width=v_width,
-            layers=v("num_hidden_layers", 12),
-            heads=v("num_attention_heads", 12),
-            mlp_ratio=v("intermediate_size", 3072) / v_width,
+            **_geometry(v, "vision_config", width=768, heads=12, intermediate=3072),
             activation=None if v_act == model_act else v_act,
         ),
         text=TextConfig(
             context_length=t("max_position_embeddings", 77),
             vocab_size=t("vocab_size", 49408),
-            width=t_width,
-            heads=t("num_attention_heads", 8),
-            layers=t("num_hidden_layers", 12),
-            mlp_ratio=t("intermediate_size", 2048) / t_width,
+            **_geometry(t, "text_config", width=512, heads=8, intermediate=2048),
             eot_token_id=_hf_eot_rule(text),
             activation=None if t_act == model_act else t_act,
             norm_eps=None if t_eps == v_eps else t_eps,
         ),
     )
+
+
+def _geometry(
+    get: Callable[[str, Any], Any], section: str, *, width: int, heads: int, intermediate: int
+) -> dict[str, Any]:
+    """A transformers tower's ``width``, ``layers``, ``heads`` and ``mlp_ratio`` (defaults:
+    its ``hidden_size`` ``width``, ``heads`` heads, 12 layers, ``intermediate`` MLP width)."""
+    hidden = get("hidden_size", width)
+    if hidden <= 0:
+        raise ConfigError(f"{section}.hidden_size must be positive, got {hidden}")
+    return {
+        "width": hidden, "layers": get("num_hidden_layers", 12),
+        "heads": get("num_attention_heads", heads),
+        "mlp_ratio": get("intermediate_size", intermediate) / hidden,
+    }  # fmt: skip
 
 
 def _layer_and_rest(name: str, key: str) -> tuple[str, str]:

@@ -30,8 +30,8 @@ from ...tokenizer.files import tokenizer_from_dir
 from ...tokenizer.hf import SPM_FILES
 from ...tokenizer.sentencepiece import TOKENIZER_FILE
 from . import open_clip, siglip_keys
-from .base import CheckpointFormat, LayoutFamily
-from .renames import Renames, compile_template
+from .base import CheckpointFormat, LayoutFamily, layout_of
+from .renames import KeyTable, fused, prefixed
 
 __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
 
@@ -48,64 +48,69 @@ _ROBERTA = (
         ("embeddings.position_embeddings.weight", "positional_embedding"),
         ("embeddings.token_type_embeddings.weight", "token_type_embedding"),
         ("embeddings.LayerNorm.", "ln_pre."),
-        ("encoder.layer.{i}.attention.output.dense.", _BLOCK + "attn.out_proj."),
-        ("encoder.layer.{i}.attention.output.LayerNorm.", _BLOCK + "ln_1."),
-        ("encoder.layer.{i}.intermediate.dense.", _BLOCK + "mlp.c_fc."),
-        ("encoder.layer.{i}.output.dense.", _BLOCK + "mlp.c_proj."),
-        ("encoder.layer.{i}.output.LayerNorm.", _BLOCK + "ln_2."),
+        *prefixed("encoder.layer.{i}.", _BLOCK, (
+            ("attention.output.dense.", "attn.out_proj."),
+            ("attention.output.LayerNorm.", "ln_1."),
+            ("intermediate.dense.", "mlp.c_fc."),
+            ("output.dense.", "mlp.c_proj."),
+            ("output.LayerNorm.", "ln_2."),
+        )),
         ("pooler.dense.", "pooler."),
     ),
-    tuple(
-        (tuple(f"encoder.layer.{{i}}.attention.self.{p}.{kind}" for p in ("query", "key", "value")),
-         _BLOCK + f"attn.in_proj_{kind}")
-        for kind in ("weight", "bias")
-    ),
+    fused("encoder.layer.{i}.attention.self.{p}.{kind}", ("query", "key", "value"),
+          _BLOCK + "attn.in_proj_{kind}"),
 )  # fmt: skip
 _T5 = (
     (
         ("embed_tokens.weight", "token_embedding.weight"),
         ("block.0.layer.0.SelfAttention.relative_attention_bias.weight",
          "relative_attention_bias.weight"),
-        ("block.{i}.layer.0.SelfAttention.o.weight", _BLOCK + "attn.out_proj.weight"),
-        ("block.{i}.layer.0.layer_norm.weight", _BLOCK + "ln_1.weight"),
-        ("block.{i}.layer.1.DenseReluDense.wo.weight", _BLOCK + "mlp.c_proj.weight"),
-        ("block.{i}.layer.1.layer_norm.weight", _BLOCK + "ln_2.weight"),
+        *prefixed("block.{i}.layer.", _BLOCK, (
+            ("0.SelfAttention.o.weight", "attn.out_proj.weight"),
+            ("0.layer_norm.weight", "ln_1.weight"),
+            ("1.DenseReluDense.wo.weight", "mlp.c_proj.weight"),
+            ("1.layer_norm.weight", "ln_2.weight"),
+        )),
         ("final_layer_norm.weight", "ln_final.weight"),
     ),
-    (
-        (tuple(f"block.{{i}}.layer.0.SelfAttention.{p}.weight" for p in "qkv"),
-         _BLOCK + "attn.in_proj_weight"),
-        (("block.{i}.layer.1.DenseReluDense.wi_0.weight",
-          "block.{i}.layer.1.DenseReluDense.wi_1.weight"), _BLOCK + "mlp.c_fc.weight"),
-    ),
+    fused("block.{i}.layer.0.SelfAttention.{p}.weight", "qkv", _BLOCK + "attn.in_proj_weight",
+          [""])
+    + fused("block.{i}.layer.1.DenseReluDense.wi_{p}.weight", "01", _BLOCK + "mlp.c_fc.weight",
+            [""]),
 )  # fmt: skip
 _M2M100 = (
     (
         ("embed_tokens.weight", "token_embedding.weight"),
-        ("layers.{i}.self_attn.out_proj.", _BLOCK + "attn.out_proj."),
-        ("layers.{i}.self_attn_layer_norm.", _BLOCK + "ln_1."),
-        ("layers.{i}.fc1.", _BLOCK + "mlp.c_fc."),
-        ("layers.{i}.fc2.", _BLOCK + "mlp.c_proj."),
-        ("layers.{i}.final_layer_norm.", _BLOCK + "ln_2."),
+        *prefixed("layers.{i}.", _BLOCK, (
+            ("self_attn.out_proj.", "attn.out_proj."),
+            ("self_attn_layer_norm.", "ln_1."),
+            ("fc1.", "mlp.c_fc."),
+            ("fc2.", "mlp.c_proj."),
+            ("final_layer_norm.", "ln_2."),
+        )),
         ("layer_norm.", "ln_final."),
     ),
-    tuple(
-        (tuple(f"layers.{{i}}.self_attn.{p}_proj.{kind}" for p in "qkv"),
-         _BLOCK + f"attn.in_proj_{kind}")
-        for kind in ("weight", "bias")
-    ),
+    fused("layers.{i}.self_attn.{p}_proj.{kind}", "qkv", _BLOCK + "attn.in_proj_{kind}"),
 )  # fmt: skip
-#: text type -> (renames, merges, the transformers key that identifies the family)
+
+
+def _table(layout: tuple[Any, Any]) -> KeyTable:
+    renames, merges = layout
+    return KeyTable(_HF, _NATIVE, renames, "HF text", merges=merges, outside=("proj",),
+                    where="text-tower key")  # fmt: skip
+
+
+#: text type -> (its layout, the transformers key that identifies the family)
 _FAMILIES = {
-    RobertaTextConfig.type: (*_ROBERTA, "embeddings.word_embeddings.weight"),
-    T5TextConfig.type: (*_T5, "block.0.layer.0.SelfAttention.q.weight"),
-    M2M100TextConfig.type: (*_M2M100, "layers.0.self_attn.q_proj.weight"),
+    RobertaTextConfig.type: (_table(_ROBERTA), "embeddings.word_embeddings.weight"),
+    T5TextConfig.type: (_table(_T5), "block.0.layer.0.SelfAttention.q.weight"),
+    M2M100TextConfig.type: (_table(_M2M100), "layers.0.self_attn.q_proj.weight"),
 }
 
 
 def _family_of(state: StateDict) -> str | None:
     """The text type of an open_clip HF-text state dict (``None``: not one)."""
-    return next((t for t, f in _FAMILIES.items() if _HF + f[2] in state), None)
+    return next((t for t, f in _FAMILIES.items() if _HF + f[1] in state), None)
 
 
 def _native_family(state: StateDict) -> str:
@@ -122,73 +127,19 @@ def matches(state: StateDict) -> bool:
     return _family_of(state) is not None
 
 
-def _merge_of(merges: Any, name: str) -> tuple[str, int, int] | None:
-    """``(target, part index, part count)`` when ``name`` is one part of a merge."""
-    for parts, target in merges:
-        for index, part in enumerate(parts):
-            found = compile_template(part).match(name)
-            if found:
-                block = found[1] if found.groups() else ""
-                return target.replace("{i}", block), index, len(parts)
-    return None
-
-
-def _text_to_native(state: StateDict, family: str) -> StateDict:
-    renames, merges, _ = _FAMILIES[family]
-    rename = Renames(renames, "HF text", "text-tower key")
-    out: StateDict = {}
-    pending: dict[str, list[torch.Tensor | None]] = {}
-    for key, value in state.items():
-        if not key.startswith(_HF):
-            out[key] = value
-            continue
-        name = key.removeprefix(_HF)
-        merge = _merge_of(merges, name)
-        if merge is None:
-            out[_NATIVE + rename(name)] = value
-            continue
-        target, index, count = merge
-        pending.setdefault(target, [None] * count)[index] = value
-    for target, parts in pending.items():
-        if any(p is None for p in parts):
-            raise KeyError(f"HF text state dict has only some of the tensors that form {target!r}")
-        out[_NATIVE + target] = torch.cat(parts, dim=0)  # type: ignore[arg-type]
-    return out
-
-
 def to_native(state: StateDict) -> StateDict:
     """open_clip state dict with an HF text tower → clipforge's (renamed, merged; a SigLIP
     image trunk translated too)."""
     family = _family_of(state)
     if family is None:
         raise KeyError("not an open_clip HF text state dict (no text.transformer.* keys)")
-    out = _text_to_native(state, family)
+    out = _FAMILIES[family][0].to_native(state)
     return siglip_keys.to_native(out) if siglip_keys.matches(out) else out
-
-
-def _text_from_native(state: StateDict, family: str) -> StateDict:
-    renames, merges, _ = _FAMILIES[family]
-    rename = Renames(tuple((b, a) for a, b in renames), "HF text", "text-tower key")
-    splits = [(compile_template(target), parts) for parts, target in merges]
-    out: StateDict = {}
-    for key, value in state.items():
-        if not key.startswith(_NATIVE) or key.startswith("text.proj"):
-            out[key] = value
-            continue
-        name = key.removeprefix(_NATIVE)
-        split = next(((m, parts) for pattern, parts in splits if (m := pattern.match(name))), None)
-        if split is None:
-            out[_HF + rename(name)] = value
-            continue
-        found, parts = split
-        for part, chunk in zip(parts, value.chunk(len(parts), dim=0), strict=True):
-            out[_HF + part.replace("{i}", found[1])] = chunk
-    return out
 
 
 def from_native(state: StateDict) -> StateDict:
     """clipforge state dict of an HF-text model → open_clip's (inverse of :func:`to_native`)."""
-    out = _text_from_native(state, _native_family(state))
+    out = _FAMILIES[_native_family(state)][0].from_native(state)
     return siglip_keys.from_native(out) if "visual.attn_pool.latent" in out else out
 
 
@@ -290,21 +241,12 @@ def _owns_config(model_cfg: dict[str, Any]) -> bool:
 
 
 open_clip.register_family(
-    LayoutFamily(
-        name="hf_text",
-        owns_config=_owns_config,
-        owns_model=lambda cfg: isinstance(cfg.text, _HF_TEXT_CLASSES),
-        config_to_native=config_to_native,
-        config_from_native=config_from_native,
-        to_native=to_native,
-        from_native=from_native,
-        read_tokenizer=read_tokenizer,
+    LayoutFamily.of(
+        "hf_text", layout_of(__name__), owns_config=_owns_config,
+        owns_model=lambda cfg: isinstance(cfg.text, _HF_TEXT_CLASSES), read_tokenizer=read_tokenizer,
     )
-)
+)  # fmt: skip
 
 #: bare open_clip state dicts with an HF text tower (``text.transformer.*`` in transformers'
 #: names), recognised before clipforge's own layout and open_clip's SigLIP
-FORMAT = CheckpointFormat(
-    name="open_clip_hf_text", matches=matches, to_native=to_native, from_native=from_native,
-    priority=45,
-)  # fmt: skip
+FORMAT = CheckpointFormat.of_state_layout("open_clip_hf_text", layout_of(__name__), priority=45)

@@ -16,9 +16,10 @@ import re
 from typing import Any
 
 from ...configs import ClipConfig, ConfigError, FastViTConfig, MobileCLIPViTConfig, TextConfig
-from .base import CheckpointFormat, LayoutFamily, StateDict
+from . import timm_names
+from .base import CheckpointFormat, LayoutFamily, StateDict, layout_of
 from .open_clip import register_family, text_config_from_native, text_config_to_native
-from .renames import Renames
+from .renames import KeyTable
 
 __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
 
@@ -53,41 +54,13 @@ def matches(state: StateDict) -> bool:
     )
 
 
-#: timm ViT block names (under ``visual.trunk.``) → clipforge's (under ``visual.``)
-_BLOCK_NAMES: tuple[tuple[str, str], ...] = (
-    ("blocks.{i}.norm1.", "transformer.resblocks.{i}.ln_1."),
-    ("blocks.{i}.norm2.", "transformer.resblocks.{i}.ln_2."),
-    ("blocks.{i}.attn.qkv.weight", "transformer.resblocks.{i}.attn.in_proj_weight"),
-    ("blocks.{i}.attn.qkv.bias", "transformer.resblocks.{i}.attn.in_proj_bias"),
-    ("blocks.{i}.attn.proj.", "transformer.resblocks.{i}.attn.out_proj."),
-    ("blocks.{i}.mlp.fc1.", "transformer.resblocks.{i}.mlp.c_fc."),
-    ("blocks.{i}.mlp.fc2.", "transformer.resblocks.{i}.mlp.c_proj."),
+#: a ViT trunk's blocks get clipforge's names (:mod:`.timm_names`); every other key (FastViT
+#: stages, the ViT's stem and norms) keeps timm's, moved from ``visual.trunk.`` to ``visual.``
+_TABLE = KeyTable(
+    _TIMM, _NATIVE, timm_names.BLOCKS, "MobileCLIP ViT", strict=False, where="image-tower key"
 )
-_TO_NATIVE = Renames(_BLOCK_NAMES, "MobileCLIP ViT", "image-tower key")
-_FROM_NATIVE = Renames(((b, a) for a, b in _BLOCK_NAMES), "MobileCLIP ViT", "image-tower key")
-
-
-def to_native(state: StateDict) -> StateDict:
-    """open_clip MobileCLIP state dict → clipforge's: image keys lose ``trunk.`` (a ViT's
-    blocks become ``transformer.resblocks.*``); text keys are the same."""
-    out: StateDict = {}
-    for key, value in state.items():
-        if key.startswith(_TIMM):
-            name = key.removeprefix(_TIMM)
-            key = _NATIVE + (_TO_NATIVE(name) if name.startswith("blocks.") else name)
-        out[key] = value
-    return out
-
-
-def from_native(state: StateDict) -> StateDict:
-    """clipforge MobileCLIP state dict → open_clip's (inverse of :func:`to_native`)."""
-    out: StateDict = {}
-    for key, value in state.items():
-        if key.startswith(_NATIVE):
-            name = key.removeprefix(_NATIVE)
-            key = _TIMM + (_FROM_NATIVE(name) if name.startswith("transformer.") else name)
-        out[key] = value
-    return out
+to_native = _TABLE.to_native
+from_native = _TABLE.from_native
 
 
 #: the timm ViT trunks of MobileCLIP-B / MobileCLIP2-B and MobileCLIP2-L-14
@@ -171,20 +144,12 @@ def _owns_config(model_cfg: dict[str, Any]) -> bool:
 
 
 register_family(
-    LayoutFamily(
-        name="mobileclip",
-        owns_config=_owns_config,
+    LayoutFamily.of(
+        "mobileclip", layout_of(__name__), owns_config=_owns_config,
         owns_model=lambda cfg: isinstance(cfg.vision, FastViTConfig | MobileCLIPViTConfig),
-        config_to_native=config_to_native,
-        config_from_native=config_from_native,
-        to_native=to_native,
-        from_native=from_native,
     )
-)
+)  # fmt: skip
 
 #: bare open_clip MobileCLIP state dicts (FastViT trunk under ``visual.trunk.``), recognised
 #: before clipforge's own layout (they share its ``text.*`` keys)
-FORMAT = CheckpointFormat(
-    name="open_clip_mobileclip", matches=matches, to_native=to_native, from_native=from_native,
-    priority=40,
-)  # fmt: skip
+FORMAT = CheckpointFormat.of_state_layout("open_clip_mobileclip", layout_of(__name__), priority=40)

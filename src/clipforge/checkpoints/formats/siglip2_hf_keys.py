@@ -16,7 +16,7 @@ import torch
 
 from ...configs import ClipConfig, ConfigError, SigLipNaFlexVisionConfig, SigLipVisionConfig
 from . import siglip_hf_keys
-from .base import CheckpointFormat, LayoutFamily
+from .base import CheckpointFormat, LayoutFamily, layout_of
 from .hf import register_family
 from .siglip_keys import read_tokenizer
 
@@ -88,20 +88,13 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
 
 
 register_family(
-    LayoutFamily(
-        name="siglip2",
+    LayoutFamily.of(
+        "siglip2", layout_of(__name__),
         owns_config=lambda config_json: config_json.get("model_type") == "siglip2",
         owns_model=lambda cfg: isinstance(cfg.vision, SigLipNaFlexVisionConfig),
-        config_to_native=config_to_native,
-        config_from_native=config_from_native,
-        to_native=to_native,
-        from_native=from_native,
         read_tokenizer=read_tokenizer,
     )
-)
+)  # fmt: skip
 
 #: bare ``Siglip2Model`` state dicts, recognised before ``SiglipModel``'s
-FORMAT = CheckpointFormat(
-    name="hf_siglip2", matches=matches, to_native=to_native, from_native=from_native,
-    priority=13,
-)  # fmt: skip
+FORMAT = CheckpointFormat.of_state_layout("hf_siglip2", layout_of(__name__), priority=13)

@@ -9,47 +9,52 @@ dimensions of ``probe``, ``logit_scale`` and ``logit_bias``.
 
 from __future__ import annotations
 
-import re
-import sys
-from typing import Any, cast
+from typing import Any
 
 import torch
 
 from ...configs import ClipConfig, ConfigError, SigLipTextConfig, SigLipVisionConfig
-from .base import CheckpointFormat, KeyTranslation, LayoutFamily
+from .base import CheckpointFormat, LayoutFamily, layout_of
 from .hf import register_family
-from .renames import Renames
+from .renames import KeyTable, fused, prefixed
 from .siglip_keys import read_tokenizer
+from .timm_names import BLOCK
 
 __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
 
-_TOWERS = (("vision_model.", "visual."), ("text_model.", "text."))
 #: (HF name under a tower, clipforge name under it); a name ending in "." renames a prefix
 _NAMES: tuple[tuple[str, str], ...] = (
     ("embeddings.patch_embedding.", "patch_embed."),
     ("embeddings.position_embedding.weight", "positional_embedding"),
     ("embeddings.token_embedding.", "token_embedding."),
-    ("encoder.layers.{i}.layer_norm1.", "transformer.resblocks.{i}.ln_1."),
-    ("encoder.layers.{i}.layer_norm2.", "transformer.resblocks.{i}.ln_2."),
-    ("encoder.layers.{i}.self_attn.out_proj.", "transformer.resblocks.{i}.attn.out_proj."),
-    ("encoder.layers.{i}.mlp.fc1.", "transformer.resblocks.{i}.mlp.c_fc."),
-    ("encoder.layers.{i}.mlp.fc2.", "transformer.resblocks.{i}.mlp.c_proj."),
+    *prefixed("encoder.layers.{i}.", BLOCK, (
+        ("layer_norm1.", "ln_1."),
+        ("layer_norm2.", "ln_2."),
+        ("self_attn.out_proj.", "attn.out_proj."),
+        ("mlp.fc1.", "mlp.c_fc."),
+        ("mlp.fc2.", "mlp.c_proj."),
+    )),
     ("post_layernorm.", "ln_post."),
     ("final_layer_norm.", "ln_final."),
-    ("head.attention.out_proj.", "attn_pool.out_proj."),
-    ("head.layernorm.", "attn_pool.ln."),
-    ("head.mlp.fc1.", "attn_pool.mlp.c_fc."),
-    ("head.mlp.fc2.", "attn_pool.mlp.c_proj."),
-    ("head.", "text_projection."),  # the text tower's head (the vision head is handled above)
+    ("head.probe", "attn_pool.latent"),
+    *prefixed("head.", "attn_pool.", (
+        ("attention.q_proj.", "q_proj."),  # the halves of the pool's fused ``in_proj``
+        ("attention.kv_proj.", "kv_proj."),
+        ("attention.out_proj.", "out_proj."),
+        ("layernorm.", "ln."),
+        ("mlp.fc1.", "mlp.c_fc."),
+        ("mlp.fc2.", "mlp.c_proj."),
+    )),
+    ("head.", "text_projection."),  # the text tower's head
+)  # fmt: skip
+_UNBATCHED = {"attn_pool.latent": 2}  # HF's probe: (1, 1, C)
+_QKV = fused("encoder.layers.{i}.self_attn.{p}_proj.{kind}", "qkv", BLOCK + "attn.in_proj_{kind}")
+_TOWERS = tuple(
+    KeyTable(hf, native, _NAMES, "SigLIP (transformers)", merges=_QKV, unbatched=_UNBATCHED)
+    for hf, native in (("vision_model.", "visual."), ("text_model.", "text."))
 )
-_QKV = re.compile(r"^encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$")
-_FUSED = re.compile(r"^transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)$")
-_HEAD_IN = re.compile(r"^head\.attention\.in_proj_(weight|bias)$")
-_POOL_IN = re.compile(r"^attn_pool\.(q|kv)_proj\.(weight|bias)$")
-
-
-_TO_NATIVE = Renames(_NAMES, "SigLIP (transformers)")
-_FROM_NATIVE = Renames(tuple((native, hf) for hf, native in _NAMES), "SigLIP (transformers)")
+_POOL_IN = "vision_model.head.attention.in_proj_"
+_LOGITS = ("logit_scale", "logit_bias")
 
 
 def matches(state: dict[str, torch.Tensor]) -> bool:
@@ -57,69 +62,29 @@ def matches(state: dict[str, torch.Tensor]) -> bool:
     return "vision_model.head.probe" in state or "text_model.head.weight" in state
 
 
-def _tower_to_native(name: str, value: torch.Tensor, out: dict, qkv: dict) -> None:
-    """One key of a tower (prefix removed) into ``out``; q/k/v parts are collected in ``qkv``."""
-    if name.endswith("embeddings.position_ids"):
-        return  # a buffer older checkpoints saved
-    if found := _QKV.match(name):
-        qkv.setdefault((found[1], found[3]), {})[found[2]] = value
-    elif found := _HEAD_IN.match(name):
-        width = value.shape[0] // 3
-        out[f"attn_pool.q_proj.{found[1]}"] = value[:width]
-        out[f"attn_pool.kv_proj.{found[1]}"] = value[width:]
-    elif name == "head.probe":
-        out["attn_pool.latent"] = value.reshape(value.shape[-2:])
-    else:
-        out[_TO_NATIVE(name)] = value
-
-
 def to_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """transformers ``SiglipModel`` state dict → clipforge's."""
-    out: dict[str, torch.Tensor] = {}
-    for key in ("logit_scale", "logit_bias"):
-        if key in state:
-            out[key] = state[key].reshape(())
-    for hf, native in _TOWERS:
-        tower: dict[str, torch.Tensor] = {}
-        qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
-        for key, value in state.items():
-            if key.startswith(hf):
-                _tower_to_native(key.removeprefix(hf), value, tower, qkv)
-        for (block, kind), parts in qkv.items():
-            fused = torch.cat([parts["q"], parts["k"], parts["v"]])
-            tower[f"transformer.resblocks.{block}.attn.in_proj_{kind}"] = fused
-        out.update({native + k: v for k, v in tower.items()})
-    return out
-
-
-def _tower_from_native(name: str, value: torch.Tensor, out: dict, pool: dict) -> None:
-    if found := _FUSED.match(name):
-        prefix = f"encoder.layers.{found[1]}.self_attn"
-        for part, chunk in zip("qkv", value.chunk(3), strict=True):
-            out[f"{prefix}.{part}_proj.{found[2]}"] = chunk
-    elif found := _POOL_IN.match(name):
-        pool.setdefault(found[2], {})[found[1]] = value
-    elif name == "attn_pool.latent":
-        out["head.probe"] = value.unsqueeze(0)
-    else:
-        out[_FROM_NATIVE(name)] = value
+    state = {k: v for k, v in state.items() if not k.endswith("embeddings.position_ids")}
+    for kind in ("weight", "bias"):  # the pool's fused in_proj: the query, then key and value
+        if (fused_in := state.pop(_POOL_IN + kind, None)) is not None:
+            width = fused_in.shape[0] // 3
+            state["vision_model.head.attention.q_proj." + kind] = fused_in[:width]
+            state["vision_model.head.attention.kv_proj." + kind] = fused_in[width:]
+    for tower in _TOWERS:
+        state = tower.to_native(state)
+    return {k: v.reshape(()) if k in _LOGITS else v for k, v in state.items()}
 
 
 def from_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """clipforge SigLIP state dict → transformers ``SiglipModel``'s (inverse of :func:`to_native`)."""
-    out: dict[str, torch.Tensor] = {}
-    for key in ("logit_scale", "logit_bias"):
-        if key in state:
-            out[key] = state[key].reshape(1)
-    for hf, native in _TOWERS:
-        tower: dict[str, torch.Tensor] = {}
-        pool: dict[str, dict[str, torch.Tensor]] = {}
-        for key, value in state.items():
-            if key.startswith(native):
-                _tower_from_native(key.removeprefix(native), value, tower, pool)
-        for kind, parts in pool.items():
-            tower[f"head.attention.in_proj_{kind}"] = torch.cat([parts["q"], parts["kv"]])
-        out.update({hf + k: v for k, v in tower.items()})
+    for tower in _TOWERS:
+        state = tower.from_native(state)
+    out = {k: v.reshape(1) if k in _LOGITS else v for k, v in state.items()}
+    for kind in ("weight", "bias"):
+        q = out.pop("vision_model.head.attention.q_proj." + kind, None)
+        kv = out.pop("vision_model.head.attention.kv_proj." + kind, None)
+        if q is not None and kv is not None:
+            out[_POOL_IN + kind] = torch.cat([q, kv])
     return out
 
 
@@ -198,13 +163,10 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
     }  # fmt: skip
 
 
-#: this module defines the KeyTranslation functions (typed as such for the checker)
-_LAYOUT = cast(KeyTranslation, sys.modules[__name__])
-
 register_family(
     LayoutFamily.of(
         "siglip",
-        _LAYOUT,
+        layout_of(__name__),
         owns_config=lambda config_json: config_json.get("model_type") == "siglip",
         owns_model=lambda cfg: type(cfg.vision) is SigLipVisionConfig,  # NaFlex: siglip2
         read_tokenizer=read_tokenizer,
@@ -212,4 +174,4 @@ register_family(
 )
 
 #: bare ``SiglipModel`` state dicts, recognised before CLIPModel's (shared tower prefixes)
-FORMAT = CheckpointFormat.of_state_layout("hf_siglip", _LAYOUT, priority=12)
+FORMAT = CheckpointFormat.of_state_layout("hf_siglip", layout_of(__name__), priority=12)

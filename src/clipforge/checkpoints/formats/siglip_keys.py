@@ -10,83 +10,34 @@ tensors change shape: timm's ``pos_embed`` ``(1, L, C)`` ↔ ``positional_embedd
 from __future__ import annotations
 
 import re
-import sys
 import warnings
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 
 from ...configs import ClipConfig, ConfigError, SigLipTextConfig, SigLipVisionConfig
 from ...tokenizer.sentencepiece import SentencePieceTokenizer
-from .base import CheckpointFormat, KeyTranslation, LayoutFamily
+from . import timm_names
+from .base import CheckpointFormat, LayoutFamily, layout_of
 from .open_clip import register_family, text_geometry
-from .renames import Renames
+from .renames import KeyTable
 
 __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
 
 _TIMM = "visual.trunk."
-#: (timm name under ``visual.trunk.``, clipforge name under ``visual.``): a name ending in
-#: "." renames a module prefix, any other a whole parameter; ``{i}`` is a block index
-_VISION_NAMES: tuple[tuple[str, str], ...] = (
-    ("patch_embed.proj.", "patch_embed."),
-    ("pos_embed", "positional_embedding"),
-    ("blocks.{i}.norm1.", "transformer.resblocks.{i}.ln_1."),
-    ("blocks.{i}.norm2.", "transformer.resblocks.{i}.ln_2."),
-    ("blocks.{i}.attn.qkv.weight", "transformer.resblocks.{i}.attn.in_proj_weight"),
-    ("blocks.{i}.attn.qkv.bias", "transformer.resblocks.{i}.attn.in_proj_bias"),
-    ("blocks.{i}.attn.proj.", "transformer.resblocks.{i}.attn.out_proj."),
-    ("blocks.{i}.mlp.fc1.", "transformer.resblocks.{i}.mlp.c_fc."),
-    ("blocks.{i}.mlp.fc2.", "transformer.resblocks.{i}.mlp.c_proj."),
-    ("norm.", "ln_post."),
-    ("attn_pool.latent", "attn_pool.latent"),
-    ("attn_pool.q.", "attn_pool.q_proj."),
-    ("attn_pool.kv.", "attn_pool.kv_proj."),
-    ("attn_pool.proj.", "attn_pool.out_proj."),
-    ("attn_pool.norm.", "attn_pool.ln."),
-    ("attn_pool.mlp.fc1.", "attn_pool.mlp.c_fc."),
-    ("attn_pool.mlp.fc2.", "attn_pool.mlp.c_proj."),
-)
-_UNBATCHED = ("positional_embedding", "attn_pool.latent")  # native names without timm's 1-dims
-
-
-_TO_NATIVE = Renames(_VISION_NAMES, "SigLIP", "image-tower key")
-_FROM_NATIVE = Renames(
-    tuple((native, timm) for timm, native in _VISION_NAMES), "SigLIP", "image-tower key"
-)
+#: no class token, no pre-norm: timm's ViT names and its MAP head (:mod:`.timm_names`)
+_TABLE = KeyTable(
+    _TIMM, "visual.", timm_names.TRUNK + timm_names.MAP_POOL, "SigLIP",
+    unbatched=timm_names.UNBATCHED, where="image-tower key",
+)  # fmt: skip
+to_native = _TABLE.to_native
+from_native = _TABLE.from_native
 
 
 def matches(state: dict[str, torch.Tensor]) -> bool:
     """Whether ``state`` is an open_clip SigLIP state dict (timm trunk with a MAP head)."""
     return f"{_TIMM}attn_pool.latent" in state and f"{_TIMM}pos_embed" in state
-
-
-def to_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """open_clip SigLIP state dict → clipforge's (same tensors, renamed and reshaped)."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.startswith(_TIMM):
-            name = _TO_NATIVE(key.removeprefix(_TIMM))
-            if name in _UNBATCHED:
-                value = value.reshape(value.shape[-2:] if value.ndim == 3 else value.shape)
-            out[f"visual.{name}"] = value
-        else:
-            out[key] = value
-    return out
-
-
-def from_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """clipforge SigLIP state dict → open_clip's (inverse of :func:`to_native`)."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.startswith("visual."):
-            name = key.removeprefix("visual.")
-            if name in _UNBATCHED:
-                value = value.unsqueeze(0)
-            out[_TIMM + _FROM_NATIVE(name)] = value
-        else:
-            out[key] = value
-    return out
 
 
 # ----------------------------------------------------------------------------- configs
@@ -221,13 +172,10 @@ def _owns_config(model_cfg: dict[str, Any]) -> bool:
     return _TRUNK_NAME.match(str(vision.get("timm_model_name"))) is not None
 
 
-#: this module defines the KeyTranslation functions (typed as such for the checker)
-_LAYOUT = cast(KeyTranslation, sys.modules[__name__])
-
 register_family(
     LayoutFamily.of(
         "siglip",
-        _LAYOUT,
+        layout_of(__name__),
         owns_config=_owns_config,
         owns_model=lambda cfg: (
             isinstance(cfg.vision, SigLipVisionConfig) and isinstance(cfg.text, SigLipTextConfig)
@@ -238,4 +186,4 @@ register_family(
 
 #: bare open_clip SigLIP state dicts (timm trunk under ``visual.trunk.``), recognised before
 #: clipforge's own layout (they share its ``text.*`` keys)
-FORMAT = CheckpointFormat.of_state_layout("open_clip_siglip", _LAYOUT, priority=40)
+FORMAT = CheckpointFormat.of_state_layout("open_clip_siglip", layout_of(__name__), priority=40)
