@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import functools
 import json
+from functools import partial
 
 import open_clip
 import pytest
-import timm
 import torch
 from safetensors.torch import load_file, save_file
-from timm.models import register_model
 from timm.models.swin_transformer import SwinTransformer
 
 import clipforge
@@ -24,6 +23,7 @@ from clipforge.configs.swin import SwinConfig
 from clipforge.models import SwinTower
 
 from ..conftest import max_diff, perturb_, sample_images, sample_tokens
+from .zoo_helpers import assert_same_outputs, open_clip_counts, register_timm_trunk
 
 TOL = 1e-5
 pytestmark = pytest.mark.parity
@@ -37,17 +37,7 @@ TIMM_NAME = "clipforge_test_swin"
 
 def _register_tiny_trunk() -> None:
     """The reduced trunk in timm's registry, so open_clip's ``TimmModel`` builds its head."""
-    if TIMM_NAME in timm.list_models(TIMM_NAME):
-        return
-
-    def build(pretrained: bool = False, **kwargs):
-        skip = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")  # hub plumbing
-        model = SwinTransformer(**TINY, **{k: v for k, v in kwargs.items() if k not in skip})
-        model.default_cfg = model.pretrained_cfg = {}
-        return model
-
-    build.__name__ = TIMM_NAME
-    register_model(build)
+    register_timm_trunk(TIMM_NAME, partial(SwinTransformer, **TINY))
 
 
 @functools.cache
@@ -115,16 +105,9 @@ def test_every_stage_matches_open_clip_forward_intermediates(kwargs):
         theirs = dict(kwargs, output_fmt="NCHW")
         want = ref.visual.forward_intermediates(images, **theirs)
         got = model.visual.forward_intermediates(images, **kwargs)
-    assert sorted(got) == sorted(want)
-    for key, value in want.items():
-        if isinstance(value, list):
-            assert len(got[key]) == len(value) >= 1, key
-            for g, w in zip(got[key], value, strict=True):
-                if kwargs.get("output_fmt") == "NLC":  # timm: NCHW only; ours flattens
-                    w = w.flatten(2).transpose(1, 2)
-                assert g.shape == w.shape and max_diff(g, w) <= TOL, key
-        else:
-            assert max_diff(got[key], value) <= TOL, key
+    if kwargs.get("output_fmt") == "NLC":  # timm: NCHW only; ours flattens
+        want["image_intermediates"] = [w.flatten(2).transpose(1, 2) for w in want["image_intermediates"]]
+    assert_same_outputs(got, want, TOL)
 
 
 def test_trains_with_checkpointing_and_lit():
@@ -178,12 +161,7 @@ def test_full_size_through_open_clip_directories(tmp_path):
 
 def test_architecture_counts_and_configs_equal_open_clips():
     with torch.device("meta"):
-        ours = clipforge.create_model(NAME)
-        ref = open_clip.create_model(NAME, device="meta")
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    image = count(ref.visual)
-    assert ours.num_parameters() == {"image": image, "text": count(ref) - image - 1,
-                                     "total": count(ref)}  # fmt: skip
+        assert clipforge.create_model(NAME).num_parameters() == open_clip_counts(NAME)
     theirs = open_clip.get_model_config(NAME)
     assert swin_keys.config_to_native(theirs) == get_config(NAME)
     back = swin_keys.config_from_native(get_config(NAME))

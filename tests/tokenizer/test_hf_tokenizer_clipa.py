@@ -41,13 +41,9 @@ WORDS = [
     "##ed",
 ]
 SPECIAL = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",", ".", "!"]
-TEXTS = [
-    "A photo of the cat!",
-    "  two big   red cars running fast on the mat, dogs. ",
-    "zebra",
-    "a " * 40,  # truncated: [CLS] + 30 words + [SEP] (then 0)
-    "",
-]
+#: plain, messy whitespace, unknown word, truncated ([CLS] + 30 words + [SEP], then 0), empty
+TEXTS = ["A photo of the cat!", "  two big   red cars running fast on the mat, dogs. ", "zebra",
+         "a " * 40, ""]  # fmt: skip
 
 
 def _bert_dir(directory: Path, config: dict | None = None) -> Path:

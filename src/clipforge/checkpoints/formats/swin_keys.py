@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ...configs.swin import SWIN_TRUNKS, SwinConfig
 from . import openai
-from .base import LayoutFamily
+from .base import LayoutFamily, layout_of
 from .open_clip import register_family
 from .timm_trunks import LinearHeadTrunks, owns_trunks
 
@@ -22,14 +22,8 @@ TRUNKS = LinearHeadTrunks(SWIN_TRUNKS, "Swin")
 config_to_native = TRUNKS.config_to_native
 config_from_native = TRUNKS.config_from_native
 
+to_native, from_native = openai.to_native, openai.from_native
 FAMILY = register_family(
-    LayoutFamily(
-        name="swin",
-        owns_config=owns_trunks(SWIN_TRUNKS),
-        owns_model=lambda cfg: isinstance(cfg.vision, SwinConfig),
-        config_to_native=config_to_native,
-        config_from_native=config_from_native,
-        to_native=openai.to_native,
-        from_native=openai.from_native,
-    )
-)
+    LayoutFamily.of("swin", layout_of(__name__), owns_config=owns_trunks(SWIN_TRUNKS),
+                    owns_model=lambda cfg: isinstance(cfg.vision, SwinConfig))
+)  # fmt: skip
