@@ -7,13 +7,12 @@ and hub directories load and save back; counts and configs equal open_clip's."""
 from __future__ import annotations
 
 import functools
-import json
 from functools import partial
 
 import open_clip
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from timm.models.swin_transformer import SwinTransformer
 
 import clipforge
@@ -23,7 +22,14 @@ from clipforge.configs.swin import SwinConfig
 from clipforge.models import SwinTower
 
 from ..conftest import max_diff, perturb_, sample_images, sample_tokens
-from .zoo_helpers import assert_same_outputs, open_clip_counts, register_timm_trunk
+from .zoo_helpers import (
+    assert_same_embeddings,
+    assert_same_outputs,
+    checkpointed_image_pass,
+    open_clip_counts,
+    register_timm_trunk,
+    write_open_clip_hub,
+)
 
 TOL = 1e-5
 pytestmark = pytest.mark.parity
@@ -65,9 +71,8 @@ def test_reduced_tower_matches_open_clip():
     ref, _ = _reference()
     model = _native()
     images, tokens = sample_images(64), sample_tokens(16, 500)
+    assert_same_embeddings(model, ref, images, tokens, TOL)
     with torch.no_grad():
-        assert max_diff(model.encode_image(images), ref.encode_image(images)) <= TOL
-        assert max_diff(model.encode_text(tokens), ref.encode_text(tokens)) <= TOL
         want = ref.visual.trunk.forward_features(images).flatten(1, 2)
         assert max_diff(model.visual.forward_features(images), want) <= TOL
 
@@ -111,13 +116,8 @@ def test_every_stage_matches_open_clip_forward_intermediates(kwargs):
 
 
 def test_trains_with_checkpointing_and_lit():
-    model = _native().train()
-    images = sample_images(64)
-    plain = model.encode_image(images).detach()
-    model.set_grad_checkpointing(True)
-    out = model.encode_image(images)
-    assert max_diff(out.detach(), plain) <= TOL
-    out.sum().backward()
+    model = _native()
+    checkpointed_image_pass(model, sample_images(64), TOL).sum().backward()
     assert model.visual.blocks[0].attn.relative_position_bias_table.grad is not None
     model.visual.lock(1)
     trainable = {n for n, p in model.visual.named_parameters() if p.requires_grad}
@@ -138,19 +138,12 @@ def test_other_input_sizes_are_refused():
 def test_full_size_through_open_clip_directories(tmp_path):
     torch.manual_seed(0)
     ref = perturb_(open_clip.create_model(NAME)).eval()
-    hub = tmp_path / "hub"
-    hub.mkdir()
-    (hub / "open_clip_config.json").write_text(
-        json.dumps({"model_cfg": open_clip.get_model_config(NAME)})
-    )
-    state = {k: v.contiguous() for k, v in ref.state_dict().items()}
-    save_file(state, str(hub / "open_clip_model.safetensors"))
-    model = clipforge.load(hub)
+    state = write_open_clip_hub(tmp_path / "hub", open_clip.get_model_config(NAME), ref)
+    model = clipforge.load(tmp_path / "hub")
     assert model.config == get_config(NAME)
     images, tokens = sample_images(224), sample_tokens()
+    assert_same_embeddings(model, ref, images, tokens, TOL)
     with torch.no_grad():
-        assert max_diff(model.encode_image(images), ref.encode_image(images)) <= TOL
-        assert max_diff(model.encode_text(tokens), ref.encode_text(tokens)) <= TOL
         got = model.visual.forward_intermediates(images)["image_intermediates"]
         want = ref.visual.forward_intermediates(images)["image_intermediates"]
         assert all(max_diff(g, w) <= TOL for g, w in zip(got, want, strict=True))

@@ -14,14 +14,20 @@ import json
 import open_clip
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import clipforge
 from clipforge.checkpoints.formats import open_clip as open_clip_format, openai
 from clipforge.configs import ClipConfig, get_config
 
 from ..conftest import max_diff, open_clip_tiny_twin, perturb_, sample_images, sample_tokens
-from .zoo_helpers import assert_same_outputs, open_clip_counts
+from .zoo_helpers import (
+    assert_same_embeddings,
+    assert_same_outputs,
+    checkpointed_image_pass,
+    open_clip_counts,
+    write_open_clip_hub,
+)
 
 TOL = 1e-5
 pytestmark = pytest.mark.parity
@@ -108,16 +114,10 @@ def test_forward_intermediates_match_open_clip(name, kwargs):
 @pytest.mark.parametrize("name", TWINS)
 def test_open_clip_hub_directory_loads_and_saves_back(tmp_path, name):
     ref, cfg = _reference(name)
-    hub = tmp_path / "hub"
-    hub.mkdir()
-    (hub / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
-    state = {k: v.contiguous() for k, v in ref.state_dict().items()}
-    save_file(state, str(hub / "open_clip_model.safetensors"))
-    model = clipforge.load(hub)
+    state = write_open_clip_hub(tmp_path / "hub", cfg, ref)
+    model = clipforge.load(tmp_path / "hub")
     images, tokens = _inputs(cfg)
-    with torch.no_grad():
-        assert max_diff(model.encode_image(images), ref.encode_image(images)) <= TOL
-        assert max_diff(model.encode_text(tokens), ref.encode_text(tokens)) <= TOL
+    assert_same_embeddings(model, ref, images, tokens, TOL)
     out = clipforge.save(model, tmp_path / "saved", format="open_clip")
     back = load_file(str(out / "open_clip_model.safetensors"))
     assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
@@ -131,13 +131,9 @@ def test_open_clip_hub_directory_loads_and_saves_back(tmp_path, name):
 
 
 def test_layer_scale_towers_train_with_checkpointing_and_lit():
-    model = _native("ViT-M-16-alt").train()
-    images, tokens = _inputs(_reference("ViT-M-16-alt")[1])
-    plain = model.encode_image(images).detach()
-    model.set_grad_checkpointing(True)
-    out = model.encode_image(images)
-    assert max_diff(out.detach(), plain) <= TOL
-    out.sum().backward()
+    model = _native("ViT-M-16-alt")
+    images, _ = _inputs(_reference("ViT-M-16-alt")[1])
+    checkpointed_image_pass(model, images, TOL).sum().backward()
     assert model.visual.blocks[0].ls_1.gamma.grad is not None
     model.visual.lock(1)
     trainable = {n for n, p in model.visual.named_parameters() if p.requires_grad}

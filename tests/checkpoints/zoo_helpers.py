@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import open_clip
 import timm
 import torch
+from safetensors.torch import save_file
 from timm.models import register_model
 
 from ..conftest import max_diff
@@ -49,3 +52,31 @@ def assert_same_outputs(got: dict, want: dict, tol: float) -> None:
         assert not isinstance(value, list) or len(value) >= 1, key
         for g, w in pairs:
             assert g.shape == w.shape and max_diff(g, w) <= tol, key
+
+
+def write_open_clip_hub(directory: Path, model_cfg: dict, ref: torch.nn.Module) -> dict:
+    """An open_clip hub directory of ``ref`` (config + safetensors) in ``directory``; the
+    state dict written."""
+    directory.mkdir()
+    (directory / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
+    state = {k: v.contiguous() for k, v in ref.state_dict().items()}
+    save_file(state, str(directory / "open_clip_model.safetensors"))
+    return state
+
+
+def assert_same_embeddings(model, ref, images: torch.Tensor, tokens: torch.Tensor, tol: float):
+    """Both models' image and text embeddings within ``tol``."""
+    with torch.no_grad():
+        assert max_diff(model.encode_image(images), ref.encode_image(images)) <= tol
+        assert max_diff(model.encode_text(tokens), ref.encode_text(tokens)) <= tol
+
+
+def checkpointed_image_pass(model, images: torch.Tensor, tol: float) -> torch.Tensor:
+    """``model`` in training with gradient checkpointing: its image embedding (differentiable),
+    asserted equal (within ``tol``) to the one without checkpointing."""
+    model.train()
+    plain = model.encode_image(images).detach()
+    model.set_grad_checkpointing(True)
+    out = model.encode_image(images)
+    assert max_diff(out.detach(), plain) <= tol
+    return out

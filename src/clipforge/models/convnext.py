@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 from ..configs.convnext import ConvNextVisionConfig
 from .intermediates import Intermediates, IntermediatesRequest, stage_intermediates
 from .layers import LayerNorm2d
-from .staged import StagedTower, timm_init_
+from .staged import StagedTower
 from .tower import TowerSettings, register_tower
 
 
@@ -119,20 +119,9 @@ def projection_head(kind: str, width: int, embed_dim: int) -> nn.Sequential:
 class ConvNextTower(StagedTower):
     """ConvNeXt trunk + open_clip's projection; blocks are every ConvNeXt block in order."""
 
-    head_names = ("head",)
-
     def __init__(self, cfg: ConvNextVisionConfig, settings: TowerSettings) -> None:
-        super().__init__()
-        self.config = cfg
-        self.image_size = cfg.image_size
-        self.output_dim = settings.embed_dim
-        self.trunk = ConvNextTrunk(cfg)
-        self.head = projection_head(cfg.head, cfg.width, settings.embed_dim)
-        self.init_weights()
-
-    def init_weights(self) -> None:
-        """timm's ConvNeXt init: truncated normal (std 0.02) weights, zero biases."""
-        timm_init_(self)
+        head = projection_head(cfg.head, cfg.width, settings.embed_dim)
+        super().__init__(cfg, settings.embed_dim, ConvNextTrunk(cfg), head)
 
     @property
     def stages(self) -> list[ConvNextStage]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
@@ -22,7 +23,21 @@ def timm_init_(model: nn.Module) -> None:
 
 
 class StagedTower(Tower):
-    """A tower whose ``stages`` each hold ``blocks`` and a ``grad_checkpointing`` flag."""
+    """A tower whose ``stages`` each hold ``blocks`` and a ``grad_checkpointing`` flag: a
+    timm ``trunk`` and open_clip's projection ``head``."""
+
+    head_names = ("head",)
+
+    def __init__(self, cfg: Any, embed_dim: int, trunk: nn.Module, head: nn.Module) -> None:
+        """``cfg``: the tower config (with an ``image_size``)."""
+        super().__init__()
+        self.config, self.image_size, self.output_dim = cfg, cfg.image_size, embed_dim
+        self.trunk, self.head = trunk, head
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """timm's init (:func:`timm_init_`)."""
+        timm_init_(self)
 
     @property
     @abstractmethod

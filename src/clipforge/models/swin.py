@@ -192,16 +192,9 @@ class SwinTrunk(nn.Module):
 class SwinTower(StagedTower):
     """Swin trunk + open_clip's bias-free linear head; blocks are every Swin block in order."""
 
-    head_names = ("head",)
-
     def __init__(self, cfg: SwinConfig, settings: TowerSettings) -> None:
-        super().__init__()
-        self.config = cfg
-        self.image_size = cfg.image_size
-        self.output_dim = settings.embed_dim
-        self.trunk = SwinTrunk(cfg)
-        self.head = projection_head("linear", cfg.dims[-1], settings.embed_dim)
-        self.init_weights()
+        head = projection_head("linear", cfg.dims[-1], settings.embed_dim)
+        super().__init__(cfg, settings.embed_dim, SwinTrunk(cfg), head)
 
     def init_weights(self) -> None:
         """timm's init: truncated normal (std 0.02) weights and bias tables, zero biases."""
