@@ -119,6 +119,8 @@ def projection_head(kind: str, width: int, embed_dim: int) -> nn.Sequential:
 class ConvNextTower(StagedTower):
     """ConvNeXt trunk + open_clip's projection; blocks are every ConvNeXt block in order."""
 
+    trunk: ConvNextTrunk
+
     def __init__(self, cfg: ConvNextVisionConfig, settings: TowerSettings) -> None:
         head = projection_head(cfg.head, cfg.width, settings.embed_dim)
         super().__init__(cfg, settings.embed_dim, ConvNextTrunk(cfg), head)

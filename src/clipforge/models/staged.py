@@ -27,6 +27,8 @@ class StagedTower(Tower):
     timm ``trunk`` and open_clip's projection ``head``."""
 
     head_names = ("head",)
+    trunk: nn.Module
+    head: nn.Module
 
     def __init__(self, cfg: Any, embed_dim: int, trunk: nn.Module, head: nn.Module) -> None:
         """``cfg``: the tower config (with an ``image_size``)."""
@@ -41,7 +43,7 @@ class StagedTower(Tower):
 
     @property
     @abstractmethod
-    def stages(self) -> Sequence[nn.Module]:
+    def stages(self) -> Sequence[Any]:
         """The stages, input side first."""
 
     @property

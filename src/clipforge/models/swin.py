@@ -192,6 +192,9 @@ class SwinTrunk(nn.Module):
 class SwinTower(StagedTower):
     """Swin trunk + open_clip's bias-free linear head; blocks are every Swin block in order."""
 
+    trunk: SwinTrunk
+    config: SwinConfig
+
     def __init__(self, cfg: SwinConfig, settings: TowerSettings) -> None:
         head = projection_head("linear", cfg.dims[-1], settings.embed_dim)
         super().__init__(cfg, settings.embed_dim, SwinTrunk(cfg), head)
