@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import functools
 import json
+from functools import partial
 
 import open_clip
 import pytest
-import timm
 import torch
-from timm.models import register_model
 from timm.models.convnext import ConvNeXt
 
 import clipforge
@@ -23,6 +22,7 @@ from clipforge.configs.param_counts import count_parameters
 from clipforge.models import ConvNextTower
 
 from ..conftest import max_diff, perturb_, sample_images, sample_tokens, shared_path, tiered
+from .zoo_helpers import open_clip_counts, register_timm_trunk
 
 TOL = 1e-5
 pytestmark = pytest.mark.parity
@@ -45,17 +45,7 @@ def _register_tiny_trunks() -> None:
     own head around them exactly as for ``convnext_base`` (num_classes reset, default pool)."""
     for name, (sizes, _, _) in TINY.items():
         timm_name = _timm_name(name)
-        if timm_name in timm.list_models(timm_name):
-            continue
-
-        def build(pretrained: bool = False, _sizes=sizes, **kwargs) -> ConvNeXt:
-            skip = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")  # hub plumbing
-            model = ConvNeXt(**_sizes, **{k: v for k, v in kwargs.items() if k not in skip})
-            model.default_cfg = model.pretrained_cfg = {}
-            return model
-
-        build.__name__ = timm_name
-        register_model(build)
+        register_timm_trunk(timm_name, partial(ConvNeXt, **sizes))
 
 
 @functools.cache
@@ -213,10 +203,7 @@ def test_parameter_counts_equal_open_clip_and_the_profile(name):
 
     with torch.device("meta"):
         ours = clipforge.create_model(name)
-        ref = open_clip.create_model(name, device="meta")
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    image = count(ref.visual)
-    expected = {"image": image, "text": count(ref) - image - 1, "total": count(ref)}
+    expected = open_clip_counts(name)
     assert ours.num_parameters() == expected
     assert count_parameters(get_config(name)) == expected
     with shared_path("reference", "model_profile.csv").open() as f:

@@ -25,6 +25,7 @@ from clipforge.lora import apply_lora, merge_lora
 from clipforge.models import PerceptionVisionTransformer
 
 from ..conftest import max_diff, perturb_, sample_images, sample_tokens
+from .zoo_helpers import assert_same_outputs
 
 TOL = 1e-5
 pytestmark = pytest.mark.parity
@@ -107,14 +108,7 @@ def test_every_block_matches_open_clip_forward_intermediates(name, kwargs):
     with torch.no_grad():
         want = ref.visual.forward_intermediates(images, **theirs)
         got = model.visual.forward_intermediates(images, **kwargs)
-    assert sorted(got) == sorted(want)  # no prefix without a class token
-    for key, value in want.items():
-        if isinstance(value, list):
-            assert len(got[key]) == len(value) >= 1, key
-            for g, w in zip(got[key], value, strict=True):
-                assert g.shape == w.shape and max_diff(g, w) <= TOL, key
-        else:
-            assert max_diff(got[key], value) <= TOL, key
+    assert_same_outputs(got, want, TOL)  # no prefix without a class token
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

@@ -46,6 +46,8 @@ FAMILY_TAGS = [
     ("ViT-bigG-14-worldwide-378", "metaclip2_worldwide"),
     ("ViTamin-S", "datacomp1b"),
     ("ViTamin-XL-384", "datacomp1b"),
+    ("ViT-L-14-CLIPA", "datacomp1b"),
+    ("ViT-H-14-CLIPA-336", "laion2b"),
 ]
 
 
@@ -85,8 +87,10 @@ def test_every_entry_is_open_clips(pair):
     assert (entry.tokenizer or {}).get("hub_id") == want
     if want and entry.tokenizer["kind"] == "sentencepiece":
         assert text_cfg["tokenizer_kwargs"] == {"clean": "canonicalize"}  # what ours does
-    elif want:  # an HF text tower: open_clip's HFTokenizer defaults (whitespace cleaning)
-        assert entry.tokenizer["kind"] == "hf" and "tokenizer_kwargs" not in text_cfg
+    elif want:  # open_clip's HFTokenizer: whitespace cleaning (CLIPA: the [SEP] id stripped)
+        assert entry.tokenizer["kind"] == "hf"
+        strip = {"strip_sep_token": True} if entry.tokenizer.get("strip_sep_token") else None
+        assert text_cfg.get("tokenizer_kwargs") == strip
 
 
 def test_a_bad_tokenizer_entry_is_refused():

@@ -24,13 +24,9 @@ from ..conftest import shared_path
 
 ZOO = open_clip.list_models()
 _COCA = "pending: CoCa (image/text towers + multimodal decoder; a later helper's branch)"
-_CLIPA = "not yet: CLIPA towers (no ln_pre, average pool, BERT tokenizer, last-token text pool)"
 #: open_clip architectures clipforge does not build yet, each with the reason (target: empty)
 NOT_BUILT: dict[str, str] = {
     **{n: _COCA for n in ZOO if n.startswith("coca_")},
-    **{n: _CLIPA for n in ZOO if "CLIPA" in n},
-    "ViT-M-16-alt": "not yet: ViT with layer scale (ls_init_value)",
-    "swin_base_patch4_window7_224": "not yet: Swin (shifted windows) timm trunk",
 }
 BUILT = [n for n in ZOO if n not in NOT_BUILT]
 #: open_clip builds these text towers from a transformers config fetched from the hub, which
@@ -42,7 +38,8 @@ NEEDS_HUB = frozenset(
 #: one per tower family, exact meta-device counts in the fast tier
 REPRESENTATIVES = frozenset(
     {"ViT-B-32", "RN50", "ViT-B-16-SigLIP2", "EVA02-B-16", "convnext_base_w", "PE-Core-T-16-384",
-     "vit_relpos_medium_patch16_cls_224", "MobileCLIP2-S0", "ViTamin-S"}
+     "vit_relpos_medium_patch16_cls_224", "MobileCLIP2-S0", "ViTamin-S", "ViT-M-16-alt",
+     "ViT-L-14-CLIPA", "swin_base_patch4_window7_224"}
 )  # fmt: skip
 
 

@@ -194,6 +194,7 @@ class HubTokenizer:
         checked = check_tokenizer(source) or {}
         self.label, self.hub_id, self.kind = label, checked["hub_id"], checked["kind"]
         self.clean = tokenizer_clean(checked)
+        self.strip_sep_token = bool(checked.get("strip_sep_token", False))
         self.context_length, self.cache_dir = context_length, cache_dir
         self._tokenizer: Any = None
 
@@ -205,19 +206,22 @@ class HubTokenizer:
         (fetched now if it was not yet)."""
         if self._tokenizer is None:
             directory = _tokenizer_dir(self.label, self.hub_id, self.cache_dir, self.kind)
-            source = {"kind": self.kind, "clean": self.clean}
+            source: dict[str, Any] = {"kind": self.kind, "clean": self.clean}
+            if self.strip_sep_token:
+                source["strip_sep_token"] = True
             self._tokenizer = release_tokenizer(directory, self.context_length, source)
         return self._tokenizer
 
 
-def release_tokenizer(directory: Path, context_length: int, source: dict[str, str] | None) -> Any:
+def release_tokenizer(directory: Path, context_length: int, source: dict[str, Any] | None) -> Any:
     """The tokenizer in a release's downloaded ``directory``, read as its ``tokenizer``
     section says: an ``hf`` tokenizer the release cleans by canonicalising (MetaCLIP 2's mT5)
     as SigLIP's are read; otherwise by kind (:func:`~clipforge.tokenizer.files.tokenizer_from_dir`)."""
     kind = (source or {}).get("kind")
     if kind == "hf" and source is not None and tokenizer_clean(source) == "canonicalize":
         return SentencePieceTokenizer.from_dir(directory, context_length, "canonicalize")
-    return tokenizer_from_dir(directory, context_length, kind)
+    strip = bool((source or {}).get("strip_sep_token", False))
+    return tokenizer_from_dir(directory, context_length, kind, strip_sep_token=strip)
 
 
 def _try_file(hub_id: str, filename: str, cache_dir: str | Path | None, local: bool) -> bool:

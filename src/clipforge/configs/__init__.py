@@ -27,6 +27,7 @@ from .registry import (
     register_architecture,
 )
 from .siglip import SigLipNaFlexVisionConfig, SigLipTextConfig, SigLipVisionConfig
+from .swin import SwinConfig  # noqa: F401  (registers vision.type "swin")
 from .timm_vit import TimmViTConfig  # noqa: F401  (registers vision.type "timm_vit")
 from .vitamin import ViTaminVisionConfig  # noqa: F401  (registers vision.type "vitamin")
 

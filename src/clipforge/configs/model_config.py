@@ -22,6 +22,12 @@ ACTIVATIONS: tuple[str, ...] = ("gelu", "quick_gelu")
 TowerActivation = Literal["gelu", "gelu_tanh", "quick_gelu"]
 #: per-tower override fields: omitted from :meth:`ClipConfig.to_dict` while ``None``
 _TOWER_OVERRIDES = ("activation", "norm_eps")
+#: options added after configs were first written: omitted from :meth:`ClipConfig.to_dict`
+#: at their defaults, so earlier configs stay identical (class name -> field names)
+_LATER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "ViTConfig": ("ls_init_value", "no_ln_pre", "pool_type", "final_ln_after_pool"),
+    "TextConfig": ("causal", "pool_type"),
+}
 
 
 def _require_positive(owner: str, **values: float) -> None:
@@ -102,12 +108,20 @@ class ViTConfig(ImageTransformerGeometry):
 
     ``activation``/``norm_eps`` override the model-wide ones for this tower (``None``: the
     model's), for checkpoints whose towers differ (e.g. a transformers ``CLIPConfig``).
+    open_clip's options, under its names: ``ls_init_value`` (layer scale in every block,
+    ``ViT-*-alt``), ``no_ln_pre``, ``pool_type`` (``"tok"``: the class token, ``"avg"``: the
+    mean of the patch tokens) and ``final_ln_after_pool`` (``ln_post`` on the pooled
+    feature instead of every token), as CLIPA's towers set them.
     """
 
     type: ClassVar[str] = "vit"
     patch_size: int = 32
     activation: TowerActivation | None = None
     norm_eps: float | None = None
+    ls_init_value: float | None = None
+    no_ln_pre: bool = False
+    pool_type: Literal["tok", "avg"] = "tok"
+    final_ln_after_pool: bool = False
 
     def __post_init__(self) -> None:
         self.check_transformer(**_given(norm_eps=self.norm_eps))
@@ -167,6 +181,8 @@ class TextConfig(TextTransformerGeometry):
     id); an integer pools at the first occurrence of that id (transformers' rule).
     ``causal=False`` drops the causal mask (open_clip's ``no_causal_mask``, MobileCLIP):
     every position then sees the padding, so inputs are never trimmed.
+    ``pool_type="last"`` pools the last position of the (padded) sequence instead (open_clip's
+    ``pool_type: "last"``, CLIPA).
     """
 
     type: ClassVar[str] = "clip"
@@ -174,6 +190,7 @@ class TextConfig(TextTransformerGeometry):
     activation: TowerActivation | None = None
     norm_eps: float | None = None
     causal: bool = True
+    pool_type: Literal["eot", "last"] = "eot"
 
     def __post_init__(self) -> None:
         self.check_transformer(**_given(norm_eps=self.norm_eps))
@@ -213,13 +230,15 @@ def tower_to_dict(tower: Any) -> dict[str, Any]:
         for k, v in data.items()
         if not (k in _TOWER_OVERRIDES and v is None)
     }
+    fields = {f.name: f.default for f in dataclasses.fields(tower)}
+    for name in _LATER_OPTIONS.get(type(tower).__name__, ()):
+        if data[name] == fields[name]:
+            del data[name]
     return data
 
 
 def _text_to_dict(text: Any) -> dict[str, Any]:
     data = tower_to_dict(text)
-    if isinstance(text, TextConfig) and text.causal:
-        del data["causal"]  # the default: configs written before the option stay identical
     return data if text.type == DEFAULT_TEXT_TYPE else {"type": text.type, **data}
 
 

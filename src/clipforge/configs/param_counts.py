@@ -57,8 +57,9 @@ def _vit(cfg: ViTConfig, embed_dim: int) -> int:
         3 * w * cfg.patch_size**2  # conv1 (no bias)
         + w  # class embedding
         + (cfg.grid_size**2 + 1) * w  # positional embedding
-        + 2 * layer_norm(w)  # ln_pre, ln_post
+        + (1 + (not cfg.no_ln_pre)) * layer_norm(w)  # ln_post (+ ln_pre)
         + transformer(w, cfg.layers, cfg.mlp_width)
+        + (0 if cfg.ls_init_value is None else cfg.layers * 2 * w)  # layer-scale gains
         + w * embed_dim  # proj
     )
 

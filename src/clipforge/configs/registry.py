@@ -31,7 +31,9 @@ TOKENIZER_KEY = "tokenizer"
 #: tokenizers an architecture or pretrained entry may name (CLIP's BPE is the default):
 #: a hub repository's ``tokenizer.json`` read as SigLIP's releases need it
 #: ("sentencepiece": canonicalised text) or as open_clip's ``HFTokenizer`` reads it ("hf":
-#: whitespace-cleaned text, e.g. MetaCLIP 2's XLM-V); ``"clean"`` overrides the cleaning
+#: whitespace-cleaned text, e.g. MetaCLIP 2's XLM-V); ``"clean"`` overrides the cleaning;
+#: ``"strip_sep_token": true`` (kind "hf") writes 0 over every separator id, as open_clip's
+#: ``HFTokenizer(strip_sep_token=True)`` does for CLIPA's BERT vocabulary
 TOKENIZER_KINDS = ("sentencepiece", "hf")
 #: text cleaning of each tokenizer kind, and the values a ``"clean"`` key may take
 TOKENIZER_CLEAN = {"sentencepiece": "canonicalize", "hf": "whitespace"}
@@ -95,15 +97,17 @@ def check_tokenizer(section: Any, where: str = TOKENIZER_KEY) -> dict[str, str] 
         return None
     if (
         not isinstance(section, dict)
-        or not {"kind", "hub_id"} <= set(section) <= {"kind", "hub_id", "clean"}
+        or not {"kind", "hub_id"} <= set(section) <= {"kind", "hub_id", "clean", "strip_sep_token"}
         or section["kind"] not in TOKENIZER_KINDS
         or not isinstance(section["hub_id"], str)
         or not section["hub_id"]
         or section.get("clean", "none") not in CLEAN_MODES
+        or section.get("strip_sep_token", False) not in (True, False)
     ):
         raise ConfigError(
             f"'{where}' must be {{'kind': one of {list(TOKENIZER_KINDS)}, 'hub_id': "
-            f"'owner/repo'[, 'clean': one of {list(CLEAN_MODES)}]}}, got {section!r:.120}"
+            f"'owner/repo'[, 'clean': one of {list(CLEAN_MODES)}][, 'strip_sep_token': bool]}}, "
+            f"got {section!r:.120}"
         )
     return dict(section)
 

@@ -7,6 +7,7 @@ from .eva import EvaVisionTransformer
 from .pe import PerceptionVisionTransformer
 from .protocols import ClipModel
 from .resnet import ModifiedResNet
+from .swin import SwinTower
 from .text import TextTransformer
 from .timm_vit import TimmVisionTransformer
 from .tower import (
@@ -27,6 +28,7 @@ __all__ = [
     "EvaVisionTransformer",
     "ModifiedResNet",
     "PerceptionVisionTransformer",
+    "SwinTower",
     "TextTransformer",
     "TimmVisionTransformer",
     "Tower",

@@ -21,7 +21,8 @@ from torch.utils.checkpoint import checkpoint
 from ..configs.convnext import ConvNextVisionConfig
 from .intermediates import Intermediates, IntermediatesRequest, stage_intermediates
 from .layers import LayerNorm2d
-from .tower import Tower, TowerSettings, register_tower
+from .staged import StagedTower
+from .tower import TowerSettings, register_tower
 
 
 class ConvMlp(nn.Module):
@@ -115,46 +116,23 @@ def projection_head(kind: str, width: int, embed_dim: int) -> nn.Sequential:
 
 
 @register_tower(ConvNextVisionConfig)
-class ConvNextTower(Tower):
+class ConvNextTower(StagedTower):
     """ConvNeXt trunk + open_clip's projection; blocks are every ConvNeXt block in order."""
 
-    head_names = ("head",)
+    trunk: ConvNextTrunk
 
     def __init__(self, cfg: ConvNextVisionConfig, settings: TowerSettings) -> None:
-        super().__init__()
-        self.config = cfg
-        self.image_size = cfg.image_size
-        self.output_dim = settings.embed_dim
-        self.trunk = ConvNextTrunk(cfg)
-        self.head = projection_head(cfg.head, cfg.width, settings.embed_dim)
-        self.init_weights()
-
-    def init_weights(self) -> None:
-        """timm's ConvNeXt init: truncated normal (std 0.02) weights, zero biases."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d | nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        head = projection_head(cfg.head, cfg.width, settings.embed_dim)
+        super().__init__(cfg, settings.embed_dim, ConvNextTrunk(cfg), head)
 
     @property
     def stages(self) -> list[ConvNextStage]:
         return cast(list[ConvNextStage], list(self.trunk.stages))
 
     @property
-    def blocks(self) -> list[nn.Module]:
-        """Every ConvNeXt block of every stage, input side first."""
-        return [block for stage in self.stages for block in stage.blocks]
-
-    def lock(self, unlocked_last_n: int = 0) -> None:
-        """LiT: freeze all but the last ``unlocked_last_n`` blocks, the pooled norm and head."""
-        super().lock(unlocked_last_n)
-        if unlocked_last_n:
-            self.trunk.head.requires_grad_(True)
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
+    def final_norm(self) -> nn.Module:
+        """The pooled norm (timm's head norm)."""
+        return self.trunk.head
 
     def _stem(self, pixels: torch.Tensor) -> torch.Tensor:
         if pixels.device.type == "cpu":  # NHWC: the blocks' channels-last views need no copy

@@ -115,8 +115,25 @@ class Mlp(nn.Module):
         return self.c_proj(self.gelu(self.c_fc(x)))
 
 
+class LayerScale(nn.Module):
+    """Per-channel gain ``gamma`` on a residual branch (timm's and open_clip's ``LayerScale``)."""
+
+    def __init__(self, width: int, init_value: float = 1e-6) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((width,), init_value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+def layer_scale(width: int, init_value: float | None) -> nn.Module:
+    """A :class:`LayerScale` starting at ``init_value``, or the identity for ``None``."""
+    return nn.Identity() if init_value is None else LayerScale(width, init_value)
+
+
 class ResidualAttentionBlock(nn.Module):
-    """Pre-LN transformer block: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``."""
+    """Pre-LN transformer block: ``x + ls_1(attn(ln_1(x)))`` then ``x + ls_2(mlp(ln_2(x)))``
+    (``ls_*``: open_clip's layer scale with ``ls_init_value``, else the identity)."""
 
     def __init__(
         self,
@@ -127,23 +144,26 @@ class ResidualAttentionBlock(nn.Module):
         eps: float,
         causal: bool,
         mlp: nn.Module | None = None,
+        ls_init_value: float | None = None,
     ) -> None:
         """``mlp``: the feed-forward module, when not the two-layer :class:`Mlp`."""
         super().__init__()
         self.ln_1 = nn.LayerNorm(width, eps=eps)
         self.attn = SelfAttention(width, heads, causal=causal)
+        self.ls_1 = layer_scale(width, ls_init_value)
         self.ln_2 = nn.LayerNorm(width, eps=eps)
         self.mlp = mlp if mlp is not None else Mlp(width, mlp_width, activation)
+        self.ls_2 = layer_scale(width, ls_init_value)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), attn_mask)
-        return x + self.mlp(self.ln_2(x))
+        x = x + self.ls_1(self.attn(self.ln_1(x), attn_mask))
+        return x + self.ls_2(self.mlp(self.ln_2(x)))
 
     def forward_at(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """``forward(x)[rows, index]``: the block's output at one position per sequence."""
         rows = torch.arange(x.shape[0], device=x.device)
-        y = x[rows, index] + self.attn.forward_at(self.ln_1(x), index)
-        return y + self.mlp(self.ln_2(y))
+        y = x[rows, index] + self.ls_1(self.attn.forward_at(self.ln_1(x), index))
+        return y + self.ls_2(self.mlp(self.ln_2(y)))
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -216,12 +236,14 @@ class Transformer(BlockStack):
         eps: float = 1e-5,
         causal: bool = False,
         mlp: Callable[[], nn.Module] | None = None,
+        ls_init_value: float | None = None,
     ) -> None:
         """``mlp``: builds each block's feed-forward module (default: :class:`Mlp`)."""
         super().__init__(
             ResidualAttentionBlock(
-                width, heads, mlp_width, activation, eps, causal, mlp() if mlp else None
-            )
+                width, heads, mlp_width, activation, eps, causal,
+                mlp=mlp() if mlp else None, ls_init_value=ls_init_value,
+            )  # fmt: skip
             for _ in range(layers)
         )
         self.width = width

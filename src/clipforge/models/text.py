@@ -40,6 +40,7 @@ class TextTransformer(TransformerTower):
         self.vocab_size = cfg.vocab_size
         self.output_dim = embed_dim
         self.eot_token_id = cfg.eot_token_id
+        self.pool_last = cfg.pool_type == "last"
         self.causal = cfg.causal
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
         self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
@@ -57,7 +58,9 @@ class TextTransformer(TransformerTower):
         init_scaled_normal_(self.text_projection, self.text_projection.shape[0])
 
     def eot_positions(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Index of the pooled (end-of-text) token in each row."""
+        """Index of the pooled (end-of-text, or last: ``pool_type="last"``) token in each row."""
+        if self.pool_last:
+            return torch.full_like(tokens[:, 0], tokens.shape[1] - 1)
         if self.eot_token_id is None:
             return tokens.argmax(dim=-1)
         return (tokens == self.eot_token_id).int().argmax(dim=-1)
@@ -91,7 +94,9 @@ class TextTransformer(TransformerTower):
 
     def input_spec(self) -> dict[str, Any]:
         """EOT pooling: argmax of the ids, or the first ``eot_token_id`` when set; without
-        the causal mask (``eot_full``) the runtime must not trim the padding."""
+        the causal mask (``eot_full``) the runtime must not trim the padding; ``last``."""
+        if self.pool_last:
+            return {"pooling": "last"}
         pooling = "eot" if self.causal else "eot_full"
         return {"pooling": pooling, "eot_token_id": self.eot_token_id}
 

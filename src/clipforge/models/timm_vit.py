@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs.timm_vit import TimmViTConfig
-from .layers import BlockStack, Mlp
+from .layers import BlockStack, LayerScale, Mlp
 from .tower import PatchTransformerTower, TowerSettings, register_tower
 
 
@@ -76,17 +76,6 @@ class TimmAttention(nn.Module):
         bias = self.rel_pos(x.device).to(x.dtype) if self.rel_pos is not None else None
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
-
-
-class LayerScale(nn.Module):
-    """Per-channel gain ``gamma`` (timm's ``LayerScale``, init 1e-6)."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.gamma = nn.Parameter(torch.full((width,), 1e-6))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma
 
 
 class TimmBlock(nn.Module):

@@ -13,7 +13,8 @@ from .tower import TowerSettings, TransformerTower, register_tower
 
 @register_tower(ViTConfig)
 class VisionTransformer(TransformerTower):
-    """Patchify, prepend a class token, pre-LN transformer, project the class token."""
+    """Patchify, prepend a class token, pre-LN transformer, project the class token (or the
+    mean of the patch tokens: ``pool_type="avg"``)."""
 
     transformer: Transformer
 
@@ -30,10 +31,12 @@ class VisionTransformer(TransformerTower):
         self.conv1 = nn.Conv2d(3, cfg.width, cfg.patch_size, stride=cfg.patch_size, bias=False)
         self.class_embedding = nn.Parameter(torch.empty(cfg.width))
         self.positional_embedding = nn.Parameter(torch.empty(cfg.grid_size**2 + 1, cfg.width))
-        self.ln_pre = nn.LayerNorm(cfg.width, eps=eps)
+        self.pool_type, self.final_ln_after_pool = cfg.pool_type, cfg.final_ln_after_pool
+        self.ln_pre = nn.Identity() if cfg.no_ln_pre else nn.LayerNorm(cfg.width, eps=eps)
         self.transformer = Transformer(
-            cfg.width, cfg.layers, cfg.heads, cfg.mlp_width, activation, eps
-        )
+            cfg.width, cfg.layers, cfg.heads, cfg.mlp_width, activation, eps,
+            ls_init_value=cfg.ls_init_value,
+        )  # fmt: skip
         self.ln_post = nn.LayerNorm(cfg.width, eps=eps)
         self.proj = nn.Parameter(torch.empty(cfg.width, embed_dim))
         self.init_weights()
@@ -61,25 +64,37 @@ class VisionTransformer(TransformerTower):
             x = self._drop_patches(x)
         return self.ln_pre(x)
 
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        """open_clip's ``_pool`` + projection: class token or patch mean, ``ln_post`` before
+        (per token) or after the pool (``final_ln_after_pool``)."""
+        if not self.final_ln_after_pool:
+            x = self.ln_post(x)
+        pooled = x[:, 1:].mean(dim=1) if self.pool_type == "avg" else x[:, 0]
+        if self.final_ln_after_pool:
+            pooled = self.ln_post(pooled)
+        return pooled @ self.proj
+
     def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
         """``(N, 1 + grid², width)``: the class token then every patch token, after ``ln_post``."""
         return self.ln_post(self.transformer(self._tokens(inputs)))
 
     def token_pass(self, inputs: torch.Tensor) -> TokenPass:
         """open_clip's ``VisionTransformer.forward_intermediates``: block outputs (class token
-        split off as the prefix), features ``ln_post(x[:, 0]) @ proj`` from the same pass."""
+        split off as the prefix), pooled features from the same pass."""
         return TokenPass(
             self.transformer.steps(),
             self._tokens(inputs),
             kind="image",
             norm=self.ln_post,
-            pool=lambda x: self.ln_post(x[:, 0]) @ self.proj,
+            pool=self._pool,
             num_prefix=1,
             grid=image_grid(inputs, self.conv1.kernel_size[0]),
         )
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self._tokens(pixels)
+        if self.pool_type == "avg":
+            return self._pool(self.transformer(x))
         cls_index = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         pooled = self.transformer(x, pool_index=cls_index)
         return self.ln_post(pooled) @ self.proj

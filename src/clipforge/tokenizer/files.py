@@ -53,19 +53,27 @@ def load_tokenizer(spec: dict[str, Any], directory: str | Path) -> Any:
             clean=spec["clean"],
             language=spec.get("language"),
             pad_token=spec["pad_token"],
+            strip_sep_token=bool(spec.get("strip_sep_token", False)),
         )
     raise UsageError(f"unknown tokenizer kind {kind!r} (known: clip_bpe, sentencepiece, hf)")
 
 
 def tokenizer_from_dir(
-    directory: str | Path, context_length: int, kind: str | None = None
+    directory: str | Path,
+    context_length: int,
+    kind: str | None = None,
+    strip_sep_token: bool = False,
 ) -> SentencePieceTokenizer:
     """A checkpoint directory's own tokenizer: :class:`HFTokenizer` for ``kind="hf"`` or a
     ``tokenizer_config.json`` naming an HF text tower's class (XLM-R, T5, NLLB, RoBERTa),
-    else SigLIP's :class:`SentencePieceTokenizer`."""
+    else SigLIP's :class:`SentencePieceTokenizer` (``strip_sep_token``: see
+    :class:`HFTokenizer`; a saved one records it)."""
     config = _tokenizer_config(Path(directory))
     cls = tokenizer_class(config) or model_type_class(Path(directory))
     if kind == "hf" or cls in HF_TOKENIZER_CLASSES or config.get(HF_MARKER):
-        clean = (config.get(HF_MARKER) or {}).get("clean", "whitespace")
-        return HFTokenizer.from_dir(directory, context_length, clean)
+        marker = config.get(HF_MARKER) or {}
+        strip = strip_sep_token or bool(marker.get("strip_sep_token", False))
+        return HFTokenizer.from_dir(
+            directory, context_length, marker.get("clean", "whitespace"), strip_sep_token=strip
+        )
     return SentencePieceTokenizer.from_dir(directory, context_length)

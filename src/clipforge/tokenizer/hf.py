@@ -175,6 +175,8 @@ class HFTokenizer(SentencePieceTokenizer):
         clean: ``"whitespace"`` (open_clip's default), ``"lower"`` or ``"none"``.
         language: NLLB's source language code (``None``: the config's ``src_lang``, else
             ``eng_Latn``); refused for tokenizers without language codes.
+        strip_sep_token: write 0 over every separator id (the config's ``sep_token``, else
+            ``[SEP]``), as open_clip's ``HFTokenizer(strip_sep_token=True)`` does (CLIPA).
     """
 
     def __init__(
@@ -184,6 +186,7 @@ class HFTokenizer(SentencePieceTokenizer):
         clean: str = "whitespace",
         language: str | None = None,
         pad_token: str | None = None,
+        strip_sep_token: bool = False,
     ) -> None:
         from tokenizers import Tokenizer
 
@@ -203,12 +206,15 @@ class HFTokenizer(SentencePieceTokenizer):
         self.backend.no_truncation()
         self.backend.no_padding()
         self.context_length, self.clean, self.padding_side = context_length, clean, "right"
-        pad_token = pad_token or _special_token(config, "pad_token") or "<pad>"
+        pad_token = pad_token or _special_token(config, "pad_token") or next(
+            (t for t in ("<pad>", "[PAD]") if self.backend.token_to_id(t) is not None), "<pad>"
+        )  # no config: BERT vocabularies (CLIPA's bert-base-uncased) name it [PAD]
         pad_id = self.backend.token_to_id(pad_token)
         if pad_id is None:
             raise UsageError(f"pad token {pad_token!r} is not in the vocabulary of {path}")
         self.pad_token, self.pad_id = pad_token, pad_id
         self._configured = {}
+        self.sep_id = self._sep_id(config, path) if strip_sep_token else None
         self.eos_token = _special_token(config, "eos_token") or "</s>"
         self.legacy_behaviour = bool(config.get("legacy_behaviour", False))
         self.language: str | None = None
@@ -218,6 +224,16 @@ class HFTokenizer(SentencePieceTokenizer):
             raise UsageError(
                 f"{path}: a {self.tokenizer_class or 'generic'} tokenizer has no language codes"
             )
+
+    def _sep_id(self, config: dict[str, Any], path: Path) -> int:
+        """The separator's id (for ``strip_sep_token``); a ``UsageError`` if it has none."""
+        self.sep_token = _special_token(config, "sep_token") or "[SEP]"
+        sep_id = self.backend.token_to_id(self.sep_token)
+        if sep_id is None:
+            raise UsageError(
+                f"strip_sep_token: {self.sep_token!r} is not in the vocabulary of {path}"
+            )
+        return sep_id
 
     def set_language(self, language: str) -> None:
         """NLLB: make ``language`` (e.g. ``"fra_Latn"``) the code around every text (first,
@@ -243,14 +259,15 @@ class HFTokenizer(SentencePieceTokenizer):
     @classmethod
     def from_dir(  # type: ignore[override]
         cls, directory: str | Path, context_length: int = 77, clean: str = "whitespace",
-        language: str | None = None,
+        language: str | None = None, strip_sep_token: bool = False,
     ) -> HFTokenizer:  # fmt: skip
         """The tokenizer of a checkpoint directory: ``tokenizer.json``, else its SentencePiece
         model (``sentencepiece.bpe.model``, ``spiece.model``)."""
         directory = Path(directory)
         for name in (TOKENIZER_FILE, *SPM_FILES):
             if (directory / name).is_file():
-                return cls(directory / name, context_length, clean, language)
+                return cls(directory / name, context_length, clean, language,
+                           strip_sep_token=strip_sep_token)  # fmt: skip
         raise UsageError(f"{directory}: no {TOKENIZER_FILE} or SentencePiece model")
 
     def to_array(
@@ -264,7 +281,10 @@ class HFTokenizer(SentencePieceTokenizer):
         too_long = [i for i, row in enumerate(ids) if len(row) > length]
         if too_long:
             raise UsageError(f"text {too_long[0]} is longer than the context ({length} ids)")
-        return np.asarray(ids, dtype=np.int64).reshape(len(texts), length)
+        out = np.asarray(ids, dtype=np.int64).reshape(len(texts), length)
+        if self.sep_id is not None:
+            out[out == self.sep_id] = 0
+        return out
 
     def save(self, directory: str | Path) -> dict[str, Any]:
         """Write ``tokenizer.json`` (the rebuilt pipeline) and ``tokenizer_config.json``;
@@ -276,9 +296,12 @@ class HFTokenizer(SentencePieceTokenizer):
                                   "pad_token": self.pad_token, "eos_token": self.eos_token,
                                   "model_max_length": self.context_length,
                                   HF_MARKER: {"clean": self.clean}}  # fmt: skip
+        strip = {"strip_sep_token": True} if self.sep_id is not None else {}
+        if strip:
+            config.update(sep_token=self.sep_token, **{HF_MARKER: {"clean": self.clean, **strip}})
         if self.language is not None:
             config.update(src_lang=self.language, legacy_behaviour=self.legacy_behaviour)
         (directory / TOKENIZER_CONFIG).write_text(json.dumps(config, indent=2) + "\n", "utf-8")
         return {"kind": "hf", "file": TOKENIZER_FILE, "pad_token": self.pad_token,
                 "clean": self.clean, "context_length": self.context_length,
-                "language": self.language}  # fmt: skip
+                "language": self.language, **strip}  # fmt: skip

@@ -24,6 +24,7 @@ from . import (  # noqa: F401  (convnext_keys registers its open_clip layout fam
     siglip2_hf_keys,
     siglip_hf_keys,
     siglip_keys,
+    swin_keys,
     timm_vit_keys,
     vitamin_keys,
 )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ...configs import ClipConfig, ConfigError, ResNetConfig, TextConfig, ViTConfig
+from ...configs.model_config import tower_to_dict
 from ...preprocess import PreprocessConfig
 from ..directory import config_errors, find_weights, read_json, write_directory
 from ..errors import CheckpointError
@@ -25,8 +26,6 @@ WEIGHTS_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _UNSUPPORTED_VISION = (
     "timm_model_name",
     "attentional_pool",
-    "ls_init_value",
-    "no_ln_pre",
     "qk_norm",
     "scaled_cosine_attn",
     "scale_heads",
@@ -71,6 +70,7 @@ def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
             layers=layers,
             heads=width // head_width,
             mlp_ratio=vision.get("mlp_ratio", 4.0),
+            **{key: vision[key] for key in VIT_OPTION_KEYS if key in vision},
         )
     return ClipConfig(
         embed_dim=model_cfg["embed_dim"],
@@ -80,6 +80,8 @@ def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
     )
 
 
+#: open_clip ``vision_cfg`` options that are :class:`ViTConfig` fields under the same names
+VIT_OPTION_KEYS = ("ls_init_value", "no_ln_pre", "pool_type", "final_ln_after_pool")
 #: open_clip ``text_cfg`` keys that are a text tower config's fields under the same names
 TEXT_GEOMETRY_KEYS = ("context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio")
 
@@ -94,7 +96,7 @@ def _eot_token_id(text: dict[str, Any]) -> int | None:
     """open_clip's text pooling: ``argmax`` of the ids (``None``) or the first ``eos_id``
     (``pool_type: "eos"``, MetaCLIP 2 worldwide's XLM-V / mT5 vocabularies)."""
     pool = text.get("pool_type", "argmax")
-    if pool == "argmax":
+    if pool in ("argmax", "last"):
         return None
     eos = text.get("eos_id")
     if pool != "eos" or isinstance(eos, bool) or not isinstance(eos, int):
@@ -111,6 +113,7 @@ def text_config_to_native(text: dict[str, Any]) -> TextConfig:
         **text_geometry(text),
         eot_token_id=_eot_token_id(text),
         causal=not text.get("no_causal_mask", False),
+        pool_type="last" if text.get("pool_type") == "last" else "eot",
     )
 
 
@@ -122,6 +125,8 @@ def text_config_from_native(t: TextConfig) -> dict[str, Any]:
         text.update(pool_type="eos", eos_id=t.eot_token_id)
     if not t.causal:
         text["no_causal_mask"] = True
+    if t.pool_type == "last":
+        text["pool_type"] = "last"
     return text
 
 
@@ -157,6 +162,7 @@ def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
             "head_width": v.width // v.heads,
             "mlp_ratio": v.mlp_ratio,
             "patch_size": v.patch_size,
+            **{key: getattr(v, key) for key in VIT_OPTION_KEYS if key in tower_to_dict(v)},
         }
     return {
         "embed_dim": cfg.embed_dim,

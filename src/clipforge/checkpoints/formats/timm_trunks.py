@@ -149,3 +149,33 @@ class CustomTextTrunks:
         return LayoutFamily.of(
             name, layout, owns_config=self.owns_config, owns_model=self.owns_model
         )
+
+
+@dataclass(frozen=True)
+class LinearHeadTrunks:
+    """A family of timm trunks open_clip builds as ``CLIP`` (OpenAI's text keys) keeping the
+    trunk's own pool (``timm_pool: ""``) under its bias-free ``linear`` head (timm ViT, Swin):
+    the ``model_cfg`` translation both ways. ``kind`` names the trunks in errors."""
+
+    trunks: Mapping[str, Any]
+    kind: str
+
+    def config_to_native(self, model_cfg: dict[str, Any]) -> ClipConfig:
+        """open_clip ``model_cfg`` naming one of these trunks → :class:`ClipConfig`."""
+        name, trunk, vision, text = named_trunk(
+            model_cfg, self.trunks, f"not a supported timm {self.kind} trunk"
+        )
+        if vision.get("timm_pool", "") != "" or vision.get("timm_proj", "linear") != "linear":
+            raise ConfigError(
+                f"timm {self.kind} trunks keep their own pool and take open_clip's linear head"
+            )
+        check_image_size(vision, name, trunk.image_size)
+        quick = bool(model_cfg.get("quick_gelu"))
+        return ClipConfig(model_cfg["embed_dim"], trunk, text_config_to_native(text),
+                          activation="quick_gelu" if quick else "gelu")  # fmt: skip
+
+    def config_from_native(self, cfg: ClipConfig) -> dict[str, Any]:
+        """:class:`ClipConfig` with one of these trunks → open_clip ``model_cfg``."""
+        vision = {"timm_model_name": trunk_of(cfg.vision, self.trunks, self.kind),
+                  "timm_pool": "", "timm_proj": "linear"}  # fmt: skip
+        return trunk_model_cfg(cfg, vision, f"timm {self.kind}", custom_text=False)

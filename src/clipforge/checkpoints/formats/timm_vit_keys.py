@@ -10,17 +10,14 @@ tensors are renamed one to one (timm's ViT names, :mod:`.timm_names`); ``cls_tok
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from ...configs import ClipConfig, ConfigError
 from ...configs.timm_vit import TIMM_VIT_TRUNKS, TimmViTConfig
 from . import openai, timm_names
 from .base import CheckpointFormat, LayoutFamily, layout_of
-from .open_clip import register_family, text_config_to_native
+from .open_clip import register_family
 from .renames import KeyTable, prefixed
-from .timm_trunks import check_image_size, named_trunk, owns_trunks, trunk_model_cfg, trunk_of
+from .timm_trunks import LinearHeadTrunks, owns_trunks
 
 __all__ = ["config_from_native", "config_to_native", "from_native", "matches", "to_native"]
 
@@ -47,29 +44,10 @@ def from_native(state: StateDict) -> StateDict:
     return openai.from_native(_TABLE.from_native(state))
 
 
-def config_to_native(model_cfg: dict[str, Any]) -> ClipConfig:
-    """open_clip ``model_cfg`` naming one of these trunks → :class:`ClipConfig`."""
-    name, trunk, vision, text = named_trunk(
-        model_cfg, TIMM_VIT_TRUNKS, "not a supported timm ViT trunk"
-    )
-    if vision.get("timm_pool", "") != "" or vision.get("timm_proj", "linear") != "linear":
-        raise ConfigError("timm ViT trunks keep their own pool and take open_clip's linear head")
-    check_image_size(vision, name, trunk.image_size)
-    return ClipConfig(
-        embed_dim=model_cfg["embed_dim"],
-        activation="quick_gelu" if model_cfg.get("quick_gelu") else "gelu",
-        vision=trunk,
-        text=text_config_to_native(text),
-    )
-
-
-def config_from_native(cfg: ClipConfig) -> dict[str, Any]:
-    """:class:`ClipConfig` with one of these trunks → open_clip ``model_cfg``."""
-    if not isinstance(cfg.vision, TimmViTConfig):
-        raise ConfigError("not a timm ViT architecture")
-    vision = {"timm_model_name": trunk_of(cfg.vision, TIMM_VIT_TRUNKS, "ViT"),
-              "timm_pool": "", "timm_proj": "linear"}  # fmt: skip
-    return trunk_model_cfg(cfg, vision, "timm ViT", custom_text=False)
+#: the ``model_cfg`` translation (CLIP with open_clip's linear head over the trunk's pool)
+TRUNKS = LinearHeadTrunks(TIMM_VIT_TRUNKS, "ViT")
+config_to_native = TRUNKS.config_to_native
+config_from_native = TRUNKS.config_from_native
 
 
 register_family(
