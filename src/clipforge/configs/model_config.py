@@ -192,6 +192,9 @@ def register_text_config(config_class: type, *, replace: bool = False) -> type:
 
 register_text_config(TextConfig)
 
+#: ``decoder.type`` -> the config dataclass of a model's text decoder (CoCa's captioner)
+DECODER_CONFIGS: Registry[type] = Registry("decoder.type")
+
 
 def _given(**values: float | None) -> dict[str, float]:
     """The values that are set (optional overrides are checked only when given)."""
@@ -216,6 +219,17 @@ def _text_to_dict(text: Any) -> dict[str, Any]:
     return data if text.type == DEFAULT_TEXT_TYPE else {"type": text.type, **data}
 
 
+def _section(registry: Registry[type], value: Any, where: str, default: str | None) -> Any:
+    """Build a tower section (a mapping with an optional ``type``) from its registry."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"'{where}' must be a mapping, got {type(value).__name__}")
+    value = dict(value)
+    kind = value.pop("type", default)
+    if kind not in registry:
+        raise unknown_name(f"{where}.type", str(kind), registry.names())
+    return build(registry.get(kind), value, where)
+
+
 @dataclass(frozen=True)
 class ClipConfig:
     """A whole CLIP model: two towers projected into a shared ``embed_dim`` space.
@@ -231,6 +245,8 @@ class ClipConfig:
     norm_eps: float = 1e-5
     init_logit_scale: float = 2.6592600345611572  # ln(1 / 0.07)
     init_logit_bias: float | None = None
+    #: a text decoder over image tokens (CoCa's captioner); ``None`` for contrastive models
+    decoder: Any = None
 
     def __post_init__(self) -> None:
         _require_positive("model", embed_dim=self.embed_dim, norm_eps=self.norm_eps)
@@ -253,6 +269,8 @@ class ClipConfig:
         }
         if self.init_logit_bias is not None:
             data["init_logit_bias"] = self.init_logit_bias
+        if self.decoder is not None:
+            data["decoder"] = {"type": self.decoder.type, **tower_to_dict(self.decoder)}
         return data
 
     @classmethod
@@ -274,12 +292,7 @@ class ClipConfig:
         if "embed_dim" not in data:
             raise ConfigError(f"model config needs '{dot}embed_dim'")
         data["vision"] = build(VISION_CONFIGS.get(kind), vision, f"{dot}vision")
-        text = data.get("text") or {}
-        if not isinstance(text, dict):
-            raise ConfigError(f"'{dot}text' must be a mapping, got {type(text).__name__}")
-        text = dict(text)
-        text_kind = text.pop("type", DEFAULT_TEXT_TYPE)
-        if text_kind not in TEXT_CONFIGS:
-            raise unknown_name(f"{dot}text.type", str(text_kind), TEXT_CONFIGS.names())
-        data["text"] = build(TEXT_CONFIGS.get(text_kind), text, f"{dot}text")
+        data["text"] = _section(TEXT_CONFIGS, data.get("text") or {}, f"{dot}text", DEFAULT_TEXT_TYPE)
+        if data.get("decoder") is not None:
+            data["decoder"] = _section(DECODER_CONFIGS, data["decoder"], f"{dot}decoder", None)
         return build(cls, data, prefix)

@@ -1,9 +1,11 @@
 """Model code: layers, the Tower protocol and its registry, image/text towers, the CLIP wrapper."""
 
 from .clip import CLIP
+from .coca import CoCa
 from .convnext import ConvNextTower
 from .counting import count_parameters
 from .eva import EvaVisionTransformer
+from .factory import build_model
 from .pe import PerceptionVisionTransformer
 from .protocols import ClipModel
 from .resnet import ModifiedResNet
@@ -22,6 +24,7 @@ from .vit import VisionTransformer
 __all__ = [
     "CLIP",
     "ClipModel",
+    "CoCa",
     "ConvNextTower",
     "EvaVisionTransformer",
     "ModifiedResNet",
@@ -32,6 +35,7 @@ __all__ = [
     "TowerSettings",
     "TransformerTower",
     "VisionTransformer",
+    "build_model",
     "build_tower",
     "count_parameters",
     "register_tower",

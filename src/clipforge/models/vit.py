@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,21 +14,20 @@ from .layers import Transformer, init_scaled_normal_
 from .tower import TowerSettings, TransformerTower, register_tower
 
 
-@register_tower(ViTConfig)
-class VisionTransformer(TransformerTower):
-    """Patchify, prepend a class token, pre-LN transformer, project the class token."""
+class ClassTokenViT(TransformerTower):
+    """The trunk of OpenAI-layout ViTs: patchify (``conv1``), prepend a class token, add
+    learned positions, ``ln_pre``, pre-LN ``transformer``; subclasses add the head."""
 
     transformer: Transformer
 
-    head_names = ("ln_post", "proj")
     supports_patch_dropout = True
 
-    def __init__(self, cfg: ViTConfig, settings: TowerSettings) -> None:
+    def __init__(self, cfg: Any, settings: TowerSettings) -> None:
         super().__init__()
-        embed_dim = settings.embed_dim
         activation, eps = settings.for_tower(cfg.activation, cfg.norm_eps)
+        self.norm_eps = eps
         self.image_size = cfg.image_size
-        self.output_dim = embed_dim
+        self.output_dim = settings.embed_dim
         self.patch_dropout = 0.0
         self.conv1 = nn.Conv2d(3, cfg.width, cfg.patch_size, stride=cfg.patch_size, bias=False)
         self.class_embedding = nn.Parameter(torch.empty(cfg.width))
@@ -36,15 +36,16 @@ class VisionTransformer(TransformerTower):
         self.transformer = Transformer(
             cfg.width, cfg.layers, cfg.heads, cfg.mlp_width, activation, eps
         )
-        self.ln_post = nn.LayerNorm(cfg.width, eps=eps)
-        self.proj = nn.Parameter(torch.empty(cfg.width, embed_dim))
-        self.init_weights()
 
     def init_weights(self) -> None:
         width = self.class_embedding.shape[0]
-        for param in (self.class_embedding, self.positional_embedding, self.proj):
+        for param in self._width_scaled_params():
             init_scaled_normal_(param, width)
         self.transformer.init_weights()
+
+    def _width_scaled_params(self) -> list[nn.Parameter]:
+        """Parameters initialised with std ``width**-0.5`` (in this order)."""
+        return [self.class_embedding, self.positional_embedding]
 
     def set_patch_dropout(self, rate: float) -> None:
         if not 0.0 <= rate < 1.0:
@@ -67,6 +68,22 @@ class VisionTransformer(TransformerTower):
         if self.training and self.patch_dropout > 0:
             x = self._drop_patches(x)
         return self.ln_pre(x)
+
+
+@register_tower(ViTConfig)
+class VisionTransformer(ClassTokenViT):
+    """Patchify, prepend a class token, pre-LN transformer, project the class token."""
+
+    head_names = ("ln_post", "proj")
+
+    def __init__(self, cfg: ViTConfig, settings: TowerSettings) -> None:
+        super().__init__(cfg, settings)
+        self.ln_post = nn.LayerNorm(cfg.width, eps=self.norm_eps)
+        self.proj = nn.Parameter(torch.empty(cfg.width, settings.embed_dim))
+        self.init_weights()
+
+    def _width_scaled_params(self) -> list[nn.Parameter]:
+        return [*super()._width_scaled_params(), self.proj]
 
     def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
         """``(N, 1 + grid², width)``: the class token then every patch token, after ``ln_post``."""
