@@ -286,14 +286,16 @@ def read_tokenizer(directory: Path) -> Any:
 
 
 def _owns_config(model_cfg: dict[str, Any]) -> bool:
-    return bool((model_cfg.get("text_cfg") or {}).get("hf_model_name"))
+    """HF text towers of contrastive models (CoCa's belong to :mod:`.coca_keys`)."""
+    has_hf_text = bool((model_cfg.get("text_cfg") or {}).get("hf_model_name"))
+    return has_hf_text and not model_cfg.get("multimodal_cfg")
 
 
 open_clip.register_family(
     LayoutFamily(
         name="hf_text",
         owns_config=_owns_config,
-        owns_model=lambda cfg: isinstance(cfg.text, _HF_TEXT_CLASSES),
+        owns_model=lambda cfg: isinstance(cfg.text, _HF_TEXT_CLASSES) and cfg.decoder is None,
         config_to_native=config_to_native,
         config_from_native=config_from_native,
         to_native=to_native,
