@@ -8,6 +8,7 @@ without renaming. See :mod:`clipforge.configs.coca` for the configurations.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -18,6 +19,7 @@ from torch import nn
 from ..configs import ClipConfig, ConfigError
 from ..configs.coca import CocaTextConfig, CocaVisionConfig, MultimodalDecoderConfig
 from ..preprocess import PreprocessConfig
+from ..tokenizer import get_tokenizer
 from .clip import CLIP, Towers
 from .coca_generate import GenerationOptions, generate_tokens
 from .intermediates import (
@@ -295,6 +297,13 @@ class CoCa(CLIP):
                     f"the decoder's width {width} differs from the {name} tower's token "
                     f"width {dim}: they must be equal"
                 )
+
+    def get_tokenizer(self) -> Callable[..., torch.Tensor]:
+        """CLIP's BPE for open_clip's CoCa text tower (unless :meth:`set_tokenizer` gave
+        another); an HF text tower's own, as for CLIP."""
+        if self._tokenizer is None and isinstance(self.config.text, CocaTextConfig):
+            self._tokenizer = get_tokenizer()
+        return super().get_tokenizer()
 
     def decoder(self) -> MultimodalDecoder:
         """The text decoder (an error for a model loaded with one tower)."""
