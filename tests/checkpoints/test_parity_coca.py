@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -55,7 +56,8 @@ def reference(name: str) -> OpenClipCoCa:
     cfg = {k: v for k, v in model_cfg(name).items() if k != "custom_text"}
     ref = OpenClipCoCa(**cfg)
     torch.nn.init.normal_(ref.text_decoder.text_projection, std=DECODER["width"] ** -0.5)
-    return perturb_(ref).eval()
+    perturb_(ref)
+    return ref.eval()
 
 
 def write_hub(name: str, directory: Path) -> Path:
@@ -93,8 +95,9 @@ def test_coca_forward_intermediates_match_open_clip(name):
     model = CoCa(coca_keys.config_to_native(model_cfg(name))).eval()
     model.load_state_dict(coca_keys.to_native(ref.state_dict()), strict=True)
     images, tokens = sample_images(32, n=4), sample_tokens(12, 64)
-    kwargs = dict(image=images, text=tokens, image_indices=[0, -1], text_indices=2,
-                  image_output_extra_tokens=True, text_output_extra_tokens=True)  # fmt: skip
+    kwargs: dict[str, Any] = dict(image=images, text=tokens, image_indices=[0, -1],
+                                  text_indices=2, image_output_extra_tokens=True,
+                                  text_output_extra_tokens=True)  # fmt: skip
     with torch.no_grad():
         ours = model.forward_intermediates(**kwargs)
         theirs = ref.forward_intermediates(**kwargs)

@@ -19,8 +19,8 @@ import torch
 
 from ..configs import ClipConfig
 from ..models import count_parameters
-from ..models.factory import build_model
 from ..models.clip import Towers
+from ..models.factory import build_model
 from .apply import check_state, prepare_towers, state_shapes
 from .errors import CheckpointError
 

@@ -285,14 +285,11 @@ class ClipConfig:
         vision = data.pop("vision", None)
         if not isinstance(vision, dict):
             raise ConfigError(f"model config needs a '{dot}vision' mapping with a 'type'")
-        vision = dict(vision)
-        kind = vision.pop("type", None)
-        if kind not in VISION_CONFIGS:
-            raise unknown_name(f"{dot}vision.type", str(kind), VISION_CONFIGS.names())
-        if "embed_dim" not in data:
+        if vision.get("type") in VISION_CONFIGS and "embed_dim" not in data:
             raise ConfigError(f"model config needs '{dot}embed_dim'")
-        data["vision"] = build(VISION_CONFIGS.get(kind), vision, f"{dot}vision")
-        data["text"] = _section(TEXT_CONFIGS, data.get("text") or {}, f"{dot}text", DEFAULT_TEXT_TYPE)
+        data["vision"] = _section(VISION_CONFIGS, vision, f"{dot}vision", None)
+        text = data.get("text") or {}
+        data["text"] = _section(TEXT_CONFIGS, text, f"{dot}text", DEFAULT_TEXT_TYPE)
         if data.get("decoder") is not None:
             data["decoder"] = _section(DECODER_CONFIGS, data["decoder"], f"{dot}decoder", None)
         return build(cls, data, prefix)

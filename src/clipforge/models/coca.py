@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,6 @@ from torch import nn
 
 from ..configs import ClipConfig, ConfigError
 from ..configs.coca import CocaTextConfig, CocaVisionConfig, MultimodalDecoderConfig
-from ..preprocess import PreprocessConfig
 from ..tokenizer import get_tokenizer
 from .clip import CLIP, Towers
 from .coca_generate import GenerationOptions, generate_tokens
@@ -245,7 +244,7 @@ class MultimodalDecoder(Transformer):
 
     def init_weights(self) -> None:
         super().init_weights()
-        for block in self.cross_attn:
+        for block in cast(list[CrossAttentionBlock], list(self.cross_attn)):
             nn.init.normal_(block.attn.in_proj_weight, std=self.width**-0.5)
             nn.init.normal_(block.attn.out_proj.weight, std=self.width**-0.5)
         init_scaled_normal_(self.text_projection, self.width)
@@ -272,13 +271,9 @@ class CoCa(CLIP):
 
     text_decoder: MultimodalDecoder | None
 
-    def __init__(
-        self,
-        config: ClipConfig,
-        towers: Towers = "both",
-        preprocess_config: PreprocessConfig | None = None,
-    ) -> None:
-        super().__init__(config, towers, preprocess_config)
+    def __init__(self, config: ClipConfig, towers: Towers = "both", **options: Any) -> None:
+        """As :class:`CLIP` (``options``: its ``preprocess_config``)."""
+        super().__init__(config, towers, **options)
         decoder = config.decoder
         if not isinstance(decoder, MultimodalDecoderConfig):
             raise ConfigError(f"a CoCa model needs a 'multimodal' decoder, got {decoder!r}")

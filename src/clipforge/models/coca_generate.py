@@ -207,7 +207,7 @@ class _BeamScorer:
                 next_tokens[b] = ids.pad
                 continue
             kept = 0
-            for rank, (token, score, origin) in enumerate(zip(tokens[b], scores[b], origins[b])):
+            for rank, (token, score, origin) in enumerate(zip(tokens[b], scores[b], origins[b], strict=True)):
                 row = b * self.size + int(origin)
                 if int(token) == ids.eos:
                     if rank < self.size:
