@@ -103,8 +103,10 @@ def test_coca_forward_intermediates_match_open_clip(name):
         theirs = ref.forward_intermediates(**kwargs)
     assert set(ours) == set(theirs)
     for key, value in theirs.items():
-        pairs = zip(ours[key], value, strict=True) if isinstance(value, list) else [(ours[key], value)]
+        mine = ours[key]
+        pairs = zip(mine, value, strict=True) if isinstance(value, list) else [(mine, value)]
         for a, b in pairs:
+            assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
             assert a.shape == b.shape and max_diff(a, b) <= TOL, key
 
 

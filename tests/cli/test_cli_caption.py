@@ -31,7 +31,9 @@ TINY = {
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
-    model = perturb_(clipforge.create_model(ClipConfig.from_dict(TINY)), seed=3).eval()
+    model = clipforge.create_model(ClipConfig.from_dict(TINY))
+    perturb_(model, seed=3)
+    model.eval()
     directory = tmp_path_factory.mktemp("coca")
     clipforge.save(model, directory / "tiny-coca")
     images = directory / "images"

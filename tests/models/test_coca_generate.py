@@ -78,7 +78,8 @@ def open_clip_generation(monkeypatch, beam_search_scorer) -> None:
     monkeypatch.setattr(coca_model, "BeamSearchScorer", beam_search_scorer, raising=False)
     monkeypatch.setattr(coca_model, "_has_transformers", True)
     monkeypatch.setattr(coca_model, "GENERATION_TYPES", {
-        "top_k": hf_generation.TopKLogitsWarper, "top_p": hf_generation.TopPLogitsWarper,
+        "top_k": hf_generation.TopKLogitsWarper,
+        "top_p": hf_generation.TopPLogitsWarper,
         "beam_search": "beam_search"})  # fmt: skip
 
 
