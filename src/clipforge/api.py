@@ -28,6 +28,7 @@ from .configs.registry import is_architecture_file, resolve_architecture_name
 from .errors import UsageError
 from .models import CLIP
 from .models.clip import Towers
+from .models.factory import build_model
 from .preprocess import PreprocessConfig
 from .tokenizer.files import save_tokenizer
 
@@ -51,7 +52,7 @@ def create_model(
         preprocess = _architecture_preprocess(architecture)
     if activation is not None:
         cfg = cfg.replace(activation=activation)
-    model = CLIP(cfg, towers=towers, preprocess_config=preprocess)
+    model = build_model(cfg, towers=towers, preprocess_config=preprocess)
     if isinstance(architecture, str):
         _set_family_tokenizer(model, architecture)
     return model

@@ -34,14 +34,14 @@ from clipforge.preprocess import PreprocessConfig
 from ..conftest import perturb_, sample_images, sample_tokens, tiny_model
 from ..mobileclip_helpers import tiny_mobileclip
 
-BUILT_IN = ["clipforge", "hf", "hf_siglip", "hf_siglip2", "open_clip", "open_clip_eva",
-            "open_clip_hf_text", "open_clip_mobileclip", "open_clip_pe", "open_clip_siglip",
-            "open_clip_timm_vit", "open_clip_vitamin", "openai"]  # fmt: skip
+BUILT_IN = ["clipforge", "hf", "hf_siglip", "hf_siglip2", "open_clip", "open_clip_coca",
+            "open_clip_eva", "open_clip_hf_text", "open_clip_mobileclip", "open_clip_pe",
+            "open_clip_siglip", "open_clip_timm_vit", "open_clip_vitamin", "openai"]  # fmt: skip
 MODULES = {"clipforge": "native", "open_clip_eva": "eva_keys", "open_clip_siglip": "siglip_keys",
            "hf_siglip": "siglip_hf_keys", "open_clip_mobileclip": "mobileclip_keys",
            "open_clip_pe": "pe_keys", "open_clip_timm_vit": "timm_vit_keys",
            "open_clip_hf_text": "hf_text_keys", "hf_siglip2": "siglip2_hf_keys",
-           "open_clip_vitamin": "vitamin_keys"}  # fmt: skip
+           "open_clip_vitamin": "vitamin_keys", "open_clip_coca": "coca_keys"}  # fmt: skip
 # The files each built-in directory format writes, exactly (no temporary leftovers).
 DIRECTORY_FILES = {
     "clipforge": {"clipforge_config.json", "model.safetensors"},
@@ -146,6 +146,18 @@ def _tiny_hf_text() -> clipforge.CLIP:
     return perturb_(clipforge.create_model(config)).eval()
 
 
+def _tiny_coca() -> clipforge.CLIP:
+    torch.manual_seed(0)
+    vision = {"type": "coca_vit", "image_size": 32, "patch_size": 16, "width": 32, "layers": 1,
+              "heads": 2, "attentional_pool": True, "attn_pooler_queries": 4}  # fmt: skip
+    text = {"type": "coca_text", "context_length": 77, "width": 32, "heads": 2, "layers": 1}
+    decoder = {"type": "multimodal", "width": 32, "heads": 2, "layers": 1}
+    config = ClipConfig.from_dict(
+        {"embed_dim": 32, "vision": vision, "text": text, "decoder": decoder}
+    )
+    return perturb_(clipforge.create_model(config)).eval()
+
+
 @pytest.mark.parametrize("name", BUILT_IN)
 def test_every_format_round_trips_a_weights_file(model, tmp_path, name):
     if name == "open_clip_eva":  # a layout of EVA towers only
@@ -162,6 +174,8 @@ def test_every_format_round_trips_a_weights_file(model, tmp_path, name):
         model = _tiny_vitamin()
     if name == "open_clip_hf_text":  # a layout of HF text towers only
         model = _tiny_hf_text()
+    if name == "open_clip_coca":  # CoCa models only
+        model = _tiny_coca()
     if name == "hf_siglip2":  # SigLIP 2 NaFlex towers only
         model = _tiny_siglip("siglip_naflex")
     fmt = get_format(name)

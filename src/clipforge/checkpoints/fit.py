@@ -18,8 +18,9 @@ import os
 import torch
 
 from ..configs import ClipConfig
-from ..models import CLIP, count_parameters
+from ..models import count_parameters
 from ..models.clip import Towers
+from ..models.factory import build_model
 from .apply import check_state, prepare_towers, state_shapes
 from .errors import CheckpointError
 
@@ -95,7 +96,7 @@ def meta_shapes(
     with ``state``, of the model adapted to it (a FastViT folded for folded weights)."""
 
     with torch.device("meta"):
-        model = CLIP(cfg, towers=towers)
+        model = build_model(cfg, towers=towers)
         if state is not None:
             prepare_towers(model, state)
         return state_shapes(model)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from .caption import register as _register_caption
 from .demo import register as _register_demo
 from .errors import friendly_errors, set_debug
 from .evaluate import register as _register_eval
@@ -43,6 +44,7 @@ _register_train(app)
 _register_search(app)
 _register_eval(app)
 _register_explain(app)
+_register_caption(app)
 
 
 def _wrap_commands(typer_app: typer.Typer) -> None:

@@ -1,5 +1,6 @@
 """Model configurations, the config engine and the registry of named architectures."""
 
+from .coca import CocaTextConfig, CocaVisionConfig, MultimodalDecoderConfig
 from .convnext import ConvNextVisionConfig  # noqa: F401  (registers vision.type "convnext")
 from .engine import ConfigError
 from .eva import EvaVisionConfig  # noqa: F401  (registers vision.type "eva")
@@ -35,6 +36,9 @@ __all__ = [
     "TEXT_CONFIGS",
     "VISION_CONFIGS",
     "ClipConfig",
+    "CocaTextConfig",
+    "CocaVisionConfig",
+    "MultimodalDecoderConfig",
     "ConfigError",
     "FastViTConfig",
     "MobileCLIPViTConfig",

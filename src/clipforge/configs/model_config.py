@@ -216,6 +216,9 @@ def register_text_config(config_class: type, *, replace: bool = False) -> type:
 
 register_text_config(TextConfig)
 
+#: ``decoder.type`` -> the config dataclass of a model's text decoder (CoCa's captioner)
+DECODER_CONFIGS: Registry[type] = Registry("decoder.type")
+
 
 def _given(**values: float | None) -> dict[str, float]:
     """The values that are set (optional overrides are checked only when given)."""
@@ -242,16 +245,15 @@ def _text_to_dict(text: Any) -> dict[str, Any]:
     return data if text.type == DEFAULT_TEXT_TYPE else {"type": text.type, **data}
 
 
-def _build_tower(
-    tower: dict[str, Any], registry: Registry[Any], where: str, default: str | None
-) -> Any:
-    """A tower config from its JSON form: the class its ``type`` names in ``registry``
-    (``default`` when absent), built by the config engine; ``where`` names it in errors."""
-    fields = dict(tower)
-    kind = fields.pop("type", default)
+def _section(registry: Registry[type], value: Any, where: str, default: str | None) -> Any:
+    """Build a tower section (a mapping with an optional ``type``) from its registry."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"'{where}' must be a mapping, got {type(value).__name__}")
+    value = dict(value)
+    kind = value.pop("type", default)
     if kind not in registry:
         raise unknown_name(f"{where}.type", str(kind), registry.names())
-    return build(registry.get(kind), fields, where)
+    return build(registry.get(kind), value, where)
 
 
 @dataclass(frozen=True)
@@ -269,6 +271,8 @@ class ClipConfig:
     norm_eps: float = 1e-5
     init_logit_scale: float = 2.6592600345611572  # ln(1 / 0.07)
     init_logit_bias: float | None = None
+    #: a text decoder over image tokens (CoCa's captioner); ``None`` for contrastive models
+    decoder: Any = None
 
     def __post_init__(self) -> None:
         _require_positive("model", embed_dim=self.embed_dim, norm_eps=self.norm_eps)
@@ -291,6 +295,8 @@ class ClipConfig:
         }
         if self.init_logit_bias is not None:
             data["init_logit_bias"] = self.init_logit_bias
+        if self.decoder is not None:
+            data["decoder"] = {"type": self.decoder.type, **tower_to_dict(self.decoder)}
         return data
 
     @classmethod
@@ -305,12 +311,11 @@ class ClipConfig:
         vision = data.pop("vision", None)
         if not isinstance(vision, dict):
             raise ConfigError(f"model config needs a '{dot}vision' mapping with a 'type'")
-        vision = _build_tower(vision, VISION_CONFIGS, f"{dot}vision", None)
-        if "embed_dim" not in data:
+        if vision.get("type") in VISION_CONFIGS and "embed_dim" not in data:
             raise ConfigError(f"model config needs '{dot}embed_dim'")
-        data["vision"] = vision
+        data["vision"] = _section(VISION_CONFIGS, vision, f"{dot}vision", None)
         text = data.get("text") or {}
-        if not isinstance(text, dict):
-            raise ConfigError(f"'{dot}text' must be a mapping, got {type(text).__name__}")
-        data["text"] = _build_tower(text, TEXT_CONFIGS, f"{dot}text", DEFAULT_TEXT_TYPE)
+        data["text"] = _section(TEXT_CONFIGS, text, f"{dot}text", DEFAULT_TEXT_TYPE)
+        if data.get("decoder") is not None:
+            data["decoder"] = _section(DECODER_CONFIGS, data["decoder"], f"{dot}decoder", None)
         return build(cls, data, prefix)

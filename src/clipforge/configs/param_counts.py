@@ -36,8 +36,12 @@ def register_parameter_counter(
 
 
 def has_parameter_formula(cfg: ClipConfig) -> bool:
-    """Whether both towers of ``cfg`` have a registered formula."""
-    return all(type(t).__name__ in PARAMETER_COUNTERS for t in (cfg.vision, cfg.text))
+    """Whether both towers (and the decoder, if any) of ``cfg`` have a registered formula."""
+    return all(type(t).__name__ in PARAMETER_COUNTERS for t in _parts(cfg))
+
+
+def _parts(cfg: ClipConfig) -> list[Any]:
+    return [cfg.vision, cfg.text] + ([cfg.decoder] if cfg.decoder is not None else [])
 
 
 def layer_norm(width: int) -> int:
@@ -99,9 +103,10 @@ def _text(cfg: TextConfig, embed_dim: int) -> int:
 
 
 def count_parameters(cfg: ClipConfig) -> dict[str, int]:
-    """``{"image", "text", "total"}`` exactly as ``CLIP(cfg).num_parameters()`` reports."""
+    """``{"image", "text", "total"}`` (and ``"decoder"`` for a model with a text decoder,
+    CoCa) exactly as ``CLIP(cfg).num_parameters()`` reports."""
     if not has_parameter_formula(cfg):
-        missing = [type(t).__name__ for t in (cfg.vision, cfg.text)]
+        missing = [type(t).__name__ for t in _parts(cfg)]
         raise ConfigError(
             f"no parameter formula for {' / '.join(missing)}: register one with "
             "register_parameter_counter, or count with clipforge.models.count_parameters"
@@ -110,7 +115,11 @@ def count_parameters(cfg: ClipConfig) -> dict[str, int]:
     text = PARAMETER_COUNTERS.get(type(cfg.text).__name__)
     image, txt = vision(cfg.vision, cfg.embed_dim), text(cfg.text, cfg.embed_dim)
     scalars = 1 + (cfg.init_logit_bias is not None)  # logit_scale (+ logit_bias)
-    return {"image": image, "text": txt, "total": image + txt + scalars}
+    counts = {"image": image, "text": txt, "total": image + txt + scalars}
+    if cfg.decoder is not None:
+        counts["decoder"] = PARAMETER_COUNTERS.get(type(cfg.decoder).__name__)(cfg.decoder, 0)
+        counts["total"] += counts["decoder"]
+    return counts
 
 
 register_parameter_counter(ViTConfig, _vit)

@@ -1,9 +1,11 @@
 """Model code: layers, the Tower protocol and its registry, image/text towers, the CLIP wrapper."""
 
 from .clip import CLIP
+from .coca import CoCa
 from .convnext import ConvNextTower
 from .counting import count_parameters
 from .eva import EvaVisionTransformer
+from .factory import build_model
 from .pe import PerceptionVisionTransformer
 from .protocols import ClipModel
 from .resnet import ModifiedResNet
@@ -24,6 +26,7 @@ from .vitamin import ViTaminTower
 __all__ = [
     "CLIP",
     "ClipModel",
+    "CoCa",
     "ConvNextTower",
     "EvaVisionTransformer",
     "ModifiedResNet",
@@ -36,6 +39,7 @@ __all__ = [
     "TransformerTower",
     "ViTaminTower",
     "VisionTransformer",
+    "build_model",
     "build_tower",
     "count_parameters",
     "register_tower",

@@ -6,7 +6,7 @@ import torch
 
 from ..configs import ClipConfig
 from ..configs.param_counts import count_parameters as count_by_formula, has_parameter_formula
-from .clip import CLIP
+from .factory import build_model
 
 __all__ = ["count_parameters"]
 
@@ -17,4 +17,4 @@ def count_parameters(cfg: ClipConfig) -> dict[str, int]:
     if has_parameter_formula(cfg):
         return count_by_formula(cfg)
     with torch.device("meta"):
-        return CLIP(cfg).num_parameters()
+        return build_model(cfg).num_parameters()

@@ -146,6 +146,7 @@ class HFTextTower(TransformerTower):
         self.pad_token_id, self.pooler_type = cfg.pad_token_id, cfg.pooler
         self.context_length, self.vocab_size = cfg.context_length, cfg.vocab_size
         self.output_dim = embed_dim
+        self.token_dim = cfg.width
         self.proj = build_projection(cfg.width, cfg.proj, embed_dim)
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -206,6 +207,12 @@ class HFTextTower(TransformerTower):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self._pool(self.forward_features(tokens), tokens)
+
+    def forward_tokens(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features, last hidden states)``: open_clip's ``output_tokens`` (a CoCa decoder's
+        input; the first token is left out under the ``cls`` pooler, as open_clip does)."""
+        x = self.forward_features(tokens)
+        return self._pool(x, tokens), x[:, 1:] if self.pooler_type == "cls" else x
 
     def token_pass(self, inputs: torch.Tensor) -> TokenPass:
         """Block outputs ``(N, L, width)`` (transformers' per-layer hidden states before any

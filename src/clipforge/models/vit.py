@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -11,41 +13,41 @@ from .layers import Transformer, init_scaled_normal_
 from .tower import TowerSettings, TransformerTower, register_tower
 
 
-@register_tower(ViTConfig)
-class VisionTransformer(TransformerTower):
-    """Patchify, prepend a class token, pre-LN transformer, project the class token (or the
-    mean of the patch tokens: ``pool_type="avg"``)."""
+class ClassTokenViT(TransformerTower):
+    """The trunk of OpenAI-layout ViTs: patchify (``conv1``), prepend a class token, add
+    learned positions, ``ln_pre`` (unless ``no_ln_pre``), pre-LN ``transformer`` (with layer
+    scale when ``ls_init_value``); subclasses add the head."""
 
     transformer: Transformer
 
-    head_names = ("ln_post", "proj")
     supports_patch_dropout = True
 
-    def __init__(self, cfg: ViTConfig, settings: TowerSettings) -> None:
+    def __init__(self, cfg: Any, settings: TowerSettings) -> None:
         super().__init__()
-        embed_dim = settings.embed_dim
         activation, eps = settings.for_tower(cfg.activation, cfg.norm_eps)
+        self.norm_eps = eps
         self.image_size = cfg.image_size
-        self.output_dim = embed_dim
+        self.output_dim = settings.embed_dim
         self.patch_dropout = 0.0
         self.conv1 = nn.Conv2d(3, cfg.width, cfg.patch_size, stride=cfg.patch_size, bias=False)
         self.class_embedding = nn.Parameter(torch.empty(cfg.width))
         self.positional_embedding = nn.Parameter(torch.empty(cfg.grid_size**2 + 1, cfg.width))
-        self.pool_type, self.final_ln_after_pool = cfg.pool_type, cfg.final_ln_after_pool
-        self.ln_pre = nn.Identity() if cfg.no_ln_pre else nn.LayerNorm(cfg.width, eps=eps)
+        no_ln_pre = getattr(cfg, "no_ln_pre", False)
+        self.ln_pre = nn.Identity() if no_ln_pre else nn.LayerNorm(cfg.width, eps=eps)
         self.transformer = Transformer(
             cfg.width, cfg.layers, cfg.heads, cfg.mlp_width, activation, eps,
-            ls_init_value=cfg.ls_init_value,
+            ls_init_value=getattr(cfg, "ls_init_value", None),
         )  # fmt: skip
-        self.ln_post = nn.LayerNorm(cfg.width, eps=eps)
-        self.proj = nn.Parameter(torch.empty(cfg.width, embed_dim))
-        self.init_weights()
 
     def init_weights(self) -> None:
         width = self.class_embedding.shape[0]
-        for param in (self.class_embedding, self.positional_embedding, self.proj):
+        for param in self._width_scaled_params():
             init_scaled_normal_(param, width)
         self.transformer.init_weights()
+
+    def _width_scaled_params(self) -> list[nn.Parameter]:
+        """Parameters initialised with std ``width**-0.5`` (in this order)."""
+        return [self.class_embedding, self.positional_embedding]
 
     def _drop_patches(self, x: torch.Tensor) -> torch.Tensor:
         """Training-time patch dropout (FLIP): keep a random subset of patch tokens."""
@@ -63,6 +65,24 @@ class VisionTransformer(TransformerTower):
         if self.training and self.patch_dropout > 0:
             x = self._drop_patches(x)
         return self.ln_pre(x)
+
+
+@register_tower(ViTConfig)
+class VisionTransformer(ClassTokenViT):
+    """Patchify, prepend a class token, pre-LN transformer, project the class token (or the
+    mean of the patch tokens: ``pool_type="avg"``)."""
+
+    head_names = ("ln_post", "proj")
+
+    def __init__(self, cfg: ViTConfig, settings: TowerSettings) -> None:
+        super().__init__(cfg, settings)
+        self.pool_type, self.final_ln_after_pool = cfg.pool_type, cfg.final_ln_after_pool
+        self.ln_post = nn.LayerNorm(cfg.width, eps=self.norm_eps)
+        self.proj = nn.Parameter(torch.empty(cfg.width, settings.embed_dim))
+        self.init_weights()
+
+    def _width_scaled_params(self) -> list[nn.Parameter]:
+        return [*super()._width_scaled_params(), self.proj]
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         """open_clip's ``_pool`` + projection: class token or patch mean, ``ln_post`` before

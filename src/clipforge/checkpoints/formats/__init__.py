@@ -12,6 +12,7 @@ format whose ``matches`` accepts it, a directory to the first whose marker confi
 from __future__ import annotations
 
 from . import (  # noqa: F401  (convnext_keys registers its open_clip layout family)
+    coca_keys,
     convnext_keys,
     eva_keys,
     hf,
@@ -41,8 +42,8 @@ from .registry import (
     to_native_state,
 )
 
-_MODULES = (native, open_clip, eva_keys, hf_text_keys, pe_keys, timm_vit_keys, siglip_keys,
-            mobileclip_keys, hf, siglip2_hf_keys, siglip_hf_keys, vitamin_keys)  # fmt: skip
+_MODULES = (native, open_clip, coca_keys, eva_keys, hf_text_keys, pe_keys, timm_vit_keys,
+            siglip_keys, mobileclip_keys, hf, siglip2_hf_keys, siglip_hf_keys, vitamin_keys)  # fmt: skip
 for _module in (*_MODULES, openai):
     register_format(_module.FORMAT)
 

@@ -237,13 +237,16 @@ def read_tokenizer(directory: Path) -> Any:
 
 
 def _owns_config(model_cfg: dict[str, Any]) -> bool:
-    return bool((model_cfg.get("text_cfg") or {}).get("hf_model_name"))
+    """HF text towers of contrastive models (CoCa's belong to :mod:`.coca_keys`)."""
+    has_hf_text = bool((model_cfg.get("text_cfg") or {}).get("hf_model_name"))
+    return has_hf_text and not model_cfg.get("multimodal_cfg")
 
 
 open_clip.register_family(
     LayoutFamily.of(
         "hf_text", layout_of(__name__), owns_config=_owns_config,
-        owns_model=lambda cfg: isinstance(cfg.text, _HF_TEXT_CLASSES), read_tokenizer=read_tokenizer,
+        owns_model=lambda cfg: isinstance(cfg.text, _HF_TEXT_CLASSES) and cfg.decoder is None,
+        read_tokenizer=read_tokenizer,
     )
 )  # fmt: skip
 
