@@ -171,23 +171,6 @@ class CoCaLoss(ClipLoss):
         self.pad_id = pad_id
         self.last: dict[str, float] = {}
 
-    def parts(
-        self,
-        image_features: torch.Tensor,
-        text_features: torch.Tensor,
-        logit_scale: torch.Tensor,
-        logits: torch.Tensor,
-        labels: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(weighted contrastive loss, weighted caption loss)``."""
-        if self.clip_loss_weight:
-            clip = self.clip_loss_weight * super().forward(image_features, text_features,
-                                                           logit_scale)  # fmt: skip
-        else:
-            clip = torch.zeros((), device=logits.device)
-        caption = F.cross_entropy(logits.permute(0, 2, 1), labels, ignore_index=self.pad_id)
-        return clip, caption * self.caption_loss_weight
-
     def forward(  # pyright: ignore[reportIncompatibleMethodOverride]
         self,
         image_features: torch.Tensor,
@@ -196,8 +179,14 @@ class CoCaLoss(ClipLoss):
         logits: torch.Tensor,
         labels: torch.Tensor,
     ) -> torch.Tensor:
-        """The sum of :meth:`parts`."""
-        clip, caption = self.parts(image_features, text_features, logit_scale, logits, labels)
+        """Weighted contrastive loss + weighted caption loss (each kept in ``last``)."""
+        if self.clip_loss_weight:
+            clip = self.clip_loss_weight * super().forward(image_features, text_features,
+                                                           logit_scale)  # fmt: skip
+        else:
+            clip = torch.zeros((), device=logits.device)
+        caption = F.cross_entropy(logits.permute(0, 2, 1), labels, ignore_index=self.pad_id)
+        caption = caption * self.caption_loss_weight
         self.last = {"contrastive_loss": float(clip.detach()),
                      "caption_loss": float(caption.detach())}  # fmt: skip
         return clip + caption
