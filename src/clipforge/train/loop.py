@@ -128,12 +128,12 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _make_loss(cfg: LossConfig, pad_id: int = 0) -> nn.Module:
+def _make_loss(cfg: LossConfig) -> nn.Module:
     """The loss of ``cfg`` (its ``kind`` resolved: see :func:`loss_kind`)."""
     if cfg.kind == "siglip":
         return SigLipLoss(gather=True)
     if cfg.kind == "coca":
-        return CoCaLoss(cfg.caption_loss_weight, cfg.clip_loss_weight, pad_id,
+        return CoCaLoss(cfg.caption_loss_weight, cfg.clip_loss_weight,
                         gather=True, local_loss=cfg.local_loss)  # fmt: skip
     return ClipLoss(gather=True, local_loss=cfg.local_loss)
 
@@ -290,8 +290,9 @@ class _Trainer:
         self.micro = cfg.micro_batch_size if (cfg.micro_batch_size or local) < local else None
         if captions and self.micro is not None:
             raise ConfigError("loss.kind=coca does not support micro_batch_size (GradCache) yet")
-        pad_id = int(getattr(self.clip, "pad_id", 0))
-        self.loss_fn = _make_loss(replace(cfg.loss, kind=self.loss_kind), pad_id)
+        self.loss_fn = _make_loss(replace(cfg.loss, kind=self.loss_kind))
+        if isinstance(self.loss_fn, CoCaLoss):  # the decoder's padding id (open_clip's: 0)
+            self.loss_fn.pad_id = int(getattr(self.clip, "pad_id", 0))
         self.autocast = partial(autocast, cfg.precision, d.device)
         self.losses: dict[int, float] = {}
         self.parts: dict[int, dict[str, float]] = {}  # CoCa: the two weighted loss terms
