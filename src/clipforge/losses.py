@@ -1,4 +1,5 @@
-"""Contrastive losses for CLIP training: symmetric InfoNCE (CLIP) and sigmoid (SigLIP).
+"""Contrastive losses for CLIP training: symmetric InfoNCE (CLIP), sigmoid (SigLIP) and
+CoCa's InfoNCE + captioning cross-entropy.
 
 Both losses take L2-normalised features and the *exponentiated* temperature
 (``model.logit_scale.exp()``), like open_clip's losses.
@@ -43,6 +44,7 @@ __all__ = [
     "SIGLIP_INIT_BIAS",
     "SIGLIP_INIT_SCALE",
     "ClipLoss",
+    "CoCaLoss",
     "SigLipLoss",
     "all_gather_with_grad",
     "clamp_logit_scale_",
@@ -147,6 +149,47 @@ class ClipLoss(_GatheringLoss):
         """Loss from normalised ``(N, D)`` features and the exponentiated scale."""
         per_image, per_text, labels = self.get_logits(image_features, text_features, logit_scale)
         return (F.cross_entropy(per_image, labels) + F.cross_entropy(per_text, labels)) / 2
+
+
+class CoCaLoss(ClipLoss):
+    """CoCa's objective, as open_clip's ``CoCaLoss``: ``clip_loss_weight`` x the InfoNCE
+    of :class:`ClipLoss` plus ``caption_loss_weight`` x the next-token cross-entropy of the
+    decoder ``logits`` ``(N, L, V)`` against ``labels`` ``(N, L)``, ``pad_id`` ignored.
+    ``last`` holds the two weighted terms of the latest call (detached), for logging."""
+
+    def __init__(
+        self,
+        caption_loss_weight: float = 2.0,
+        clip_loss_weight: float = 1.0,
+        pad_id: int = 0,
+        gather: bool = True,
+        local_loss: bool = False,
+        group: dist.ProcessGroup | None = None,
+    ) -> None:
+        super().__init__(gather, local_loss, group)
+        self.caption_loss_weight, self.clip_loss_weight = caption_loss_weight, clip_loss_weight
+        self.pad_id = pad_id
+        self.last: dict[str, float] = {}
+
+    def forward(  # pyright: ignore[reportIncompatibleMethodOverride]
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> torch.Tensor:
+        """Weighted contrastive loss + weighted caption loss (each kept in ``last``)."""
+        if self.clip_loss_weight:
+            clip = self.clip_loss_weight * super().forward(image_features, text_features,
+                                                           logit_scale)  # fmt: skip
+        else:
+            clip = torch.zeros((), device=logits.device)
+        caption = F.cross_entropy(logits.permute(0, 2, 1), labels, ignore_index=self.pad_id)
+        caption = caption * self.caption_loss_weight
+        self.last = {"contrastive_loss": float(clip.detach()),
+                     "caption_loss": float(caption.detach())}  # fmt: skip
+        return clip + caption
 
 
 class SigLipLoss(_GatheringLoss):

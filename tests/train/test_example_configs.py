@@ -13,7 +13,11 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
 
 @pytest.mark.parametrize(
     ("name", "kind", "steps", "batch"),
-    [("train_cifar10_small.yaml", "folder", 400, 128), ("train_flickr_small.yaml", "csv", 80, 100)],
+    [
+        ("train_cifar10_small.yaml", "folder", 400, 128),
+        ("train_flickr_small.yaml", "csv", 80, 100),
+        ("train_flickr_coca_small.yaml", "csv", 80, 100),
+    ],
 )
 def test_small_search_configs_load(name, kind, steps, batch):
     cfg = load_config(EXAMPLES / name, ["data.path=/data/x", "output_dir=/tmp/out"])

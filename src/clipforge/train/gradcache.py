@@ -23,13 +23,17 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from typing_extensions import Unpack
 
 if TYPE_CHECKING:
     from ..models import CLIP
 
 __all__ = ["ContrastiveModel", "RngState", "contrastive_loss", "contrastive_step"]
 
-Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]
+#: ``(image_features, text_features, scale, bias)``, for CoCa then ``(logits, labels)``
+Outputs = tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, Unpack[tuple[torch.Tensor, ...]]
+]
 #: what the step functions call: a :class:`ContrastiveModel`, or it wrapped (DDP, compile)
 Forward = Callable[[torch.Tensor, torch.Tensor], Outputs]
 ContextFactory = Callable[[], contextlib.AbstractContextManager]
@@ -41,12 +45,13 @@ class ContrastiveModel(nn.Module):
     A model that has its own ``logit_bias`` (a SigLIP architecture) trains that one;
     otherwise a bias starting at ``init_bias`` is added here. ``forward`` returns
     ``(image_features, text_features, exp(logit_scale), bias or None)``, the features
-    L2-normalised.
+    L2-normalised; with ``captions`` (a CoCa model) followed by the decoder's teacher-forced
+    ``logits`` and their ``labels`` (:meth:`~clipforge.models.CoCa.caption_logits`).
     """
 
-    def __init__(self, clip: CLIP, init_bias: float | None = None) -> None:
+    def __init__(self, clip: CLIP, init_bias: float | None = None, captions: bool = False) -> None:
         super().__init__()
-        self.clip = clip
+        self.clip, self.captions = clip, captions
         self.uses_bias = init_bias is not None
         own = self.uses_bias and clip.logit_bias is None
         self.logit_bias = (
@@ -54,6 +59,10 @@ class ContrastiveModel(nn.Module):
         )
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> Outputs:
+        if self.captions:
+            out = self.clip.caption_logits(images, tokens)  # type: ignore[operator]
+            return (out["image_features"], out["text_features"], out["logit_scale"], None,
+                    out["logits"], out["labels"])  # fmt: skip
         image_features, text_features, scale = self.clip(images, tokens)
         bias = self.logit_bias
         if bias is None and self.uses_bias:
@@ -81,11 +90,15 @@ def contrastive_loss(
     text_features: torch.Tensor,
     scale: torch.Tensor,
     bias: torch.Tensor | None,
+    *captions: torch.Tensor,
 ) -> torch.Tensor:
-    """The loss in fp32; ``bias`` is passed only to losses that take one (SigLIP)."""
+    """The loss in fp32; ``bias`` is passed only to losses that take one (SigLIP),
+    ``captions`` (CoCa's decoder logits and labels) to the CoCa loss."""
     args = [image_features.float(), text_features.float(), scale.float()]
     if bias is not None:
         args.append(bias.float())
+    if captions:
+        args += [captions[0].float(), captions[1]]
     return loss_fn(*args)
 
 

@@ -30,7 +30,14 @@ from ..data.loader import build_train_loader
 from ..errors import UsageError
 from ..eval.registry import evaluate
 from ..lora import has_lora, merged_state_dict
-from ..losses import SIGLIP_INIT_BIAS, SIGLIP_INIT_SCALE, ClipLoss, SigLipLoss, clamp_logit_scale_
+from ..losses import (
+    SIGLIP_INIT_BIAS,
+    SIGLIP_INIT_SCALE,
+    ClipLoss,
+    CoCaLoss,
+    SigLipLoss,
+    clamp_logit_scale_,
+)
 from ..runtime import autocast
 from . import fsdp
 from .checkpoint import (
@@ -49,7 +56,7 @@ from .gradcache import ContrastiveModel, Forward, contrastive_step
 from .model import build_model, loss_kind, prepare_model
 from .optim import build_optimizer, build_scheduler
 from .outdir import claim_output_dir
-from .train_config import LossConfig, TrainConfig, config_to_dict
+from .train_config import ConfigError, LossConfig, TrainConfig, config_to_dict
 
 __all__ = ["METRICS_FILE", "NonFiniteLossError", "TrainResult", "build_model", "train"]
 
@@ -125,6 +132,9 @@ def _make_loss(cfg: LossConfig) -> nn.Module:
     """The loss of ``cfg`` (its ``kind`` resolved: see :func:`loss_kind`)."""
     if cfg.kind == "siglip":
         return SigLipLoss(gather=True)
+    if cfg.kind == "coca":
+        return CoCaLoss(cfg.caption_loss_weight, cfg.clip_loss_weight,
+                        gather=True, local_loss=cfg.local_loss)  # fmt: skip
     return ClipLoss(gather=True, local_loss=cfg.local_loss)
 
 
@@ -249,7 +259,8 @@ class _Trainer:
         if siglip and cfg.model.init_from is None and cfg.model.pretrained is None:
             self.clip.logit_scale.data.fill_(SIGLIP_INIT_SCALE)
         prepare_model(self.clip, cfg)
-        self.model = ContrastiveModel(self.clip, SIGLIP_INIT_BIAS if siglip else None)
+        captions = self.loss_kind == "coca"
+        self.model = ContrastiveModel(self.clip, SIGLIP_INIT_BIAS if siglip else None, captions)
         self.model.to(d.device).train()
         self.fsdp = cfg.strategy == "fsdp" and d.world_size > 1
         if self.fsdp and cfg.eval_every:
@@ -277,9 +288,14 @@ class _Trainer:
             _seed_all(cfg.seed + d.rank)
         local = cfg.batch_size // d.world_size
         self.micro = cfg.micro_batch_size if (cfg.micro_batch_size or local) < local else None
+        if captions and self.micro is not None:
+            raise ConfigError("loss.kind=coca does not support micro_batch_size (GradCache) yet")
         self.loss_fn = _make_loss(replace(cfg.loss, kind=self.loss_kind))
+        if isinstance(self.loss_fn, CoCaLoss):  # the decoder's padding id (open_clip's: 0)
+            self.loss_fn.pad_id = int(getattr(self.clip, "pad_id", 0))
         self.autocast = partial(autocast, cfg.precision, d.device)
         self.losses: dict[int, float] = {}
+        self.parts: dict[int, dict[str, float]] = {}  # CoCa: the two weighted loss terms
         self.metrics: dict[str, Any] = {}
         self.window = [time.perf_counter(), 0, 0]  # [start time, samples, skipped]
 
@@ -358,6 +374,7 @@ class _Trainer:
         self.window[1] += images.shape[0] * self.d.world_size
         rate = self.window[1] / max(time.perf_counter() - self.window[0], 1e-9)
         self.log.progress(self.losses[step], rate)
+        self.parts[step] = dict(getattr(self.loss_fn, "last", {}))
 
     def _log(self, step: int) -> None:
         start, samples, skipped = self.window
@@ -366,7 +383,7 @@ class _Trainer:
             "lr": self.scheduler.get_last_lr()[0],
             "logit_scale": float(self.clip.logit_scale.detach().exp()),
             "samples_per_s": samples / max(time.perf_counter() - start, 1e-9),
-            "skipped": skipped,
+            "skipped": skipped, **self.parts.get(step, {}),
         }  # fmt: skip
         self.log.log(record)
         self.metrics.update(record)

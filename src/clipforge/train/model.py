@@ -9,10 +9,10 @@ from typing import Any
 from ..api import create_model, load
 from ..errors import UsageError
 from ..lora import apply_lora
-from ..models import CLIP
+from ..models import CLIP, CoCa
 from ..tokenizer import get_tokenizer
 from ..tokenizer.sentencepiece import TOKENIZER_FILE, SentencePieceTokenizer
-from .train_config import LossConfig, ModelConfig, TrainConfig
+from .train_config import ConfigError, LossConfig, ModelConfig, TrainConfig
 
 __all__ = ["build_model", "loss_kind", "prepare_model"]
 
@@ -44,9 +44,15 @@ def _read_tokenizer(source: str, context_length: int) -> Any:
 
 
 def loss_kind(cfg: LossConfig, model: CLIP) -> str:
-    """The configured loss, or the model's own: ``siglip`` for a model with a ``logit_bias``."""
+    """The configured loss, or the model's own: ``coca`` for a model with a text decoder
+    (:class:`~clipforge.models.CoCa`), ``siglip`` for one with a ``logit_bias``."""
+    captions = isinstance(model, CoCa)
+    if cfg.kind == "coca" and not captions:
+        raise ConfigError("loss.kind=coca needs a CoCa model (an architecture with a 'decoder')")
     if cfg.kind is not None:
         return cfg.kind
+    if captions:
+        return "coca"
     return "siglip" if model.logit_bias is not None else "clip"
 
 

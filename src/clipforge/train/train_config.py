@@ -98,12 +98,19 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    """Contrastive objective: ``clip`` (softmax) or ``siglip`` (sigmoid with a learnable
-    bias); ``None`` picks the model's own: sigmoid for a model with a ``logit_bias``
-    (SigLIP), softmax otherwise."""
+    """Contrastive objective: ``clip`` (softmax), ``siglip`` (sigmoid with a learnable
+    bias) or ``coca`` (softmax + captioning cross-entropy, as open_clip's ``CoCaLoss``, for a
+    model with a text decoder); ``None`` picks the model's own: ``coca`` for a CoCa model,
+    sigmoid for a model with a ``logit_bias`` (SigLIP), softmax otherwise. The two weights
+    (open_clip's ``--coca-*-loss-weight`` defaults) apply to ``coca`` only."""
 
-    kind: Literal["clip", "siglip"] | None = None
+    kind: Literal["clip", "siglip", "coca"] | None = None
     local_loss: bool = False
+    caption_loss_weight: float = bounded(2.0, ge=0.0)
+    clip_loss_weight: float = bounded(1.0, ge=0.0)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "loss")
 
 
 @dataclass
