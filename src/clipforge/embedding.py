@@ -170,14 +170,19 @@ _M = TypeVar("_M", bound=nn.Module | ClipModel)
 
 @contextlib.contextmanager
 def eval_mode(model: _M) -> Iterator[_M]:
-    """Put every submodule in eval mode, restoring each one's own flag afterwards."""
-    saved = [(m, m.training) for m in model.modules()]
-    model.eval()
+    """Put every submodule in eval mode, restoring each one's own flag afterwards.
+
+    Only the modules in training mode are touched (none, for a model already in eval
+    mode): ``Module.eval()`` would set the flag on all of them, ~3 ms for a CLIP model,
+    which is most of the cost of encoding one short query."""
+    training = [m for m in model.modules() if m.training]
+    for module in training:
+        object.__setattr__(module, "training", False)
     try:
         yield model
     finally:
-        for module, training in saved:
-            module.training = training
+        for module in training:
+            object.__setattr__(module, "training", True)
 
 
 def _image_device_dtype(model: ClipModel) -> tuple[torch.device, torch.dtype]:

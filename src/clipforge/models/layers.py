@@ -73,12 +73,13 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``attn_mask``: optional boolean ``(N, 1, 1|L, L)`` (True = attend), e.g. the keys
-        that are not padding in a NaFlex batch; not combined with ``causal``."""
+        that are not padding in a NaFlex batch; given, it replaces the causal mask (a
+        causal caller includes causality in it, as packed prompts do)."""
         batch, length, width = x.shape
         qkv = self._project(x)
         qkv = qkv.view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(
-            qkv[0], qkv[1], qkv[2], attn_mask=attn_mask, is_causal=self.causal
+            qkv[0], qkv[1], qkv[2], attn_mask=attn_mask, is_causal=self.causal and attn_mask is None
         )
         out = out.transpose(1, 2).reshape(batch, length, width)
         return self.out_proj(out)

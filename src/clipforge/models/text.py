@@ -10,6 +10,7 @@ from torch import nn
 from ..configs import TextConfig
 from .intermediates import TokenPass
 from .layers import Transformer, check_tokens, init_scaled_normal_
+from .packing import Packing, pack
 from .tower import TowerSettings, TransformerTower, register_tower
 
 
@@ -23,7 +24,8 @@ class TextTransformer(TransformerTower):
     first occurrence of ``cfg.eot_token_id`` when set (transformers' rule).
     Because attention is causal and only the EOT position is read, positions after the
     longest EOT of the batch cannot influence the result; ``forward`` skips them
-    (``trim_padding=True``), which is exact and much faster for short prompts.
+    (``trim_padding=True``), which is exact and much faster for short prompts, and packs
+    prompts of mixed lengths end to end in rows of the context (:mod:`.packing`).
     """
 
     default_output_fmt = "NLC"
@@ -106,8 +108,19 @@ class TextTransformer(TransformerTower):
         # the trim's data-dependent length would split a torch.compile graph: skip it there
         trim = trim_padding and self.causal  # without the mask, padding changes the result
         if trim and tokens.shape[0] > 0 and not torch.compiler.is_compiling():
+            packing = pack(tokens, eot, self.context_length) if tokens.shape[0] > 1 else None
+            if packing is not None:
+                return self._forward_packed(packing)
             tokens = tokens[:, : int(eot.max()) + 1]
         x = self.token_embedding(tokens)
         x = x + self.positional_embedding[: tokens.shape[1]].to(x.dtype)
         pooled = self.transformer(x, pool_index=eot)  # LayerNorm is per token: pool first
         return self.ln_final(pooled) @ self.text_projection
+
+    def _forward_packed(self, packing: Packing) -> torch.Tensor:
+        """The forward over prompts packed end to end (see :mod:`.packing`): the same
+        features, computed on the real tokens only."""
+        x = self.token_embedding(packing.tokens)
+        x = x + self.positional_embedding[packing.positions].to(x.dtype)
+        x = self.transformer(x, attn_mask=packing.mask)
+        return self.ln_final(x[packing.pool_row, packing.pool_col]) @ self.text_projection
