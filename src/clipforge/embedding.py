@@ -17,7 +17,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar, cast
 
 import numpy as np
 import torch
@@ -168,6 +168,16 @@ def _show_progress(progress: bool | None, n_batches: int) -> bool:
 _M = TypeVar("_M", bound=nn.Module | ClipModel)
 
 
+def _submodules(model: nn.Module | ClipModel) -> Iterator[nn.Module]:
+    """Every submodule (a shared one once per reference): ``Module.modules()`` without
+    the names it builds, ~3x faster."""
+    stack = [cast(nn.Module, model)]
+    while stack:
+        module = stack.pop()
+        yield module
+        stack.extend(child for child in module._modules.values() if child is not None)
+
+
 @contextlib.contextmanager
 def eval_mode(model: _M) -> Iterator[_M]:
     """Put every submodule in eval mode, restoring each one's own flag afterwards.
@@ -175,7 +185,7 @@ def eval_mode(model: _M) -> Iterator[_M]:
     Only the modules in training mode are touched (none, for a model already in eval
     mode): ``Module.eval()`` would set the flag on all of them, ~3 ms for a CLIP model,
     which is most of the cost of encoding one short query."""
-    training = [m for m in model.modules() if m.training]
+    training = [m for m in _submodules(model) if m.training]
     for module in training:
         object.__setattr__(module, "training", False)
     try:

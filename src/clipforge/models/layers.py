@@ -84,23 +84,39 @@ class SelfAttention(nn.Module):
         out = out.transpose(1, 2).reshape(batch, length, width)
         return self.out_proj(out)
 
-    def forward_at(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """The output at one query position per sequence, ``forward(x)[rows, index]``.
+    def forward_at(
+        self,
+        x: torch.Tensor,
+        index: torch.Tensor,
+        rows: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The output at one query position per sequence, ``forward(x, attn_mask)[rows, index]``
+        (``rows``: each query's row of ``x``; default one query per row, while packed prompts
+        share rows).
 
-        Keys and values still come from the whole sequence (masked after ``index`` when
-        causal); only the query, output projection and result are computed for one row.
+        Keys and values still come from the whole row (masked after ``index`` when causal,
+        or by ``attn_mask``'s row of that query); only the query, output projection and
+        result are computed per query.
         """
         batch, length, width = x.shape
         head_dim = width // self.heads
-        q, kv = self._project_at(x, torch.arange(batch, device=x.device), index)
-        q = q.view(batch, self.heads, 1, head_dim)
-        kv = kv.view(batch, length, 2, self.heads, head_dim).permute(2, 0, 3, 1, 4)
+        gather = rows is not None
+        rows = torch.arange(batch, device=x.device) if rows is None else rows
+        q, kv = self._project_at(x, rows, index)
+        count = q.shape[0]
+        q = q.view(count, self.heads, 1, head_dim)
+        kv = kv.view(batch, length, 2, self.heads, head_dim)
+        kv = (kv[rows] if gather else kv).permute(2, 0, 3, 1, 4)
         mask = None
-        if self.causal:
+        if attn_mask is not None:
+            query_rows = index if attn_mask.shape[2] > 1 else torch.zeros_like(index)
+            mask = attn_mask[rows, :, query_rows].view(count, 1, 1, length)
+        elif self.causal:
             positions = torch.arange(length, device=x.device)
-            mask = (positions <= index[:, None]).view(batch, 1, 1, length)
+            mask = (positions <= index[:, None]).view(count, 1, 1, length)
         out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask)
-        return self.out_proj(out.reshape(batch, width))
+        return self.out_proj(out.reshape(count, width))
 
 
 class Mlp(nn.Module):
@@ -160,10 +176,19 @@ class ResidualAttentionBlock(nn.Module):
         x = x + self.ls_1(self.attn(self.ln_1(x), attn_mask))
         return x + self.ls_2(self.mlp(self.ln_2(x)))
 
-    def forward_at(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """``forward(x)[rows, index]``: the block's output at one position per sequence."""
-        rows = torch.arange(x.shape[0], device=x.device)
-        y = x[rows, index] + self.ls_1(self.attn.forward_at(self.ln_1(x), index))
+    def forward_at(
+        self,
+        x: torch.Tensor,
+        index: torch.Tensor,
+        rows: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``forward(x, attn_mask)[rows, index]``: the block's output at one position per
+        query (see :meth:`SelfAttention.forward_at`)."""
+        attended = self.attn.forward_at(self.ln_1(x), index, rows, attn_mask)
+        if rows is None:
+            rows = torch.arange(x.shape[0], device=x.device)
+        y = x[rows, index] + self.ls_1(attended)
         return y + self.ls_2(self.mlp(self.ln_2(y)))
 
 
@@ -254,10 +279,11 @@ class Transformer(BlockStack):
         x: torch.Tensor,
         pool_index: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
+        pool_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``(N, L, width) -> (N, L, width)``; with ``pool_index`` (``(N,)`` positions) only
-        those positions' outputs, ``(N, width)``. ``attn_mask`` (see :class:`SelfAttention`)
-        goes to every block; it cannot be combined with ``pool_index``.
+        """``(N, L, width) -> (N, L, width)``; with ``pool_index`` (``(Q,)`` positions, in
+        rows ``pool_rows``, default one per row) only those positions' outputs,
+        ``(Q, width)``. ``attn_mask`` (see :class:`SelfAttention`) goes to every block.
 
         Pooling towers read one token per sequence, so the last block computes just that
         row (its keys and values still span the sequence): the same result for ~1/12 less
@@ -265,20 +291,15 @@ class Transformer(BlockStack):
         """
         # ModuleList iterates as nn.Module; every entry is a ResidualAttentionBlock
         blocks = cast(list[ResidualAttentionBlock], list(self.resblocks))
-        if attn_mask is not None:
-            if pool_index is not None:
-                raise ValueError("attn_mask cannot be combined with pool_index")
-            for block in blocks:
-                x = self.run(partial(block, attn_mask=attn_mask), x)
-            return x
         last = blocks.pop() if pool_index is not None and blocks else None
         for block in blocks:
-            x = self.run(block, x)
+            x = self.run(block, x) if attn_mask is None else self.run(block, x, attn_mask)
         if pool_index is None:
             return x
         if last is None:
-            return x[torch.arange(x.shape[0], device=x.device), pool_index]
-        return self.run(last.forward_at, x, pool_index)
+            rows = torch.arange(x.shape[0], device=x.device) if pool_rows is None else pool_rows
+            return x[rows, pool_index]
+        return self.run(last.forward_at, x, pool_index, pool_rows, attn_mask)
 
     def init_weights(self) -> None:
         """OpenAI's initialisation: std scaled by width and depth."""

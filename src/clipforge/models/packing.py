@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
+PACK_ROW = 128
+"""Tokens per packed row (at least the context length): a few short prompts share one row;
+longer rows make the block-diagonal attention, computed whole, cost more than it saves."""
 MIN_SAVING = 0.8
 """Pack only when the packed token rows are at most this fraction of the trimmed batch's."""
 
@@ -48,7 +51,9 @@ def plan_rows(lengths: list[int], capacity: int) -> list[list[int]]:
     return rows
 
 
-def pack(tokens: torch.Tensor, pool_positions: torch.Tensor, capacity: int) -> Packing | None:
+def pack(
+    tokens: torch.Tensor, pool_positions: torch.Tensor, capacity: int
+) -> Packing | None:
     """The packing of ``tokens`` ``(N, L)`` (prompt ``i`` ends at ``pool_positions[i]``) into
     rows of at most ``capacity``; ``None`` when it would save less than :data:`MIN_SAVING`."""
     lengths = (pool_positions + 1).tolist()

@@ -10,7 +10,7 @@ from torch import nn
 from ..configs import TextConfig
 from .intermediates import TokenPass
 from .layers import Transformer, check_tokens, init_scaled_normal_
-from .packing import Packing, pack
+from .packing import PACK_ROW, Packing, pack
 from .tower import TowerSettings, TransformerTower, register_tower
 
 
@@ -108,7 +108,8 @@ class TextTransformer(TransformerTower):
         # the trim's data-dependent length would split a torch.compile graph: skip it there
         trim = trim_padding and self.causal  # without the mask, padding changes the result
         if trim and tokens.shape[0] > 0 and not torch.compiler.is_compiling():
-            packing = pack(tokens, eot, self.context_length) if tokens.shape[0] > 1 else None
+            row = max(self.context_length, PACK_ROW)
+            packing = pack(tokens, eot, row) if tokens.shape[0] > 1 else None
             if packing is not None:
                 return self._forward_packed(packing)
             tokens = tokens[:, : int(eot.max()) + 1]
@@ -122,5 +123,7 @@ class TextTransformer(TransformerTower):
         features, computed on the real tokens only."""
         x = self.token_embedding(packing.tokens)
         x = x + self.positional_embedding[packing.positions].to(x.dtype)
-        x = self.transformer(x, attn_mask=packing.mask)
-        return self.ln_final(x[packing.pool_row, packing.pool_col]) @ self.text_projection
+        pooled = self.transformer(
+            x, pool_index=packing.pool_col, attn_mask=packing.mask, pool_rows=packing.pool_row
+        )
+        return self.ln_final(pooled) @ self.text_projection
