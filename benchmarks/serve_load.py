@@ -110,10 +110,13 @@ async def open_loop(
     url: str, queries: list[str], rate: float, k: int = 20, seed: int = 0
 ) -> LoadResult:
     """Queries sent at Poisson arrival times of mean ``rate``/s, replies or not; latency
-    counted from each query's scheduled time."""
+    counted from each query's scheduled time. The gaps are scaled so that the ``n`` arrivals
+    span exactly ``n / rate`` seconds (a Poisson process given its count), so the offered
+    load is ``rate``, not a sample's chance mean."""
     import httpx
 
     gaps = np.random.default_rng(seed).exponential(1.0 / rate, len(queries))
+    gaps *= 1.0 / (rate * gaps.mean())  # the sample's mean rate is exactly ``rate``
     schedule = np.cumsum(gaps) - gaps[0]
     latencies: list[float] = []
     outcomes: list[str] = []
