@@ -267,13 +267,12 @@ def _fake_index(n: int, model, folder: Path, precision: str | None = None) -> In
 def _serve_child(folder: str, weights: str | None, port: int, config: dict) -> None:
     """The server process: open the fake index with the same model at the same precision
     (int8: ``create_app`` makes the int8 copy before the health check answers), serve it."""
-    import uvicorn
-
     from clipforge.serve import ServeConfig, create_app
+    from clipforge.serve.runner import run
 
     index = Index.open(folder, serve_model(), precision=config["precision"])
     app = create_app(index, ServeConfig(**config))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    run(app, port=port, log_level="warning")  # as `clipforge serve` runs it
 
 
 def serve_model():
