@@ -115,6 +115,12 @@ def _native(name: str) -> clipforge.models.CLIP:
     return _load_into(config, ref)
 
 
+@functools.cache
+def _native_in_eval(name: str) -> clipforge.models.CLIP:
+    """(Cached for the tests that only run it in eval mode under no_grad.) ``_native``."""
+    return _native(name)
+
+
 def _embeddings(model, ref, images: torch.Tensor, tokens: torch.Tensor) -> list[list]:
     """Image and text embeddings of both models, ours first."""
     with torch.no_grad():
@@ -133,7 +139,7 @@ def _close(got: Any, want: Any) -> bool:
 @pytest.mark.parametrize("name", ["ViTamin-S", *sorted(TINY)])
 def test_embeddings_match_open_clip(name):
     ref, config = _reference(name)
-    model, images = _native(name), sample_images(config.vision.image_size)
+    model, images = _native_in_eval(name), sample_images(config.vision.image_size)
     tokens = sample_tokens(config.text.context_length, config.text.vocab_size)
     assert _close(*_embeddings(model, ref, images, tokens))
     with torch.no_grad():  # per-token features: after the last block (timm's norm is Identity)
@@ -167,7 +173,7 @@ def test_every_block_matches_open_clip_forward_intermediates(name, kwargs):
     ref, config = _reference(name)
     images = sample_images(config.vision.image_size)
     with torch.no_grad():
-        got = _native(name).visual.forward_intermediates(images, **kwargs)
+        got = _native_in_eval(name).visual.forward_intermediates(images, **kwargs)
         want = ref.visual.forward_intermediates(images, **kwargs)
     assert want["image_intermediates"] and _close(got, want)
 

@@ -21,6 +21,7 @@ from ..configs import ClipConfig
 from ..models import count_parameters
 from ..models.clip import Towers
 from ..models.factory import build_model
+from ..models.meta import on_meta_device
 from .apply import check_state, prepare_towers, state_shapes
 from .errors import CheckpointError
 
@@ -95,7 +96,7 @@ def meta_shapes(
     """State-dict shapes of ``CLIP(cfg)``, built on the ``meta`` device (no memory used);
     with ``state``, of the model adapted to it (a FastViT folded for folded weights)."""
 
-    with torch.device("meta"):
+    with on_meta_device():
         model = build_model(cfg, towers=towers)
         if state is not None:
             prepare_towers(model, state)
