@@ -177,15 +177,13 @@ class ResidualAttentionBlock(nn.Module):
         return x + self.ls_2(self.mlp(self.ln_2(x)))
 
     def forward_at(
-        self,
-        x: torch.Tensor,
-        index: torch.Tensor,
-        rows: torch.Tensor | None = None,
-        attn_mask: torch.Tensor | None = None,
+        self, x: torch.Tensor, index: torch.Tensor, *where: torch.Tensor | None
     ) -> torch.Tensor:
         """``forward(x, attn_mask)[rows, index]``: the block's output at one position per
-        query (see :meth:`SelfAttention.forward_at`)."""
-        attended = self.attn.forward_at(self.ln_1(x), index, rows, attn_mask)
+        query; ``where``: the optional ``rows`` and ``attn_mask`` of
+        :meth:`SelfAttention.forward_at`."""
+        attended = self.attn.forward_at(self.ln_1(x), index, *where)
+        rows = where[0] if where and where[0] is not None else None
         if rows is None:
             rows = torch.arange(x.shape[0], device=x.device)
         y = x[rows, index] + self.ls_1(attended)
