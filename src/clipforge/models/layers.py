@@ -183,7 +183,7 @@ class ResidualAttentionBlock(nn.Module):
         query; ``where``: the optional ``rows`` and ``attn_mask`` of
         :meth:`SelfAttention.forward_at`."""
         attended = self.attn.forward_at(self.ln_1(x), index, *where)
-        rows = where[0] if where and where[0] is not None else None
+        rows = where[0] if where else None
         if rows is None:
             rows = torch.arange(x.shape[0], device=x.device)
         y = x[rows, index] + self.ls_1(attended)

@@ -2,8 +2,8 @@
 
 A causal tower that pools one position per prompt (its end-of-text token) never needs the
 padding after it. Trimming the batch to its longest prompt still pads every shorter one;
-packing puts prompts end to end in rows of the context length, each attending only to its
-own earlier tokens (a block-diagonal causal mask) with its own positions. The linear layers,
+packing puts prompts end to end in rows of :data:`PACK_ROW` tokens (at least the context
+length), each attending only to its own earlier tokens (a block-diagonal causal mask) with its own positions. The linear layers,
 most of the work, then run on the real tokens only: with prompts of mixed lengths (search
 queries, captions) about 1.5x fewer token rows at batch 8 and 2–3x at batch 256.
 """
@@ -61,25 +61,28 @@ def pack(
     width = max(sum(lengths[i] for i in row) for row in rows)
     if len(rows) * width > MIN_SAVING * len(lengths) * max(lengths):
         return None
-    packed = torch.zeros(len(rows), width, dtype=tokens.dtype, device=tokens.device)
-    positions = torch.zeros(len(rows), width, dtype=torch.long)
-    segments = torch.full((len(rows), width), -1, dtype=torch.long)
-    pool_row = torch.empty(len(lengths), dtype=torch.long)
-    pool_col = torch.empty(len(lengths), dtype=torch.long)
+    places: list[tuple[int, int, int, int]] = []  # (prompt, position, row, column)
+    pool: list[tuple[int, int]] = [(0, 0)] * len(lengths)  # each prompt's (row, column)
     for r, row in enumerate(rows):
         start = 0
         for index in row:
             size = lengths[index]
-            packed[r, start : start + size] = tokens[index, :size]
-            positions[r, start : start + size] = torch.arange(size)
-            segments[r, start : start + size] = index
-            pool_row[index], pool_col[index] = r, start + size - 1
+            places += [(index, p, r, start + p) for p in range(size)]
+            pool[index] = (r, start + size - 1)
             start += size
+    prompt, position, row_of, column = torch.tensor(places).T
+    packed = torch.zeros(len(rows), width, dtype=tokens.dtype)
+    packed[row_of, column] = tokens.cpu()[prompt, position]
+    positions = torch.zeros(len(rows), width, dtype=torch.long)
+    positions[row_of, column] = position
+    segments = torch.full((len(rows), width), -1, dtype=torch.long)
+    segments[row_of, column] = prompt
+    pool_row, pool_col = torch.tensor(pool).T
     causal = torch.ones(width, width, dtype=torch.bool).tril()
     mask = (segments[:, :, None] == segments[:, None, :]) & causal  # padding: among itself
     device = tokens.device
     return Packing(
-        packed,
+        packed.to(device),
         positions.to(device),
         mask[:, None].to(device),
         pool_row.to(device),

@@ -25,7 +25,7 @@ class TextTransformer(TransformerTower):
     Because attention is causal and only the EOT position is read, positions after the
     longest EOT of the batch cannot influence the result; ``forward`` skips them
     (``trim_padding=True``), which is exact and much faster for short prompts, and packs
-    prompts of mixed lengths end to end in rows of the context (:mod:`.packing`).
+    prompts of mixed lengths end to end in shared rows (:mod:`.packing`).
     """
 
     default_output_fmt = "NLC"
