@@ -143,8 +143,12 @@ class MilvusStore:
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
         params = self.client.prepare_index_params()
         params.add_index(field_name="vector", **INDEX)
-        self.client.create_collection(self.collection, schema=schema, index_params=params,
+        self.client.create_collection(self.collection, schema=schema,
                                       consistency_level=_CONSISTENCY)  # fmt: skip
+        # sync=False: pymilvus's own wait sleeps 0.5 s before its first look, for an index
+        # over an empty collection; loading waits until the collection can be searched.
+        self.client.create_index(self.collection, params, sync=False)
+        self.client.load_collection(self.collection)
 
     # -- mutation -------------------------------------------------------------------
     @_guarded("count the vectors")
