@@ -8,13 +8,19 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the helpers, not here: this module also loads in pytest-xdist's
+# controller, which runs no test; without torch (~1.2 s) it starts the workers that much
+# sooner.
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-DEFAULT_THREADS = torch.get_num_threads()
 
 # Bytecode caching on for the test session. Under PYTHONDONTWRITEBYTECODE=1 (set in some
 # containers) every xdist worker recompiled clipforge's sources and re-rewrote the asserts
@@ -32,10 +38,13 @@ def _one_intra_op_thread():
     """One torch thread for the whole session: the tests' tensors are too small to gain from
     a second, and on a shared machine a second thread spins waiting for a busy core (the
     fast tier ran 2-4x slower under load). Slow tests get the default back
-    (``_every_thread_for_slow_tests``): full-size models gain from the second core."""
+    (``_every_thread_for_slow_tests``): full-size models gain from the second core.
+    Yields torch's default thread count."""
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    yield threads
     torch.set_num_threads(threads)
 
 
@@ -45,7 +54,9 @@ def _every_thread_for_slow_tests(request, _one_intra_op_thread):
     if request.node.get_closest_marker("slow") is None:
         yield
         return
-    torch.set_num_threads(DEFAULT_THREADS)
+    import torch
+
+    torch.set_num_threads(_one_intra_op_thread)
     yield
     torch.set_num_threads(1)
 
@@ -66,6 +77,8 @@ def perturb_(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
     Default inits zero biases and the last BatchNorm gain of each ResNet block; a parity
     test on such weights would not exercise those paths.
     """
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in model.parameters():
@@ -80,6 +93,8 @@ def perturb_(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
 
 def sample_tokens(context_length: int = 77, vocab_size: int = 49408) -> torch.Tensor:
     """Token ids shaped like CLIP's: SOT, words, EOT (the largest id), zero padding."""
+    import torch
+
     gen = torch.Generator().manual_seed(7)
     lengths = [1, 5, min(17, context_length - 3), context_length - 2]
     tokens = torch.zeros(len(lengths), context_length, dtype=torch.long)
@@ -91,6 +106,8 @@ def sample_tokens(context_length: int = 77, vocab_size: int = 49408) -> torch.Te
 
 
 def sample_images(size: int, n: int = 2) -> torch.Tensor:
+    import torch
+
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(3))
 
 
@@ -107,6 +124,8 @@ def tiny_vit_config():
 
 def tiny_model():
     """A seeded, tiny random ViT CLIP (32-px images, 2+2 layers) for fast API tests."""
+    import torch
+
     import clipforge
 
     torch.manual_seed(0)

@@ -21,27 +21,20 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_state_dict,
-    set_state_dict,
-)
-
-# save/load from their modules: the package re-exports them without an __all__
-from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
-from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
-from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
-from torch.distributed.tensor import DTensor
 
 from ..errors import UsageError
 from ..models.layers import ResidualAttentionBlock
 from .checkpoint import SHARDED_DIR, Checkpoint, restore_schedule
+
+# torch's FSDP and checkpoint packages (~1.3 s to import) load inside the functions below:
+# only strategy=fsdp runs them, and every training run imports this module.
+if TYPE_CHECKING:
+    from torch.distributed.fsdp import FSDPModule
 
 __all__ = [
     "SHARDED_DIR",
@@ -63,6 +56,8 @@ def shard(model: nn.Module, clip: Any) -> list[nn.Parameter]:
 
     Returns the scalar parameters left replicated (see the module docstring).
     """
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
     scalars = [p for p in model.parameters() if p.ndim == 0]
     for name in _TOWERS:
         for block in clip.tower(name).blocks:
@@ -96,6 +91,8 @@ def no_sync(model: FSDPModule) -> Iterator[None]:
 
 def clip_grad_norm_(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
     """Clip sharded and replicated gradients together by their global norm (a collective)."""
+    from torch.distributed.tensor import DTensor
+
     groups = [
         [p for p in params if p.grad is not None and isinstance(p, DTensor) == sharded]
         for sharded in (True, False)
@@ -113,6 +110,8 @@ def clip_grad_norm_(params: list[nn.Parameter], max_norm: float) -> torch.Tensor
 
 def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     """``module``'s unsharded weights on CPU, on rank 0 only (empty elsewhere); a collective."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     # full_state_dict=True gathers every value into a plain tensor
     return cast(dict[str, torch.Tensor], get_model_state_dict(module, options=options))
@@ -120,12 +119,20 @@ def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_sharded(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Every rank writes its shards of the model and optimizer state into ``directory``."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    # save/load from their modules: the package re-exports them without an __all__
+    from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
+
     model_state, optim_state = get_state_dict(model, optimizer)
     dcp_save({"model": model_state, "optim": optim_state}, checkpoint_id=str(directory))
 
 
 def load_sharded(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Load :func:`save_sharded`'s state into an already sharded ``model`` and ``optimizer``."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optim": optim_state}
     dcp_load(state, checkpoint_id=str(directory))

@@ -303,7 +303,7 @@ class _Trainer:
         forward: Forward = self.model
         no_sync = None
         if self.fsdp:
-            sharded = cast(fsdp.FSDPModule, self.model)  # fully_shard made it one
+            sharded = cast("fsdp.FSDPModule", self.model)  # fully_shard made it one
             no_sync = partial(fsdp.no_sync, sharded)
         elif self.d.world_size > 1:
             ids = [self.d.device.index] if self.d.device.type == "cuda" else None
