@@ -3,15 +3,12 @@ by that image, upload an image; a screenshot is saved to build/test-artifacts/."
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
 
 import pytest
 import uvicorn
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -22,13 +19,6 @@ from tests.conftest import REPO, tiny_model
 from tests.index_helpers import write_images
 
 ARTIFACTS = REPO / "build" / "test-artifacts"
-
-
-def _browser_binaries() -> tuple[str, str]:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if chromium is None or driver is None:
-        pytest.fail("needs Debian's chromium and chromium-driver (scripts/setup_env.sh dev)")
-    return chromium, driver
 
 
 @pytest.fixture(scope="module")
@@ -51,18 +41,6 @@ def server(tmp_path_factory):
     yield index, f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium, driver_path = _browser_binaries()
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    yield driver
-    driver.quit()
 
 
 def _cards(browser, status_prefix: str) -> list:

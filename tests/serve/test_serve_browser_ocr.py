@@ -22,7 +22,7 @@ from clipforge.index.ocr import OcrLine
 from clipforge.serve import ServeConfig, create_app
 from tests.conftest import tiny_model
 from tests.index_helpers import write_images
-from tests.serve.test_serve_browser import ARTIFACTS, _cards, browser  # noqa: F401 (fixture)
+from tests.serve.test_serve_browser import ARTIFACTS, _cards
 
 pytestmark = pytest.mark.slow  # ~4 s: its own Chromium and server
 
@@ -81,7 +81,7 @@ def server(tmp_path_factory):
     thread.join(timeout=10)
 
 
-def _search(browser, url: str, query: str, mode: str) -> list:  # noqa: F811
+def _search(browser, url: str, query: str, mode: str) -> list:
     browser.get(url + "/")
     Select(browser.find_element(By.ID, "ocr")).select_by_value(mode)
     browser.find_element(By.ID, "q").send_keys(query)
@@ -89,7 +89,7 @@ def _search(browser, url: str, query: str, mode: str) -> list:  # noqa: F811
     return _cards(browser, "results for")
 
 
-def test_ocr_hit_is_marked_and_boxed(server, browser):  # noqa: F811
+def test_ocr_hit_is_marked_and_boxed(server, browser):
     index, url = server
     cards = _search(browser, url, "quartz", "auto")
     receipt = next(h for h in index.search("quartz", k=1, ocr="only"))

@@ -17,7 +17,7 @@ from clipforge.index import Filters
 from clipforge.serve import ServeConfig, create_app
 from tests.conftest import tiny_model
 from tests.photo_helpers import Shot, write_photo
-from tests.serve.test_serve_browser import ARTIFACTS, _cards, browser  # noqa: F401 (fixture)
+from tests.serve.test_serve_browser import ARTIFACTS, _cards
 
 DATES = ["2021:03:01", "2022:06:15", "2022:09:30", "2023:02:14", "2023:08:08", "2024:12:24"]
 
@@ -53,7 +53,7 @@ def _set_date(driver, element_id: str, iso: str) -> None:
     )
 
 
-def test_page_date_range_sorted_by_date(server, browser):  # noqa: F811 (fixture)
+def test_page_date_range_sorted_by_date(server, browser):
     index, url = server
     browser.get(url + "/")
     browser.find_element(By.ID, "q").send_keys("a photo")

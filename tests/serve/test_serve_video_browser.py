@@ -18,7 +18,7 @@ import clipforge
 from clipforge.serve import ServeConfig, create_app
 from tests.conftest import tiny_model
 from tests.index_helpers import write_images
-from tests.serve.test_serve_browser import ARTIFACTS, _cards, browser  # noqa: F401
+from tests.serve.test_serve_browser import ARTIFACTS, _cards
 from tests.serve_helpers import free_port
 from tests.video_helpers import COLOURS, write_video
 
@@ -42,7 +42,7 @@ def serving(index) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def test_video_hit_opens_at_its_timestamp(tmp_path, browser):  # noqa: F811
+def test_video_hit_opens_at_its_timestamp(tmp_path, browser):
     media = tmp_path / "media"
     write_images(media, 6)
     # VP8 in WebM: open-source Chromium has no H.264 decoder
