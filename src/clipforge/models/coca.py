@@ -27,7 +27,13 @@ from .intermediates import (
     image_grid,
     token_intermediates,
 )
-from .layers import ResidualAttentionBlock, SelfAttention, Transformer, init_scaled_normal_
+from .layers import (
+    ResidualAttentionBlock,
+    SelfAttention,
+    Transformer,
+    embedding_for_init,
+    init_scaled_normal_,
+)
 from .tower import Tower, TowerSettings, TransformerTower, register_tower
 from .vit import ClassTokenViT
 
@@ -123,7 +129,7 @@ class CocaTextTransformer(TransformerTower):
         self.pad_id, self.correct_cls_mask = cfg.pad_id, cfg.correct_cls_mask
         self.output_dim = settings.embed_dim
         self.token_dim = cfg.width
-        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.token_embedding = embedding_for_init(cfg.vocab_size, cfg.width)
         self.cls_emb = nn.Parameter(torch.empty(cfg.width))
         self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length + 1, cfg.width))
         self.transformer = Transformer(

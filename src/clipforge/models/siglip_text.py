@@ -9,7 +9,7 @@ from torch import nn
 
 from ..configs import SigLipTextConfig
 from .intermediates import TokenPass
-from .layers import Transformer, check_tokens
+from .layers import Transformer, check_tokens, embedding_for_init
 from .tower import TowerSettings, TransformerTower, register_tower
 
 
@@ -40,7 +40,7 @@ class SigLipTextTransformer(TransformerTower):
         self.context_length = cfg.context_length
         self.vocab_size = cfg.vocab_size
         self.output_dim = settings.embed_dim
-        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.token_embedding = embedding_for_init(cfg.vocab_size, cfg.width)
         self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
         self.transformer = Transformer(
             cfg.width, cfg.layers, cfg.heads, cfg.mlp_width, activation, eps, causal=False

@@ -24,6 +24,7 @@ from .hf_text_common import (
     PreNormBlock,
     padding_mask,
 )
+from .layers import embedding_for_init
 from .tower import TowerSettings, register_tower
 
 
@@ -80,8 +81,8 @@ class T5TextTower(HFTextTower):
         super().__init__()
         w = cfg.width
         self.buckets, self.max_distance = cfg.relative_buckets, cfg.relative_max_distance
-        self.token_embedding = nn.Embedding(cfg.vocab_size, w)
-        self.relative_attention_bias = nn.Embedding(cfg.relative_buckets, cfg.heads)
+        self.token_embedding = embedding_for_init(cfg.vocab_size, w)
+        self.relative_attention_bias = embedding_for_init(cfg.relative_buckets, cfg.heads)
         self.transformer = BlockStack([t5_layer(cfg) for _ in range(cfg.layers)])
         self.ln_final = RMSNorm(w, cfg.norm_eps)
         self.config = cfg

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..configs import TextConfig
 from .intermediates import TokenPass
-from .layers import Transformer, check_tokens, init_scaled_normal_
+from .layers import Transformer, check_tokens, embedding_for_init, init_scaled_normal_
 from .packing import PACK_ROW, Packing, pack
 from .tower import TowerSettings, TransformerTower, register_tower
 
@@ -44,7 +44,7 @@ class TextTransformer(TransformerTower):
         self.eot_token_id = cfg.eot_token_id
         self.pool_last = cfg.pool_type == "last"
         self.causal = cfg.causal
-        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.token_embedding = embedding_for_init(cfg.vocab_size, cfg.width)
         self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
         self.transformer = Transformer(
             cfg.width, cfg.layers, cfg.heads, cfg.mlp_width, activation, eps, causal=cfg.causal
