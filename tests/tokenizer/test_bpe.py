@@ -206,6 +206,31 @@ def test_constructor_context_length_and_vocab_path():
     assert torch.equal(out, open_clip_tokenizer.tokenize(["a photo of a cat", "a dog"], 16))
 
 
+def test_vocab_tables_are_parsed_once_per_file_version_and_never_shared(tmp_path):
+    """Tokenizers of one vocabulary file share its parsed tables (read once), not their dicts;
+    a file rewritten in place is read again."""
+    import gzip
+    import os
+
+    packaged = resources.files("clipforge.tokenizer").joinpath("bpe_simple_vocab_16e6.txt.gz")
+    lines = gzip.decompress(packaged.read_bytes()).decode().split("\n")
+    path = tmp_path / "vocab.txt.gz"
+    path.write_bytes(gzip.compress("\n".join(lines).encode()))
+    first, second = ClipTokenizer(vocab_path=path), ClipTokenizer(vocab_path=path)
+    second.encoder["<not a token>"] = 0
+    assert "<not a token>" not in first.encoder and first.encoder is not second.encoder
+    assert torch.equal(first(["a photo of a cat"]), ClipTokenizer()(["a photo of a cat"]))
+    # the merge that makes "photo" moved to rank 0 of a rewritten file: reread, ranks move
+    header, merges = lines[0], lines[1:]
+    target = next(m for m in merges if m.replace(" ", "") == "photo</w>")
+    merges.remove(target)
+    path.write_bytes(gzip.compress("\n".join([header, target, *merges]).encode()))
+    os.utime(path, ns=(0, 10**18))  # a new mtime even within the clock's resolution
+    rewritten = ClipTokenizer(vocab_path=path)
+    assert rewritten.bpe_ranks[tuple(target.split())] == 0
+    assert rewritten.bpe_ranks != first.bpe_ranks
+
+
 def test_small_cache_bound_keeps_ids_exact(monkeypatch, corpus, ref_ids):
     monkeypatch.setattr(bpe_module, "_MAX_CACHE", 64)
     sample = corpus[:1500]

@@ -26,7 +26,7 @@ from functools import lru_cache
 from importlib import resources
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import ftfy
 import numpy as np
@@ -95,6 +95,31 @@ def _read_merges(vocab_path: str | Path | None) -> list[tuple[str, str]]:
     return [tuple(line.split()) for line in lines[1 : _NUM_MERGES + 1]]  # type: ignore[misc]
 
 
+class _Tables(NamedTuple):
+    encoder: dict[str, int]
+    decoder: dict[int, str]
+    bpe_ranks: dict[tuple[str, str], int]
+
+
+def _tables(vocab_path: str | Path | None) -> _Tables:
+    """The vocabulary tables of ``vocab_path``, parsed once per file version (path, size,
+    mtime): reading the gzip file is ~50 ms, and every model built or loaded makes a
+    tokenizer. Callers copy the dicts, so instances never share mutable state."""
+    if vocab_path is None:
+        return _parsed_tables(None, 0, 0)
+    path = Path(vocab_path).resolve()
+    stat = path.stat()
+    return _parsed_tables(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=4)
+def _parsed_tables(path: str | None, size: int, mtime_ns: int) -> _Tables:
+    merges = _read_merges(path)
+    encoder = {tok: i for i, tok in enumerate(_build_vocab(merges))}
+    decoder = {i: tok for tok, i in encoder.items()}
+    return _Tables(encoder, decoder, {m: i for i, m in enumerate(merges)})
+
+
 def _build_vocab(merges: list[tuple[str, str]]) -> list[str]:
     """Vocabulary order: bytes, bytes + '</w>', merges, special tokens."""
     chars = list(bytes_to_unicode().values())
@@ -144,10 +169,10 @@ class ClipTokenizer(ArrayTokenizer):
         vocab_path: str | Path | None = None,
         context_length: int = DEFAULT_CONTEXT_LENGTH,
     ) -> None:
-        merges = _read_merges(vocab_path)
-        self.encoder: dict[str, int] = {tok: i for i, tok in enumerate(_build_vocab(merges))}
-        self.decoder: dict[int, str] = {i: tok for tok, i in self.encoder.items()}
-        self.bpe_ranks: dict[tuple[str, str], int] = {m: i for i, m in enumerate(merges)}
+        tables = _tables(vocab_path)
+        self.encoder: dict[str, int] = dict(tables.encoder)
+        self.decoder: dict[int, str] = dict(tables.decoder)
+        self.bpe_ranks: dict[tuple[str, str], int] = dict(tables.bpe_ranks)
         self.byte_encoder = bytes_to_unicode()
         self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
         self.context_length = context_length
