@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
+import fcntl
 import gc
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -219,3 +222,28 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Under pytest-xdist a test marked ``alone`` runs with no other test beside it: it
+    waits for the other workers' tests in flight, and they start none until it is done.
+    Its latency limits then measure the code under test, not an unrelated test on the
+    same cores. Every other test shares the machine as usual."""
+    with _machine_share(item.config, exclusive=item.get_closest_marker("alone") is not None):
+        return (yield)
+
+
+@contextlib.contextmanager
+def _machine_share(config: pytest.Config, exclusive: bool) -> Iterator[None]:
+    if not hasattr(config, "workerinput"):  # one process: nothing runs beside the test
+        yield
+        return
+    # the run's directory (popen-gw0, popen-gw1, ... are its children): one file per run
+    run_dir = config._tmp_path_factory.getbasetemp().parent  # type: ignore[attr-defined]
+    with open(run_dir / "machine.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -125,6 +125,7 @@ def _faults_module():
 
 
 @pytest.mark.slow  # a bounded load run against a real server
+@pytest.mark.alone  # its /health limit is the server's latency, not another test's load
 def test_mixed_fault_load_has_no_5xx_and_health_stays_fast(tmp_path):
     faults = _faults_module()
     ckpt = clipforge.save(tiny_model(), tmp_path / "tiny")
