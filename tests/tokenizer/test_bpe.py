@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import os
 import random
 from importlib import resources
 
@@ -209,9 +211,6 @@ def test_constructor_context_length_and_vocab_path():
 def test_vocab_tables_are_parsed_once_per_file_version_and_never_shared(tmp_path):
     """Tokenizers of one vocabulary file share its parsed tables (read once), not their dicts;
     a file rewritten in place is read again."""
-    import gzip
-    import os
-
     packaged = resources.files("clipforge.tokenizer").joinpath("bpe_simple_vocab_16e6.txt.gz")
     lines = gzip.decompress(packaged.read_bytes()).decode().split("\n")
     path = tmp_path / "vocab.txt.gz"

@@ -3,9 +3,10 @@
 A causal tower that pools one position per prompt (its end-of-text token) never needs the
 padding after it. Trimming the batch to its longest prompt still pads every shorter one;
 packing puts prompts end to end in rows of :data:`PACK_ROW` tokens (at least the context
-length), each attending only to its own earlier tokens (a block-diagonal causal mask) with its own positions. The linear layers,
-most of the work, then run on the real tokens only: with prompts of mixed lengths (search
-queries, captions) about 1.5x fewer token rows at batch 8 and 2–3x at batch 256.
+length), each attending only to its own earlier tokens (a block-diagonal causal mask) with
+its own positions. The linear layers, most of the work, then run on the real tokens only:
+with prompts of mixed lengths (search queries, captions) about 1.5x fewer token rows at
+batch 8 and 2–3x at batch 256.
 """
 
 from __future__ import annotations
