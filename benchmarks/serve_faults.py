@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import io
 import json
 import multiprocessing
@@ -174,7 +175,12 @@ def _vm_rss(pid: int) -> int:
 
 def monitor(url: str, pid: int, done, results) -> None:
     """In its own process (no GIL shared with the load generator): poll /health every 20 ms
-    and sample RSS every 100 ms until ``done``; send back (statuses, ms, times, rss)."""
+    and sample RSS every 100 ms until ``done``; send back (statuses, ms, times, rss).
+
+    Forked from the load generator, it inherits that process's whole heap (in a test run,
+    pytest's, with every module it has loaded): frozen, so that a collection here never walks
+    it inside a timed request and reports the monitor's own pause as the server's latency."""
+    gc.freeze()
     statuses, ms, at, rss = Counter(), [], [], []
     with httpx.Client(base_url=url, timeout=10) as http:
         tick = 0
