@@ -18,6 +18,7 @@ from PIL import Image
 import clipforge
 from clipforge.data.folder import list_images
 from clipforge.distributed import MANIFEST, embed
+from clipforge.distributed.ray_embed import free_ray_garbage
 
 TINY = {
     "embed_dim": 16,
@@ -31,10 +32,12 @@ N_GOOD = 10
 @pytest.fixture(scope="module")
 def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    free_ray_garbage()  # see its docstring: a forked test process must not inherit it
     try:
         yield
     finally:
         ray.shutdown()
+        free_ray_garbage()
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ local path does; the encoders run the same int8 copy with that report, unmeasure
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Callable
@@ -277,6 +278,7 @@ def embed(
     owns = not ray.is_initialized()
     if owns:
         ray.init(address=address)
+        free_ray_garbage()
     try:
         encoder = {"fn_constructor_args": (model, pretrained, device, probe.precision,
                                            normalize, threads, probe.quantization),
@@ -286,7 +288,19 @@ def embed(
     finally:
         if owns:
             ray.shutdown()
+            free_ray_garbage()
     return report
+
+
+def free_ray_garbage() -> None:
+    """Collect the reference cycles Ray's start-up and shut-down leave in this process.
+
+    One holds Ray's native GCS client (an exception and the frame that raised it, in
+    ``ray._private.services.start_api_server``). Left for later, it may be collected in a
+    process forked from this one, such as a training DataLoader worker, where the client's
+    destructor detaches a thread the child does not have and aborts it (seen in CI: "DataLoader
+    worker ... is killed by signal: Aborted", ``std::thread::detach`` in the trace)."""
+    gc.collect()
 
 
 def _run(ray: Any, plan: _Plan, probe: _Probe, batch_size: int, encoder: dict[str, Any],
