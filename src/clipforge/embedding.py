@@ -30,7 +30,7 @@ from .errors import UsageError
 from .models.protocols import ClipModel
 from .preprocess import ImageDecodeError, Preprocess, load_image
 from .quantization import for_precision
-from .runtime import Precision, autocast
+from .runtime import Precision, autocast, freeze_inherited_heap
 
 ImageInput = str | os.PathLike | Image.Image | torch.Tensor
 """One image: a file path, a PIL image, or an already preprocessed ``(3, H, W)`` tensor."""
@@ -134,7 +134,8 @@ def _collate(
     return [i for i, _ in ok], pixels, failed
 
 
-def _init_worker(max_image_pixels: int | None, _worker_id: int) -> None:
+def _init_worker(max_image_pixels: int | None, worker_id: int) -> None:
+    freeze_inherited_heap(worker_id)
     # Workers started by spawn/forkserver would otherwise use PIL's default bomb limit.
     Image.MAX_IMAGE_PIXELS = max_image_pixels
 

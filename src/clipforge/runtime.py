@@ -4,13 +4,15 @@
 and the caller's model is never converted; on CPUs without bf16 arithmetic ``CLIP.encode_*``
 widens bf16 products to fp32 kernels (see :mod:`clipforge.models.bf16_cpu`). ``int8`` runs an
 int8-quantised copy of the model on the CPU (:mod:`clipforge.quantization`); ``auto`` is
-resolved per device by :func:`resolve_precision`.
+resolved per device by :func:`resolve_precision`. Data-loading worker processes start with
+:func:`freeze_inherited_heap`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import platform
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,3 +122,14 @@ def autocast(precision: str | None, device: torch.device) -> Iterator[None]:
         return
     with torch.autocast(device_type=device.type, dtype=_DTYPES[name]):
         yield
+
+
+def freeze_inherited_heap(_worker_id: int = 0) -> None:
+    """Start of a forked DataLoader worker (``worker_init_fn``): freeze the heap copied from
+    the parent, so the worker's collections never walk or free it.
+
+    Freeing the parent's garbage there runs native destructors in a process without the
+    parent's threads: Ray's GCS client, left in a reference cycle by Ray's start-up, aborts the
+    worker that way. Walking it also writes to every inherited object, copying the pages the
+    worker otherwise shares with the parent."""
+    gc.freeze()

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
+from ..runtime import freeze_inherited_heap
 from ..tokenizer import get_tokenizer
 from .sources import DATA_SOURCES, BuildContext, resolve_builder
 from .streaming import StreamingSource
@@ -182,6 +183,7 @@ def _loader_kwargs(cfg: DataConfig, seed: int, start_step: int) -> dict[str, Any
         "num_workers": cfg.num_workers,
         "pin_memory": torch.cuda.is_available(),
         "persistent_workers": cfg.num_workers > 0,
+        "worker_init_fn": freeze_inherited_heap,
         # a private generator: creating the loader never consumes the global torch RNG
         "generator": torch.Generator().manual_seed(seed * 7919 + start_step),
     }
