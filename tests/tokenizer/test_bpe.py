@@ -214,7 +214,7 @@ def test_vocab_tables_are_parsed_once_per_file_version_and_never_shared(tmp_path
     packaged = resources.files("clipforge.tokenizer").joinpath("bpe_simple_vocab_16e6.txt.gz")
     lines = gzip.decompress(packaged.read_bytes()).decode().split("\n")
     path = tmp_path / "vocab.txt.gz"
-    path.write_bytes(gzip.compress("\n".join(lines).encode()))
+    path.write_bytes(gzip.compress("\n".join(lines).encode(), compresslevel=1))
     first, second = ClipTokenizer(vocab_path=path), ClipTokenizer(vocab_path=path)
     second.encoder["<not a token>"] = 0
     assert "<not a token>" not in first.encoder and first.encoder is not second.encoder
@@ -223,7 +223,7 @@ def test_vocab_tables_are_parsed_once_per_file_version_and_never_shared(tmp_path
     header, merges = lines[0], lines[1:]
     target = next(m for m in merges if m.replace(" ", "") == "photo</w>")
     merges.remove(target)
-    path.write_bytes(gzip.compress("\n".join([header, target, *merges]).encode()))
+    path.write_bytes(gzip.compress("\n".join([header, target, *merges]).encode(), compresslevel=1))
     os.utime(path, ns=(0, 10**18))  # a new mtime even within the clock's resolution
     rewritten = ClipTokenizer(vocab_path=path)
     assert rewritten.bpe_ranks[tuple(target.split())] == 0
